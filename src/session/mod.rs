@@ -1,0 +1,385 @@
+//! The live session table: one entry per call, shared between the call actors
+//! (which create and end sessions) and the HTTP sidecar (which finds a live
+//! session by the caller's phone and stamps the Zendesk ticket on it).
+//!
+//! Ended sessions linger for a while so that late webhooks still find them,
+//! then `sweep` removes them. The table is bounded: `insert` refuses when full.
+
+pub mod phone;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use dashmap::mapref::entry::Entry as MapEntry;
+use dashmap::DashMap;
+use rand::Rng;
+
+/// Identifies one session; carried in `X-OPENCX-SESSION-ID`, so it is
+/// restricted to characters that are safe in a SIP header and a URL path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(String);
+
+impl SessionId {
+    /// Longest id accepted from outside.
+    pub const MAX_LEN: usize = 64;
+
+    /// 128 random bits as 32 lowercase hex characters.
+    pub fn new_random() -> Self {
+        let bits: u128 = rand::thread_rng().gen();
+        SessionId(format!("{bits:032x}"))
+    }
+
+    /// Accepts 1..=64 characters of `[A-Za-z0-9-_.]`, nothing else.
+    pub fn parse(s: &str) -> Option<SessionId> {
+        let ok = (1..=Self::MAX_LEN).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        ok.then(|| SessionId(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What we know about one call, from the INVITE to a while after the BYE.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: SessionId,
+    pub org_id: String,
+    pub agent_id: String,
+    /// Caller's number in E.164, None when anonymous/unknown.
+    pub caller_phone: Option<String>,
+    pub caller_display_name: Option<String>,
+    /// Called number as it arrived (Request-URI user).
+    pub called: String,
+    pub started_at: SystemTime,
+    pub answered_at: Option<SystemTime>,
+    pub ended_at: Option<SystemTime>,
+    pub zendesk_ticket_id: Option<u64>,
+    pub contact_id: Option<String>,
+}
+
+impl Session {
+    /// A session that starts now.
+    pub fn new(
+        id: SessionId,
+        org_id: String,
+        agent_id: String,
+        caller_phone: Option<String>,
+        caller_display_name: Option<String>,
+        called: String,
+    ) -> Self {
+        Session {
+            id,
+            org_id,
+            agent_id,
+            caller_phone,
+            caller_display_name,
+            called,
+            started_at: SystemTime::now(),
+            answered_at: None,
+            ended_at: None,
+            zendesk_ticket_id: None,
+            contact_id: None,
+        }
+    }
+
+    /// The call has not ended.
+    pub fn is_live(&self) -> bool {
+        self.ended_at.is_none()
+    }
+}
+
+/// Why `SessionTable::insert` refused a session.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InsertError {
+    #[error("session table full ({0} entries)")]
+    Full(usize),
+    #[error("session {0} already exists")]
+    Duplicate(String),
+}
+
+/// A session plus the monotonic time it ended, for linger expiry
+/// (`SystemTime` can jump; `Instant` cannot).
+#[derive(Debug)]
+struct Entry {
+    session: Session,
+    ended_instant: Option<Instant>,
+    /// Insertion order, to break ties between equal `started_at`.
+    seq: u64,
+}
+
+impl Entry {
+    fn expired(&self, now: Instant, linger: Duration) -> bool {
+        self.ended_instant
+            .is_some_and(|t| now.saturating_duration_since(t) >= linger)
+    }
+
+    /// Keeps `ended_instant` in step with `ended_at` after any change.
+    fn sync_ended(&mut self) {
+        match (self.session.ended_at, self.ended_instant) {
+            (Some(_), None) => self.ended_instant = Some(Instant::now()),
+            (None, Some(_)) => self.ended_instant = None,
+            _ => {}
+        }
+    }
+}
+
+/// The bounded, shared table of sessions with an index by caller phone.
+///
+/// Lock order: a guard on `entries` (one shard, never two at once) may be held
+/// while `by_phone` is locked, never the reverse; a `by_phone` guard is never
+/// held while taking any other lock. No method iterates or counts a map while
+/// holding a guard on it. Every change to an entry's `caller_phone` and to the
+/// index happens under that entry's guard, so the two stay consistent.
+///
+/// Closures passed to `update` run under the entry's guard: they must not call
+/// back into the table.
+#[derive(Debug)]
+pub struct SessionTable {
+    entries: DashMap<SessionId, Entry>,
+    /// E.164 caller phone -> ids of entries (live or lingering) with that phone.
+    by_phone: DashMap<String, Vec<SessionId>>,
+    capacity: usize,
+    linger: Duration,
+    /// Entries present plus inserts in flight; makes the bound exact under races.
+    reserved: AtomicUsize,
+    next_seq: AtomicU64,
+}
+
+impl SessionTable {
+    /// A table holding at most `capacity` sessions, keeping ended ones for `linger`.
+    pub fn new(capacity: usize, linger: Duration) -> Self {
+        SessionTable {
+            entries: DashMap::new(),
+            by_phone: DashMap::new(),
+            capacity,
+            linger,
+            reserved: AtomicUsize::new(0),
+            next_seq: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds a session. When full, first removes expired lingering sessions.
+    pub fn insert(&self, s: Session) -> Result<(), InsertError> {
+        if !self.try_reserve() {
+            self.sweep();
+            if !self.try_reserve() {
+                return Err(InsertError::Full(self.capacity));
+            }
+        }
+        match self.entries.entry(s.id.clone()) {
+            MapEntry::Occupied(_) => {
+                self.release();
+                Err(InsertError::Duplicate(s.id.to_string()))
+            }
+            MapEntry::Vacant(vacant) => {
+                if let Some(phone) = &s.caller_phone {
+                    self.index(phone, &s.id);
+                }
+                let mut entry = Entry {
+                    session: s,
+                    ended_instant: None,
+                    seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
+                };
+                entry.sync_ended();
+                vacant.insert(entry);
+                Ok(())
+            }
+        }
+    }
+
+    /// A copy of the session, live or lingering.
+    pub fn get(&self, id: &SessionId) -> Option<Session> {
+        self.entries.get(id).map(|e| e.session.clone())
+    }
+
+    /// Runs `f` on the session under its lock and returns its result. The
+    /// phone index follows a change of `caller_phone`, `ended_at` changes work
+    /// like `mark_ended`, and a change of `id` is undone (the key is the id).
+    /// `f` must not call into the table.
+    pub fn update<R>(&self, id: &SessionId, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
+        let mut entry = self.entries.get_mut(id)?;
+        let old_phone = entry.session.caller_phone.clone();
+        let out = f(&mut entry.session);
+        entry.session.id = id.clone();
+        entry.sync_ended();
+        if entry.session.caller_phone != old_phone {
+            if let Some(old) = &old_phone {
+                self.unindex(old, id);
+            }
+            if let Some(new) = &entry.session.caller_phone {
+                self.index(new, id);
+            }
+        }
+        Some(out)
+    }
+
+    /// Records the answer time once; later calls keep the first.
+    pub fn mark_answered(&self, id: &SessionId) {
+        if let Some(mut entry) = self.entries.get_mut(id) {
+            entry
+                .session
+                .answered_at
+                .get_or_insert_with(SystemTime::now);
+        }
+    }
+
+    /// The call ended: the entry stays readable for `linger` (late webhooks), then goes.
+    /// Later calls keep the first end time.
+    pub fn mark_ended(&self, id: &SessionId) {
+        if let Some(mut entry) = self.entries.get_mut(id) {
+            if entry.session.ended_at.is_none() {
+                entry.session.ended_at = Some(SystemTime::now());
+                entry.ended_instant = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Live sessions (not ended) whose caller is this E.164 phone, newest first.
+    pub fn live_by_phone(&self, phone_e164: &str) -> Vec<Session> {
+        // Copy the ids and drop the index guard before touching `entries`.
+        let ids = match self.by_phone.get(phone_e164) {
+            Some(ids) => ids.clone(),
+            None => return Vec::new(),
+        };
+        let mut found: Vec<(u64, Session)> = ids
+            .iter()
+            .filter_map(|id| {
+                let e = self.entries.get(id)?;
+                let matches =
+                    e.session.is_live() && e.session.caller_phone.as_deref() == Some(phone_e164);
+                matches.then(|| (e.seq, e.session.clone()))
+            })
+            .collect();
+        found.sort_by(|(seq_a, a), (seq_b, b)| {
+            b.started_at
+                .cmp(&a.started_at)
+                .then_with(|| seq_b.cmp(seq_a))
+        });
+        found.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// Remove entries ended longer than `linger` ago; returns how many were removed. Called periodically by the server.
+    pub fn sweep(&self) -> usize {
+        self.sweep_at(Instant::now())
+    }
+
+    fn sweep_at(&self, now: Instant) -> usize {
+        // Collect first: removing while iterating would deadlock on the shard.
+        let expired: Vec<SessionId> = self
+            .entries
+            .iter()
+            .filter(|e| e.expired(now, self.linger))
+            .map(|e| e.key().clone())
+            .collect();
+        let mut removed = 0;
+        for id in expired {
+            // Re-check under the write guard: the entry may have changed since.
+            if let MapEntry::Occupied(occupied) = self.entries.entry(id) {
+                if occupied.get().expired(now, self.linger) {
+                    if let Some(phone) = &occupied.get().session.caller_phone {
+                        self.unindex(phone, occupied.key());
+                    }
+                    occupied.remove();
+                    self.release();
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
+    /// Entries held, live and lingering.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Sessions not yet ended.
+    pub fn live_count(&self) -> usize {
+        self.entries.iter().filter(|e| e.session.is_live()).count()
+    }
+
+    fn try_reserve(&self) -> bool {
+        self.reserved
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.capacity).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn release(&self) {
+        // Never below zero, even if a bug released twice.
+        let _ = self
+            .reserved
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// Caller holds the guard of `id`'s entry (lock order: entries, then by_phone).
+    fn index(&self, phone: &str, id: &SessionId) {
+        let mut ids = self.by_phone.entry(phone.to_owned()).or_default();
+        if !ids.contains(id) {
+            ids.push(id.clone());
+        }
+    }
+
+    /// Caller holds the guard of `id`'s entry. Empty lists are dropped so the
+    /// index does not grow with every phone ever seen.
+    fn unindex(&self, phone: &str, id: &SessionId) {
+        if let Some(mut ids) = self.by_phone.get_mut(phone) {
+            ids.retain(|x| x != id);
+        }
+        // Under the shard lock again: an insert may have pushed in between.
+        self.by_phone.remove_if(phone, |_, ids| ids.is_empty());
+    }
+}
+
+#[cfg(test)]
+impl SessionTable {
+    /// Number of phones in the index.
+    fn index_len(&self) -> usize {
+        self.by_phone.len()
+    }
+
+    /// Panics unless the index, the entries and the reservation count agree.
+    /// Call only when no other thread uses the table.
+    fn assert_consistent(&self) {
+        assert_eq!(self.reserved.load(Ordering::Acquire), self.entries.len());
+        // Copy the index first: keep the lock order even in tests.
+        let index: Vec<(String, Vec<SessionId>)> = self
+            .by_phone
+            .iter()
+            .map(|r| (r.key().clone(), r.value().clone()))
+            .collect();
+        let mut indexed = 0;
+        for (phone, ids) in &index {
+            assert!(!ids.is_empty(), "empty list for {phone}");
+            for id in ids {
+                let e = self.entries.get(id).expect("indexed id has an entry");
+                assert_eq!(e.session.caller_phone.as_deref(), Some(phone.as_str()));
+                indexed += 1;
+            }
+        }
+        let with_phone = self
+            .entries
+            .iter()
+            .filter(|e| e.session.caller_phone.is_some())
+            .count();
+        assert_eq!(indexed, with_phone);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,3 @@
+//! The SIP stack, bottom up: transport, message, transaction, dialog.
+
+pub mod message;
