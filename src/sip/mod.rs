@@ -1,3 +1,4 @@
 //! The SIP stack, bottom up: transport, message, transaction, dialog.
 
 pub mod message;
+pub mod transaction;

@@ -32,6 +32,14 @@ pub struct Via {
 
 impl Via {
     pub fn parse(value: &str) -> Option<Via> {
+        // RFC 3261 25.1: SEMI and EQUAL allow whitespace around them; rsip does not.
+        let tight;
+        let value = if value.contains([';', '=']) && value.contains([' ', '\t']) {
+            tight = tighten_params(value);
+            tight.as_str()
+        } else {
+            value
+        };
         let (masked, v6) = mask_v6(value)?;
         let inner = rsip::typed::Via::try_from(rsip::headers::Via::from(masked)).ok()?;
         Some(Via { inner, v6 })
@@ -111,6 +119,30 @@ impl Via {
         }
         self.sent_by_port().unwrap_or(5060)
     }
+}
+
+/// Drop whitespace around ';' and '=' (outside quoted strings).
+fn tighten_params(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut quoted = false;
+    let mut chars = value.trim().chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '"' {
+            quoted = !quoted;
+        }
+        if !quoted && (c == ';' || c == '=') {
+            while out.ends_with([' ', '\t']) {
+                out.pop();
+            }
+            out.push(c);
+            while chars.peek().is_some_and(|n| *n == ' ' || *n == '\t') {
+                chars.next();
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// rsip 0.4 cannot read an IPv6 reference (`[2001:db8::1]`) in a URI or Via: swap it
