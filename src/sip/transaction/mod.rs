@@ -33,6 +33,9 @@ pub use non_invite_client::{NonInviteClient, NonInviteClientState};
 pub use non_invite_server::{NonInviteServer, NonInviteServerState};
 pub use timers::{Timer, TimerConfig};
 
+pub mod set;
+pub use set::{RequestMatch, TransactionSet, TxEvent, TxId};
+
 /// What the shell must do after feeding an event. Order matters: execute in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {

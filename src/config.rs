@@ -1,0 +1,391 @@
+//! `config.toml` as typed structs, validated at start-up. Every problem is reported as
+//! one line naming the key; unknown keys are errors, not silently ignored.
+
+use crate::sip::message::SipUri;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// TOML syntax, unknown key, wrong type: toml names the key and line.
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    #[error("{path}: key `{key}`: {problem}")]
+    Invalid {
+        path: String,
+        key: String,
+        problem: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub sip: SipConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub session: SessionConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    pub listen_udp: Vec<String>,
+    pub listen_tcp: Vec<String>,
+    /// Host written in our Via and Contact instead of the listening address (NAT).
+    pub advertised_host: Option<String>,
+    pub max_message_size: usize,
+    pub tcp_idle_timeout_secs: u64,
+    pub tcp_connect_timeout_ms: u64,
+    pub t1_ms: u64,
+    pub t2_ms: u64,
+    pub t4_ms: u64,
+    pub ai_answer_timeout_secs: u64,
+    pub user_agent: String,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            listen_udp: vec!["127.0.0.1:5060".into()],
+            listen_tcp: vec!["127.0.0.1:5060".into()],
+            advertised_host: None,
+            max_message_size: 65536,
+            tcp_idle_timeout_secs: 300,
+            tcp_connect_timeout_ms: 3000,
+            t1_ms: 500,
+            t2_ms: 4000,
+            t4_ms: 5000,
+            ai_answer_timeout_secs: 60,
+            user_agent: "handoff".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_calls: usize,
+    pub max_calls_per_second: u32,
+    pub call_inbox_depth: usize,
+    pub drain_timeout_secs: u64,
+    pub retry_after_secs: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_calls: 10_000,
+            max_calls_per_second: 500,
+            call_inbox_depth: 64,
+            drain_timeout_secs: 30,
+            retry_after_secs: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    pub capacity: usize,
+    pub linger_secs: u64,
+    pub default_country: Option<String>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            capacity: 50_000,
+            linger_secs: 300,
+            default_country: Some("US".into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Exact called number (Request-URI user), compared after E.164 normalisation.
+    pub number: Option<String>,
+    /// Prefix of the called number as it arrived; "" matches everything.
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub default: bool,
+    pub org_id: String,
+    pub agent_id: String,
+    pub ai_agent_uri: String,
+}
+
+/// The validated, ready-to-use form of the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen_udp: Vec<SocketAddr>,
+    pub listen_tcp: Vec<SocketAddr>,
+    pub advertised_host: Option<String>,
+    pub max_message_size: usize,
+    pub tcp_idle_timeout: Duration,
+    pub tcp_connect_timeout: Duration,
+    pub t1: Duration,
+    pub t2: Duration,
+    pub t4: Duration,
+    pub ai_answer_timeout: Duration,
+    pub user_agent: String,
+    pub max_calls: usize,
+    pub max_calls_per_second: u32,
+    pub call_inbox_depth: usize,
+    pub drain_timeout: Duration,
+    pub retry_after_secs: u32,
+    pub session_capacity: usize,
+    pub session_linger: Duration,
+    pub default_country: Option<String>,
+    pub log_level: String,
+    pub log_json: bool,
+    pub routes: Vec<Route>,
+}
+
+/// One `[[route]]`: which called numbers go to which AI agent.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub matcher: RouteMatch,
+    pub org_id: String,
+    pub agent_id: String,
+    pub ai_agent_uri: SipUri,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteMatch {
+    Number(String),
+    Prefix(String),
+    Default,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        Self::parse(&text, &p)
+    }
+
+    pub fn parse(text: &str, path: &str) -> Result<Settings, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: one_line(&e, text),
+        })?;
+        cfg.validate(path)
+    }
+
+    fn validate(self, path: &str) -> Result<Settings, ConfigError> {
+        let bad = |key: &str, problem: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            problem,
+        };
+        let addrs = |key: &str, list: &[String]| -> Result<Vec<SocketAddr>, ConfigError> {
+            list.iter()
+                .map(|a| {
+                    a.parse::<SocketAddr>().map_err(|_| {
+                        bad(key, format!("{a:?} is not an IP address with a port, e.g. \"127.0.0.1:5060\" or \"[::1]:5060\""))
+                    })
+                })
+                .collect()
+        };
+        let sip = &self.sip;
+        let listen_udp = addrs("sip.listen_udp", &sip.listen_udp)?;
+        let listen_tcp = addrs("sip.listen_tcp", &sip.listen_tcp)?;
+        if listen_udp.is_empty() && listen_tcp.is_empty() {
+            return Err(bad("sip.listen_udp", "no UDP or TCP listener configured".into()));
+        }
+        if let Some(h) = &sip.advertised_host {
+            if h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {
+                return Err(bad("sip.advertised_host", format!("{h:?} is not a host name or IP address")));
+            }
+        }
+        if !(1024..=1 << 20).contains(&sip.max_message_size) {
+            return Err(bad("sip.max_message_size", "must be between 1024 and 1048576 bytes".into()));
+        }
+        if sip.t1_ms == 0 || sip.t2_ms < sip.t1_ms || sip.t4_ms == 0 {
+            return Err(bad("sip.t1_ms", "timers must be positive and t2_ms >= t1_ms".into()));
+        }
+        if sip.tcp_idle_timeout_secs == 0 {
+            return Err(bad("sip.tcp_idle_timeout_secs", "must be at least 1".into()));
+        }
+        if sip.ai_answer_timeout_secs == 0 {
+            return Err(bad("sip.ai_answer_timeout_secs", "must be at least 1".into()));
+        }
+        if crate::sip::message::check_value(&sip.user_agent).is_err() || sip.user_agent.len() > 200 {
+            return Err(bad("sip.user_agent", "must be printable text under 200 bytes".into()));
+        }
+        let l = &self.limits;
+        if l.max_calls == 0 {
+            return Err(bad("limits.max_calls", "must be at least 1".into()));
+        }
+        if l.max_calls_per_second == 0 {
+            return Err(bad("limits.max_calls_per_second", "must be at least 1".into()));
+        }
+        if !(4..=4096).contains(&l.call_inbox_depth) {
+            return Err(bad("limits.call_inbox_depth", "must be between 4 and 4096".into()));
+        }
+        let s = &self.session;
+        if s.capacity < l.max_calls {
+            return Err(bad("session.capacity", format!("must be at least limits.max_calls ({})", l.max_calls)));
+        }
+        if let Some(c) = &s.default_country {
+            if crate::session::phone::normalize_e164("2025550123", Some(c)).is_none() {
+                return Err(bad("session.default_country", format!("{c:?} is not a known ISO 3166-1 alpha-2 country code")));
+            }
+        }
+        let level = self.log.level.to_ascii_lowercase();
+        if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
+            return Err(bad("log.level", format!("{:?} is not one of error, warn, info, debug, trace", self.log.level)));
+        }
+        let log_json = match self.log.format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => return Err(bad("log.format", format!("{other:?} is not \"text\" or \"json\""))),
+        };
+        if self.routes.is_empty() {
+            return Err(bad("route", "no [[route]] configured: at least one route with an ai_agent_uri is needed".into()));
+        }
+        let mut routes = Vec::new();
+        let mut defaults = 0;
+        for (i, r) in self.routes.iter().enumerate() {
+            let key = |k: &str| format!("route[{i}].{k}");
+            let uri = SipUri::parse(&r.ai_agent_uri)
+                .filter(|u| u.scheme == "sip")
+                .ok_or_else(|| bad(&key("ai_agent_uri"), format!("{:?} is not a sip: URI", r.ai_agent_uri)))?;
+            if let Some(t) = uri.transport() {
+                if crate::sip::transport::Transport::from_name(&t).is_none() {
+                    return Err(bad(&key("ai_agent_uri"), format!("transport {t:?} is not udp or tcp")));
+                }
+            }
+            for (k, v) in [("org_id", &r.org_id), ("agent_id", &r.agent_id)] {
+                if v.is_empty() || v.len() > 128 || !v.bytes().all(crate::sip::message::is_token_char) {
+                    return Err(bad(&key(k), format!("{v:?} must be 1-128 token characters (letters, digits, -._!%*+`'~)")));
+                }
+            }
+            let matcher = match (&r.number, &r.prefix, r.default) {
+                (Some(n), None, false) => RouteMatch::Number(
+                    crate::session::phone::normalize_e164(n, s.default_country.as_deref()).unwrap_or_else(|| n.clone()),
+                ),
+                (None, Some(p), false) => RouteMatch::Prefix(p.clone()),
+                (None, None, true) => {
+                    defaults += 1;
+                    RouteMatch::Default
+                }
+                _ => return Err(bad(&key("number"), "give exactly one of number, prefix or default = true".into())),
+            };
+            routes.push(Route {
+                matcher,
+                org_id: r.org_id.clone(),
+                agent_id: r.agent_id.clone(),
+                ai_agent_uri: uri,
+            });
+        }
+        if defaults > 1 {
+            return Err(bad("route", "more than one route has default = true".into()));
+        }
+        Ok(Settings {
+            listen_udp,
+            listen_tcp,
+            advertised_host: sip.advertised_host.clone(),
+            max_message_size: sip.max_message_size,
+            tcp_idle_timeout: Duration::from_secs(sip.tcp_idle_timeout_secs),
+            tcp_connect_timeout: Duration::from_millis(sip.tcp_connect_timeout_ms.max(1)),
+            t1: Duration::from_millis(sip.t1_ms),
+            t2: Duration::from_millis(sip.t2_ms),
+            t4: Duration::from_millis(sip.t4_ms),
+            ai_answer_timeout: Duration::from_secs(sip.ai_answer_timeout_secs),
+            user_agent: sip.user_agent.clone(),
+            max_calls: l.max_calls,
+            max_calls_per_second: l.max_calls_per_second,
+            call_inbox_depth: l.call_inbox_depth,
+            drain_timeout: Duration::from_secs(l.drain_timeout_secs),
+            retry_after_secs: l.retry_after_secs,
+            session_capacity: s.capacity,
+            session_linger: Duration::from_secs(s.linger_secs),
+            default_country: s.default_country.clone(),
+            log_level: level,
+            log_json,
+            routes,
+        })
+    }
+}
+
+/// toml's messages span several lines with a source excerpt; keep the first line and
+/// the key it names.
+fn one_line(e: &toml::de::Error, text: &str) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+            let key = text
+                .get(span.clone())
+                .filter(|k| k.len() < 80 && !k.contains('\n'))
+                .map(|k| format!(" `{}`", k.trim()))
+                .unwrap_or_default();
+            format!("line {line}{key}: {msg}")
+        }
+        None => msg,
+    }
+}
+
+impl Settings {
+    /// The route for a called number: exact number, then the longest prefix, then the
+    /// default. `None` means 404.
+    pub fn route_for(&self, called_user: &str, called_e164: Option<&str>) -> Option<&Route> {
+        if let Some(e164) = called_e164 {
+            if let Some(r) = self.routes.iter().find(|r| r.matcher == RouteMatch::Number(e164.to_owned())) {
+                return Some(r);
+            }
+        }
+        if let Some(r) = self.routes.iter().find(|r| r.matcher == RouteMatch::Number(called_user.to_owned())) {
+            return Some(r);
+        }
+        let by_prefix = self
+            .routes
+            .iter()
+            .filter_map(|r| match &r.matcher {
+                RouteMatch::Prefix(p) if called_user.starts_with(p.as_str()) || called_e164.is_some_and(|e| e.starts_with(p.as_str())) => Some((p.len(), r)),
+                _ => None,
+            })
+            .max_by_key(|(len, _)| *len)
+            .map(|(_, r)| r);
+        by_prefix.or_else(|| self.routes.iter().find(|r| r.matcher == RouteMatch::Default))
+    }
+}
+
+#[cfg(test)]
+mod tests;

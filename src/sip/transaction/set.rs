@@ -1,0 +1,401 @@
+//! The thin shell around the pure machines: one call's transactions, the messages they
+//! hold for retransmission, their timers, and RFC 3261 17.1.3 / 17.2.3 matching.
+//! Still sans-IO: it returns what to send and what to tell the TU; the call actor does
+//! the sending and the waiting.
+
+use super::{
+    Action, InviteClient, InviteServer, InviteServerState, NonInviteClient, NonInviteServer,
+    Timer, TimerConfig,
+};
+use crate::sip::message::{CSeq, Message, Method};
+use crate::sip::transport::Peer;
+use bytes::Bytes;
+use std::time::Instant;
+
+/// A transaction's handle, unique within its set.
+pub type TxId = u32;
+
+/// What the owner of the set must do or know.
+#[derive(Debug)]
+pub enum TxEvent {
+    Send(Peer, Bytes),
+    /// A response that a client transaction passes up.
+    Response(TxId, Message),
+    /// An ACK that matched an INVITE server transaction in Accepted (RFC 6026 8.7): it
+    /// acknowledges a 2xx and belongs to the TU.
+    AckOf2xx(TxId, Message),
+    /// Timer B, F or H fired.
+    Timeout(TxId),
+    TransportError(TxId),
+    Terminated(TxId),
+}
+
+/// What a received request turned out to be.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RequestMatch {
+    /// A retransmission (or the ACK of a non-2xx): handled inside the set.
+    Absorbed,
+    /// It belongs to the TU: an ACK for a 2xx, or a new request.
+    New,
+}
+
+enum Machine {
+    InviteClient(InviteClient),
+    NonInviteClient(NonInviteClient),
+    InviteServer(InviteServer),
+    NonInviteServer(NonInviteServer),
+}
+
+struct Entry {
+    id: TxId,
+    machine: Machine,
+    branch: String,
+    /// RFC 3261 17.2.3: sent-by takes part in server matching.
+    sent_by: String,
+    method: Method,
+    peer: Peer,
+    /// Client: the request as sent (for retransmission, ACK and CANCEL).
+    request: Option<Message>,
+    wire: Bytes,
+    /// Client INVITE: the hop-by-hop ACK for the last non-2xx final response.
+    ack: Option<Bytes>,
+    /// Server: the last response the TU gave.
+    response: Option<Bytes>,
+    /// Server: the status of that response.
+    status: u16,
+}
+
+/// All transactions of one call.
+pub struct TransactionSet {
+    entries: Vec<Entry>,
+    timers: Vec<(Instant, TxId, Timer)>,
+    cfg: TimerConfig,
+    next_id: TxId,
+}
+
+impl TransactionSet {
+    pub fn new(cfg: TimerConfig) -> Self {
+        TransactionSet {
+            entries: Vec::with_capacity(4),
+            timers: Vec::with_capacity(4),
+            cfg,
+            next_id: 1,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Start a client transaction for `req`, whose top Via carries our branch.
+    pub fn start_client(&mut self, req: Message, peer: Peer, now: Instant, out: &mut Vec<TxEvent>) -> TxId {
+        let id = self.alloc();
+        let branch = branch_of(&req);
+        let method = req.method().cloned().unwrap_or(Method::Options);
+        let reliable = peer.transport.is_reliable();
+        let (machine, actions) = if method == Method::Invite {
+            let (m, a) = InviteClient::new(reliable, self.cfg);
+            (Machine::InviteClient(m), a)
+        } else {
+            let (m, a) = NonInviteClient::new(reliable, self.cfg);
+            (Machine::NonInviteClient(m), a)
+        };
+        let wire = req.to_bytes();
+        self.entries.push(Entry {
+            id,
+            machine,
+            branch,
+            sent_by: String::new(),
+            method,
+            peer,
+            request: Some(req),
+            wire,
+            ack: None,
+            response: None,
+            status: 0,
+        });
+        self.apply(id, actions, None, now, out);
+        id
+    }
+
+    /// Start a server transaction for a request the TU takes on. For INVITE the TU
+    /// sends 100 Trying at once through [`TransactionSet::respond`].
+    pub fn start_server(&mut self, req: &Message, peer: Peer) -> TxId {
+        let id = self.alloc();
+        let reliable = peer.transport.is_reliable();
+        let method = req.method().cloned().unwrap_or(Method::Options);
+        let machine = if method == Method::Invite {
+            Machine::InviteServer(InviteServer::new(reliable, self.cfg).0)
+        } else {
+            Machine::NonInviteServer(NonInviteServer::new(reliable, self.cfg).0)
+        };
+        self.entries.push(Entry {
+            id,
+            machine,
+            branch: branch_of(req),
+            sent_by: sent_by_of(req),
+            method,
+            peer,
+            request: None,
+            wire: Bytes::new(),
+            ack: None,
+            response: None,
+            status: 0,
+        });
+        id
+    }
+
+    /// The TU answers a server transaction.
+    pub fn respond(&mut self, id: TxId, resp: &Message, now: Instant, out: &mut Vec<TxEvent>) {
+        let Some(e) = self.entries.iter_mut().find(|e| e.id == id) else {
+            return;
+        };
+        let status = resp.status().unwrap_or(500);
+        e.response = Some(resp.to_bytes());
+        e.status = status;
+        let actions = match &mut e.machine {
+            Machine::InviteServer(m) => m.send_response(status),
+            Machine::NonInviteServer(m) => m.send_response(status),
+            _ => return,
+        };
+        self.apply(id, actions, None, now, out);
+    }
+
+    /// RFC 3261 17.2.3: is this request a retransmission, or the ACK of a non-2xx?
+    pub fn match_request(&mut self, req: &Message, now: Instant, out: &mut Vec<TxEvent>) -> RequestMatch {
+        let Some(method) = req.method() else {
+            return RequestMatch::New;
+        };
+        let branch = branch_of(req);
+        if branch.is_empty() {
+            return RequestMatch::New;
+        }
+        let sent_by = sent_by_of(req);
+        let wanted = if *method == Method::Ack { &Method::Invite } else { method };
+        let Some(e) = self.entries.iter_mut().find(|e| {
+            e.request.is_none() && e.branch == branch && e.sent_by == sent_by && &e.method == wanted
+        }) else {
+            return RequestMatch::New;
+        };
+        let id = e.id;
+        let (actions, to_tu) = match (&mut e.machine, method) {
+            (Machine::InviteServer(m), Method::Ack) => {
+                let accepted = m.state() == InviteServerState::Accepted;
+                (m.on_ack(), accepted)
+            }
+            (Machine::InviteServer(m), _) => (m.on_request(), false),
+            (Machine::NonInviteServer(m), _) => (m.on_request(), false),
+            _ => return RequestMatch::New,
+        };
+        let passes = actions.contains(&Action::PassToTu);
+        self.apply(id, actions, None, now, out);
+        if to_tu && passes {
+            out.push(TxEvent::AckOf2xx(id, req.clone()));
+        }
+        RequestMatch::Absorbed
+    }
+
+    /// RFC 3261 17.1.3: hand a response to the client transaction it belongs to.
+    /// Returns false when none matches (a stray, or a 2xx retransmission after the
+    /// transaction ended: the TU deals with those).
+    pub fn on_response(&mut self, resp: Message, now: Instant, out: &mut Vec<TxEvent>) -> bool {
+        let branch = branch_of(&resp);
+        let Some(cseq) = resp.cseq() else { return false };
+        let Some(e) = self
+            .entries
+            .iter_mut()
+            .find(|e| e.request.is_some() && e.branch == branch && e.method == cseq.method)
+        else {
+            return false;
+        };
+        let id = e.id;
+        let status = resp.status().unwrap_or(0);
+        let actions = match &mut e.machine {
+            Machine::InviteClient(m) => m.on_response(status),
+            Machine::NonInviteClient(m) => m.on_response(status),
+            _ => return false,
+        };
+        if actions.contains(&Action::TransmitAck) {
+            if let Some(req) = &e.request {
+                e.ack = Some(ack_for_non_2xx(req, &resp).to_bytes());
+            }
+        }
+        self.apply(id, actions, Some(resp), now, out);
+        true
+    }
+
+    /// A send on this transaction's transport failed.
+    pub fn on_transport_error(&mut self, id: TxId, now: Instant, out: &mut Vec<TxEvent>) {
+        let Some(e) = self.entries.iter_mut().find(|e| e.id == id) else {
+            return;
+        };
+        let actions = match &mut e.machine {
+            Machine::InviteClient(m) => m.on_transport_error(),
+            Machine::NonInviteClient(m) => m.on_transport_error(),
+            Machine::InviteServer(m) => m.on_transport_error(),
+            Machine::NonInviteServer(m) => m.on_transport_error(),
+        };
+        self.apply(id, actions, None, now, out);
+    }
+
+    /// The earliest armed timer.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.iter().map(|(at, _, _)| *at).min()
+    }
+
+    /// Fire every timer that is due.
+    pub fn on_tick(&mut self, now: Instant, out: &mut Vec<TxEvent>) {
+        while let Some(pos) = self.timers.iter().position(|(at, _, _)| *at <= now) {
+            let (_, id, timer) = self.timers.swap_remove(pos);
+            let Some(e) = self.entries.iter_mut().find(|e| e.id == id) else {
+                continue;
+            };
+            let actions = match &mut e.machine {
+                Machine::InviteClient(m) => m.on_timer(timer),
+                Machine::NonInviteClient(m) => m.on_timer(timer),
+                Machine::InviteServer(m) => m.on_timer(timer),
+                Machine::NonInviteServer(m) => m.on_timer(timer),
+            };
+            self.apply(id, actions, None, now, out);
+        }
+    }
+
+    /// The request a client transaction carries (to build a CANCEL from, say).
+    pub fn request(&self, id: TxId) -> Option<&Message> {
+        self.entries.iter().find(|e| e.id == id).and_then(|e| e.request.as_ref())
+    }
+
+    /// The peer a transaction talks to.
+    pub fn peer(&self, id: TxId) -> Option<Peer> {
+        self.entries.iter().find(|e| e.id == id).map(|e| e.peer)
+    }
+
+    /// The final status a server transaction has sent, if any.
+    pub fn final_status(&self, id: TxId) -> Option<u16> {
+        self.entries
+            .iter()
+            .find(|e| e.id == id)
+            .map(|e| e.status)
+            .filter(|s| *s >= 200)
+    }
+
+    /// The INVITE server transaction a CANCEL names (RFC 3261 9.2: same branch and
+    /// sent-by, method INVITE).
+    pub fn server_invite_for_cancel(&self, cancel: &Message) -> Option<TxId> {
+        let branch = branch_of(cancel);
+        let sent_by = sent_by_of(cancel);
+        self.entries
+            .iter()
+            .find(|e| e.request.is_none() && e.method == Method::Invite && e.branch == branch && e.sent_by == sent_by)
+            .map(|e| e.id)
+    }
+
+    pub fn contains(&self, id: TxId) -> bool {
+        self.entries.iter().any(|e| e.id == id)
+    }
+
+    fn alloc(&mut self) -> TxId {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        id
+    }
+
+    fn apply(&mut self, id: TxId, actions: Vec<Action>, msg: Option<Message>, now: Instant, out: &mut Vec<TxEvent>) {
+        let mut msg = msg;
+        for action in actions {
+            let Some(e) = self.entries.iter().find(|e| e.id == id) else {
+                return;
+            };
+            match action {
+                Action::TransmitRequest => out.push(TxEvent::Send(e.peer, e.wire.clone())),
+                Action::TransmitAck => {
+                    if let Some(ack) = &e.ack {
+                        out.push(TxEvent::Send(e.peer, ack.clone()));
+                    }
+                }
+                Action::TransmitResponse => {
+                    if let Some(r) = &e.response {
+                        out.push(TxEvent::Send(e.peer, r.clone()));
+                    }
+                }
+                Action::PassToTu => {
+                    if let Some(m) = msg.take() {
+                        out.push(TxEvent::Response(id, m));
+                    }
+                }
+                Action::StartTimer(t, d) => {
+                    self.timers.retain(|(_, i, tt)| !(*i == id && *tt == t));
+                    self.timers.push((now + d, id, t));
+                }
+                Action::CancelTimer(t) => self.timers.retain(|(_, i, tt)| !(*i == id && *tt == t)),
+                Action::Timeout => out.push(TxEvent::Timeout(id)),
+                Action::TransportError => out.push(TxEvent::TransportError(id)),
+                Action::Terminated => {
+                    self.entries.retain(|e| e.id != id);
+                    self.timers.retain(|(_, i, _)| *i != id);
+                    out.push(TxEvent::Terminated(id));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn branch_of(m: &Message) -> String {
+    m.top_via().and_then(|v| v.branch().map(str::to_owned)).unwrap_or_default()
+}
+
+fn sent_by_of(m: &Message) -> String {
+    m.top_via()
+        .map(|v| format!("{}:{}", v.sent_by_host(), v.sent_by_port().unwrap_or(0)))
+        .unwrap_or_default()
+}
+
+/// RFC 3261 17.1.1.3: the ACK for a non-2xx final response, built by the transaction:
+/// the INVITE's Request-URI, Call-ID, From, top Via and Route, the response's To.
+pub fn ack_for_non_2xx(invite: &Message, resp: &Message) -> Message {
+    let mut ack = Message::request(Method::Ack, invite.request_uri().unwrap_or_default());
+    if let Some(v) = invite.header_values("Via").next() {
+        ack.push("Via", v.to_owned());
+    }
+    ack.push("Max-Forwards", "70");
+    for (name, from) in [("From", invite), ("To", resp), ("Call-ID", invite)] {
+        if let Some(v) = from.header(name) {
+            ack.push(name, v.to_owned());
+        }
+    }
+    let seq = invite.cseq().map_or(1, |c| c.seq);
+    ack.push("CSeq", CSeq { seq, method: Method::Ack }.to_string());
+    for r in invite.header_values("Route") {
+        ack.push("Route", r.to_owned());
+    }
+    ack
+}
+
+/// RFC 3261 9.1: a CANCEL for a pending INVITE: same Request-URI, Call-ID, From, To,
+/// CSeq number, top Via and Route.
+pub fn cancel_for(invite: &Message) -> Message {
+    let mut c = Message::request(Method::Cancel, invite.request_uri().unwrap_or_default());
+    if let Some(v) = invite.header_values("Via").next() {
+        c.push("Via", v.to_owned());
+    }
+    c.push("Max-Forwards", "70");
+    for name in ["From", "To", "Call-ID"] {
+        if let Some(v) = invite.header(name) {
+            c.push(name, v.to_owned());
+        }
+    }
+    let seq = invite.cseq().map_or(1, |c| c.seq);
+    c.push("CSeq", CSeq { seq, method: Method::Cancel }.to_string());
+    for r in invite.header_values("Route") {
+        c.push("Route", r.to_owned());
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,260 @@
+//! UDP and TCP transport (RFC 3261 18): sockets, stream framing, connection reuse,
+//! keep-alives, `received`/`rport`. Knows messages only as bytes in and parsed
+//! messages out; knows nothing of transactions or calls.
+
+mod framing;
+mod tcp;
+mod udp;
+
+pub use framing::{Frame, Framer, FramingError};
+
+use crate::metrics::Metrics;
+use crate::sip::message::{parse, Message, ParseError};
+use bytes::Bytes;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UdpSocket;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    /// Reliable transports zero the retransmission timers (RFC 3261 17, Table 4).
+    pub fn is_reliable(self) -> bool {
+        matches!(self, Transport::Tcp)
+    }
+
+    /// As written in a Via sent-protocol.
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+
+    /// From a URI `transport=` parameter or Via sent-protocol (case-insensitive).
+    pub fn from_name(name: &str) -> Option<Transport> {
+        if name.eq_ignore_ascii_case("udp") {
+            Some(Transport::Udp)
+        } else if name.eq_ignore_ascii_case("tcp") {
+            Some(Transport::Tcp)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.via_name())
+    }
+}
+
+/// Identifies one TCP connection for the life of the process.
+pub type ConnId = u64;
+
+/// The far end of a message: where it came from, or where it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+    /// The connection a stream message came on, or is to go out on.
+    pub conn: Option<ConnId>,
+}
+
+impl Peer {
+    pub fn udp(addr: SocketAddr) -> Self {
+        Peer {
+            transport: Transport::Udp,
+            addr,
+            conn: None,
+        }
+    }
+}
+
+/// Where the transport hands what it receives.
+pub trait Sink: Send + Sync + 'static {
+    /// A well-formed message. Requests already carry `received`/`rport` on the top Via.
+    fn on_message(&self, msg: Message, from: Peer);
+    /// A message that failed to parse; a request with enough headers can still get 400.
+    fn on_bad_message(&self, err: ParseError, from: Peer);
+}
+
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub max_message_size: usize,
+    pub tcp_idle_timeout: Duration,
+    pub tcp_connect_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("cannot bind {transport} {addr}: {source}")]
+    Bind {
+        transport: Transport,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("no {0} socket for the address family of {1}")]
+    NoSocket(Transport, SocketAddr),
+    #[error("connection {0} is closed")]
+    ConnectionClosed(ConnId),
+    #[error("send queue full")]
+    QueueFull,
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect { addr: SocketAddr, reason: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The running transport: its sockets and the live TCP connections.
+pub struct TransportLayer {
+    udp: Vec<Arc<UdpSocket>>,
+    udp_addrs: Vec<SocketAddr>,
+    tcp: Arc<tcp::TcpHub>,
+    metrics: Arc<Metrics>,
+}
+
+impl TransportLayer {
+    /// Bind every listener and start receiving; messages go to `sink`.
+    pub async fn start(
+        cfg: TransportConfig,
+        sink: Arc<dyn Sink>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, BindError> {
+        let mut udp = Vec::new();
+        let mut udp_addrs = Vec::new();
+        for addr in &cfg.udp {
+            let sock = udp::bind(*addr).map_err(|source| BindError::Bind {
+                transport: Transport::Udp,
+                addr: *addr,
+                source,
+            })?;
+            let local = sock.local_addr().map_err(|source| BindError::Bind {
+                transport: Transport::Udp,
+                addr: *addr,
+                source,
+            })?;
+            udp_addrs.push(local);
+            udp.push(Arc::new(sock));
+        }
+        let tcp = tcp::TcpHub::start(&cfg, sink.clone(), metrics.clone()).await?;
+        for sock in &udp {
+            tokio::spawn(udp::receive_loop(
+                sock.clone(),
+                sink.clone(),
+                metrics.clone(),
+                cfg.max_message_size,
+            ));
+        }
+        Ok(Arc::new(TransportLayer {
+            udp,
+            udp_addrs,
+            tcp,
+            metrics,
+        }))
+    }
+
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        &self.udp_addrs
+    }
+
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        self.tcp.listen_addrs()
+    }
+
+    /// The address to put in our Via and Contact for messages to `to`: a listener of the
+    /// same transport and address family.
+    pub fn local_addr_for(&self, transport: Transport, to: SocketAddr) -> Option<SocketAddr> {
+        let addrs = match transport {
+            Transport::Udp => &self.udp_addrs[..],
+            Transport::Tcp => self.tcp.listen_addrs(),
+        };
+        addrs
+            .iter()
+            .find(|a| a.is_ipv4() == to.is_ipv4())
+            .or_else(|| addrs.first())
+            .copied()
+    }
+
+    /// Send without waiting. UDP goes straight out; TCP is queued to the connection's
+    /// writer (the one named in `to`, else an open one to the same address).
+    pub fn send(&self, to: &Peer, bytes: Bytes) -> Result<(), SendError> {
+        let res = match to.transport {
+            Transport::Udp => self.send_udp(to.addr, bytes),
+            Transport::Tcp => self.tcp.send(to, bytes),
+        };
+        match &res {
+            Ok(()) => Metrics::inc(&self.metrics.sip_messages_sent_total),
+            Err(_) => Metrics::inc(&self.metrics.sip_send_errors_total),
+        }
+        res
+    }
+
+    fn send_udp(&self, addr: SocketAddr, bytes: Bytes) -> Result<(), SendError> {
+        let idx = self
+            .udp_addrs
+            .iter()
+            .position(|a| a.is_ipv4() == addr.is_ipv4())
+            .ok_or(SendError::NoSocket(Transport::Udp, addr))?;
+        let sock = &self.udp[idx];
+        match sock.try_send_to(&bytes, addr) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // The socket buffer is full for a moment: finish the send off the caller.
+                let sock = sock.clone();
+                tokio::spawn(async move {
+                    let _ = sock.send_to(&bytes, addr).await;
+                });
+                Ok(())
+            }
+            Err(e) => Err(SendError::Io(e)),
+        }
+    }
+
+    /// A TCP connection to `addr`: an open one if there is one (RFC 3261 18.1.1: reuse),
+    /// else a new one. Returns the peer to send on.
+    pub async fn connect_tcp(&self, addr: SocketAddr) -> Result<Peer, SendError> {
+        self.tcp.connect(addr).await
+    }
+
+    pub fn tcp_connection_count(&self) -> usize {
+        self.tcp.connection_count()
+    }
+}
+
+/// Parse what arrived and hand it on. Shared by both transports.
+pub(crate) fn deliver(sink: &dyn Sink, metrics: &Metrics, data: Bytes, from: Peer) {
+    Metrics::inc(&metrics.sip_messages_received_total);
+    match parse(data) {
+        Ok(mut msg) => {
+            if msg.is_request() {
+                stamp_via(&mut msg, from);
+            }
+            sink.on_message(msg, from);
+        }
+        Err(err) => {
+            Metrics::inc(&metrics.sip_parse_errors_total);
+            sink.on_bad_message(err, from);
+        }
+    }
+}
+
+/// RFC 3261 18.2.1 and RFC 3581 4: note the real source on the top Via of a request.
+pub fn stamp_via(msg: &mut Message, from: Peer) {
+    if let Some(mut via) = msg.top_via() {
+        via.stamp_source(from.addr.ip(), from.addr.port());
+        msg.replace_top_via(&via);
+    }
+}

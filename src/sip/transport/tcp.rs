@@ -1,0 +1,254 @@
+//! The TCP side: listeners, one reader and one writer task per connection, framing by
+//! Content-Length, keep-alive pongs, idle close, and reuse of open connections.
+
+use super::{deliver, BindError, ConnId, Frame, Framer, Peer, SendError, Sink, Transport, TransportConfig};
+use crate::metrics::Metrics;
+use bytes::Bytes;
+use dashmap::DashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// Messages queued for one connection's writer before sends are refused.
+const WRITE_QUEUE: usize = 1024;
+
+struct Conn {
+    peer: SocketAddr,
+    tx: mpsc::Sender<Bytes>,
+}
+
+pub(super) struct TcpHub {
+    listen: Vec<SocketAddr>,
+    conns: DashMap<ConnId, Conn>,
+    by_peer: DashMap<SocketAddr, ConnId>,
+    next_id: AtomicU64,
+    sink: Arc<dyn Sink>,
+    metrics: Arc<Metrics>,
+    max_message: usize,
+    idle: Duration,
+    connect_timeout: Duration,
+    epoch: Instant,
+}
+
+impl TcpHub {
+    pub(super) async fn start(
+        cfg: &TransportConfig,
+        sink: Arc<dyn Sink>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<TcpHub>, BindError> {
+        let mut listeners = Vec::new();
+        let mut listen = Vec::new();
+        for addr in &cfg.tcp {
+            let l = bind(*addr).map_err(|source| BindError::Bind {
+                transport: Transport::Tcp,
+                addr: *addr,
+                source,
+            })?;
+            listen.push(l.local_addr().map_err(|source| BindError::Bind {
+                transport: Transport::Tcp,
+                addr: *addr,
+                source,
+            })?);
+            listeners.push(l);
+        }
+        let hub = Arc::new(TcpHub {
+            listen,
+            conns: DashMap::new(),
+            by_peer: DashMap::new(),
+            next_id: AtomicU64::new(1),
+            sink,
+            metrics,
+            max_message: cfg.max_message_size,
+            idle: cfg.tcp_idle_timeout,
+            connect_timeout: cfg.tcp_connect_timeout,
+            epoch: Instant::now(),
+        });
+        for l in listeners {
+            tokio::spawn(accept_loop(l, hub.clone()));
+        }
+        Ok(hub)
+    }
+
+    pub(super) fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.listen
+    }
+
+    pub(super) fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub(super) fn send(&self, to: &Peer, bytes: Bytes) -> Result<(), SendError> {
+        let id = match to.conn.filter(|id| self.conns.contains_key(id)) {
+            Some(id) => id,
+            None => *self
+                .by_peer
+                .get(&to.addr)
+                .ok_or(SendError::Connect {
+                    addr: to.addr,
+                    reason: "no open connection".into(),
+                })?
+                .value(),
+        };
+        let conn = self.conns.get(&id).ok_or(SendError::ConnectionClosed(id))?;
+        conn.tx.try_send(bytes).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SendError::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => SendError::ConnectionClosed(id),
+        })
+    }
+
+    pub(super) async fn connect(self: &Arc<Self>, addr: SocketAddr) -> Result<Peer, SendError> {
+        if let Some(id) = self.by_peer.get(&addr).map(|e| *e.value()) {
+            if self.conns.contains_key(&id) {
+                return Ok(Peer {
+                    transport: Transport::Tcp,
+                    addr,
+                    conn: Some(id),
+                });
+            }
+        }
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| SendError::Connect {
+                addr,
+                reason: "timed out".into(),
+            })?
+            .map_err(|e| SendError::Connect {
+                addr,
+                reason: e.to_string(),
+            })?;
+        let id = self.register(stream, addr);
+        Ok(Peer {
+            transport: Transport::Tcp,
+            addr,
+            conn: Some(id),
+        })
+    }
+
+    fn register(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr) -> ConnId {
+        let _ = stream.set_nodelay(true);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        self.conns.insert(id, Conn { peer, tx });
+        self.by_peer.insert(peer, id);
+        self.metrics.tcp_connections.fetch_add(1, Ordering::Relaxed);
+        let (rd, wr) = stream.into_split();
+        let last_activity = Arc::new(AtomicU64::new(0));
+        tokio::spawn(writer(wr, rx, last_activity.clone(), self.epoch));
+        tokio::spawn(reader(self.clone(), rd, id, peer, last_activity));
+        id
+    }
+
+    fn unregister(&self, id: ConnId) {
+        if let Some((_, conn)) = self.conns.remove(&id) {
+            self.by_peer.remove_if(&conn.peer, |_, v| *v == id);
+            self.metrics.tcp_connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn millis(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let sock = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_reuse_address(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    TcpListener::from_std(sock.into())
+}
+
+async fn accept_loop(listener: TcpListener, hub: Arc<TcpHub>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                hub.register(stream, peer);
+            }
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "tcp accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn writer(
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Bytes>,
+    last_activity: Arc<AtomicU64>,
+    epoch: Instant,
+) {
+    while let Some(bytes) = rx.recv().await {
+        if wr.write_all(&bytes).await.is_err() {
+            break;
+        }
+        last_activity.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    let _ = wr.shutdown().await;
+}
+
+async fn reader(
+    hub: Arc<TcpHub>,
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    id: ConnId,
+    peer: SocketAddr,
+    last_write: Arc<AtomicU64>,
+) {
+    let from = Peer {
+        transport: Transport::Tcp,
+        addr: peer,
+        conn: Some(id),
+    };
+    let mut framer = Framer::new(hub.max_message);
+    let mut last_read = hub.millis();
+    'conn: loop {
+        framer.buffer_mut().reserve(4096);
+        let read = tokio::time::timeout(hub.idle, rd.read_buf(framer.buffer_mut())).await;
+        match read {
+            Err(_) => {
+                // Idle in both directions for the configured time: close.
+                let last = last_read.max(last_write.load(Ordering::Relaxed));
+                if hub.millis().saturating_sub(last) >= hub.idle.as_millis() as u64 {
+                    tracing::debug!(%peer, "tcp connection idle, closing");
+                    break;
+                }
+                continue;
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => last_read = hub.millis(),
+        }
+        loop {
+            match framer.next_frame() {
+                Ok(Some(Frame::Message(data))) => deliver(&*hub.sink, &hub.metrics, data, from),
+                Ok(Some(Frame::Ping)) => {
+                    // RFC 5626 4.4.1: answer a double-CRLF ping with a single CRLF pong.
+                    if let Some(conn) = hub.conns.get(&id) {
+                        let _ = conn.tx.try_send(Bytes::from_static(b"\r\n"));
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    Metrics::inc(&hub.metrics.sip_parse_errors_total);
+                    tracing::info!(%peer, error = %e, "closing tcp connection that cannot be framed");
+                    break 'conn;
+                }
+            }
+        }
+    }
+    hub.unregister(id);
+}
