@@ -1,7 +1,9 @@
 //! handoff: a SIP back-to-back user agent that puts an AI phone agent in front of a
 //! Zendesk Talk support line and hands calls over with their context attached.
 
+pub mod b2bua;
 pub mod config;
 pub mod metrics;
+pub mod server;
 pub mod session;
 pub mod sip;

@@ -1,1 +1,118 @@
-fn main(){}
+//! The `handoff` command: parses the command line and hands over to the library.
+
+use clap::{Parser, Subcommand};
+use handoff::config::Config;
+use handoff::server::Server;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "handoff", version, about = "SIP B2BUA handing AI phone agent calls to Zendesk Talk")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Configuration file (for the default `run` command).
+    #[arg(long, short, default_value = "config.toml", global = true)]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run handoff (the default).
+    Run,
+    /// Check a configuration file and exit: 0 when valid.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("handoff: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run => run(&cli.config),
+    }
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    let settings = match Config::load(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("handoff: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&settings.log_level, settings.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("handoff: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let server = match Server::start(settings).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("handoff: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        {
+            // Tests and scripts read the bound addresses from here (port 0 picks one).
+            let mut out = std::io::stdout().lock();
+            for a in server.udp_addrs() {
+                let _ = writeln!(out, "listening udp {a}");
+            }
+            for a in server.tcp_addrs() {
+                let _ = writeln!(out, "listening tcp {a}");
+            }
+            let _ = out.flush();
+        }
+        tracing::info!(udp = ?server.udp_addrs(), tcp = ?server.tcp_addrs(), "handoff started");
+        wait_for_stop_signal().await;
+        tokio::select! {
+            _ = server.drain() => {}
+            _ = wait_for_stop_signal() => tracing::warn!("second stop signal: exiting now"),
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // No signal handling possible: never return, the process is killed instead.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn init_logging(level: &str, json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -33,7 +33,9 @@ pub use non_invite_client::{NonInviteClient, NonInviteClientState};
 pub use non_invite_server::{NonInviteServer, NonInviteServerState};
 pub use timers::{Timer, TimerConfig};
 
+pub mod absorber;
 pub mod set;
+pub use absorber::{Absorb, Absorber, Lingering};
 pub use set::{RequestMatch, TransactionSet, TxEvent, TxId};
 
 /// What the shell must do after feeding an event. Order matters: execute in order.

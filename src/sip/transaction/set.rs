@@ -3,9 +3,10 @@
 //! Still sans-IO: it returns what to send and what to tell the TU; the call actor does
 //! the sending and the waiting.
 
+use super::absorber::Lingering;
 use super::{
-    Action, InviteClient, InviteServer, InviteServerState, NonInviteClient, NonInviteServer,
-    Timer, TimerConfig,
+    Action, InviteClient, InviteClientState, InviteServer, InviteServerState, NonInviteClient,
+    NonInviteClientState, NonInviteServer, NonInviteServerState, Timer, TimerConfig,
 };
 use crate::sip::message::{CSeq, Message, Method};
 use crate::sip::transport::Peer;
@@ -18,7 +19,8 @@ pub type TxId = u32;
 /// What the owner of the set must do or know.
 #[derive(Debug)]
 pub enum TxEvent {
-    Send(Peer, Bytes),
+    /// Transmit these bytes for transaction `TxId`.
+    Send(TxId, Peer, Bytes),
     /// A response that a client transaction passes up.
     Response(TxId, Message),
     /// An ACK that matched an INVITE server transaction in Accepted (RFC 6026 8.7): it
@@ -294,6 +296,51 @@ impl TransactionSet {
             .map(|e| e.id)
     }
 
+    /// Is any transaction still waiting for a final response, or for the TU's answer?
+    /// While so, the owner must stay; afterwards only absorption of retransmissions is
+    /// left, which [`TransactionSet::take_lingering`] hands over.
+    pub fn has_pending_work(&self) -> bool {
+        self.entries.iter().any(|e| match &e.machine {
+            Machine::InviteClient(m) => matches!(m.state(), InviteClientState::Calling | InviteClientState::Proceeding),
+            Machine::NonInviteClient(m) => {
+                matches!(m.state(), NonInviteClientState::Trying | NonInviteClientState::Proceeding)
+            }
+            Machine::InviteServer(m) => m.state() == InviteServerState::Proceeding,
+            Machine::NonInviteServer(m) => {
+                matches!(m.state(), NonInviteServerState::Trying | NonInviteServerState::Proceeding)
+            }
+        })
+    }
+
+    /// Empty the set, returning the server transactions that must keep absorbing
+    /// retransmissions (Completed, Confirmed, Accepted) until their timers would have
+    /// ended them. Client transactions in Completed only absorb stray responses, which
+    /// the dispatcher drops anyway.
+    pub fn take_lingering(&mut self, now: Instant) -> Vec<Lingering> {
+        let linger = self.cfg.timer_b() + self.cfg.t4;
+        let out = self
+            .entries
+            .drain(..)
+            .filter(|e| matches!(e.machine, Machine::InviteServer(_) | Machine::NonInviteServer(_)))
+            .filter(|e| !e.branch.is_empty())
+            .map(|e| {
+                // A 2xx to an INVITE is the TU's to retransmit; a retransmitted INVITE
+                // after it is absorbed silently (RFC 6026 Accepted).
+                let silent = e.method == Method::Invite && (200..300).contains(&e.status);
+                Lingering {
+                    branch: e.branch,
+                    sent_by: e.sent_by,
+                    method: e.method,
+                    response: if silent { None } else { e.response },
+                    peer: e.peer,
+                    until: now + linger,
+                }
+            })
+            .collect();
+        self.timers.clear();
+        out
+    }
+
     pub fn contains(&self, id: TxId) -> bool {
         self.entries.iter().any(|e| e.id == id)
     }
@@ -311,15 +358,15 @@ impl TransactionSet {
                 return;
             };
             match action {
-                Action::TransmitRequest => out.push(TxEvent::Send(e.peer, e.wire.clone())),
+                Action::TransmitRequest => out.push(TxEvent::Send(id, e.peer, e.wire.clone())),
                 Action::TransmitAck => {
                     if let Some(ack) = &e.ack {
-                        out.push(TxEvent::Send(e.peer, ack.clone()));
+                        out.push(TxEvent::Send(id, e.peer, ack.clone()));
                     }
                 }
                 Action::TransmitResponse => {
                     if let Some(r) = &e.response {
-                        out.push(TxEvent::Send(e.peer, r.clone()));
+                        out.push(TxEvent::Send(id, e.peer, r.clone()));
                     }
                 }
                 Action::PassToTu => {

@@ -258,3 +258,16 @@ pub fn stamp_via(msg: &mut Message, from: Peer) {
         msg.replace_top_via(&via);
     }
 }
+
+/// RFC 3261 18.2.2 and RFC 3581 4: where the response to a request goes. On a stream,
+/// back over the connection it came on; on UDP, to the source address and the `rport`
+/// (or sent-by) port.
+pub fn response_peer(req: &Message, from: Peer) -> Peer {
+    match from.transport {
+        Transport::Tcp => from,
+        Transport::Udp => {
+            let port = req.top_via().map_or(from.addr.port(), |v| v.response_port());
+            Peer::udp(SocketAddr::new(from.addr.ip(), port))
+        }
+    }
+}

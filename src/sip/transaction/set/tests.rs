@@ -21,7 +21,7 @@ fn peer() -> Peer {
 fn sends(out: &[TxEvent]) -> Vec<String> {
     out.iter()
         .filter_map(|e| match e {
-            TxEvent::Send(_, b) => Some(String::from_utf8_lossy(b).lines().next().unwrap_or("").to_owned()),
+            TxEvent::Send(_, _, b) => Some(String::from_utf8_lossy(b).lines().next().unwrap_or("").to_owned()),
             _ => None,
         })
         .collect()
@@ -51,7 +51,7 @@ fn non_2xx_final_is_acked_hop_by_hop_with_same_branch_and_response_to_tag() {
     out.clear();
     assert!(set.on_response(resp(486, "INVITE", "z9hG4bKc1"), t0, &mut out));
     let ack = out.iter().find_map(|e| match e {
-        TxEvent::Send(_, b) => Some(parse(b.clone()).unwrap()),
+        TxEvent::Send(_, _, b) => Some(parse(b.clone()).unwrap()),
         _ => None,
     });
     let ack = ack.expect("an ACK was sent");

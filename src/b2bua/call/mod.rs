@@ -1,0 +1,607 @@
+//! A call: one tokio task owning the caller leg and the AI leg, their dialogs and
+//! transactions. Everything for the call's Call-IDs arrives in its inbox, in order, so
+//! a 180 is never relayed after the 200 it preceded.
+
+mod relay;
+mod setup;
+
+use super::policy::{self, AiOutcome, ALLOW};
+use super::Shared;
+use crate::metrics::Metrics;
+use crate::session::SessionId;
+use crate::sip::dialog::Dialog;
+use crate::sip::message::{Message, Method, SipUri};
+use crate::sip::transaction::set::cancel_for;
+use crate::sip::transaction::{TransactionSet, TxEvent, TxId};
+use crate::sip::transport::{response_peer, Peer, Transport, TransportLayer};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+/// What a call's inbox carries.
+#[derive(Debug)]
+pub enum CallEvent {
+    /// A message for one of the call's Call-IDs, and where it came from.
+    Sip(Box<(Message, Peer)>),
+    /// handoff is shutting down: end the call now.
+    Shutdown,
+}
+
+/// The two legs, by their role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Side {
+    Caller = 0,
+    Ai = 1,
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::Caller => Side::Ai,
+            Side::Ai => Side::Caller,
+        }
+    }
+}
+
+/// One leg: its dialog and what it needs to send in it.
+pub(super) struct Leg {
+    dialog: Dialog,
+    via_host: String,
+    via_port: u16,
+    /// Our ACK for the last 2xx to an INVITE we sent on this leg: sent again if that
+    /// 2xx is retransmitted (RFC 3261 13.2.2.4).
+    ack: Option<(u32, Bytes)>,
+    /// A 2xx to an INVITE we sent here awaits the originator's ACK (late offer: that
+    /// ACK carries the SDP answer).
+    ack_deferred: Option<u32>,
+    /// A 2xx we sent on this leg, retransmitted until ACKed (RFC 3261 13.3.1.4).
+    retrans: Option<Retrans2xx>,
+    /// A BYE we sent on this leg is in progress.
+    bye_tx: Option<TxId>,
+    done: bool,
+}
+
+pub(super) struct Retrans2xx {
+    seq: u32,
+    bytes: Bytes,
+    peer: Peer,
+    interval: Duration,
+    next: Instant,
+    give_up: Instant,
+}
+
+/// A request received on one leg and sent on as a new request on the other.
+pub(super) struct Relay {
+    from: Side,
+    server_tx: TxId,
+    client_tx: TxId,
+    request: Message,
+    method: Method,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The caller's INVITE is pending; the AI leg is being set up.
+    Inviting,
+    /// A final answer went to the caller; the call is up (or ending).
+    Answered,
+    /// The call is over; waiting for transactions to finish before the task exits.
+    Ended,
+}
+
+pub(super) struct Call {
+    sh: Arc<Shared>,
+    transport: Arc<TransportLayer>,
+    session_id: SessionId,
+    txs: TransactionSet,
+    events: Vec<TxEvent>,
+    phase: Phase,
+    legs: [Leg; 2],
+    /// The caller's INVITE, for building responses to it.
+    caller_invite: Message,
+    caller_peer: Peer,
+    caller_invite_tx: TxId,
+    /// Our INVITE to the AI agent and its transaction.
+    ai_invite_tx: Option<TxId>,
+    ai_got_provisional: bool,
+    /// The caller cancelled before the AI agent sent anything: CANCEL on its first 1xx.
+    cancel_on_provisional: bool,
+    ai_cancelled: bool,
+    answered: bool,
+    relays: Vec<Relay>,
+    ring_deadline: Option<Instant>,
+    /// The task exits by then whatever is left (a bound on lingering).
+    hard_deadline: Option<Instant>,
+    started: Instant,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn spawn(
+    sh: Arc<Shared>,
+    transport: Arc<TransportLayer>,
+    rx: mpsc::Receiver<CallEvent>,
+    invite: Message,
+    from: Peer,
+    route: crate::config::Route,
+    called: String,
+    called_e164: Option<String>,
+) {
+    let session_id = SessionId::new_random();
+    let span = tracing::info_span!("call", session_id = %session_id.as_str());
+    tokio::spawn(
+        async move {
+            let a_call_id = invite.call_id().unwrap_or_default().to_owned();
+            match setup::start(sh.clone(), transport, session_id, invite, from, route, called, called_e164).await {
+                Some(call) => call.run(rx).await,
+                None => {
+                    // Refused during set-up: the caller was answered; keep absorbing
+                    // its retransmissions until the answer has surely arrived.
+                    sh.call_finished(&[&a_call_id]);
+                }
+            }
+        }
+        .instrument(span),
+    );
+}
+
+impl Call {
+    async fn run(mut self, mut rx: mpsc::Receiver<CallEvent>) {
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        loop {
+            if self.finished() {
+                break;
+            }
+            let deadline = self.next_deadline();
+            if let Some(d) = deadline {
+                sleep.as_mut().reset(tokio::time::Instant::from_std(d));
+            }
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(CallEvent::Sip(b)) => {
+                        let (msg, peer) = *b;
+                        let now = Instant::now();
+                        if msg.is_request() {
+                            self.on_request(msg, peer, now);
+                        } else {
+                            self.on_response(msg, now);
+                        }
+                    }
+                    Some(CallEvent::Shutdown) => self.shutdown(Instant::now()),
+                    None => break,
+                },
+                _ = &mut sleep, if deadline.is_some() => self.on_tick(Instant::now()),
+            }
+        }
+        let ids = [
+            self.legs[0].dialog.call_id.clone(),
+            self.legs[1].dialog.call_id.clone(),
+        ];
+        for l in self.txs.take_lingering(Instant::now()) {
+            self.sh.absorber.insert(l);
+        }
+        self.sh.sessions.mark_ended(&self.session_id);
+        self.sh.call_finished(&[&ids[0], &ids[1]]);
+        tracing::info!(duration_ms = self.started.elapsed().as_millis() as u64, "call finished");
+    }
+
+    /// The task may exit once the call is over and nothing but absorbing
+    /// retransmissions is left (the absorber takes that over).
+    fn finished(&self) -> bool {
+        self.phase == Phase::Ended
+            && ((!self.txs.has_pending_work() && self.legs.iter().all(|l| l.retrans.is_none()))
+                || self.hard_deadline.is_some_and(|d| Instant::now() >= d))
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.txs.next_deadline(),
+            self.ring_deadline,
+            self.hard_deadline,
+            self.legs[0].retrans.as_ref().map(|r| r.next),
+            self.legs[1].retrans.as_ref().map(|r| r.next),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn side_of(&self, msg: &Message) -> Option<Side> {
+        let cid = msg.call_id()?;
+        if cid == self.legs[0].dialog.call_id {
+            Some(Side::Caller)
+        } else if cid == self.legs[1].dialog.call_id {
+            Some(Side::Ai)
+        } else {
+            None
+        }
+    }
+
+    // ---- sending -------------------------------------------------------------
+
+    /// Run what the transaction layer asked for: sends, and events for us.
+    fn flush(&mut self, now: Instant) {
+        while !self.events.is_empty() {
+            let events = std::mem::take(&mut self.events);
+            for ev in events {
+                match ev {
+                    TxEvent::Send(id, peer, bytes) => {
+                        if let Err(e) = self.transport.send(&peer, bytes) {
+                            tracing::debug!(error = %e, peer = %peer.addr, "send failed");
+                            self.txs.on_transport_error(id, now, &mut self.events);
+                        }
+                    }
+                    TxEvent::Response(id, msg) => self.on_client_response(id, msg, now),
+                    TxEvent::Timeout(id) => {
+                        Metrics::inc(&self.sh.metrics.transaction_timeouts_total);
+                        self.on_client_failure(id, 408, now);
+                    }
+                    TxEvent::TransportError(id) => self.on_client_failure(id, 503, now),
+                    TxEvent::AckOf2xx(_, msg) => {
+                        if let Some(side) = self.side_of(&msg) {
+                            self.on_ack(side, &msg, now);
+                        }
+                    }
+                    TxEvent::Terminated(_) => {}
+                }
+            }
+        }
+    }
+
+    /// Send outside any transaction (ACK for 2xx, 2xx retransmissions).
+    fn send_raw(&self, peer: &Peer, bytes: Bytes) {
+        if let Err(e) = self.transport.send(peer, bytes) {
+            tracing::debug!(error = %e, peer = %peer.addr, "send failed");
+        }
+    }
+
+    /// Answer a server transaction.
+    fn respond(&mut self, tx: TxId, req: &Message, status: u16, now: Instant) {
+        let mut resp = self.response_for(req, status);
+        if status == 405 || status == 501 {
+            resp.push("Allow", ALLOW);
+        }
+        self.txs.respond(tx, &resp, now, &mut self.events);
+        self.flush(now);
+    }
+
+    /// A response to `req` carrying our tag for the leg it came on.
+    fn response_for(&self, req: &Message, status: u16) -> Message {
+        let side = self.side_of(req).unwrap_or(Side::Caller);
+        let tag = if status > 100 { Some(self.legs[side as usize].dialog.local_tag.as_str()) } else { None };
+        let mut resp = Message::response_to(req, status, tag);
+        resp.push("Server", self.sh.settings.user_agent.clone());
+        resp
+    }
+
+    /// Start a client transaction on a leg.
+    fn send_request(&mut self, side: Side, req: Message, now: Instant) -> TxId {
+        let peer = self.legs[side as usize].dialog.peer;
+        let id = self.txs.start_client(req, peer, now, &mut self.events);
+        self.flush(now);
+        id
+    }
+
+    fn new_request(&mut self, side: Side, method: Method) -> Message {
+        let ua = self.sh.settings.user_agent.clone();
+        let leg = &mut self.legs[side as usize];
+        leg.dialog.request(method, &leg.via_host, leg.via_port, &ua)
+    }
+
+    // ---- requests ------------------------------------------------------------
+
+    fn on_request(&mut self, req: Message, peer: Peer, now: Instant) {
+        let Some(side) = self.side_of(&req) else { return };
+        match self.txs.match_request(&req, now, &mut self.events) {
+            crate::sip::transaction::RequestMatch::Absorbed => return self.flush(now),
+            crate::sip::transaction::RequestMatch::New => {}
+        }
+        let Some(method) = req.method().cloned() else { return };
+        if method == Method::Ack {
+            return self.on_ack(side, &req, now);
+        }
+        let tx = self.txs.start_server(&req, response_peer(&req, peer));
+        if method == Method::Invite {
+            // RFC 3261 17.2.1: 100 Trying at once for an INVITE.
+            self.respond(tx, &req, 100, now);
+        }
+        if method == Method::Cancel {
+            return self.on_cancel(side, tx, &req, now);
+        }
+        // In-dialog from here on: the To tag must be ours (RFC 3261 12.2.2).
+        let ours = &self.legs[side as usize].dialog.local_tag;
+        if req.to_tag() != Some(ours.as_str()) {
+            return self.respond(tx, &req, 481, now);
+        }
+        if self.legs[side as usize].dialog.accept_remote_cseq(&req).is_err() {
+            return self.respond(tx, &req, 500, now);
+        }
+        if let Some(Ok(0)) = req.max_forwards() {
+            if method != Method::Bye {
+                return self.respond(tx, &req, 483, now);
+            }
+        }
+        match method {
+            Method::Bye => self.on_bye(side, tx, &req, now),
+            Method::Options => {
+                let mut resp = self.response_for(&req, 200);
+                resp.push("Allow", ALLOW);
+                resp.push("Supported", policy::SUPPORTED);
+                resp.push("Accept", "application/sdp");
+                self.txs.respond(tx, &resp, now, &mut self.events);
+                self.flush(now);
+            }
+            Method::Invite | Method::Update | Method::Info => self.relay_request(side, tx, req, now),
+            m => match policy::method_support(&m) {
+                policy::MethodSupport::NotImplemented => self.respond(tx, &req, 501, now),
+                _ => self.respond(tx, &req, 405, now),
+            },
+        }
+    }
+
+    fn on_cancel(&mut self, side: Side, tx: TxId, cancel: &Message, now: Instant) {
+        let invite_tx = self.txs.server_invite_for_cancel(cancel);
+        let Some(invite_tx) = invite_tx else {
+            // RFC 3261 9.2: no matching transaction.
+            return self.respond(tx, cancel, 481, now);
+        };
+        self.respond(tx, cancel, 200, now);
+        if self.txs.final_status(invite_tx).is_some() {
+            return; // Too late: the INVITE has its final answer.
+        }
+        if side == Side::Caller && invite_tx == self.caller_invite_tx {
+            tracing::info!("caller cancelled");
+            let invite = self.caller_invite.clone();
+            self.respond(invite_tx, &invite, 487, now);
+            self.phase = Phase::Ended;
+            self.set_hard_deadline(now);
+            Metrics::inc(&self.sh.metrics.calls_failed_total);
+            self.cancel_ai_invite(now);
+        } else if let Some(pos) = self.relays.iter().position(|r| r.server_tx == invite_tx) {
+            // A re-INVITE being cancelled: pass the CANCEL on (RFC 3261 9.1).
+            let client = self.relays[pos].client_tx;
+            if let Some(inv) = self.txs.request(client).cloned() {
+                let req = cancel_for(&inv);
+                let to = self.relays[pos].from.other();
+                self.send_request(to, req, now);
+            }
+        }
+    }
+
+    /// Cancel our INVITE to the AI agent, now if it has sent a provisional response,
+    /// else as soon as it does (RFC 3261 9.1).
+    fn cancel_ai_invite(&mut self, now: Instant) {
+        self.ring_deadline = None;
+        let Some(tx) = self.ai_invite_tx else { return };
+        if self.ai_cancelled || self.answered {
+            return;
+        }
+        if !self.ai_got_provisional {
+            self.cancel_on_provisional = true;
+            return;
+        }
+        if let Some(inv) = self.txs.request(tx).cloned() {
+            self.ai_cancelled = true;
+            let c = cancel_for(&inv);
+            self.send_request(Side::Ai, c, now);
+        }
+    }
+
+    fn on_bye(&mut self, side: Side, tx: TxId, bye: &Message, now: Instant) {
+        tracing::info!(from = ?side, "BYE received");
+        self.respond(tx, bye, 200, now);
+        self.legs[side as usize].done = true;
+        self.legs[side as usize].retrans = None;
+        if side == Side::Caller && self.phase == Phase::Inviting {
+            // RFC 3261 15: a caller may BYE an early dialog; treat it as a cancel.
+            let invite = self.caller_invite.clone();
+            self.respond(self.caller_invite_tx, &invite, 487, now);
+            self.cancel_ai_invite(now);
+            Metrics::inc(&self.sh.metrics.calls_failed_total);
+        }
+        self.end_call(now);
+    }
+
+    fn on_ack(&mut self, side: Side, ack: &Message, now: Instant) {
+        let Some(seq) = ack.cseq().map(|c| c.seq) else { return };
+        let leg = &mut self.legs[side as usize];
+        if leg.retrans.as_ref().is_some_and(|r| r.seq == seq) {
+            leg.retrans = None;
+        }
+        // The originator's ACK releases a deferred ACK on the other leg, with its SDP.
+        let other = side.other();
+        if let Some(other_seq) = self.legs[other as usize].ack_deferred.take() {
+            self.send_ack(other, other_seq, Some(ack), now);
+        }
+    }
+
+    /// ACK a 2xx on `side` (end to end, RFC 3261 13.2.2.4), carrying the body of the
+    /// originator's ACK when the offer was in the 2xx.
+    fn send_ack(&mut self, side: Side, seq: u32, body_from: Option<&Message>, _now: Instant) {
+        let ua = self.sh.settings.user_agent.clone();
+        let leg = &mut self.legs[side as usize];
+        let mut ack = leg.dialog.ack(seq, &leg.via_host, leg.via_port, &ua);
+        if let Some(src) = body_from.filter(|m| !m.body().is_empty()) {
+            if let Some(ct) = src.header("Content-Type") {
+                ack.push("Content-Type", ct.to_owned());
+            }
+            ack.set_body(src.body().clone());
+        }
+        let bytes = ack.to_bytes();
+        leg.ack = Some((seq, bytes.clone()));
+        let peer = leg.dialog.peer;
+        self.send_raw(&peer, bytes);
+    }
+
+    // ---- responses -------------------------------------------------------------
+
+    fn on_response(&mut self, resp: Message, now: Instant) {
+        if self.txs.on_response(resp.clone(), now, &mut self.events) {
+            return self.flush(now);
+        }
+        // No transaction: a 2xx retransmission after ours ended; ACK it again.
+        let Some(side) = self.side_of(&resp) else { return };
+        let Some(cseq) = resp.cseq() else { return };
+        if cseq.method == Method::Invite && resp.status().is_some_and(|s| (200..300).contains(&s)) {
+            let leg = &self.legs[side as usize];
+            if let Some((seq, bytes)) = &leg.ack {
+                if *seq == cseq.seq {
+                    let (peer, bytes) = (leg.dialog.peer, bytes.clone());
+                    self.send_raw(&peer, bytes);
+                }
+            }
+        }
+    }
+
+    fn on_client_response(&mut self, tx: TxId, resp: Message, now: Instant) {
+        if Some(tx) == self.ai_invite_tx {
+            return self.on_ai_invite_response(resp, now);
+        }
+        if let Some(pos) = self.relays.iter().position(|r| r.client_tx == tx) {
+            return self.relay_response(pos, resp, now);
+        }
+        // A BYE we sent has its answer.
+        for i in 0..2 {
+            if self.legs[i].bye_tx == Some(tx) && resp.status().is_some_and(|s| s >= 200) {
+                self.legs[i].bye_tx = None;
+                self.legs[i].done = true;
+            }
+        }
+        self.check_ended(now);
+    }
+
+    /// A client transaction ended with no response: act as if the status came.
+    fn on_client_failure(&mut self, tx: TxId, status: u16, now: Instant) {
+        if Some(tx) == self.ai_invite_tx {
+            let outcome = if status == 408 { AiOutcome::Timeout } else { AiOutcome::Unreachable };
+            return self.ai_leg_failed(outcome, now);
+        }
+        if let Some(pos) = self.relays.iter().position(|r| r.client_tx == tx) {
+            return self.relay_failure(pos, status, now);
+        }
+        for i in 0..2 {
+            if self.legs[i].bye_tx == Some(tx) {
+                self.legs[i].bye_tx = None;
+                self.legs[i].done = true;
+            }
+        }
+        self.check_ended(now);
+    }
+
+    // ---- ending ----------------------------------------------------------------
+
+    /// One side hung up (or we decided to): BYE every leg that is still up.
+    fn end_call(&mut self, now: Instant) {
+        if self.phase == Phase::Ended && self.legs.iter().all(|l| l.done || l.bye_tx.is_some()) {
+            return self.check_ended(now);
+        }
+        self.phase = Phase::Ended;
+        self.ring_deadline = None;
+        for side in [Side::Caller, Side::Ai] {
+            let leg = &self.legs[side as usize];
+            if leg.done || leg.bye_tx.is_some() {
+                continue;
+            }
+            if side == Side::Ai && !self.answered {
+                self.legs[side as usize].done = true;
+                continue;
+            }
+            let bye = self.new_request(side, Method::Bye);
+            let tx = self.send_request(side, bye, now);
+            self.legs[side as usize].bye_tx = Some(tx);
+        }
+        self.set_hard_deadline(now);
+        self.check_ended(now);
+    }
+
+    fn set_hard_deadline(&mut self, now: Instant) {
+        // Long enough for every transaction to run its course (64*T1 plus Timer D/K).
+        let bound = self.sh.settings.t1 * 64 + Duration::from_secs(33);
+        self.hard_deadline.get_or_insert(now + bound);
+    }
+
+    fn check_ended(&mut self, _now: Instant) {
+        if self.phase == Phase::Ended && self.legs.iter().all(|l| l.done) {
+            self.ring_deadline = None;
+        }
+    }
+
+    /// handoff is shutting down: answer or hang up everything now.
+    fn shutdown(&mut self, now: Instant) {
+        tracing::info!("ending call for shutdown");
+        if self.phase == Phase::Inviting {
+            let invite = self.caller_invite.clone();
+            self.respond(self.caller_invite_tx, &invite, 503, now);
+            Metrics::inc(&self.sh.metrics.calls_failed_total);
+            self.cancel_ai_invite(now);
+            self.phase = Phase::Ended;
+            self.set_hard_deadline(now);
+        } else {
+            self.end_call(now);
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        self.txs.on_tick(now, &mut self.events);
+        self.flush(now);
+        if self.ring_deadline.is_some_and(|d| now >= d) {
+            self.ring_deadline = None;
+            tracing::info!("AI agent did not answer in time");
+            self.ai_leg_failed(AiOutcome::Timeout, now);
+        }
+        for side in [Side::Caller, Side::Ai] {
+            let t2 = self.sh.settings.t2;
+            let Some(r) = self.legs[side as usize].retrans.as_mut() else { continue };
+            if now < r.next {
+                continue;
+            }
+            if now >= r.give_up {
+                // RFC 3261 13.3.1.4: no ACK in 64*T1: the dialog is over.
+                tracing::warn!(side = ?side, "no ACK for 2xx, ending the call");
+                self.legs[side as usize].retrans = None;
+                self.end_call(now);
+                continue;
+            }
+            r.interval = (r.interval * 2).min(t2);
+            r.next = now + r.interval;
+            let (peer, bytes) = (r.peer, r.bytes.clone());
+            self.send_raw(&peer, bytes);
+        }
+    }
+
+    /// Start retransmitting a 2xx we sent on `side` until its ACK arrives. Reliable
+    /// transports deliver it once; there we only keep the give-up timer.
+    fn retransmit_2xx(&mut self, side: Side, seq: u32, bytes: Bytes, peer: Peer, now: Instant) {
+        let t1 = self.sh.settings.t1;
+        let reliable = peer.transport == Transport::Tcp;
+        self.legs[side as usize].retrans = Some(Retrans2xx {
+            seq,
+            bytes,
+            peer,
+            interval: t1,
+            next: if reliable { now + t1 * 64 } else { now + t1 },
+            give_up: now + t1 * 64,
+        });
+    }
+}
+
+/// Our Contact for a leg: where the peer sends its in-dialog requests.
+fn contact_for(host: &str, port: u16, transport: Transport) -> String {
+    let host = crate::sip::message::bracket_v6(host);
+    match transport {
+        Transport::Udp => format!("<sip:handoff@{host}:{port}>"),
+        Transport::Tcp => format!("<sip:handoff@{host}:{port};transport=tcp>"),
+    }
+}
+
+/// The address a URI names (IP literal, or a DNS lookup of the host).
+async fn resolve(uri: &SipUri) -> Option<std::net::SocketAddr> {
+    let port = uri.port.unwrap_or(5060);
+    if let Ok(ip) = uri.host.parse::<std::net::IpAddr>() {
+        return Some(std::net::SocketAddr::new(ip, port));
+    }
+    tokio::net::lookup_host((uri.host.as_str(), port)).await.ok()?.next()
+}
+

@@ -1,0 +1,104 @@
+//! re-INVITE, UPDATE and INFO in a confirmed call: received on one leg, sent on as a
+//! new request in the other leg's dialog, and the answer carried back.
+
+use super::{Call, Phase, Relay, Side};
+use crate::sip::message::{Message, Method};
+use crate::sip::transaction::TxId;
+use std::time::Instant;
+
+/// Headers that describe a body or an INFO package and go along with it.
+const CARRIED: &[&str] = &["Content-Type", "Content-Disposition", "Info-Package", "Recv-Info"];
+
+impl Call {
+    pub(super) fn relay_request(&mut self, side: Side, tx: TxId, req: Message, now: Instant) {
+        let method = req.method().cloned().unwrap_or(Method::Info);
+        let other = side.other();
+        if self.phase != Phase::Answered || self.legs[other as usize].done || self.legs[side as usize].done {
+            return self.respond(tx, &req, 481, now);
+        }
+        if method == Method::Invite {
+            // RFC 3261 14.1/14.2: one INVITE at a time in a dialog.
+            let pending = self.relays.iter().any(|r| r.method == Method::Invite)
+                || self.legs.iter().any(|l| l.ack_deferred.is_some() || l.retrans.is_some());
+            if pending {
+                return self.respond(tx, &req, 491, now);
+            }
+        }
+        if matches!(method, Method::Invite | Method::Update) {
+            self.legs[side as usize].dialog.refresh_target(&req);
+        }
+        let mut out = self.new_request(other, method.clone());
+        if let Some(Ok(mf)) = req.max_forwards() {
+            out.set("Max-Forwards", mf.saturating_sub(1).min(70).to_string());
+        }
+        for name in CARRIED {
+            if let Some(v) = req.header(name) {
+                let _ = out.push_checked(name, v);
+            }
+        }
+        out.set_body(req.body().clone());
+        let client_tx = self.send_request(other, out, now);
+        self.relays.push(Relay {
+            from: side,
+            server_tx: tx,
+            client_tx,
+            request: req,
+            method,
+        });
+    }
+
+    pub(super) fn relay_response(&mut self, pos: usize, resp: Message, now: Instant) {
+        let Some(status) = resp.status() else { return };
+        if status == 100 {
+            return;
+        }
+        let (from, server_tx, client_tx) = {
+            let r = &self.relays[pos];
+            (r.from, r.server_tx, r.client_tx)
+        };
+        let to = from.other();
+        let request = self.relays[pos].request.clone();
+        let method = self.relays[pos].method.clone();
+        let success = (200..300).contains(&status);
+        if success && matches!(method, Method::Invite | Method::Update) {
+            self.legs[to as usize].dialog.refresh_target(&resp);
+        }
+        let mut out = self.relayed_response(&request, &resp);
+        if success && matches!(method, Method::Invite | Method::Update) {
+            out.push("Contact", self.legs[from as usize].dialog.local_contact.clone());
+        }
+        let bytes = out.to_bytes();
+        self.txs.respond(server_tx, &out, now, &mut self.events);
+        self.flush(now);
+        if status < 200 {
+            return;
+        }
+        self.relays.remove(pos);
+        if success && method == Method::Invite {
+            let seq = self.txs.request(client_tx).and_then(|r| r.cseq()).map(|c| c.seq);
+            let seq = seq.unwrap_or(self.legs[to as usize].dialog.local_cseq);
+            if request.body().is_empty() && !resp.body().is_empty() {
+                self.legs[to as usize].ack_deferred = Some(seq);
+            } else {
+                self.send_ack(to, seq, None, now);
+            }
+            let their_seq = request.cseq().map_or(0, |c| c.seq);
+            let peer = self.txs.peer(server_tx).unwrap_or(self.legs[from as usize].dialog.peer);
+            self.retransmit_2xx(from, their_seq, bytes, peer, now);
+        }
+        if status == 481 || status == 408 {
+            // RFC 3261 12.2.1.2: the other dialog is gone; end the call.
+            self.end_call(now);
+        }
+    }
+
+    pub(super) fn relay_failure(&mut self, pos: usize, status: u16, now: Instant) {
+        let r = self.relays.remove(pos);
+        let out = self.response_for(&r.request, status);
+        self.txs.respond(r.server_tx, &out, now, &mut self.events);
+        self.flush(now);
+        if status == 408 {
+            self.end_call(now);
+        }
+    }
+}

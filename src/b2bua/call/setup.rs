@@ -1,0 +1,313 @@
+//! A call's first moments: answer the caller's INVITE with 100 Trying, create the
+//! session, and place the AI leg; then what the AI agent answers to it.
+
+use super::{contact_for, resolve, Call, Leg, Phase, Side};
+use crate::b2bua::policy::{self, AiOutcome, ALLOW};
+use crate::b2bua::Shared;
+use crate::config::Route;
+use crate::metrics::Metrics;
+use crate::session::phone::normalize_e164;
+use crate::session::{Session, SessionId};
+use crate::sip::dialog::Dialog;
+use crate::sip::message::{generate_branch, generate_tag, Message, Method, Via};
+use crate::sip::transaction::TransactionSet;
+use crate::sip::transport::{response_peer, Peer, Transport, TransportLayer};
+use rand::Rng;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn start(
+    sh: Arc<Shared>,
+    transport: Arc<TransportLayer>,
+    session_id: SessionId,
+    invite: Message,
+    from: Peer,
+    route: Route,
+    called: String,
+    _called_e164: Option<String>,
+) -> Option<Call> {
+    let now = Instant::now();
+    let mut txs = TransactionSet::new(sh.timers);
+    let mut events = Vec::new();
+    let reply_to = response_peer(&invite, from);
+    let caller_invite_tx = txs.start_server(&invite, reply_to);
+    // RFC 3261 17.2.1: 100 Trying at once, before anything that may take time.
+    let trying = Message::response_to(&invite, 100, None);
+    txs.respond(caller_invite_tx, &trying, now, &mut events);
+
+    let caller = invite.from_header();
+    let caller_display = caller.as_ref().and_then(|f| f.display_name.clone());
+    let caller_phone = caller
+        .as_ref()
+        .and_then(|f| f.uri.user.clone())
+        .and_then(|u| normalize_e164(&u, sh.settings.default_country.as_deref()));
+    tracing::info!(
+        caller = caller_phone.as_deref().unwrap_or("anonymous"),
+        called = %called,
+        org_id = %route.org_id,
+        "call received"
+    );
+
+    let (c_host, c_port) = local_host_port(&sh, &transport, from);
+    let caller_dialog = Dialog::uas(&invite, generate_tag(), contact_for(&c_host, c_port, from.transport), from)?;
+
+    // The AI leg: where it goes and over what.
+    let ai_uri = route.ai_agent_uri.clone();
+    let ai_transport = ai_uri
+        .transport()
+        .and_then(|t| Transport::from_name(&t))
+        .unwrap_or(Transport::Udp);
+    let target = resolve(&ai_uri).await;
+    let ai_peer = match (target, ai_transport) {
+        (Some(addr), Transport::Udp) => Some(Peer::udp(addr)),
+        (Some(addr), Transport::Tcp) => match transport.connect_tcp(addr).await {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot connect to the AI agent");
+                None
+            }
+        },
+        (None, _) => {
+            tracing::warn!(uri = %ai_uri, "cannot resolve the AI agent URI");
+            None
+        }
+    };
+    let placeholder = ai_peer.unwrap_or(Peer::udp(std::net::SocketAddr::from(([127, 0, 0, 1], 9))));
+    let (a_host, a_port) = local_host_port(&sh, &transport, placeholder);
+    let ai_contact = contact_for(&a_host, a_port, placeholder.transport);
+    let ai_invite = build_ai_invite(&invite, &route, &session_id, caller_display.as_deref(), caller_phone.as_deref(), &a_host, a_port, placeholder.transport, &ai_contact, &sh.settings.user_agent);
+    let ai_dialog = Dialog::uac(&ai_invite, placeholder, ai_contact)?;
+
+    let leg = |dialog: Dialog, host: String, port: u16| Leg {
+        dialog,
+        via_host: host,
+        via_port: port,
+        ack: None,
+        ack_deferred: None,
+        retrans: None,
+        bye_tx: None,
+        done: false,
+    };
+    let mut call = Call {
+        sh: sh.clone(),
+        transport,
+        session_id: session_id.clone(),
+        txs,
+        events,
+        phase: Phase::Inviting,
+        legs: [leg(caller_dialog, c_host, c_port), leg(ai_dialog, a_host, a_port)],
+        caller_invite: invite,
+        caller_peer: reply_to,
+        caller_invite_tx,
+        ai_invite_tx: None,
+        ai_got_provisional: false,
+        cancel_on_provisional: false,
+        ai_cancelled: false,
+        answered: false,
+        relays: Vec::new(),
+        ring_deadline: None,
+        hard_deadline: None,
+        started: now,
+    };
+    call.flush(now);
+
+    let session = Session::new(
+        session_id,
+        route.org_id.clone(),
+        route.agent_id.clone(),
+        caller_phone,
+        caller_display,
+        called,
+    );
+    if let Err(e) = sh.sessions.insert(session) {
+        tracing::warn!(error = %e, "cannot create session, refusing call with 503");
+        call.refuse(503, now);
+        return Some(call);
+    }
+    if ai_peer.is_none() {
+        call.ai_leg_failed(AiOutcome::Unreachable, now);
+        return Some(call);
+    }
+    let ai_call_id = call.legs[Side::Ai as usize].dialog.call_id.clone();
+    if let Some(tx) = sh.calls.get(call.legs[0].dialog.call_id.as_str()).map(|e| e.value().clone()) {
+        sh.register_call_id(ai_call_id, tx);
+    }
+    let id = call.send_request(Side::Ai, ai_invite, now);
+    call.ai_invite_tx = Some(id);
+    call.ring_deadline = Some(now + sh.settings.ai_answer_timeout);
+    Some(call)
+}
+
+/// Our address for messages to `peer`: the listener of that transport and family, or
+/// the configured advertised host.
+fn local_host_port(sh: &Shared, transport: &TransportLayer, peer: Peer) -> (String, u16) {
+    let local = transport.local_addr_for(peer.transport, peer.addr);
+    let port = local.map_or(5060, |a| a.port());
+    let host = match &sh.settings.advertised_host {
+        Some(h) => h.clone(),
+        None => local.map_or_else(|| "127.0.0.1".to_owned(), |a| a.ip().to_string()),
+    };
+    (host, port)
+}
+
+/// The INVITE to the AI agent: the caller's identity in From, the session headers, the
+/// caller's SDP as is (media anchoring is its own layer), our own dialog identity.
+#[allow(clippy::too_many_arguments)]
+fn build_ai_invite(
+    caller_invite: &Message,
+    route: &Route,
+    session_id: &SessionId,
+    caller_display: Option<&str>,
+    caller_phone: Option<&str>,
+    host: &str,
+    port: u16,
+    transport: Transport,
+    contact: &str,
+    user_agent: &str,
+) -> Message {
+    let mut m = Message::request(Method::Invite, route.ai_agent_uri.as_str());
+    m.push("Via", Via::ours(transport.via_name(), host, port, &generate_branch()));
+    // RFC 3261 16.6 step 3: one hop fewer than the caller's request allowed.
+    let mf = match caller_invite.max_forwards() {
+        Some(Ok(n)) => n.saturating_sub(1).min(70),
+        _ => 70,
+    };
+    m.push("Max-Forwards", mf.to_string());
+    m.push("From", policy::ai_leg_from(caller_display, caller_phone, &crate::sip::message::bracket_v6(host), &generate_tag()));
+    m.push("To", format!("<{}>", route.ai_agent_uri.as_str()));
+    let n: u128 = rand::thread_rng().gen();
+    m.push("Call-ID", format!("{n:032x}"));
+    m.push("CSeq", "1 INVITE");
+    m.push("Contact", contact.to_owned());
+    m.push("Allow", ALLOW);
+    m.push("User-Agent", user_agent.to_owned());
+    // Both values were checked: the session id is hex, the agent id a config token.
+    m.push("X-OPENCX-SESSION-ID", session_id.as_str().to_owned());
+    m.push("X-OPENCX-AGENT-ID", route.agent_id.clone());
+    // The trunk's own X- headers go on to the AI agent (X-OPENCX-* were stripped).
+    for h in caller_invite.headers() {
+        if h.name().as_str().len() > 2 && h.name().as_str()[..2].eq_ignore_ascii_case("X-") {
+            let _ = m.push_checked(h.name().as_str(), h.value());
+        }
+    }
+    if !caller_invite.body().is_empty() {
+        if let Some(ct) = caller_invite.header("Content-Type") {
+            m.push("Content-Type", ct.to_owned());
+        }
+        m.set_body(caller_invite.body().clone());
+    }
+    m
+}
+
+impl Call {
+    /// Refuse the caller before any AI leg exists.
+    fn refuse(&mut self, status: u16, now: Instant) {
+        let invite = self.caller_invite.clone();
+        self.respond(self.caller_invite_tx, &invite, status, now);
+        Metrics::inc(&self.sh.metrics.calls_failed_total);
+        self.phase = Phase::Ended;
+        self.legs[0].done = true;
+        self.legs[1].done = true;
+        self.set_hard_deadline(now);
+    }
+
+    /// What the AI agent answered to our INVITE.
+    pub(super) fn on_ai_invite_response(&mut self, resp: Message, now: Instant) {
+        let Some(status) = resp.status() else { return };
+        match status {
+            100 => {}
+            101..=199 => {
+                self.ai_got_provisional = true;
+                if resp.to_tag().is_some() {
+                    self.legs[Side::Ai as usize].dialog.update_from_response(&resp);
+                }
+                if self.cancel_on_provisional {
+                    self.cancel_on_provisional = false;
+                    return self.cancel_ai_invite(now);
+                }
+                if self.phase == Phase::Inviting {
+                    let mut out = self.relayed_response(&self.caller_invite.clone(), &resp);
+                    out.push("Contact", self.legs[0].dialog.local_contact.clone());
+                    self.txs.respond(self.caller_invite_tx, &out, now, &mut self.events);
+                    self.flush(now);
+                }
+            }
+            200..=299 => self.on_ai_answered(resp, now),
+            _ => {
+                self.legs[Side::Ai as usize].done = true;
+                if !self.ai_cancelled {
+                    self.ai_leg_failed(AiOutcome::Status(status), now);
+                }
+            }
+        }
+    }
+
+    fn on_ai_answered(&mut self, resp: Message, now: Instant) {
+        let seq = self.legs[Side::Ai as usize].dialog.local_cseq.min(resp.cseq().map_or(1, |c| c.seq));
+        let first = !self.answered;
+        self.answered = true;
+        self.ring_deadline = None;
+        if first {
+            self.legs[Side::Ai as usize].dialog.update_from_response(&resp);
+        }
+        if self.phase != Phase::Inviting {
+            // The caller gave up meanwhile (CANCEL crossed the 200): ACK, then BYE.
+            if first {
+                self.send_ack(Side::Ai, seq, None, now);
+                self.legs[Side::Ai as usize].done = false;
+                self.end_call(now);
+            }
+            return;
+        }
+        // Late offer (no SDP in the caller's INVITE): the 2xx carries the offer and the
+        // caller's ACK the answer, so our ACK waits for it.
+        if self.caller_invite.body().is_empty() && !resp.body().is_empty() {
+            self.legs[Side::Ai as usize].ack_deferred = Some(seq);
+        } else {
+            self.send_ack(Side::Ai, seq, None, now);
+        }
+        let mut ok = self.relayed_response(&self.caller_invite.clone(), &resp);
+        ok.push("Contact", self.legs[0].dialog.local_contact.clone());
+        ok.push("Allow", ALLOW);
+        let bytes = ok.to_bytes();
+        self.txs.respond(self.caller_invite_tx, &ok, now, &mut self.events);
+        self.flush(now);
+        let caller_seq = self.caller_invite.cseq().map_or(1, |c| c.seq);
+        let peer = self.caller_peer;
+        self.retransmit_2xx(Side::Caller, caller_seq, bytes, peer, now);
+        self.phase = Phase::Answered;
+        self.sh.sessions.mark_answered(&self.session_id);
+        Metrics::inc(&self.sh.metrics.calls_answered_total);
+        tracing::info!("AI agent answered");
+    }
+
+    /// The AI leg ended without an answer: the caller hears a fitting final response.
+    pub(super) fn ai_leg_failed(&mut self, outcome: AiOutcome, now: Instant) {
+        if outcome == AiOutcome::Timeout {
+            self.cancel_ai_invite(now);
+        }
+        if self.phase == Phase::Inviting {
+            let status = policy::caller_status_for_ai_failure(outcome);
+            tracing::info!(?outcome, status, "AI leg failed");
+            self.refuse(status, now);
+        }
+    }
+
+    /// A response on one leg re-made for the request it answers on the other: same
+    /// status and reason, the body and its type.
+    pub(super) fn relayed_response(&self, req: &Message, resp: &Message) -> Message {
+        let status = resp.status().unwrap_or(500);
+        let mut out = self.response_for(req, status);
+        if let Some(reason) = resp.reason().filter(|r| !r.is_empty()) {
+            out.set_reason(reason.to_owned());
+        }
+        if !resp.body().is_empty() {
+            if let Some(ct) = resp.header("Content-Type") {
+                out.push("Content-Type", ct.to_owned());
+            }
+            out.set_body(resp.body().clone());
+        }
+        out
+    }
+}

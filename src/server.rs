@@ -1,0 +1,116 @@
+//! A running handoff: the transport bound, the B2BUA dispatching, the housekeeping
+//! timer, and the graceful stop.
+
+use crate::b2bua::B2bua;
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::session::SessionTable;
+use crate::sip::transport::{BindError, TransportConfig, TransportLayer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often expired absorber entries and lingering sessions are removed.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct Server {
+    b2bua: B2bua,
+    transport: Arc<TransportLayer>,
+    metrics: Arc<Metrics>,
+    sessions: Arc<SessionTable>,
+    settings: Arc<Settings>,
+    sweeper: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+}
+
+impl Server {
+    /// Bind every listener and start serving calls.
+    pub async fn start(settings: Settings) -> Result<Server, StartError> {
+        let settings = Arc::new(settings);
+        let metrics = Arc::new(Metrics::default());
+        let sessions = Arc::new(SessionTable::new(settings.session_capacity, settings.session_linger));
+        let b2bua = B2bua::new(settings.clone(), sessions.clone(), metrics.clone());
+        let transport = TransportLayer::start(
+            TransportConfig {
+                udp: settings.listen_udp.clone(),
+                tcp: settings.listen_tcp.clone(),
+                max_message_size: settings.max_message_size,
+                tcp_idle_timeout: settings.tcp_idle_timeout,
+                tcp_connect_timeout: settings.tcp_connect_timeout,
+            },
+            Arc::new(b2bua.clone()),
+            metrics.clone(),
+        )
+        .await?;
+        b2bua.attach_transport(transport.clone());
+        let sweeping = b2bua.clone();
+        let sweeper = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+            loop {
+                tick.tick().await;
+                sweeping.sweep();
+            }
+        });
+        Ok(Server {
+            b2bua,
+            transport,
+            metrics,
+            sessions,
+            settings,
+            sweeper,
+        })
+    }
+
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        self.transport.udp_addrs()
+    }
+
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        self.transport.tcp_addrs()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn sessions(&self) -> &Arc<SessionTable> {
+        &self.sessions
+    }
+
+    pub fn active_calls(&self) -> usize {
+        self.b2bua.active_calls()
+    }
+
+    /// Graceful stop: refuse new calls with 503, let live calls finish for up to the
+    /// configured drain time, then end the rest with BYE and wait briefly for them.
+    pub async fn drain(&self) {
+        self.b2bua.start_draining();
+        let active = self.active_calls();
+        tracing::info!(active, drain_secs = self.settings.drain_timeout.as_secs(), "draining: new calls get 503");
+        let until = Instant::now() + self.settings.drain_timeout;
+        while self.active_calls() > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if self.active_calls() > 0 {
+            tracing::info!(active = self.active_calls(), "drain time over: ending the remaining calls");
+            self.b2bua.end_all_calls();
+            // Time for the BYEs to be answered (one Timer F at most, usually far less).
+            let until = Instant::now() + (self.settings.t1 * 64).min(Duration::from_secs(5));
+            while self.active_calls() > 0 && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        tracing::info!(left = self.active_calls(), "stopped");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.sweeper.abort();
+    }
+}
