@@ -438,9 +438,10 @@ impl Call {
     // ---- responses -------------------------------------------------------------
 
     fn on_response(&mut self, resp: Message, now: Instant) {
-        if self.txs.on_response(resp.clone(), now, &mut self.events) {
-            return self.flush(now);
-        }
+        let resp = match self.txs.on_response(resp, now, &mut self.events) {
+            Ok(()) => return self.flush(now),
+            Err(resp) => resp,
+        };
         // No transaction: a 2xx retransmission after ours ended; ACK it again.
         let Some(side) = self.side_of(&resp) else { return };
         let Some(cseq) = resp.cseq() else { return };

@@ -108,6 +108,9 @@ pub struct Message {
     start: StartLine,
     headers: Vec<Header>,
     body: Bytes,
+    /// The top Via, parsed once on first use: matching reads it several times per
+    /// message. Reset whenever a Via header changes.
+    via_cache: std::cell::OnceCell<Option<Via>>,
 }
 
 impl Message {
@@ -119,6 +122,7 @@ impl Message {
             },
             headers: Vec::with_capacity(12),
             body: Bytes::new(),
+            via_cache: std::cell::OnceCell::new(),
         }
     }
 
@@ -130,6 +134,7 @@ impl Message {
             },
             headers: Vec::with_capacity(12),
             body: Bytes::new(),
+            via_cache: std::cell::OnceCell::new(),
         }
     }
 
@@ -233,6 +238,7 @@ impl Message {
     /// Append a header from our own code. The value must not come from outside
     /// unchecked: use [`Message::push_checked`] for that.
     pub fn push(&mut self, name: &'static str, value: impl Into<String>) {
+        self.via_changed(name);
         self.headers.push(Header {
             name: HeaderName::of(name),
             value: value.into(),
@@ -243,16 +249,21 @@ impl Message {
     /// over-long lines.
     pub fn push_checked(&mut self, name: &str, value: &str) -> Result<(), HeaderValueError> {
         self.headers.push(Header::checked(name, value)?);
+        self.via_changed(name);
         Ok(())
     }
 
     /// Append a header taken from another parsed message (already free of CR/LF).
     pub fn push_header(&mut self, h: Header) {
+        if h.name.is("Via") {
+            self.via_cache = std::cell::OnceCell::new();
+        }
         self.headers.push(h);
     }
 
     /// Insert a header before all others (a new top Via).
     pub fn prepend(&mut self, name: &'static str, value: impl Into<String>) {
+        self.via_changed(name);
         self.headers.insert(
             0,
             Header {
@@ -263,6 +274,7 @@ impl Message {
     }
 
     pub fn remove(&mut self, name: &str) {
+        self.via_changed(name);
         self.headers.retain(|h| !h.name.is(name));
     }
 
@@ -277,6 +289,7 @@ impl Message {
     }
 
     pub fn set(&mut self, name: &'static str, value: impl Into<String>) {
+        self.via_changed(name);
         let value = value.into();
         match self.headers.iter_mut().find(|h| h.name.is(name)) {
             Some(h) => h.value = value,
@@ -300,8 +313,15 @@ impl Message {
         self.header("CSeq").and_then(CSeq::parse)
     }
 
-    pub fn top_via(&self) -> Option<Via> {
-        self.header_values("Via").next().and_then(Via::parse)
+    pub fn top_via(&self) -> Option<&Via> {
+        self.via_cache
+            .get_or_init(|| self.header_values("Via").next().and_then(Via::parse))
+            .as_ref()
+    }
+
+    /// The top Via's branch, or "" when there is none.
+    pub fn branch(&self) -> &str {
+        self.top_via().and_then(|v| v.branch()).unwrap_or("")
     }
 
     pub fn from_header(&self) -> Option<NameAddr> {
@@ -326,8 +346,25 @@ impl Message {
             .map(|v| v.trim().parse::<u32>().map_err(|_| ()))
     }
 
+    fn via_changed(&mut self, name: &str) {
+        if name.eq_ignore_ascii_case("Via") || name.eq_ignore_ascii_case("v") {
+            self.via_cache = std::cell::OnceCell::new();
+        }
+    }
+
+    /// RFC 3261 18.2.1 and RFC 3581 4: note the real source on the top Via of a
+    /// request. The header is rewritten only when something was added.
+    pub fn stamp_source(&mut self, ip: std::net::IpAddr, port: u16) {
+        let Some(mut via) = self.top_via().cloned() else { return };
+        if via.stamp_source(ip, port) {
+            self.replace_top_via(&via);
+            let _ = self.via_cache.set(Some(via));
+        }
+    }
+
     /// Rewrite the top Via (RFC 3581: add `received` and fill `rport`).
     pub fn replace_top_via(&mut self, via: &Via) {
+        self.via_cache = std::cell::OnceCell::new();
         if let Some(idx) = self.headers.iter().position(|h| h.name.is("Via")) {
             let rest: Vec<String> = split_list(&self.headers[idx].value)
                 .skip(1)

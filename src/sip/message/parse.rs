@@ -182,6 +182,7 @@ fn tokenize(head: &str) -> Result<(Message, Option<ParseErrorKind>), ParseErrorK
         start,
         headers: Vec::with_capacity(16),
         body: Bytes::new(),
+        via_cache: std::cell::OnceCell::new(),
     };
     let mut error = None;
     let mut last_ok = false;

@@ -70,6 +70,11 @@ impl Via {
         self.inner.uri.host_with_port.port.map(|p| *p.value())
     }
 
+    /// sent-by as "host:port" (port 0 when absent), for transaction matching.
+    pub fn sent_by_key(&self) -> String {
+        format!("{}:{}", self.sent_by_host(), self.sent_by_port().unwrap_or(0))
+    }
+
     pub fn has_rport(&self) -> bool {
         self.inner.params.iter().any(|p| is_named(p, "rport"))
     }
@@ -81,7 +86,8 @@ impl Via {
     /// RFC 3581 4 and RFC 3261 18.2.1: note where the request really came from.
     /// `received` is added when the source differs from sent-by (always, when rport is
     /// present); an empty `rport` is filled with the source port.
-    pub fn stamp_source(&mut self, source_ip: IpAddr, source_port: u16) {
+    /// Returns whether anything was added.
+    pub fn stamp_source(&mut self, source_ip: IpAddr, source_port: u16) -> bool {
         let rport = self.has_rport();
         let sent_by_is_source = self
             .sent_by_host()
@@ -103,6 +109,7 @@ impl Via {
                 }
             }
         }
+        rport || !sent_by_is_source
     }
 
     /// Where a response to this Via goes on an unreliable transport (RFC 3261 18.2.2,

@@ -64,7 +64,7 @@ impl Absorber {
         let key_method = if *method == Method::Ack { Method::Invite } else { method.clone() };
         let entry = self.map.get(&(branch, key_method))?;
         let (sent_by, response, peer, until) = entry.value();
-        let req_sent_by = format!("{}:{}", via.sent_by_host(), via.sent_by_port().unwrap_or(0));
+        let req_sent_by = via.sent_by_key();
         if *sent_by != req_sent_by || now >= *until {
             return None;
         }

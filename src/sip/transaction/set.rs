@@ -172,14 +172,13 @@ impl TransactionSet {
         let Some(method) = req.method() else {
             return RequestMatch::New;
         };
-        let branch = branch_of(req);
+        let branch = req.branch();
         if branch.is_empty() {
             return RequestMatch::New;
         }
-        let sent_by = sent_by_of(req);
         let wanted = if *method == Method::Ack { &Method::Invite } else { method };
         let Some(e) = self.entries.iter_mut().find(|e| {
-            e.request.is_none() && e.branch == branch && e.sent_by == sent_by && &e.method == wanted
+            e.request.is_none() && e.branch == branch && &e.method == wanted && e.sent_by == sent_by_of(req)
         }) else {
             return RequestMatch::New;
         };
@@ -202,24 +201,24 @@ impl TransactionSet {
     }
 
     /// RFC 3261 17.1.3: hand a response to the client transaction it belongs to.
-    /// Returns false when none matches (a stray, or a 2xx retransmission after the
+    /// Gives the response back when none matches (a stray, or a 2xx retransmission after the
     /// transaction ended: the TU deals with those).
-    pub fn on_response(&mut self, resp: Message, now: Instant, out: &mut Vec<TxEvent>) -> bool {
-        let branch = branch_of(&resp);
-        let Some(cseq) = resp.cseq() else { return false };
+    pub fn on_response(&mut self, resp: Message, now: Instant, out: &mut Vec<TxEvent>) -> Result<(), Message> {
+        let Some(cseq) = resp.cseq() else { return Err(resp) };
+        let branch = resp.branch();
         let Some(e) = self
             .entries
             .iter_mut()
             .find(|e| e.request.is_some() && e.branch == branch && e.method == cseq.method)
         else {
-            return false;
+            return Err(resp);
         };
         let id = e.id;
         let status = resp.status().unwrap_or(0);
         let actions = match &mut e.machine {
             Machine::InviteClient(m) => m.on_response(status),
             Machine::NonInviteClient(m) => m.on_response(status),
-            _ => return false,
+            _ => return Err(resp),
         };
         if actions.contains(&Action::TransmitAck) {
             if let Some(req) = &e.request {
@@ -227,7 +226,7 @@ impl TransactionSet {
             }
         }
         self.apply(id, actions, Some(resp), now, out);
-        true
+        Ok(())
     }
 
     /// A send on this transaction's transport failed.
@@ -393,13 +392,11 @@ impl TransactionSet {
 }
 
 fn branch_of(m: &Message) -> String {
-    m.top_via().and_then(|v| v.branch().map(str::to_owned)).unwrap_or_default()
+    m.branch().to_owned()
 }
 
 fn sent_by_of(m: &Message) -> String {
-    m.top_via()
-        .map(|v| format!("{}:{}", v.sent_by_host(), v.sent_by_port().unwrap_or(0)))
-        .unwrap_or_default()
+    m.top_via().map(|v| v.sent_by_key()).unwrap_or_default()
 }
 
 /// RFC 3261 17.1.1.3: the ACK for a non-2xx final response, built by the transaction:

@@ -253,10 +253,7 @@ pub(crate) fn deliver(sink: &dyn Sink, metrics: &Metrics, data: Bytes, from: Pee
 
 /// RFC 3261 18.2.1 and RFC 3581 4: note the real source on the top Via of a request.
 pub fn stamp_via(msg: &mut Message, from: Peer) {
-    if let Some(mut via) = msg.top_via() {
-        via.stamp_source(from.addr.ip(), from.addr.port());
-        msg.replace_top_via(&via);
-    }
+    msg.stamp_source(from.addr.ip(), from.addr.port());
 }
 
 /// RFC 3261 18.2.2 and RFC 3581 4: where the response to a request goes. On a stream,
