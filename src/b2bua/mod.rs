@@ -195,7 +195,15 @@ impl B2bua {
         sh.active.fetch_add(1, Ordering::Relaxed);
         sh.metrics.calls_active.fetch_add(1, Ordering::Relaxed);
         Metrics::inc(&sh.metrics.calls_started_total);
-        call::spawn(self.shared.clone(), transport, rx, invite, from, route, called, called_e164);
+        let start = call::CallStart {
+            sh: self.shared.clone(),
+            transport,
+            invite,
+            from,
+            route,
+            called,
+        };
+        call::spawn(Box::new(start), rx);
     }
 }
 

@@ -99,8 +99,9 @@ pub(super) struct Call {
     events: Vec<TxEvent>,
     phase: Phase,
     legs: [Leg; 2],
-    /// The caller's INVITE, for building responses to it.
-    caller_invite: Message,
+    /// The caller's INVITE while it awaits its final response (dropped then: a held
+    /// call keeps no message it will not send again).
+    caller_invite: Option<Message>,
     caller_peer: Peer,
     caller_invite_tx: TxId,
     /// Our INVITE to the AI agent and its transaction.
@@ -117,29 +118,28 @@ pub(super) struct Call {
     started: Instant,
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(super) fn spawn(
-    sh: Arc<Shared>,
-    transport: Arc<TransportLayer>,
-    rx: mpsc::Receiver<CallEvent>,
-    invite: Message,
-    from: Peer,
-    route: crate::config::Route,
-    called: String,
-    called_e164: Option<String>,
-) {
+/// What a call needs to start: boxed, so the spawned task's future stays small.
+pub(super) struct CallStart {
+    pub sh: Arc<Shared>,
+    pub transport: Arc<TransportLayer>,
+    pub invite: Message,
+    pub from: Peer,
+    pub route: crate::config::Route,
+    pub called: String,
+}
+
+pub(super) fn spawn(start: Box<CallStart>, rx: mpsc::Receiver<CallEvent>) {
     let session_id = SessionId::new_random();
     let span = tracing::info_span!("call", session_id = %session_id.as_str());
     tokio::spawn(
         async move {
-            let a_call_id = invite.call_id().unwrap_or_default().to_owned();
-            match setup::start(sh.clone(), transport, session_id, invite, from, route, called, called_e164).await {
-                Some(call) => call.run(rx).await,
-                None => {
-                    // Refused during set-up: the caller was answered; keep absorbing
-                    // its retransmissions until the answer has surely arrived.
-                    sh.call_finished(&[&a_call_id]);
-                }
+            let sh = start.sh.clone();
+            let a_call_id = start.invite.call_id().unwrap_or_default().to_owned();
+            // Boxed: the set-up future is large and needed once; the task keeps only
+            // pointers to the running call.
+            match Box::pin(setup::start(start, session_id)).await {
+                Some(call) => Box::new(call).run(rx).await,
+                None => sh.call_finished(&[&a_call_id]),
             }
         }
         .instrument(span),
@@ -147,7 +147,7 @@ pub(super) fn spawn(
 }
 
 impl Call {
-    async fn run(mut self, mut rx: mpsc::Receiver<CallEvent>) {
+    async fn run(mut self: Box<Self>, mut rx: mpsc::Receiver<CallEvent>) {
         let sleep = tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::pin!(sleep);
         loop {
@@ -267,6 +267,16 @@ impl Call {
         self.flush(now);
     }
 
+    /// A final response to the caller's INVITE, built by us (not relayed).
+    fn caller_final(&mut self, status: u16, now: Instant) {
+        if let Some(invite) = self.caller_invite.take() {
+            self.respond(self.caller_invite_tx, &invite, status, now);
+        }
+        // A non-2xx final answer means the caller leg never became a dialog: nothing
+        // to BYE there.
+        self.legs[Side::Caller as usize].done = true;
+    }
+
     /// A response to `req` carrying our tag for the leg it came on.
     fn response_for(&self, req: &Message, status: u16) -> Message {
         let side = self.side_of(req).unwrap_or(Side::Caller);
@@ -353,8 +363,7 @@ impl Call {
         }
         if side == Side::Caller && invite_tx == self.caller_invite_tx {
             tracing::info!("caller cancelled");
-            let invite = self.caller_invite.clone();
-            self.respond(invite_tx, &invite, 487, now);
+            self.caller_final(487, now);
             self.phase = Phase::Ended;
             self.set_hard_deadline(now);
             Metrics::inc(&self.sh.metrics.calls_failed_total);
@@ -396,8 +405,7 @@ impl Call {
         self.legs[side as usize].retrans = None;
         if side == Side::Caller && self.phase == Phase::Inviting {
             // RFC 3261 15: a caller may BYE an early dialog; treat it as a cancel.
-            let invite = self.caller_invite.clone();
-            self.respond(self.caller_invite_tx, &invite, 487, now);
+            self.caller_final(487, now);
             self.cancel_ai_invite(now);
             Metrics::inc(&self.sh.metrics.calls_failed_total);
         }
@@ -438,25 +446,38 @@ impl Call {
     // ---- responses -------------------------------------------------------------
 
     fn on_response(&mut self, resp: Message, now: Instant) {
-        let resp = match self.txs.on_response(resp, now, &mut self.events) {
-            Ok(()) => return self.flush(now),
-            Err(resp) => resp,
-        };
-        // No transaction: a 2xx retransmission after ours ended; ACK it again.
-        let Some(side) = self.side_of(&resp) else { return };
-        let Some(cseq) = resp.cseq() else { return };
-        if cseq.method == Method::Invite && resp.status().is_some_and(|s| (200..300).contains(&s)) {
-            let leg = &self.legs[side as usize];
-            if let Some((seq, bytes)) = &leg.ack {
-                if *seq == cseq.seq {
-                    let (peer, bytes) = (leg.dialog.peer, bytes.clone());
-                    self.send_raw(&peer, bytes);
-                }
+        match self.txs.on_response(resp, now, &mut self.events) {
+            // No transaction: a 2xx retransmission after ours ended; ACK it again.
+            Some(resp) => {
+                self.reack_2xx(&resp);
             }
+            None => self.flush(now),
+        }
+    }
+
+    /// RFC 3261 13.2.2.4: a retransmitted 2xx to an INVITE we already ACKed gets the
+    /// same ACK again. Returns whether it was one.
+    fn reack_2xx(&mut self, resp: &Message) -> bool {
+        let Some(side) = self.side_of(resp) else { return false };
+        let Some(cseq) = resp.cseq() else { return false };
+        if cseq.method != Method::Invite || !resp.status().is_some_and(|s| (200..300).contains(&s)) {
+            return false;
+        }
+        let leg = &self.legs[side as usize];
+        match &leg.ack {
+            Some((seq, bytes)) if *seq == cseq.seq => {
+                let (peer, bytes) = (leg.dialog.peer, bytes.clone());
+                self.send_raw(&peer, bytes);
+                true
+            }
+            _ => false,
         }
     }
 
     fn on_client_response(&mut self, tx: TxId, resp: Message, now: Instant) {
+        if self.reack_2xx(&resp) {
+            return;
+        }
         if Some(tx) == self.ai_invite_tx {
             return self.on_ai_invite_response(resp, now);
         }
@@ -533,8 +554,7 @@ impl Call {
     fn shutdown(&mut self, now: Instant) {
         tracing::info!("ending call for shutdown");
         if self.phase == Phase::Inviting {
-            let invite = self.caller_invite.clone();
-            self.respond(self.caller_invite_tx, &invite, 503, now);
+            self.caller_final(503, now);
             Metrics::inc(&self.sh.metrics.calls_failed_total);
             self.cancel_ai_invite(now);
             self.phase = Phase::Ended;
@@ -605,4 +625,3 @@ async fn resolve(uri: &SipUri) -> Option<std::net::SocketAddr> {
     }
     tokio::net::lookup_host((uri.host.as_str(), port)).await.ok()?.next()
 }
-

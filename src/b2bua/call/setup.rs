@@ -1,7 +1,7 @@
 //! A call's first moments: answer the caller's INVITE with 100 Trying, create the
 //! session, and place the AI leg; then what the AI agent answers to it.
 
-use super::{contact_for, resolve, Call, Leg, Phase, Side};
+use super::{contact_for, resolve, Call, CallStart, Leg, Phase, Side};
 use crate::b2bua::policy::{self, AiOutcome, ALLOW};
 use crate::b2bua::Shared;
 use crate::config::Route;
@@ -13,20 +13,10 @@ use crate::sip::message::{generate_branch, generate_tag, Message, Method, Via};
 use crate::sip::transaction::TransactionSet;
 use crate::sip::transport::{response_peer, Peer, Transport, TransportLayer};
 use rand::Rng;
-use std::sync::Arc;
 use std::time::Instant;
 
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn start(
-    sh: Arc<Shared>,
-    transport: Arc<TransportLayer>,
-    session_id: SessionId,
-    invite: Message,
-    from: Peer,
-    route: Route,
-    called: String,
-    _called_e164: Option<String>,
-) -> Option<Call> {
+pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Option<Call> {
+    let CallStart { sh, transport, invite, from, route, called } = *start;
     let now = Instant::now();
     let mut txs = TransactionSet::new(sh.timers);
     let mut events = Vec::new();
@@ -97,7 +87,7 @@ pub(super) async fn start(
         events,
         phase: Phase::Inviting,
         legs: [leg(caller_dialog, c_host, c_port), leg(ai_dialog, a_host, a_port)],
-        caller_invite: invite,
+        caller_invite: Some(invite),
         caller_peer: reply_to,
         caller_invite_tx,
         ai_invite_tx: None,
@@ -203,8 +193,7 @@ fn build_ai_invite(
 impl Call {
     /// Refuse the caller before any AI leg exists.
     fn refuse(&mut self, status: u16, now: Instant) {
-        let invite = self.caller_invite.clone();
-        self.respond(self.caller_invite_tx, &invite, status, now);
+        self.caller_final(status, now);
         Metrics::inc(&self.sh.metrics.calls_failed_total);
         self.phase = Phase::Ended;
         self.legs[0].done = true;
@@ -226,8 +215,8 @@ impl Call {
                     self.cancel_on_provisional = false;
                     return self.cancel_ai_invite(now);
                 }
-                if self.phase == Phase::Inviting {
-                    let mut out = self.relayed_response(&self.caller_invite.clone(), &resp);
+                if let Some(invite) = self.caller_invite.as_ref().filter(|_| self.phase == Phase::Inviting) {
+                    let mut out = self.relayed_response(invite, &resp);
                     out.push("Contact", self.legs[0].dialog.local_contact.clone());
                     self.txs.respond(self.caller_invite_tx, &out, now, &mut self.events);
                     self.flush(now);
@@ -251,29 +240,32 @@ impl Call {
         if first {
             self.legs[Side::Ai as usize].dialog.update_from_response(&resp);
         }
-        if self.phase != Phase::Inviting {
-            // The caller gave up meanwhile (CANCEL crossed the 200): ACK, then BYE.
-            if first {
-                self.send_ack(Side::Ai, seq, None, now);
-                self.legs[Side::Ai as usize].done = false;
-                self.end_call(now);
+        let invite = match self.caller_invite.take() {
+            Some(invite) if self.phase == Phase::Inviting => invite,
+            _ => {
+                // The caller gave up meanwhile (CANCEL crossed the 200): ACK, then BYE.
+                if first {
+                    self.send_ack(Side::Ai, seq, None, now);
+                    self.legs[Side::Ai as usize].done = false;
+                    self.end_call(now);
+                }
+                return;
             }
-            return;
-        }
+        };
         // Late offer (no SDP in the caller's INVITE): the 2xx carries the offer and the
         // caller's ACK the answer, so our ACK waits for it.
-        if self.caller_invite.body().is_empty() && !resp.body().is_empty() {
+        if invite.body().is_empty() && !resp.body().is_empty() {
             self.legs[Side::Ai as usize].ack_deferred = Some(seq);
         } else {
             self.send_ack(Side::Ai, seq, None, now);
         }
-        let mut ok = self.relayed_response(&self.caller_invite.clone(), &resp);
+        let mut ok = self.relayed_response(&invite, &resp);
         ok.push("Contact", self.legs[0].dialog.local_contact.clone());
         ok.push("Allow", ALLOW);
         let bytes = ok.to_bytes();
         self.txs.respond(self.caller_invite_tx, &ok, now, &mut self.events);
         self.flush(now);
-        let caller_seq = self.caller_invite.cseq().map_or(1, |c| c.seq);
+        let caller_seq = invite.cseq().map_or(1, |c| c.seq);
         let peer = self.caller_peer;
         self.retransmit_2xx(Side::Caller, caller_seq, bytes, peer, now);
         self.phase = Phase::Answered;

@@ -177,14 +177,13 @@ fn find_head_end(buf: &[u8]) -> Option<(usize, usize)> {
 /// the rest is still read so that a 400 can be addressed, and the error is returned.
 fn tokenize(head: &str) -> Result<(Message, Option<ParseErrorKind>), ParseErrorKind> {
     let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-    let start = parse_start_line(lines.next().ok_or(ParseErrorKind::Empty)?)?;
+    let (start, mut error) = parse_start_line(lines.next().ok_or(ParseErrorKind::Empty)?)?;
     let mut msg = Message {
         start,
         headers: Vec::with_capacity(16),
         body: Bytes::new(),
         via_cache: std::cell::OnceCell::new(),
     };
-    let mut error = None;
     let mut last_ok = false;
     for line in lines {
         if line.starts_with(' ') || line.starts_with('\t') {
@@ -228,7 +227,9 @@ fn tokenize(head: &str) -> Result<(Message, Option<ParseErrorKind>), ParseErrorK
     Ok((msg, error))
 }
 
-fn parse_start_line(line: &str) -> Result<StartLine, ParseErrorKind> {
+/// The start line, and an error that still lets the headers be read (a request in a
+/// SIP version we do not speak is answered 505, which needs its headers).
+fn parse_start_line(line: &str) -> Result<(StartLine, Option<ParseErrorKind>), ParseErrorKind> {
     if let Some(rest) = line.strip_prefix("SIP/") {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
         let (version, rest) = rest.split_once(' ').ok_or(ParseErrorKind::BadStartLine)?;
@@ -241,10 +242,13 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseErrorKind> {
             .ok()
             .filter(|s| (100..=699).contains(s) && code.len() == 3)
             .ok_or(ParseErrorKind::BadStartLine)?;
-        return Ok(StartLine::Response {
-            status,
-            reason: reason.to_owned(),
-        });
+        return Ok((
+            StartLine::Response {
+                status,
+                reason: reason.to_owned(),
+            },
+            None,
+        ));
     }
     // Request-Line = Method SP Request-URI SP SIP-Version
     let mut parts = line.split(' ');
@@ -257,13 +261,12 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseErrorKind> {
     if !version.starts_with("SIP/") {
         return Err(ParseErrorKind::BadStartLine);
     }
-    if version != "SIP/2.0" {
-        return Err(ParseErrorKind::BadVersion);
-    }
-    Ok(StartLine::Request {
+    let start = StartLine::Request {
         method,
         uri: uri.to_owned(),
-    })
+    };
+    let error = (version != "SIP/2.0").then_some(ParseErrorKind::BadVersion);
+    Ok((start, error))
 }
 
 /// RFC 3261 8.1.1 / 8.2: the headers every request and response must carry, readable.
@@ -343,6 +346,13 @@ mod tests {
     fn sip_version_3_gets_505() {
         let e = p(&BASIC.replace("SIP/2.0\r\nVia", "SIP/3.0\r\nVia")).unwrap_err();
         assert_eq!(e.status(), 505);
+    }
+
+    #[test]
+    fn bad_version_request_keeps_headers_for_505() {
+        let e = p(&BASIC.replace("SIP/2.0\r\nVia", "SIP/3.0\r\nVia")).unwrap_err();
+        assert_eq!(e.kind, ParseErrorKind::BadVersion);
+        assert_eq!(e.partial().and_then(|m| m.call_id()), Some("c1"));
     }
 
     #[test]

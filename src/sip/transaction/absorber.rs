@@ -31,8 +31,16 @@ pub enum Absorb {
     Silent,
 }
 
+/// What is kept of a lingering transaction, keyed by (branch, method).
+struct Absorbed {
+    sent_by: String,
+    response: Option<Bytes>,
+    peer: Peer,
+    until: Instant,
+}
+
 pub struct Absorber {
-    map: DashMap<(String, Method), (String, Option<Bytes>, Peer, Instant)>,
+    map: DashMap<(String, Method), Absorbed>,
     capacity: usize,
 }
 
@@ -50,7 +58,15 @@ impl Absorber {
             // still a correct answer for a finished dialog.
             return;
         }
-        self.map.insert((l.branch, l.method), (l.sent_by, l.response, l.peer, l.until));
+        self.map.insert(
+            (l.branch, l.method),
+            Absorbed {
+                sent_by: l.sent_by,
+                response: l.response,
+                peer: l.peer,
+                until: l.until,
+            },
+        );
     }
 
     /// RFC 3261 17.2.3 matching (branch, sent-by, method; ACK matches INVITE).
@@ -63,20 +79,19 @@ impl Absorber {
         let branch = via.branch()?.to_owned();
         let key_method = if *method == Method::Ack { Method::Invite } else { method.clone() };
         let entry = self.map.get(&(branch, key_method))?;
-        let (sent_by, response, peer, until) = entry.value();
-        let req_sent_by = via.sent_by_key();
-        if *sent_by != req_sent_by || now >= *until {
+        let a = entry.value();
+        if a.sent_by != via.sent_by_key() || now >= a.until {
             return None;
         }
-        Some(match (method, response) {
+        Some(match (method, &a.response) {
             (Method::Ack, _) | (_, None) => Absorb::Silent,
-            (_, Some(bytes)) => Absorb::Resend(*peer, bytes.clone()),
+            (_, Some(bytes)) => Absorb::Resend(a.peer, bytes.clone()),
         })
     }
 
     pub fn sweep(&self, now: Instant) -> usize {
         let before = self.map.len();
-        self.map.retain(|_, v| v.3 > now);
+        self.map.retain(|_, v| v.until > now);
         before - self.map.len()
     }
 

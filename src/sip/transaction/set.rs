@@ -56,7 +56,9 @@ struct Entry {
     sent_by: String,
     method: Method,
     peer: Peer,
-    /// Client: the request as sent (for retransmission, ACK and CANCEL).
+    is_client: bool,
+    /// Client: the request as sent (for retransmission, ACK and CANCEL); dropped once
+    /// an INVITE has its 2xx (Accepted needs none of it).
     request: Option<Message>,
     wire: Bytes,
     /// Client INVITE: the hop-by-hop ACK for the last non-2xx final response.
@@ -114,6 +116,7 @@ impl TransactionSet {
             sent_by: String::new(),
             method,
             peer,
+            is_client: true,
             request: Some(req),
             wire,
             ack: None,
@@ -142,6 +145,7 @@ impl TransactionSet {
             sent_by: sent_by_of(req),
             method,
             peer,
+            is_client: false,
             request: None,
             wire: Bytes::new(),
             ack: None,
@@ -165,6 +169,13 @@ impl TransactionSet {
             _ => return,
         };
         self.apply(id, actions, None, now, out);
+        if matches!(self.entries.iter().find(|e| e.id == id), Some(e) if e.method == Method::Invite && (200..300).contains(&status)) {
+            // RFC 6026 Accepted: the TU retransmits the 2xx; the transaction only
+            // absorbs retransmitted INVITEs, silently.
+            if let Some(e) = self.entries.iter_mut().find(|e| e.id == id) {
+                e.response = None;
+            }
+        }
     }
 
     /// RFC 3261 17.2.3: is this request a retransmission, or the ACK of a non-2xx?
@@ -178,7 +189,7 @@ impl TransactionSet {
         }
         let wanted = if *method == Method::Ack { &Method::Invite } else { method };
         let Some(e) = self.entries.iter_mut().find(|e| {
-            e.request.is_none() && e.branch == branch && &e.method == wanted && e.sent_by == sent_by_of(req)
+            !e.is_client && e.branch == branch && &e.method == wanted && e.sent_by == sent_by_of(req)
         }) else {
             return RequestMatch::New;
         };
@@ -203,30 +214,35 @@ impl TransactionSet {
     /// RFC 3261 17.1.3: hand a response to the client transaction it belongs to.
     /// Gives the response back when none matches (a stray, or a 2xx retransmission after the
     /// transaction ended: the TU deals with those).
-    pub fn on_response(&mut self, resp: Message, now: Instant, out: &mut Vec<TxEvent>) -> Result<(), Message> {
-        let Some(cseq) = resp.cseq() else { return Err(resp) };
+    pub fn on_response(&mut self, resp: Message, now: Instant, out: &mut Vec<TxEvent>) -> Option<Message> {
+        let Some(cseq) = resp.cseq() else { return Some(resp) };
         let branch = resp.branch();
         let Some(e) = self
             .entries
             .iter_mut()
-            .find(|e| e.request.is_some() && e.branch == branch && e.method == cseq.method)
+            .find(|e| e.is_client && e.branch == branch && e.method == cseq.method)
         else {
-            return Err(resp);
+            return Some(resp);
         };
         let id = e.id;
         let status = resp.status().unwrap_or(0);
         let actions = match &mut e.machine {
             Machine::InviteClient(m) => m.on_response(status),
             Machine::NonInviteClient(m) => m.on_response(status),
-            _ => return Err(resp),
+            _ => return Some(resp),
         };
         if actions.contains(&Action::TransmitAck) {
             if let Some(req) = &e.request {
                 e.ack = Some(ack_for_non_2xx(req, &resp).to_bytes());
             }
         }
+        if e.method == Method::Invite && (200..300).contains(&status) {
+            // Accepted: 2xx retransmissions go to the TU, which ACKs end to end.
+            e.request = None;
+            e.wire = Bytes::new();
+        }
         self.apply(id, actions, Some(resp), now, out);
-        Ok(())
+        None
     }
 
     /// A send on this transaction's transport failed.
@@ -291,7 +307,7 @@ impl TransactionSet {
         let sent_by = sent_by_of(cancel);
         self.entries
             .iter()
-            .find(|e| e.request.is_none() && e.method == Method::Invite && e.branch == branch && e.sent_by == sent_by)
+            .find(|e| !e.is_client && e.method == Method::Invite && e.branch == branch && e.sent_by == sent_by)
             .map(|e| e.id)
     }
 
