@@ -7,11 +7,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-// Calls allocate many small, short-lived strings; mimalloc measured faster than the
-// system allocator for this (see BENCHMARKS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "handoff", version, about = "SIP B2BUA handing AI phone agent calls to Zendesk Talk")]
 struct Cli {

@@ -137,10 +137,12 @@ pub(super) fn spawn(start: Box<CallStart>, rx: mpsc::Receiver<CallEvent>) {
             let a_call_id = start.invite.call_id().unwrap_or_default().to_owned();
             // Boxed: the set-up future is large and needed once; the task keeps only
             // pointers to the running call.
-            match Box::pin(setup::start(start, session_id)).await {
-                Some(call) => Box::new(call).run(rx).await,
-                None => sh.call_finished(&[&a_call_id]),
-            }
+            // The call comes back boxed: a `Call` bound in this future across the
+            // await below would make every task 1.6 KB bigger.
+            let Some(call) = Box::pin(setup::start(start, session_id)).await else {
+                return sh.call_finished(&[&a_call_id]);
+            };
+            call.run(rx).await;
         }
         .instrument(span),
     );
@@ -244,7 +246,13 @@ impl Call {
                             self.on_ack(side, &msg, now);
                         }
                     }
-                    TxEvent::Terminated(_) => {}
+                    TxEvent::Terminated(id) => {
+                        if Some(id) == self.ai_invite_tx {
+                            // RFC 3261 13.2.2.4: 64*T1 after the 2xx no retransmission of
+                            // it can come; our copy of the ACK can go.
+                            self.legs[Side::Ai as usize].ack = None;
+                        }
+                    }
                 }
             }
         }

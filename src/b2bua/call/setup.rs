@@ -15,7 +15,7 @@ use crate::sip::transport::{response_peer, Peer, Transport, TransportLayer};
 use rand::Rng;
 use std::time::Instant;
 
-pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Option<Call> {
+pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Option<Box<Call>> {
     let CallStart { sh, transport, invite, from, route, called } = *start;
     let now = Instant::now();
     let mut txs = TransactionSet::new(sh.timers);
@@ -79,7 +79,7 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         bye_tx: None,
         done: false,
     };
-    let mut call = Call {
+    let mut call = Box::new(Call {
         sh: sh.clone(),
         transport,
         session_id: session_id.clone(),
@@ -99,7 +99,7 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         ring_deadline: None,
         hard_deadline: None,
         started: now,
-    };
+    });
     call.flush(now);
 
     let session = Session::new(

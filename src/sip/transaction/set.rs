@@ -59,7 +59,7 @@ struct Entry {
     is_client: bool,
     /// Client: the request as sent (for retransmission, ACK and CANCEL); dropped once
     /// an INVITE has its 2xx (Accepted needs none of it).
-    request: Option<Message>,
+    request: Option<Box<Message>>,
     wire: Bytes,
     /// Client INVITE: the hop-by-hop ACK for the last non-2xx final response.
     ack: Option<Bytes>,
@@ -80,8 +80,8 @@ pub struct TransactionSet {
 impl TransactionSet {
     pub fn new(cfg: TimerConfig) -> Self {
         TransactionSet {
-            entries: Vec::with_capacity(4),
-            timers: Vec::with_capacity(4),
+            entries: Vec::with_capacity(2),
+            timers: Vec::with_capacity(2),
             cfg,
             next_id: 1,
         }
@@ -117,7 +117,7 @@ impl TransactionSet {
             method,
             peer,
             is_client: true,
-            request: Some(req),
+            request: Some(Box::new(req)),
             wire,
             ack: None,
             response: None,
@@ -283,7 +283,7 @@ impl TransactionSet {
 
     /// The request a client transaction carries (to build a CANCEL from, say).
     pub fn request(&self, id: TxId) -> Option<&Message> {
-        self.entries.iter().find(|e| e.id == id).and_then(|e| e.request.as_ref())
+        self.entries.iter().find(|e| e.id == id).and_then(|e| e.request.as_deref())
     }
 
     /// The peer a transaction talks to.
