@@ -24,6 +24,7 @@ scenario_tests! {
     mid_call::update_is_relayed_with_answer,
     mid_call::late_offer_ack_sdp_is_carried_to_ai_agent,
     calls::ai_answer_crossing_cancel_is_acked_and_hung_up,
+    calls::quiet_call_outlives_tcp_idle_timeout,
     mid_call::reinvite_while_one_is_pending_gets_491,
     mid_call::unacked_200_is_sent_once_over_tcp,
     requests::options_gets_200_with_allow_and_supported,

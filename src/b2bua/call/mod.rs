@@ -116,6 +116,8 @@ pub(super) struct Call {
     /// The task exits by then whatever is left (a bound on lingering).
     hard_deadline: Option<Instant>,
     started: Instant,
+    /// The TCP connections the legs use stay open while the call lives.
+    _holds: Vec<crate::sip::transport::ConnHold>,
 }
 
 /// What a call needs to start: boxed, so the spawned task's future stays small.

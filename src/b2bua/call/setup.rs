@@ -79,7 +79,9 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         bye_tx: None,
         done: false,
     };
+    let holds = [Some(from), ai_peer].iter().flatten().filter_map(|p| transport.hold(p)).collect();
     let mut call = Box::new(Call {
+        _holds: holds,
         sh: sh.clone(),
         transport,
         session_id: session_id.clone(),

@@ -232,6 +232,28 @@ impl TransportLayer {
     pub fn tcp_connection_count(&self) -> usize {
         self.tcp.connection_count()
     }
+
+    /// Keep the TCP connection of `peer` open while the returned hold lives, however
+    /// idle it gets: a long call with no signalling must still be able to send its BYE.
+    pub fn hold(self: &Arc<Self>, peer: &Peer) -> Option<ConnHold> {
+        let id = peer.conn.filter(|_| peer.transport == Transport::Tcp)?;
+        self.tcp.hold(id).then(|| ConnHold {
+            transport: self.clone(),
+            id,
+        })
+    }
+}
+
+/// A dialog's claim on a TCP connection; released when dropped.
+pub struct ConnHold {
+    transport: Arc<TransportLayer>,
+    id: ConnId,
+}
+
+impl Drop for ConnHold {
+    fn drop(&mut self) {
+        self.transport.tcp.release(self.id);
+    }
 }
 
 /// Parse what arrived and hand it on. Shared by both transports.

@@ -19,6 +19,8 @@ const WRITE_QUEUE: usize = 1024;
 struct Conn {
     peer: SocketAddr,
     tx: mpsc::Sender<Bytes>,
+    /// Dialogs using this connection: while any does, idleness does not close it.
+    holders: AtomicU64,
 }
 
 pub(super) struct TcpHub {
@@ -81,17 +83,46 @@ impl TcpHub {
         self.conns.len()
     }
 
-    pub(super) fn send(&self, to: &Peer, bytes: Bytes) -> Result<(), SendError> {
-        let id = match to.conn.filter(|id| self.conns.contains_key(id)) {
-            Some(id) => id,
-            None => *self
-                .by_peer
-                .get(&to.addr)
-                .ok_or(SendError::Connect {
-                    addr: to.addr,
-                    reason: "no open connection".into(),
-                })?
-                .value(),
+    /// Keep a connection open while a dialog uses it (see [`ConnHold`]).
+    pub(super) fn hold(&self, id: ConnId) -> bool {
+        match self.conns.get(&id) {
+            Some(c) => {
+                c.holders.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(super) fn release(&self, id: ConnId) {
+        if let Some(c) = self.conns.get(&id) {
+            let _ = c.holders.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+    }
+
+    fn is_held(&self, id: ConnId) -> bool {
+        self.conns.get(&id).is_some_and(|c| c.holders.load(Ordering::Relaxed) > 0)
+    }
+
+    pub(super) fn send(self: &Arc<Self>, to: &Peer, bytes: Bytes) -> Result<(), SendError> {
+        let open = to
+            .conn
+            .filter(|id| self.conns.contains_key(id))
+            .or_else(|| self.by_peer.get(&to.addr).map(|e| *e.value()));
+        let Some(id) = open else {
+            // RFC 3261 18.1.1: no connection to the target any more: open a new one.
+            // The send completes in the background; a failure shows as a timeout.
+            let hub = self.clone();
+            let addr = to.addr;
+            tokio::spawn(async move {
+                match hub.connect(addr).await {
+                    Ok(p) => {
+                        let _ = hub.send(&p, bytes);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "reconnect for send failed"),
+                }
+            });
+            return Ok(());
         };
         let conn = self.conns.get(&id).ok_or(SendError::ConnectionClosed(id))?;
         conn.tx.try_send(bytes).map_err(|e| match e {
@@ -132,7 +163,14 @@ impl TcpHub {
         let _ = stream.set_nodelay(true);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        self.conns.insert(id, Conn { peer, tx });
+        self.conns.insert(
+            id,
+            Conn {
+                peer,
+                tx,
+                holders: AtomicU64::new(0),
+            },
+        );
         self.by_peer.insert(peer, id);
         self.metrics.tcp_connections.fetch_add(1, Ordering::Relaxed);
         let (rd, wr) = stream.into_split();
@@ -223,7 +261,8 @@ async fn reader(
             Err(_) => {
                 // Idle in both directions for the configured time: close.
                 let last = last_read.max(last_write.load(Ordering::Relaxed));
-                if hub.millis().saturating_sub(last) >= hub.idle.as_millis() as u64 {
+                let idle_for = hub.millis().saturating_sub(last);
+                if idle_for >= hub.idle.as_millis() as u64 && !hub.is_held(id) {
                     tracing::debug!(%peer, "tcp connection idle, closing");
                     break;
                 }

@@ -338,3 +338,13 @@ pub async fn ai_answer_crossing_cancel_is_acked_and_hung_up(t: Transport) {
     assert!(eventually(Duration::from_secs(3), || rig.server.active_calls() == 0).await);
     assert_eq!(count(&rig.server, |m| &m.calls_answered_total), 0);
 }
+
+/// A call with no signalling for longer than the TCP idle timeout: the connections
+/// its dialogs use stay open, so the hang-up still reaches the other side.
+pub async fn quiet_call_outlives_tcp_idle_timeout(t: Transport) {
+    let mut rig = Rig::new(t, "sip.tcp_idle_timeout_secs = 1").await;
+    let mut call = establish(&mut rig, InviteOpts::default()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2600)).await;
+    bye_from_agent(&mut rig, &mut call).await;
+    assert_call_gone(&rig.server, &call.session_id, CALLER_E164).await;
+}
