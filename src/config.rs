@@ -225,58 +225,110 @@ impl Config {
         let listen_udp = addrs("sip.listen_udp", &sip.listen_udp)?;
         let listen_tcp = addrs("sip.listen_tcp", &sip.listen_tcp)?;
         if listen_udp.is_empty() && listen_tcp.is_empty() {
-            return Err(bad("sip.listen_udp", "no UDP or TCP listener configured".into()));
+            return Err(bad(
+                "sip.listen_udp",
+                "no UDP or TCP listener configured".into(),
+            ));
         }
         if let Some(h) = &sip.advertised_host {
-            if h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {
-                return Err(bad("sip.advertised_host", format!("{h:?} is not a host name or IP address")));
+            if h.is_empty()
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+            {
+                return Err(bad(
+                    "sip.advertised_host",
+                    format!("{h:?} is not a host name or IP address"),
+                ));
             }
         }
         if !(1024..=1 << 20).contains(&sip.max_message_size) {
-            return Err(bad("sip.max_message_size", "must be between 1024 and 1048576 bytes".into()));
+            return Err(bad(
+                "sip.max_message_size",
+                "must be between 1024 and 1048576 bytes".into(),
+            ));
         }
         if sip.t1_ms == 0 || sip.t2_ms < sip.t1_ms || sip.t4_ms == 0 {
-            return Err(bad("sip.t1_ms", "timers must be positive and t2_ms >= t1_ms".into()));
+            return Err(bad(
+                "sip.t1_ms",
+                "timers must be positive and t2_ms >= t1_ms".into(),
+            ));
         }
         if sip.tcp_idle_timeout_secs == 0 {
-            return Err(bad("sip.tcp_idle_timeout_secs", "must be at least 1".into()));
+            return Err(bad(
+                "sip.tcp_idle_timeout_secs",
+                "must be at least 1".into(),
+            ));
         }
         if sip.ai_answer_timeout_secs == 0 {
-            return Err(bad("sip.ai_answer_timeout_secs", "must be at least 1".into()));
+            return Err(bad(
+                "sip.ai_answer_timeout_secs",
+                "must be at least 1".into(),
+            ));
         }
-        if crate::sip::message::check_value(&sip.user_agent).is_err() || sip.user_agent.len() > 200 {
-            return Err(bad("sip.user_agent", "must be printable text under 200 bytes".into()));
+        if crate::sip::message::check_value(&sip.user_agent).is_err() || sip.user_agent.len() > 200
+        {
+            return Err(bad(
+                "sip.user_agent",
+                "must be printable text under 200 bytes".into(),
+            ));
         }
         let l = &self.limits;
         if l.max_calls == 0 {
             return Err(bad("limits.max_calls", "must be at least 1".into()));
         }
         if l.max_calls_per_second == 0 {
-            return Err(bad("limits.max_calls_per_second", "must be at least 1".into()));
+            return Err(bad(
+                "limits.max_calls_per_second",
+                "must be at least 1".into(),
+            ));
         }
         if !(4..=4096).contains(&l.call_inbox_depth) {
-            return Err(bad("limits.call_inbox_depth", "must be between 4 and 4096".into()));
+            return Err(bad(
+                "limits.call_inbox_depth",
+                "must be between 4 and 4096".into(),
+            ));
         }
         let s = &self.session;
         if s.capacity < l.max_calls {
-            return Err(bad("session.capacity", format!("must be at least limits.max_calls ({})", l.max_calls)));
+            return Err(bad(
+                "session.capacity",
+                format!("must be at least limits.max_calls ({})", l.max_calls),
+            ));
         }
         if let Some(c) = &s.default_country {
             if crate::session::phone::normalize_e164("2025550123", Some(c)).is_none() {
-                return Err(bad("session.default_country", format!("{c:?} is not a known ISO 3166-1 alpha-2 country code")));
+                return Err(bad(
+                    "session.default_country",
+                    format!("{c:?} is not a known ISO 3166-1 alpha-2 country code"),
+                ));
             }
         }
         let level = self.log.level.to_ascii_lowercase();
         if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
-            return Err(bad("log.level", format!("{:?} is not one of error, warn, info, debug, trace", self.log.level)));
+            return Err(bad(
+                "log.level",
+                format!(
+                    "{:?} is not one of error, warn, info, debug, trace",
+                    self.log.level
+                ),
+            ));
         }
         let log_json = match self.log.format.as_str() {
             "text" => false,
             "json" => true,
-            other => return Err(bad("log.format", format!("{other:?} is not \"text\" or \"json\""))),
+            other => {
+                return Err(bad(
+                    "log.format",
+                    format!("{other:?} is not \"text\" or \"json\""),
+                ))
+            }
         };
         if self.routes.is_empty() {
-            return Err(bad("route", "no [[route]] configured: at least one route with an ai_agent_uri is needed".into()));
+            return Err(bad(
+                "route",
+                "no [[route]] configured: at least one route with an ai_agent_uri is needed".into(),
+            ));
         }
         let mut routes = Vec::new();
         let mut defaults = 0;
@@ -284,27 +336,49 @@ impl Config {
             let key = |k: &str| format!("route[{i}].{k}");
             let uri = SipUri::parse(&r.ai_agent_uri)
                 .filter(|u| u.scheme == "sip")
-                .ok_or_else(|| bad(&key("ai_agent_uri"), format!("{:?} is not a sip: URI", r.ai_agent_uri)))?;
+                .ok_or_else(|| {
+                    bad(
+                        &key("ai_agent_uri"),
+                        format!("{:?} is not a sip: URI", r.ai_agent_uri),
+                    )
+                })?;
             if let Some(t) = uri.transport() {
                 if crate::sip::transport::Transport::from_name(&t).is_none() {
-                    return Err(bad(&key("ai_agent_uri"), format!("transport {t:?} is not udp or tcp")));
+                    return Err(bad(
+                        &key("ai_agent_uri"),
+                        format!("transport {t:?} is not udp or tcp"),
+                    ));
                 }
             }
             for (k, v) in [("org_id", &r.org_id), ("agent_id", &r.agent_id)] {
-                if v.is_empty() || v.len() > 128 || !v.bytes().all(crate::sip::message::is_token_char) {
-                    return Err(bad(&key(k), format!("{v:?} must be 1-128 token characters (letters, digits, -._!%*+`'~)")));
+                if v.is_empty()
+                    || v.len() > 128
+                    || !v.bytes().all(crate::sip::message::is_token_char)
+                {
+                    return Err(bad(
+                        &key(k),
+                        format!(
+                            "{v:?} must be 1-128 token characters (letters, digits, -._!%*+`'~)"
+                        ),
+                    ));
                 }
             }
             let matcher = match (&r.number, &r.prefix, r.default) {
                 (Some(n), None, false) => RouteMatch::Number(
-                    crate::session::phone::normalize_e164(n, s.default_country.as_deref()).unwrap_or_else(|| n.clone()),
+                    crate::session::phone::normalize_e164(n, s.default_country.as_deref())
+                        .unwrap_or_else(|| n.clone()),
                 ),
                 (None, Some(p), false) => RouteMatch::Prefix(p.clone()),
                 (None, None, true) => {
                     defaults += 1;
                     RouteMatch::Default
                 }
-                _ => return Err(bad(&key("number"), "give exactly one of number, prefix or default = true".into())),
+                _ => {
+                    return Err(bad(
+                        &key("number"),
+                        "give exactly one of number, prefix or default = true".into(),
+                    ))
+                }
             };
             routes.push(Route {
                 matcher,
@@ -314,7 +388,10 @@ impl Config {
             });
         }
         if defaults > 1 {
-            return Err(bad("route", "more than one route has default = true".into()));
+            return Err(bad(
+                "route",
+                "more than one route has default = true".into(),
+            ));
         }
         Ok(Settings {
             listen_udp,
@@ -367,23 +444,40 @@ impl Settings {
     /// default. `None` means 404.
     pub fn route_for(&self, called_user: &str, called_e164: Option<&str>) -> Option<&Route> {
         if let Some(e164) = called_e164 {
-            if let Some(r) = self.routes.iter().find(|r| r.matcher == RouteMatch::Number(e164.to_owned())) {
+            if let Some(r) = self
+                .routes
+                .iter()
+                .find(|r| r.matcher == RouteMatch::Number(e164.to_owned()))
+            {
                 return Some(r);
             }
         }
-        if let Some(r) = self.routes.iter().find(|r| r.matcher == RouteMatch::Number(called_user.to_owned())) {
+        if let Some(r) = self
+            .routes
+            .iter()
+            .find(|r| r.matcher == RouteMatch::Number(called_user.to_owned()))
+        {
             return Some(r);
         }
         let by_prefix = self
             .routes
             .iter()
             .filter_map(|r| match &r.matcher {
-                RouteMatch::Prefix(p) if called_user.starts_with(p.as_str()) || called_e164.is_some_and(|e| e.starts_with(p.as_str())) => Some((p.len(), r)),
+                RouteMatch::Prefix(p)
+                    if called_user.starts_with(p.as_str())
+                        || called_e164.is_some_and(|e| e.starts_with(p.as_str())) =>
+                {
+                    Some((p.len(), r))
+                }
                 _ => None,
             })
             .max_by_key(|(len, _)| *len)
             .map(|(_, r)| r);
-        by_prefix.or_else(|| self.routes.iter().find(|r| r.matcher == RouteMatch::Default))
+        by_prefix.or_else(|| {
+            self.routes
+                .iter()
+                .find(|r| r.matcher == RouteMatch::Default)
+        })
     }
 }
 

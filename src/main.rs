@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "handoff", version, about = "SIP B2BUA handing AI phone agent calls to Zendesk Talk")]
+#[command(
+    name = "handoff",
+    version,
+    about = "SIP B2BUA handing AI phone agent calls to Zendesk Talk"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -54,7 +58,10 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
     };
     init_logging(&settings.log_level, settings.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("handoff: cannot start the runtime: {e}");
@@ -92,7 +99,10 @@ fn run(path: &std::path::Path) -> ExitCode {
 
 async fn wait_for_stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // No signal handling possible: never return, the process is killed instead.
         return std::future::pending().await;
     };

@@ -81,7 +81,9 @@ mod tests {
         Metrics::inc(&m.calls_started_total);
         m.calls_active.fetch_add(2, Ordering::Relaxed);
         let text = m.render_prometheus();
-        assert!(text.contains("# TYPE handoff_calls_started_total counter\nhandoff_calls_started_total 1\n"));
+        assert!(text.contains(
+            "# TYPE handoff_calls_started_total counter\nhandoff_calls_started_total 1\n"
+        ));
         assert!(text.contains("# TYPE handoff_calls_active gauge\nhandoff_calls_active 2\n"));
         assert!(text.contains("# HELP handoff_calls_active Calls in progress."));
     }

@@ -33,7 +33,10 @@ impl Server {
     pub async fn start(settings: Settings) -> Result<Server, StartError> {
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::default());
-        let sessions = Arc::new(SessionTable::new(settings.session_capacity, settings.session_linger));
+        let sessions = Arc::new(SessionTable::new(
+            settings.session_capacity,
+            settings.session_linger,
+        ));
         let b2bua = B2bua::new(settings.clone(), sessions.clone(), metrics.clone());
         let transport = TransportLayer::start(
             TransportConfig {
@@ -91,13 +94,20 @@ impl Server {
     pub async fn drain(&self) {
         self.b2bua.start_draining();
         let active = self.active_calls();
-        tracing::info!(active, drain_secs = self.settings.drain_timeout.as_secs(), "draining: new calls get 503");
+        tracing::info!(
+            active,
+            drain_secs = self.settings.drain_timeout.as_secs(),
+            "draining: new calls get 503"
+        );
         let until = Instant::now() + self.settings.drain_timeout;
         while self.active_calls() > 0 && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if self.active_calls() > 0 {
-            tracing::info!(active = self.active_calls(), "drain time over: ending the remaining calls");
+            tracing::info!(
+                active = self.active_calls(),
+                "drain time over: ending the remaining calls"
+            );
             self.b2bua.end_all_calls();
             // Time for the BYEs to be answered (one Timer F at most, usually far less).
             let until = Instant::now() + (self.settings.t1 * 64).min(Duration::from_secs(5));

@@ -29,7 +29,11 @@ fn every_valid_fixture_parses_and_round_trips() {
         let msg = parse_fixture(&name);
         let again = parse(msg.to_bytes()).unwrap_or_else(|e| panic!("{name} re-parse: {e}"));
         assert_eq!(again.start_line(), msg.start_line(), "{name}");
-        assert_eq!(again.headers().len(), msg.headers().len() + usize::from(msg.header("Content-Length").is_none()), "{name}");
+        assert_eq!(
+            again.headers().len(),
+            msg.headers().len() + usize::from(msg.header("Content-Length").is_none()),
+            "{name}"
+        );
         assert_eq!(again.body(), msg.body(), "{name}");
     }
     assert!(seen >= 8, "only {seen} valid fixtures");
@@ -54,18 +58,29 @@ fn compact_header_forms_are_expanded() {
     let m = parse_fixture("valid_compact_headers.sip");
     assert_eq!(m.call_id(), Some("compact@carrier.example"));
     assert_eq!(m.from_tag(), Some("c1"));
-    assert_eq!(m.top_via().and_then(|v| v.branch().map(str::to_owned)).as_deref(), Some("z9hG4bK-compact"));
+    assert_eq!(
+        m.top_via()
+            .and_then(|v| v.branch().map(str::to_owned))
+            .as_deref(),
+        Some("z9hG4bK-compact")
+    );
     assert_eq!(m.header("Contact"), Some("<sip:alice@127.0.0.1:5070>"));
     assert_eq!(m.header("Supported"), Some("timer"));
     assert_eq!(m.header("Subject"), Some("compact forms"));
     assert_eq!(m.header("Event"), Some("refer"));
-    assert_eq!(m.header("Refer-To"), Some("<sip:line@sub.zendesk.sip.twilio.com>"));
+    assert_eq!(
+        m.header("Refer-To"),
+        Some("<sip:line@sub.zendesk.sip.twilio.com>")
+    );
     assert_eq!(m.header("Session-Expires"), Some("1800"));
     assert_eq!(m.header("Content-Encoding"), Some("identity"));
     assert_eq!(m.header("Content-Type"), Some("application/sdp"));
     assert_eq!(&m.body()[..], b"v=0\n");
     let out = String::from_utf8(m.to_bytes().to_vec()).unwrap();
-    assert!(out.contains("\r\nCall-ID: compact@carrier.example\r\n"), "{out}");
+    assert!(
+        out.contains("\r\nCall-ID: compact@carrier.example\r\n"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -79,7 +94,12 @@ fn whitespace_before_colon_is_accepted() {
 #[test]
 fn folded_header_lines_are_unfolded() {
     let m = parse_fixture("valid_folded_headers.sip");
-    assert_eq!(m.top_via().and_then(|v| v.branch().map(str::to_owned)).as_deref(), Some("z9hG4bK-fold"));
+    assert_eq!(
+        m.top_via()
+            .and_then(|v| v.branch().map(str::to_owned))
+            .as_deref(),
+        Some("z9hG4bK-fold")
+    );
     assert_eq!(m.from_tag(), Some("f1"));
     assert_eq!(m.cseq().map(|c| c.method), Some(Method::Options));
     assert_eq!(m.header("Subject"), Some("a subject that goes on"));
@@ -100,16 +120,25 @@ fn content_length_is_rewritten_from_the_actual_body() {
     let mut m = parse_fixture("valid_invite_basic.sip");
     m.set_body(Bytes::from_static(b"v=0\r\n"));
     let out = String::from_utf8(m.to_bytes().to_vec()).unwrap();
-    assert!(out.contains("\r\nContent-Length: 5\r\n\r\nv=0\r\n"), "{out}");
+    assert!(
+        out.contains("\r\nContent-Length: 5\r\n\r\nv=0\r\n"),
+        "{out}"
+    );
     assert_eq!(out.matches("Content-Length").count(), 1);
 }
 
 #[test]
 fn ipv6_and_tel_fixtures_parse() {
     let m = parse_fixture("valid_ipv6_via.sip");
-    assert_eq!(m.top_via().map(|v| v.sent_by_host()).as_deref(), Some("[::1]"));
+    assert_eq!(
+        m.top_via().map(|v| v.sent_by_host()).as_deref(),
+        Some("[::1]")
+    );
     let m = parse_fixture("valid_tel_from.sip");
-    assert_eq!(m.from_header().and_then(|f| f.uri.user), Some("+1-415-555-1212".into()));
+    assert_eq!(
+        m.from_header().and_then(|f| f.uri.user),
+        Some("+1-415-555-1212".into())
+    );
 }
 
 #[test]

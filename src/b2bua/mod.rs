@@ -44,7 +44,11 @@ pub struct B2bua {
 }
 
 impl B2bua {
-    pub fn new(settings: Arc<Settings>, sessions: Arc<SessionTable>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        settings: Arc<Settings>,
+        sessions: Arc<SessionTable>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let rate = f64::from(settings.max_calls_per_second);
         let timers = TimerConfig {
             t1: settings.t1,
@@ -116,7 +120,9 @@ impl B2bua {
     }
 
     fn on_request_without_call(&self, msg: Message, from: Peer) {
-        let Some(method) = msg.method().cloned() else { return };
+        let Some(method) = msg.method().cloned() else {
+            return;
+        };
         match method {
             // The ACK of a stateless rejection, or a stray: nothing to answer.
             Method::Ack => {}
@@ -132,7 +138,9 @@ impl B2bua {
                 ],
             ),
             m => match method_support(&m) {
-                MethodSupport::NotImplemented => self.reply(&msg, from, 501, &[("Allow", ALLOW.into())]),
+                MethodSupport::NotImplemented => {
+                    self.reply(&msg, from, 501, &[("Allow", ALLOW.into())])
+                }
                 MethodSupport::NotAllowed if msg.to_tag().is_none() => {
                     self.reply(&msg, from, 405, &[("Allow", ALLOW.into())])
                 }
@@ -157,10 +165,18 @@ impl B2bua {
             return self.reply(&invite, from, 483, &[]);
         }
         if sh.active.load(Ordering::Relaxed) >= sh.settings.max_calls {
-            tracing::warn!(max_calls = sh.settings.max_calls, "call limit reached, refusing INVITE with 503");
+            tracing::warn!(
+                max_calls = sh.settings.max_calls,
+                "call limit reached, refusing INVITE with 503"
+            );
             return self.reply_503(&invite, from);
         }
-        if !sh.cps.lock().map(|mut b| b.take(Instant::now())).unwrap_or(false) {
+        if !sh
+            .cps
+            .lock()
+            .map(|mut b| b.take(Instant::now()))
+            .unwrap_or(false)
+        {
             tracing::debug!("calls-per-second limit reached, refusing INVITE with 503");
             return self.reply_503(&invite, from);
         }
@@ -170,17 +186,30 @@ impl B2bua {
             .and_then(|u| u.user)
             .unwrap_or_default();
         let called_e164 = normalize_e164(&called, sh.settings.default_country.as_deref());
-        let Some(route) = sh.settings.route_for(&called, called_e164.as_deref()).cloned() else {
+        let Some(route) = sh
+            .settings
+            .route_for(&called, called_e164.as_deref())
+            .cloned()
+        else {
             tracing::info!(called = %called, "no route for called number, 404");
             return self.reply(&invite, from, 404, &[]);
         };
         let stripped = policy::strip_spoofed_headers(&mut invite);
         if stripped > 0 {
-            sh.metrics.spoofed_headers_stripped_total.fetch_add(stripped as u64, Ordering::Relaxed);
-            tracing::warn!(count = stripped, "stripped X-OPENCX-* headers sent by the trunk");
+            sh.metrics
+                .spoofed_headers_stripped_total
+                .fetch_add(stripped as u64, Ordering::Relaxed);
+            tracing::warn!(
+                count = stripped,
+                "stripped X-OPENCX-* headers sent by the trunk"
+            );
         }
-        let Some(call_id) = invite.call_id().map(str::to_owned) else { return };
-        let Some(transport) = self.transport().cloned() else { return };
+        let Some(call_id) = invite.call_id().map(str::to_owned) else {
+            return;
+        };
+        let Some(transport) = self.transport().cloned() else {
+            return;
+        };
         let (tx, rx) = mpsc::channel(sh.settings.call_inbox_depth);
         // Two datagrams of one INVITE racing on two threads must not make two calls.
         match sh.calls.entry(call_id) {
@@ -282,7 +311,11 @@ impl Sink for B2bua {
                 tracing::info!(peer = %from.addr, error = %err, "malformed request answered {status}");
                 let Some(t) = self.transport() else { return };
                 let mut resp = Message::response_to(req, status, Some(&generate_tag()));
-                resp.set_reason(format!("{} ({})", crate::sip::message::default_reason(status), err.kind));
+                resp.set_reason(format!(
+                    "{} ({})",
+                    crate::sip::message::default_reason(status),
+                    err.kind
+                ));
                 resp.push("Server", self.shared.settings.user_agent.clone());
                 let _ = t.send(&response_peer(req, from), resp.to_bytes());
             }
@@ -331,7 +364,11 @@ mod tests {
     #[test]
     fn token_bucket_allows_a_second_of_burst_then_the_rate() {
         let t0 = Instant::now();
-        let mut b = TokenBucket { rate: 10.0, tokens: 10.0, last: t0 };
+        let mut b = TokenBucket {
+            rate: 10.0,
+            tokens: 10.0,
+            last: t0,
+        };
         assert_eq!((0..15).filter(|_| b.take(t0)).count(), 10);
         assert!(!b.take(t0));
         assert!(b.take(t0 + Duration::from_millis(100)));

@@ -25,9 +25,13 @@ pub enum MethodSupport {
 
 pub fn method_support(m: &Method) -> MethodSupport {
     match m {
-        Method::Invite | Method::Ack | Method::Cancel | Method::Bye | Method::Options | Method::Update | Method::Info => {
-            MethodSupport::Supported
-        }
+        Method::Invite
+        | Method::Ack
+        | Method::Cancel
+        | Method::Bye
+        | Method::Options
+        | Method::Update
+        | Method::Info => MethodSupport::Supported,
         Method::Register
         | Method::Refer
         | Method::Notify
@@ -76,13 +80,23 @@ pub fn strip_spoofed_headers(msg: &mut Message) -> usize {
 
 /// The From value of the AI leg: the caller's display name and E.164 number, or
 /// anonymous (RFC 3323) when the number is withheld or unusable.
-pub fn ai_leg_from(caller_display: Option<&str>, caller_e164: Option<&str>, host: &str, tag: &str) -> String {
+pub fn ai_leg_from(
+    caller_display: Option<&str>,
+    caller_e164: Option<&str>,
+    host: &str,
+    tag: &str,
+) -> String {
     match caller_e164 {
         Some(num) if num.starts_with('+') && num[1..].bytes().all(|b| b.is_ascii_digit()) => {
-            let display = caller_display.filter(|d| crate::sip::message::check_value(d).is_ok() && d.len() <= 100);
+            let display = caller_display
+                .filter(|d| crate::sip::message::check_value(d).is_ok() && d.len() <= 100);
             NameAddr::format(display, &format!("sip:{num}@{host}"), Some(tag))
         }
-        _ => NameAddr::format(Some("Anonymous"), "sip:anonymous@anonymous.invalid", Some(tag)),
+        _ => NameAddr::format(
+            Some("Anonymous"),
+            "sip:anonymous@anonymous.invalid",
+            Some(tag),
+        ),
     }
 }
 
@@ -118,9 +132,16 @@ mod tests {
         assert_eq!(method_support(&Method::Info), MethodSupport::Supported);
         assert_eq!(method_support(&Method::Register), MethodSupport::NotAllowed);
         assert_eq!(method_support(&Method::Refer), MethodSupport::NotAllowed);
-        assert_eq!(method_support(&Method::Extension("FOO".into())), MethodSupport::NotImplemented);
+        assert_eq!(
+            method_support(&Method::Extension("FOO".into())),
+            MethodSupport::NotImplemented
+        );
         for m in ALLOW.split(", ") {
-            assert_eq!(method_support(&Method::parse(m).unwrap()), MethodSupport::Supported, "{m}");
+            assert_eq!(
+                method_support(&Method::parse(m).unwrap()),
+                MethodSupport::Supported,
+                "{m}"
+            );
         }
     }
 
@@ -146,6 +167,9 @@ mod tests {
             ai_leg_from(Some("x"), Some("+1415;evil"), "h", "t"),
             "\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag=t"
         );
-        assert!(ai_leg_from(Some("Bad\r\nVia: x"), Some("+14155551212"), "h", "t").starts_with("<sip:+1"));
+        assert!(
+            ai_leg_from(Some("Bad\r\nVia: x"), Some("+14155551212"), "h", "t")
+                .starts_with("<sip:+1")
+        );
     }
 }

@@ -23,8 +23,13 @@ fn minimal_config_gets_defaults() {
 
 #[test]
 fn unknown_key_is_named() {
-    let e = err(&format!("[sip]\nlisten_udpp = [\"127.0.0.1:5060\"]\n{MINIMAL}"));
-    assert!(e.contains("listen_udpp") && e.contains("unknown field"), "{e}");
+    let e = err(&format!(
+        "[sip]\nlisten_udpp = [\"127.0.0.1:5060\"]\n{MINIMAL}"
+    ));
+    assert!(
+        e.contains("listen_udpp") && e.contains("unknown field"),
+        "{e}"
+    );
     assert!(e.contains("line 2"), "{e}");
     assert!(!e.contains('\n'));
 }
@@ -32,7 +37,10 @@ fn unknown_key_is_named() {
 #[test]
 fn bad_address_is_named() {
     let e = err(&format!("[sip]\nlisten_udp = [\"localhost\"]\n{MINIMAL}"));
-    assert!(e.contains("sip.listen_udp") && e.contains("localhost"), "{e}");
+    assert!(
+        e.contains("sip.listen_udp") && e.contains("localhost"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -63,7 +71,10 @@ fn ids_must_be_tokens() {
 #[test]
 fn bad_log_level_and_country() {
     assert!(err(&format!("[log]\nlevel = \"loud\"\n{MINIMAL}")).contains("log.level"));
-    assert!(err(&format!("[session]\ndefault_country = \"ZZ\"\n{MINIMAL}")).contains("session.default_country"));
+    assert!(
+        err(&format!("[session]\ndefault_country = \"ZZ\"\n{MINIMAL}"))
+            .contains("session.default_country")
+    );
 }
 
 #[test]
@@ -98,7 +109,10 @@ ai_agent_uri = "sip:a@127.0.0.1"
     assert_eq!(org("8005550100", Some("+18005550100")), Some("exact"));
     assert_eq!(org("+18005550199", Some("+18005550199")), Some("long"));
     assert_eq!(org("+18009990000", Some("+18009990000")), Some("short"));
-    assert_eq!(org("+442079460018", Some("+442079460018")), Some("fallback"));
+    assert_eq!(
+        org("+442079460018", Some("+442079460018")),
+        Some("fallback")
+    );
 }
 
 #[test]

@@ -38,7 +38,12 @@ impl Dialog {
     /// RFC 3261 12.1.1: the UAS side, from the INVITE we answer. `peer` is where the
     /// INVITE came from: requests go back along the same flow (NAT-friendly, and the
     /// only way back over a TCP connection the peer opened).
-    pub fn uas(invite: &Message, local_tag: String, local_contact: String, peer: Peer) -> Option<Dialog> {
+    pub fn uas(
+        invite: &Message,
+        local_tag: String,
+        local_contact: String,
+        peer: Peer,
+    ) -> Option<Dialog> {
         let remote_target = invite
             .header("Contact")
             .and_then(NameAddr::parse)
@@ -52,7 +57,10 @@ impl Dialog {
             remote_uri: strip_tag(invite.header("From")?),
             local_cseq: 0,
             remote_cseq: invite.cseq().map(|c| c.seq),
-            route_set: invite.header_values("Record-Route").map(str::to_owned).collect(),
+            route_set: invite
+                .header_values("Record-Route")
+                .map(str::to_owned)
+                .collect(),
             remote_target,
             peer,
             local_contact,
@@ -82,7 +90,10 @@ impl Dialog {
         if let Some(tag) = resp.to_tag() {
             self.remote_tag = Some(tag.to_owned());
         }
-        let rr: Vec<String> = resp.header_values("Record-Route").map(str::to_owned).collect();
+        let rr: Vec<String> = resp
+            .header_values("Record-Route")
+            .map(str::to_owned)
+            .collect();
         if !rr.is_empty() {
             self.route_set = rr.into_iter().rev().collect();
         }
@@ -123,7 +134,13 @@ impl Dialog {
 
     /// RFC 3261 12.2.1.1: a new request in this dialog, with a fresh branch on a Via
     /// naming `via_host:via_port` over the dialog's transport.
-    pub fn request(&mut self, method: Method, via_host: &str, via_port: u16, user_agent: &str) -> Message {
+    pub fn request(
+        &mut self,
+        method: Method,
+        via_host: &str,
+        via_port: u16,
+        user_agent: &str,
+    ) -> Message {
         self.local_cseq = self.local_cseq.wrapping_add(1).min((1 << 31) - 1);
         let seq = self.local_cseq;
         self.build(method, seq, via_host, via_port, user_agent)
@@ -135,9 +152,24 @@ impl Dialog {
         self.build(Method::Ack, invite_seq, via_host, via_port, user_agent)
     }
 
-    fn build(&self, method: Method, seq: u32, via_host: &str, via_port: u16, user_agent: &str) -> Message {
+    fn build(
+        &self,
+        method: Method,
+        seq: u32,
+        via_host: &str,
+        via_port: u16,
+        user_agent: &str,
+    ) -> Message {
         let mut m = Message::request(method.clone(), self.remote_target.clone());
-        m.push("Via", Via::ours(self.peer.transport.via_name(), via_host, via_port, &generate_branch()));
+        m.push(
+            "Via",
+            Via::ours(
+                self.peer.transport.via_name(),
+                via_host,
+                via_port,
+                &generate_branch(),
+            ),
+        );
         m.push("Max-Forwards", "70");
         m.push("From", format!("{};tag={}", self.local_uri, self.local_tag));
         m.push(
@@ -148,11 +180,21 @@ impl Dialog {
             },
         );
         m.push("Call-ID", self.call_id.clone());
-        m.push("CSeq", CSeq { seq, method: method.clone() }.to_string());
+        m.push(
+            "CSeq",
+            CSeq {
+                seq,
+                method: method.clone(),
+            }
+            .to_string(),
+        );
         for r in &self.route_set {
             m.push("Route", r.clone());
         }
-        if matches!(method, Method::Invite | Method::Update | Method::Subscribe | Method::Refer | Method::Notify) {
+        if matches!(
+            method,
+            Method::Invite | Method::Update | Method::Subscribe | Method::Refer | Method::Notify
+        ) {
             m.push("Contact", self.local_contact.clone());
         }
         m.push("User-Agent", user_agent.to_owned());
@@ -197,7 +239,13 @@ mod tests {
     #[test]
     fn uas_dialog_takes_identity_route_set_and_target() {
         let peer = Peer::udp("10.0.0.9:5070".parse().unwrap());
-        let d = Dialog::uas(&inbound_invite(), "lt".into(), "<sip:h@127.0.0.1>".into(), peer).unwrap();
+        let d = Dialog::uas(
+            &inbound_invite(),
+            "lt".into(),
+            "<sip:h@127.0.0.1>".into(),
+            peer,
+        )
+        .unwrap();
         assert_eq!(d.remote_tag.as_deref(), Some("ft"));
         assert_eq!(d.remote_uri, "\"A\" <sip:+14155551212@carrier>;x=1");
         assert_eq!(d.route_set, vec!["<sip:p1;lr>", "<sip:p2;lr>"]);
@@ -208,24 +256,41 @@ mod tests {
     #[test]
     fn in_dialog_request_has_dialog_identity_and_increasing_cseq() {
         let peer = Peer::udp("10.0.0.9:5070".parse().unwrap());
-        let mut d = Dialog::uas(&inbound_invite(), "lt".into(), "<sip:h@127.0.0.1>".into(), peer).unwrap();
+        let mut d = Dialog::uas(
+            &inbound_invite(),
+            "lt".into(),
+            "<sip:h@127.0.0.1>".into(),
+            peer,
+        )
+        .unwrap();
         let bye = d.request(Method::Bye, "127.0.0.1", 5060, "handoff");
         assert_eq!(bye.request_uri(), Some("sip:alice@10.0.0.9:5070"));
         assert_eq!(bye.from_tag(), Some("lt"));
         assert_eq!(bye.to_tag(), Some("ft"));
         assert_eq!(bye.cseq().unwrap().seq, 1);
-        assert_eq!(bye.header_values("Route").collect::<Vec<_>>(), vec!["<sip:p1;lr>", "<sip:p2;lr>"]);
+        assert_eq!(
+            bye.header_values("Route").collect::<Vec<_>>(),
+            vec!["<sip:p1;lr>", "<sip:p2;lr>"]
+        );
         assert!(bye.header("Contact").is_none());
         let again = d.request(Method::Invite, "127.0.0.1", 5060, "handoff");
         assert_eq!(again.cseq().unwrap().seq, 2);
         assert!(again.header("Contact").is_some());
-        assert_ne!(bye.top_via().unwrap().branch(), again.top_via().unwrap().branch());
+        assert_ne!(
+            bye.top_via().unwrap().branch(),
+            again.top_via().unwrap().branch()
+        );
     }
 
     #[test]
     fn uac_dialog_learns_tag_reversed_route_set_and_contact_from_response() {
         let out = msg("INVITE sip:ai@127.0.0.1:5080 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKb\nFrom: <sip:+14155551212@127.0.0.1>;tag=ours\nTo: <sip:ai@127.0.0.1:5080>\nCall-ID: d2\nCSeq: 1 INVITE\nContent-Length: 0\n\n");
-        let mut d = Dialog::uac(&out, Peer::udp("127.0.0.1:5080".parse().unwrap()), "<sip:h@127.0.0.1>".into()).unwrap();
+        let mut d = Dialog::uac(
+            &out,
+            Peer::udp("127.0.0.1:5080".parse().unwrap()),
+            "<sip:h@127.0.0.1>".into(),
+        )
+        .unwrap();
         assert_eq!(d.local_cseq, 1);
         let ok = msg("SIP/2.0 200 OK\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKb\nRecord-Route: <sip:p1;lr>, <sip:p2;lr>\nFrom: <sip:+14155551212@127.0.0.1>;tag=ours\nTo: <sip:ai@127.0.0.1:5080>;tag=theirs\nCall-ID: d2\nCSeq: 1 INVITE\nContact: <sip:ai@127.0.0.1:5099>\nContent-Length: 0\n\n");
         d.update_from_response(&ok);
@@ -233,7 +298,13 @@ mod tests {
         assert_eq!(d.route_set, vec!["<sip:p2;lr>", "<sip:p1;lr>"]);
         assert_eq!(d.remote_target, "sip:ai@127.0.0.1:5099");
         let ack = d.ack(1, "127.0.0.1", 5060, "handoff");
-        assert_eq!(ack.cseq().unwrap(), CSeq { seq: 1, method: Method::Ack });
+        assert_eq!(
+            ack.cseq().unwrap(),
+            CSeq {
+                seq: 1,
+                method: Method::Ack
+            }
+        );
         assert_eq!(ack.to_tag(), Some("theirs"));
     }
 
@@ -241,8 +312,13 @@ mod tests {
     fn lower_remote_cseq_is_refused() {
         let peer = Peer::udp("10.0.0.9:5070".parse().unwrap());
         let mut d = Dialog::uas(&inbound_invite(), "lt".into(), "<sip:h>".into(), peer).unwrap();
-        let bye = |n: u32| msg(&format!("BYE sip:h@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 10.0.0.9:5070;branch=z9hG4bK{n}\nFrom: <sip:a@c>;tag=ft\nTo: <sip:h@h>;tag=lt\nCall-ID: d1\nCSeq: {n} BYE\nContent-Length: 0\n\n"));
-        assert_eq!(d.accept_remote_cseq(&bye(9)), Err(InDialogError::CSeqOutOfOrder));
+        let bye = |n: u32| {
+            msg(&format!("BYE sip:h@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 10.0.0.9:5070;branch=z9hG4bK{n}\nFrom: <sip:a@c>;tag=ft\nTo: <sip:h@h>;tag=lt\nCall-ID: d1\nCSeq: {n} BYE\nContent-Length: 0\n\n"))
+        };
+        assert_eq!(
+            d.accept_remote_cseq(&bye(9)),
+            Err(InDialogError::CSeqOutOfOrder)
+        );
         assert_eq!(d.accept_remote_cseq(&bye(11)), Ok(()));
         assert!(d.matches_request(&bye(12)));
     }

@@ -152,7 +152,8 @@ pub(super) fn spawn(start: Box<CallStart>, rx: mpsc::Receiver<CallEvent>) {
 
 impl Call {
     async fn run(mut self: Box<Self>, mut rx: mpsc::Receiver<CallEvent>) {
-        let sleep = tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600));
+        let sleep =
+            tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::pin!(sleep);
         loop {
             if self.finished() {
@@ -188,7 +189,10 @@ impl Call {
         }
         self.sh.sessions.mark_ended(&self.session_id);
         self.sh.call_finished(&[&ids[0], &ids[1]]);
-        tracing::info!(duration_ms = self.started.elapsed().as_millis() as u64, "call finished");
+        tracing::info!(
+            duration_ms = self.started.elapsed().as_millis() as u64,
+            "call finished"
+        );
     }
 
     /// The task may exit once the call is over and nothing but absorbing
@@ -290,7 +294,11 @@ impl Call {
     /// A response to `req` carrying our tag for the leg it came on.
     fn response_for(&self, req: &Message, status: u16) -> Message {
         let side = self.side_of(req).unwrap_or(Side::Caller);
-        let tag = if status > 100 { Some(self.legs[side as usize].dialog.local_tag.as_str()) } else { None };
+        let tag = if status > 100 {
+            Some(self.legs[side as usize].dialog.local_tag.as_str())
+        } else {
+            None
+        };
         let mut resp = Message::response_to(req, status, tag);
         resp.push("Server", self.sh.settings.user_agent.clone());
         resp
@@ -313,12 +321,16 @@ impl Call {
     // ---- requests ------------------------------------------------------------
 
     fn on_request(&mut self, req: Message, peer: Peer, now: Instant) {
-        let Some(side) = self.side_of(&req) else { return };
+        let Some(side) = self.side_of(&req) else {
+            return;
+        };
         match self.txs.match_request(&req, now, &mut self.events) {
             crate::sip::transaction::RequestMatch::Absorbed => return self.flush(now),
             crate::sip::transaction::RequestMatch::New => {}
         }
-        let Some(method) = req.method().cloned() else { return };
+        let Some(method) = req.method().cloned() else {
+            return;
+        };
         if method == Method::Ack {
             return self.on_ack(side, &req, now);
         }
@@ -335,7 +347,11 @@ impl Call {
         if req.to_tag() != Some(ours.as_str()) {
             return self.respond(tx, &req, 481, now);
         }
-        if self.legs[side as usize].dialog.accept_remote_cseq(&req).is_err() {
+        if self.legs[side as usize]
+            .dialog
+            .accept_remote_cseq(&req)
+            .is_err()
+        {
             return self.respond(tx, &req, 500, now);
         }
         if let Some(Ok(0)) = req.max_forwards() {
@@ -353,7 +369,9 @@ impl Call {
                 self.txs.respond(tx, &resp, now, &mut self.events);
                 self.flush(now);
             }
-            Method::Invite | Method::Update | Method::Info => self.relay_request(side, tx, req, now),
+            Method::Invite | Method::Update | Method::Info => {
+                self.relay_request(side, tx, req, now)
+            }
             m => match policy::method_support(&m) {
                 policy::MethodSupport::NotImplemented => self.respond(tx, &req, 501, now),
                 _ => self.respond(tx, &req, 405, now),
@@ -423,7 +441,9 @@ impl Call {
     }
 
     fn on_ack(&mut self, side: Side, ack: &Message, now: Instant) {
-        let Some(seq) = ack.cseq().map(|c| c.seq) else { return };
+        let Some(seq) = ack.cseq().map(|c| c.seq) else {
+            return;
+        };
         let leg = &mut self.legs[side as usize];
         if leg.retrans.as_ref().is_some_and(|r| r.seq == seq) {
             leg.retrans = None;
@@ -468,9 +488,14 @@ impl Call {
     /// RFC 3261 13.2.2.4: a retransmitted 2xx to an INVITE we already ACKed gets the
     /// same ACK again. Returns whether it was one.
     fn reack_2xx(&mut self, resp: &Message) -> bool {
-        let Some(side) = self.side_of(resp) else { return false };
-        let Some(cseq) = resp.cseq() else { return false };
-        if cseq.method != Method::Invite || !resp.status().is_some_and(|s| (200..300).contains(&s)) {
+        let Some(side) = self.side_of(resp) else {
+            return false;
+        };
+        let Some(cseq) = resp.cseq() else {
+            return false;
+        };
+        if cseq.method != Method::Invite || !resp.status().is_some_and(|s| (200..300).contains(&s))
+        {
             return false;
         }
         let leg = &self.legs[side as usize];
@@ -507,7 +532,11 @@ impl Call {
     /// A client transaction ended with no response: act as if the status came.
     fn on_client_failure(&mut self, tx: TxId, status: u16, now: Instant) {
         if Some(tx) == self.ai_invite_tx {
-            let outcome = if status == 408 { AiOutcome::Timeout } else { AiOutcome::Unreachable };
+            let outcome = if status == 408 {
+                AiOutcome::Timeout
+            } else {
+                AiOutcome::Unreachable
+            };
             return self.ai_leg_failed(outcome, now);
         }
         if let Some(pos) = self.relays.iter().position(|r| r.client_tx == tx) {
@@ -584,7 +613,9 @@ impl Call {
         }
         for side in [Side::Caller, Side::Ai] {
             let t2 = self.sh.settings.t2;
-            let Some(r) = self.legs[side as usize].retrans.as_mut() else { continue };
+            let Some(r) = self.legs[side as usize].retrans.as_mut() else {
+                continue;
+            };
             if now < r.next {
                 continue;
             }
@@ -633,5 +664,8 @@ async fn resolve(uri: &SipUri) -> Option<std::net::SocketAddr> {
     if let Ok(ip) = uri.host.parse::<std::net::IpAddr>() {
         return Some(std::net::SocketAddr::new(ip, port));
     }
-    tokio::net::lookup_host((uri.host.as_str(), port)).await.ok()?.next()
+    tokio::net::lookup_host((uri.host.as_str(), port))
+        .await
+        .ok()?
+        .next()
 }

@@ -7,19 +7,30 @@ use crate::sip::transaction::TxId;
 use std::time::Instant;
 
 /// Headers that describe a body or an INFO package and go along with it.
-const CARRIED: &[&str] = &["Content-Type", "Content-Disposition", "Info-Package", "Recv-Info"];
+const CARRIED: &[&str] = &[
+    "Content-Type",
+    "Content-Disposition",
+    "Info-Package",
+    "Recv-Info",
+];
 
 impl Call {
     pub(super) fn relay_request(&mut self, side: Side, tx: TxId, req: Message, now: Instant) {
         let method = req.method().cloned().unwrap_or(Method::Info);
         let other = side.other();
-        if self.phase != Phase::Answered || self.legs[other as usize].done || self.legs[side as usize].done {
+        if self.phase != Phase::Answered
+            || self.legs[other as usize].done
+            || self.legs[side as usize].done
+        {
             return self.respond(tx, &req, 481, now);
         }
         if method == Method::Invite {
             // RFC 3261 14.1/14.2: one INVITE at a time in a dialog.
             let pending = self.relays.iter().any(|r| r.method == Method::Invite)
-                || self.legs.iter().any(|l| l.ack_deferred.is_some() || l.retrans.is_some());
+                || self
+                    .legs
+                    .iter()
+                    .any(|l| l.ack_deferred.is_some() || l.retrans.is_some());
             if pending {
                 return self.respond(tx, &req, 491, now);
             }
@@ -65,7 +76,10 @@ impl Call {
         }
         let mut out = self.relayed_response(&request, &resp);
         if success && matches!(method, Method::Invite | Method::Update) {
-            out.push("Contact", self.legs[from as usize].dialog.local_contact.clone());
+            out.push(
+                "Contact",
+                self.legs[from as usize].dialog.local_contact.clone(),
+            );
         }
         let bytes = out.to_bytes();
         self.txs.respond(server_tx, &out, now, &mut self.events);
@@ -75,7 +89,11 @@ impl Call {
         }
         self.relays.remove(pos);
         if success && method == Method::Invite {
-            let seq = self.txs.request(client_tx).and_then(|r| r.cseq()).map(|c| c.seq);
+            let seq = self
+                .txs
+                .request(client_tx)
+                .and_then(|r| r.cseq())
+                .map(|c| c.seq);
             let seq = seq.unwrap_or(self.legs[to as usize].dialog.local_cseq);
             if request.body().is_empty() && !resp.body().is_empty() {
                 self.legs[to as usize].ack_deferred = Some(seq);
@@ -83,7 +101,10 @@ impl Call {
                 self.send_ack(to, seq, None, now);
             }
             let their_seq = request.cseq().map_or(0, |c| c.seq);
-            let peer = self.txs.peer(server_tx).unwrap_or(self.legs[from as usize].dialog.peer);
+            let peer = self
+                .txs
+                .peer(server_tx)
+                .unwrap_or(self.legs[from as usize].dialog.peer);
             self.retransmit_2xx(from, their_seq, bytes, peer, now);
         }
         if status == 481 || status == 408 {

@@ -16,7 +16,14 @@ use rand::Rng;
 use std::time::Instant;
 
 pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Option<Box<Call>> {
-    let CallStart { sh, transport, invite, from, route, called } = *start;
+    let CallStart {
+        sh,
+        transport,
+        invite,
+        from,
+        route,
+        called,
+    } = *start;
     let now = Instant::now();
     let mut txs = TransactionSet::new(sh.timers);
     let mut events = Vec::new();
@@ -40,7 +47,12 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
     );
 
     let (c_host, c_port) = local_host_port(&sh, &transport, from);
-    let caller_dialog = Dialog::uas(&invite, generate_tag(), contact_for(&c_host, c_port, from.transport), from)?;
+    let caller_dialog = Dialog::uas(
+        &invite,
+        generate_tag(),
+        contact_for(&c_host, c_port, from.transport),
+        from,
+    )?;
 
     // The AI leg: where it goes and over what.
     let ai_uri = route.ai_agent_uri.clone();
@@ -66,7 +78,18 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
     let placeholder = ai_peer.unwrap_or(Peer::udp(std::net::SocketAddr::from(([127, 0, 0, 1], 9))));
     let (a_host, a_port) = local_host_port(&sh, &transport, placeholder);
     let ai_contact = contact_for(&a_host, a_port, placeholder.transport);
-    let ai_invite = build_ai_invite(&invite, &route, &session_id, caller_display.as_deref(), caller_phone.as_deref(), &a_host, a_port, placeholder.transport, &ai_contact, &sh.settings.user_agent);
+    let ai_invite = build_ai_invite(
+        &invite,
+        &route,
+        &session_id,
+        caller_display.as_deref(),
+        caller_phone.as_deref(),
+        &a_host,
+        a_port,
+        placeholder.transport,
+        &ai_contact,
+        &sh.settings.user_agent,
+    );
     let ai_dialog = Dialog::uac(&ai_invite, placeholder, ai_contact)?;
 
     let leg = |dialog: Dialog, host: String, port: u16| Leg {
@@ -79,7 +102,11 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         bye_tx: None,
         done: false,
     };
-    let holds = [Some(from), ai_peer].iter().flatten().filter_map(|p| transport.hold(p)).collect();
+    let holds = [Some(from), ai_peer]
+        .iter()
+        .flatten()
+        .filter_map(|p| transport.hold(p))
+        .collect();
     let mut call = Box::new(Call {
         _holds: holds,
         sh: sh.clone(),
@@ -88,7 +115,10 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         txs,
         events,
         phase: Phase::Inviting,
-        legs: [leg(caller_dialog, c_host, c_port), leg(ai_dialog, a_host, a_port)],
+        legs: [
+            leg(caller_dialog, c_host, c_port),
+            leg(ai_dialog, a_host, a_port),
+        ],
         caller_invite: Some(invite),
         caller_peer: reply_to,
         caller_invite_tx,
@@ -122,7 +152,11 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         return Some(call);
     }
     let ai_call_id = call.legs[Side::Ai as usize].dialog.call_id.clone();
-    if let Some(tx) = sh.calls.get(call.legs[0].dialog.call_id.as_str()).map(|e| e.value().clone()) {
+    if let Some(tx) = sh
+        .calls
+        .get(call.legs[0].dialog.call_id.as_str())
+        .map(|e| e.value().clone())
+    {
         sh.register_call_id(ai_call_id, tx);
     }
     let id = call.send_request(Side::Ai, ai_invite, now);
@@ -159,14 +193,25 @@ fn build_ai_invite(
     user_agent: &str,
 ) -> Message {
     let mut m = Message::request(Method::Invite, route.ai_agent_uri.as_str());
-    m.push("Via", Via::ours(transport.via_name(), host, port, &generate_branch()));
+    m.push(
+        "Via",
+        Via::ours(transport.via_name(), host, port, &generate_branch()),
+    );
     // RFC 3261 16.6 step 3: one hop fewer than the caller's request allowed.
     let mf = match caller_invite.max_forwards() {
         Some(Ok(n)) => n.saturating_sub(1).min(70),
         _ => 70,
     };
     m.push("Max-Forwards", mf.to_string());
-    m.push("From", policy::ai_leg_from(caller_display, caller_phone, &crate::sip::message::bracket_v6(host), &generate_tag()));
+    m.push(
+        "From",
+        policy::ai_leg_from(
+            caller_display,
+            caller_phone,
+            &crate::sip::message::bracket_v6(host),
+            &generate_tag(),
+        ),
+    );
     m.push("To", format!("<{}>", route.ai_agent_uri.as_str()));
     let n: u128 = rand::thread_rng().gen();
     m.push("Call-ID", format!("{n:032x}"));
@@ -211,16 +256,23 @@ impl Call {
             101..=199 => {
                 self.ai_got_provisional = true;
                 if resp.to_tag().is_some() {
-                    self.legs[Side::Ai as usize].dialog.update_from_response(&resp);
+                    self.legs[Side::Ai as usize]
+                        .dialog
+                        .update_from_response(&resp);
                 }
                 if self.cancel_on_provisional {
                     self.cancel_on_provisional = false;
                     return self.cancel_ai_invite(now);
                 }
-                if let Some(invite) = self.caller_invite.as_ref().filter(|_| self.phase == Phase::Inviting) {
+                if let Some(invite) = self
+                    .caller_invite
+                    .as_ref()
+                    .filter(|_| self.phase == Phase::Inviting)
+                {
                     let mut out = self.relayed_response(invite, &resp);
                     out.push("Contact", self.legs[0].dialog.local_contact.clone());
-                    self.txs.respond(self.caller_invite_tx, &out, now, &mut self.events);
+                    self.txs
+                        .respond(self.caller_invite_tx, &out, now, &mut self.events);
                     self.flush(now);
                 }
             }
@@ -235,12 +287,17 @@ impl Call {
     }
 
     fn on_ai_answered(&mut self, resp: Message, now: Instant) {
-        let seq = self.legs[Side::Ai as usize].dialog.local_cseq.min(resp.cseq().map_or(1, |c| c.seq));
+        let seq = self.legs[Side::Ai as usize]
+            .dialog
+            .local_cseq
+            .min(resp.cseq().map_or(1, |c| c.seq));
         let first = !self.answered;
         self.answered = true;
         self.ring_deadline = None;
         if first {
-            self.legs[Side::Ai as usize].dialog.update_from_response(&resp);
+            self.legs[Side::Ai as usize]
+                .dialog
+                .update_from_response(&resp);
         }
         let invite = match self.caller_invite.take() {
             Some(invite) if self.phase == Phase::Inviting => invite,
@@ -265,7 +322,8 @@ impl Call {
         ok.push("Contact", self.legs[0].dialog.local_contact.clone());
         ok.push("Allow", ALLOW);
         let bytes = ok.to_bytes();
-        self.txs.respond(self.caller_invite_tx, &ok, now, &mut self.events);
+        self.txs
+            .respond(self.caller_invite_tx, &ok, now, &mut self.events);
         self.flush(now);
         let caller_seq = invite.cseq().map_or(1, |c| c.seq);
         let peer = self.caller_peer;

@@ -262,8 +262,7 @@ mod tests {
 
     #[test]
     fn split_list_respects_quotes_and_brackets() {
-        let v: Vec<_> =
-            split_list(r#""Doe, John" <sip:a@b;x=1,2>, <sip:c@d> , sip:e@f"#).collect();
+        let v: Vec<_> = split_list(r#""Doe, John" <sip:a@b;x=1,2>, <sip:c@d> , sip:e@f"#).collect();
         assert_eq!(
             v,
             vec![r#""Doe, John" <sip:a@b;x=1,2>"#, "<sip:c@d>", "sip:e@f"]

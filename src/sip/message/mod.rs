@@ -143,8 +143,7 @@ impl Message {
     pub fn response_to(req: &Message, status: u16, to_tag: Option<&str>) -> Self {
         let mut resp = Message::response(status, default_reason(status));
         for h in &req.headers {
-            if h.name.is("Via") || h.name.is("From") || h.name.is("Call-ID") || h.name.is("CSeq")
-            {
+            if h.name.is("Via") || h.name.is("From") || h.name.is("Call-ID") || h.name.is("CSeq") {
                 resp.headers.push(h.clone());
             } else if h.name.is("To") {
                 let mut value = h.value.clone();
@@ -355,7 +354,9 @@ impl Message {
     /// RFC 3261 18.2.1 and RFC 3581 4: note the real source on the top Via of a
     /// request. The header is rewritten only when something was added.
     pub fn stamp_source(&mut self, ip: std::net::IpAddr, port: u16) {
-        let Some(mut via) = self.top_via().cloned() else { return };
+        let Some(mut via) = self.top_via().cloned() else {
+            return;
+        };
         if via.stamp_source(ip, port) {
             self.replace_top_via(&via);
             let _ = self.via_cache.set(Some(via));

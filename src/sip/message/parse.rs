@@ -25,7 +25,10 @@ pub enum ParseErrorKind {
     MissingHeader(&'static str),
     BadHeader(&'static str),
     CSeqMethodMismatch,
-    BodyShorterThanContentLength { declared: usize, actual: usize },
+    BodyShorterThanContentLength {
+        declared: usize,
+        actual: usize,
+    },
 }
 
 impl fmt::Display for ParseErrorKind {
@@ -131,7 +134,12 @@ pub fn parse(buf: Bytes) -> Result<Message, ParseError> {
                     },
                 ))
             }
-            Err(_) => return Err(with_partial(msg, ParseErrorKind::BadHeader("Content-Length"))),
+            Err(_) => {
+                return Err(with_partial(
+                    msg,
+                    ParseErrorKind::BadHeader("Content-Length"),
+                ))
+            }
         },
         None => available,
     };
@@ -163,7 +171,11 @@ fn find_head_end(buf: &[u8]) -> Option<(usize, usize)> {
                 return Some((i, i + 2));
             }
             if buf.get(i + 1) == Some(&b'\r') && buf.get(i + 2) == Some(&b'\n') {
-                let end = if i > 0 && buf[i - 1] == b'\r' { i - 1 } else { i };
+                let end = if i > 0 && buf[i - 1] == b'\r' {
+                    i - 1
+                } else {
+                    i
+                };
                 return Some((end, i + 3));
             }
         }
@@ -285,7 +297,10 @@ fn validate(msg: &Message) -> Result<(), ParseErrorKind> {
     if msg.to_header().is_none() {
         return Err(ParseErrorKind::BadHeader("To"));
     }
-    if msg.call_id().is_some_and(|c| c.is_empty() || c.contains(' ')) {
+    if msg
+        .call_id()
+        .is_some_and(|c| c.is_empty() || c.contains(' '))
+    {
         return Err(ParseErrorKind::BadHeader("Call-ID"));
     }
     let cseq: CSeq = msg.cseq().ok_or(ParseErrorKind::BadHeader("CSeq"))?;
@@ -336,7 +351,10 @@ mod tests {
         let e = p(&BASIC.replace("\r\n\r\n", "\r\nContent-Length: 30\r\n\r\nabc")).unwrap_err();
         assert!(matches!(
             e.kind,
-            ParseErrorKind::BodyShorterThanContentLength { declared: 30, actual: 3 }
+            ParseErrorKind::BodyShorterThanContentLength {
+                declared: 30,
+                actual: 3
+            }
         ));
         assert_eq!(e.partial().and_then(|m| m.call_id()), Some("c1"));
         assert_eq!(e.status(), 400);

@@ -72,7 +72,11 @@ impl Via {
 
     /// sent-by as "host:port" (port 0 when absent), for transaction matching.
     pub fn sent_by_key(&self) -> String {
-        format!("{}:{}", self.sent_by_host(), self.sent_by_port().unwrap_or(0))
+        format!(
+            "{}:{}",
+            self.sent_by_host(),
+            self.sent_by_port().unwrap_or(0)
+        )
     }
 
     pub fn has_rport(&self) -> bool {
@@ -98,9 +102,11 @@ impl Via {
             self.inner
                 .params
                 .retain(|p| !matches!(p, rsip::Param::Received(_)));
-            self.inner.params.push(rsip::Param::Received(
-                rsip::param::Received::new(source_ip.to_string()),
-            ));
+            self.inner
+                .params
+                .push(rsip::Param::Received(rsip::param::Received::new(
+                    source_ip.to_string(),
+                )));
         }
         if rport {
             for p in self.inner.params.iter_mut() {
@@ -177,12 +183,11 @@ impl fmt::Display for Via {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.v6 {
             None => self.inner.fmt(f),
-            Some(ip) => f.write_str(
-                &self
-                    .inner
-                    .to_string()
-                    .replacen(V6_PLACEHOLDER, &format!("[{ip}]"), 1),
-            ),
+            Some(ip) => f.write_str(&self.inner.to_string().replacen(
+                V6_PLACEHOLDER,
+                &format!("[{ip}]"),
+                1,
+            )),
         }
     }
 }
@@ -244,7 +249,9 @@ impl SipUri {
         if !scheme.eq_ignore_ascii_case("sip") && !scheme.eq_ignore_ascii_case("sips") {
             return None;
         }
-        if s.bytes().any(|b| b <= b' ' || b == b'<' || b == b'>' || b == b'"') {
+        if s.bytes()
+            .any(|b| b <= b' ' || b == b'<' || b == b'>' || b == b'"')
+        {
             return None;
         }
         let (masked, v6) = mask_v6(s)?;
@@ -503,8 +510,10 @@ mod tests {
 
     #[test]
     fn name_addr_forms() {
-        let n = NameAddr::parse(r#""Alice \"A\"" <sip:+14155551212@carrier.example;user=phone>;tag=abc"#)
-            .unwrap();
+        let n = NameAddr::parse(
+            r#""Alice \"A\"" <sip:+14155551212@carrier.example;user=phone>;tag=abc"#,
+        )
+        .unwrap();
         assert_eq!(n.display_name.as_deref(), Some(r#"Alice "A""#));
         assert_eq!(n.uri.user.as_deref(), Some("+14155551212"));
         assert_eq!(n.uri.param("user"), Some(Some("phone")));

@@ -77,7 +77,11 @@ impl Absorber {
         let method = req.method()?;
         let via = req.top_via()?;
         let branch = via.branch()?.to_owned();
-        let key_method = if *method == Method::Ack { Method::Invite } else { method.clone() };
+        let key_method = if *method == Method::Ack {
+            Method::Invite
+        } else {
+            method.clone()
+        };
         let entry = self.map.get(&(branch, key_method))?;
         let a = entry.value();
         if a.sent_by != via.sent_by_key() || now >= a.until {
@@ -129,8 +133,14 @@ mod tests {
     fn retransmitted_bye_gets_its_200_again() {
         let a = Absorber::new(10);
         let now = Instant::now();
-        a.insert(lingering(Method::Bye, Some(b"SIP/2.0 200 OK"), now + Duration::from_secs(32)));
-        assert!(matches!(a.check(&req("BYE", "z9hG4bKx"), now), Some(Absorb::Resend(_, b)) if &b[..] == b"SIP/2.0 200 OK"));
+        a.insert(lingering(
+            Method::Bye,
+            Some(b"SIP/2.0 200 OK"),
+            now + Duration::from_secs(32),
+        ));
+        assert!(
+            matches!(a.check(&req("BYE", "z9hG4bKx"), now), Some(Absorb::Resend(_, b)) if &b[..] == b"SIP/2.0 200 OK")
+        );
         assert_eq!(a.check(&req("BYE", "z9hG4bKother"), now), None);
         assert_eq!(a.check(&req("INFO", "z9hG4bKx"), now), None);
     }
@@ -139,8 +149,15 @@ mod tests {
     fn invite_after_2xx_and_its_ack_are_swallowed() {
         let a = Absorber::new(10);
         let now = Instant::now();
-        a.insert(lingering(Method::Invite, None, now + Duration::from_secs(32)));
-        assert_eq!(a.check(&req("INVITE", "z9hG4bKx"), now), Some(Absorb::Silent));
+        a.insert(lingering(
+            Method::Invite,
+            None,
+            now + Duration::from_secs(32),
+        ));
+        assert_eq!(
+            a.check(&req("INVITE", "z9hG4bKx"), now),
+            Some(Absorb::Silent)
+        );
         assert_eq!(a.check(&req("ACK", "z9hG4bKx"), now), Some(Absorb::Silent));
     }
 
@@ -148,8 +165,15 @@ mod tests {
     fn expired_entries_do_not_match_and_are_swept() {
         let a = Absorber::new(10);
         let now = Instant::now();
-        a.insert(lingering(Method::Bye, Some(b"x"), now + Duration::from_millis(10)));
-        assert_eq!(a.check(&req("BYE", "z9hG4bKx"), now + Duration::from_millis(20)), None);
+        a.insert(lingering(
+            Method::Bye,
+            Some(b"x"),
+            now + Duration::from_millis(10),
+        ));
+        assert_eq!(
+            a.check(&req("BYE", "z9hG4bKx"), now + Duration::from_millis(20)),
+            None
+        );
         assert_eq!(a.sweep(now + Duration::from_millis(20)), 1);
         assert!(a.is_empty());
     }

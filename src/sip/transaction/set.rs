@@ -96,7 +96,13 @@ impl TransactionSet {
     }
 
     /// Start a client transaction for `req`, whose top Via carries our branch.
-    pub fn start_client(&mut self, req: Message, peer: Peer, now: Instant, out: &mut Vec<TxEvent>) -> TxId {
+    pub fn start_client(
+        &mut self,
+        req: Message,
+        peer: Peer,
+        now: Instant,
+        out: &mut Vec<TxEvent>,
+    ) -> TxId {
         let id = self.alloc();
         let branch = branch_of(&req);
         let method = req.method().cloned().unwrap_or(Method::Options);
@@ -169,7 +175,8 @@ impl TransactionSet {
             _ => return,
         };
         self.apply(id, actions, None, now, out);
-        if matches!(self.entries.iter().find(|e| e.id == id), Some(e) if e.method == Method::Invite && (200..300).contains(&status)) {
+        if matches!(self.entries.iter().find(|e| e.id == id), Some(e) if e.method == Method::Invite && (200..300).contains(&status))
+        {
             // RFC 6026 Accepted: the TU retransmits the 2xx; the transaction only
             // absorbs retransmitted INVITEs, silently.
             if let Some(e) = self.entries.iter_mut().find(|e| e.id == id) {
@@ -179,7 +186,12 @@ impl TransactionSet {
     }
 
     /// RFC 3261 17.2.3: is this request a retransmission, or the ACK of a non-2xx?
-    pub fn match_request(&mut self, req: &Message, now: Instant, out: &mut Vec<TxEvent>) -> RequestMatch {
+    pub fn match_request(
+        &mut self,
+        req: &Message,
+        now: Instant,
+        out: &mut Vec<TxEvent>,
+    ) -> RequestMatch {
         let Some(method) = req.method() else {
             return RequestMatch::New;
         };
@@ -187,9 +199,16 @@ impl TransactionSet {
         if branch.is_empty() {
             return RequestMatch::New;
         }
-        let wanted = if *method == Method::Ack { &Method::Invite } else { method };
+        let wanted = if *method == Method::Ack {
+            &Method::Invite
+        } else {
+            method
+        };
         let Some(e) = self.entries.iter_mut().find(|e| {
-            !e.is_client && e.branch == branch && &e.method == wanted && e.sent_by == sent_by_of(req)
+            !e.is_client
+                && e.branch == branch
+                && &e.method == wanted
+                && e.sent_by == sent_by_of(req)
         }) else {
             return RequestMatch::New;
         };
@@ -214,8 +233,15 @@ impl TransactionSet {
     /// RFC 3261 17.1.3: hand a response to the client transaction it belongs to.
     /// Gives the response back when none matches (a stray, or a 2xx retransmission after the
     /// transaction ended: the TU deals with those).
-    pub fn on_response(&mut self, resp: Message, now: Instant, out: &mut Vec<TxEvent>) -> Option<Message> {
-        let Some(cseq) = resp.cseq() else { return Some(resp) };
+    pub fn on_response(
+        &mut self,
+        resp: Message,
+        now: Instant,
+        out: &mut Vec<TxEvent>,
+    ) -> Option<Message> {
+        let Some(cseq) = resp.cseq() else {
+            return Some(resp);
+        };
         let branch = resp.branch();
         let Some(e) = self
             .entries
@@ -283,7 +309,10 @@ impl TransactionSet {
 
     /// The request a client transaction carries (to build a CANCEL from, say).
     pub fn request(&self, id: TxId) -> Option<&Message> {
-        self.entries.iter().find(|e| e.id == id).and_then(|e| e.request.as_deref())
+        self.entries
+            .iter()
+            .find(|e| e.id == id)
+            .and_then(|e| e.request.as_deref())
     }
 
     /// The peer a transaction talks to.
@@ -307,7 +336,12 @@ impl TransactionSet {
         let sent_by = sent_by_of(cancel);
         self.entries
             .iter()
-            .find(|e| !e.is_client && e.method == Method::Invite && e.branch == branch && e.sent_by == sent_by)
+            .find(|e| {
+                !e.is_client
+                    && e.method == Method::Invite
+                    && e.branch == branch
+                    && e.sent_by == sent_by
+            })
             .map(|e| e.id)
     }
 
@@ -316,13 +350,22 @@ impl TransactionSet {
     /// left, which [`TransactionSet::take_lingering`] hands over.
     pub fn has_pending_work(&self) -> bool {
         self.entries.iter().any(|e| match &e.machine {
-            Machine::InviteClient(m) => matches!(m.state(), InviteClientState::Calling | InviteClientState::Proceeding),
+            Machine::InviteClient(m) => matches!(
+                m.state(),
+                InviteClientState::Calling | InviteClientState::Proceeding
+            ),
             Machine::NonInviteClient(m) => {
-                matches!(m.state(), NonInviteClientState::Trying | NonInviteClientState::Proceeding)
+                matches!(
+                    m.state(),
+                    NonInviteClientState::Trying | NonInviteClientState::Proceeding
+                )
             }
             Machine::InviteServer(m) => m.state() == InviteServerState::Proceeding,
             Machine::NonInviteServer(m) => {
-                matches!(m.state(), NonInviteServerState::Trying | NonInviteServerState::Proceeding)
+                matches!(
+                    m.state(),
+                    NonInviteServerState::Trying | NonInviteServerState::Proceeding
+                )
             }
         })
     }
@@ -336,7 +379,12 @@ impl TransactionSet {
         let out = self
             .entries
             .drain(..)
-            .filter(|e| matches!(e.machine, Machine::InviteServer(_) | Machine::NonInviteServer(_)))
+            .filter(|e| {
+                matches!(
+                    e.machine,
+                    Machine::InviteServer(_) | Machine::NonInviteServer(_)
+                )
+            })
             .filter(|e| !e.branch.is_empty())
             .map(|e| {
                 // A 2xx to an INVITE is the TU's to retransmit; a retransmitted INVITE
@@ -366,7 +414,14 @@ impl TransactionSet {
         id
     }
 
-    fn apply(&mut self, id: TxId, actions: Vec<Action>, msg: Option<Message>, now: Instant, out: &mut Vec<TxEvent>) {
+    fn apply(
+        &mut self,
+        id: TxId,
+        actions: Vec<Action>,
+        msg: Option<Message>,
+        now: Instant,
+        out: &mut Vec<TxEvent>,
+    ) {
         let mut msg = msg;
         for action in actions {
             let Some(e) = self.entries.iter().find(|e| e.id == id) else {
@@ -429,7 +484,14 @@ pub fn ack_for_non_2xx(invite: &Message, resp: &Message) -> Message {
         }
     }
     let seq = invite.cseq().map_or(1, |c| c.seq);
-    ack.push("CSeq", CSeq { seq, method: Method::Ack }.to_string());
+    ack.push(
+        "CSeq",
+        CSeq {
+            seq,
+            method: Method::Ack,
+        }
+        .to_string(),
+    );
     for r in invite.header_values("Route") {
         ack.push("Route", r.to_owned());
     }
@@ -450,7 +512,14 @@ pub fn cancel_for(invite: &Message) -> Message {
         }
     }
     let seq = invite.cseq().map_or(1, |c| c.seq);
-    c.push("CSeq", CSeq { seq, method: Method::Cancel }.to_string());
+    c.push(
+        "CSeq",
+        CSeq {
+            seq,
+            method: Method::Cancel,
+        }
+        .to_string(),
+    );
     for r in invite.header_values("Route") {
         c.push("Route", r.to_owned());
     }

@@ -117,7 +117,10 @@ impl Framer {
             let line = first.strip_suffix(b"\r").unwrap_or(first);
             let is_status = line.starts_with(b"SIP/");
             let is_request = line.ends_with(b" SIP/2.0")
-                || line.rsplit(|b| *b == b' ').next().is_some_and(|v| v.starts_with(b"SIP/"));
+                || line
+                    .rsplit(|b| *b == b' ')
+                    .next()
+                    .is_some_and(|v| v.starts_with(b"SIP/"));
             if !(is_status || is_request) || end > 8192 {
                 return Err(FramingError::NotSip);
             }
@@ -162,8 +165,14 @@ fn content_length(head: &[u8]) -> Result<Option<usize>, FramingError> {
 }
 
 fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
-    let end = s.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = s
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &s[start..end.max(start)]
 }
 
@@ -215,10 +224,17 @@ mod tests {
     #[test]
     fn missing_content_length_means_no_body() {
         let mut f = Framer::new(65536);
-        f.push(b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\nOPTIONS sip:a@b SIP/2.0\r\nl: 2\r\n\r\nhi");
+        f.push(
+            b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\nOPTIONS sip:a@b SIP/2.0\r\nl: 2\r\n\r\nhi",
+        );
         let frames = all(&mut f);
         assert_eq!(frames.len(), 2);
-        assert_eq!(frames[1], Frame::Message(Bytes::from_static(b"OPTIONS sip:a@b SIP/2.0\r\nl: 2\r\n\r\nhi")));
+        assert_eq!(
+            frames[1],
+            Frame::Message(Bytes::from_static(
+                b"OPTIONS sip:a@b SIP/2.0\r\nl: 2\r\n\r\nhi"
+            ))
+        );
     }
 
     #[test]
@@ -260,7 +276,10 @@ mod tests {
         f.push(b"\r\n");
         assert_eq!(f.next_frame(), Ok(None));
         f.push(msg("").as_bytes());
-        assert_eq!(f.next_frame(), Ok(Some(Frame::Message(Bytes::from(msg(""))))));
+        assert_eq!(
+            f.next_frame(),
+            Ok(Some(Frame::Message(Bytes::from(msg("")))))
+        );
     }
 
     #[test]

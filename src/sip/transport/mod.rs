@@ -285,7 +285,9 @@ pub fn response_peer(req: &Message, from: Peer) -> Peer {
     match from.transport {
         Transport::Tcp => from,
         Transport::Udp => {
-            let port = req.top_via().map_or(from.addr.port(), |v| v.response_port());
+            let port = req
+                .top_via()
+                .map_or(from.addr.port(), |v| v.response_port());
             Peer::udp(SocketAddr::new(from.addr.ip(), port))
         }
     }

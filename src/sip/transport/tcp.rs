@@ -1,7 +1,9 @@
 //! The TCP side: listeners, one reader and one writer task per connection, framing by
 //! Content-Length, keep-alive pongs, idle close, and reuse of open connections.
 
-use super::{deliver, BindError, ConnId, Frame, Framer, Peer, SendError, Sink, Transport, TransportConfig};
+use super::{
+    deliver, BindError, ConnId, Frame, Framer, Peer, SendError, Sink, Transport, TransportConfig,
+};
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -96,12 +98,16 @@ impl TcpHub {
 
     pub(super) fn release(&self, id: ConnId) {
         if let Some(c) = self.conns.get(&id) {
-            let _ = c.holders.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            let _ = c
+                .holders
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         }
     }
 
     fn is_held(&self, id: ConnId) -> bool {
-        self.conns.get(&id).is_some_and(|c| c.holders.load(Ordering::Relaxed) > 0)
+        self.conns
+            .get(&id)
+            .is_some_and(|c| c.holders.load(Ordering::Relaxed) > 0)
     }
 
     pub(super) fn send(self: &Arc<Self>, to: &Peer, bytes: Bytes) -> Result<(), SendError> {

@@ -56,6 +56,11 @@ pub(super) async fn receive_loop(
         if data.iter().all(|b| *b == b'\r' || *b == b'\n' || *b == 0) {
             continue;
         }
-        deliver(&*sink, &metrics, Bytes::copy_from_slice(data), Peer::udp(from));
+        deliver(
+            &*sink,
+            &metrics,
+            Bytes::copy_from_slice(data),
+            Peer::udp(from),
+        );
     }
 }
