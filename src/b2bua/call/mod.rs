@@ -519,14 +519,19 @@ impl Call {
         if let Some(pos) = self.relays.iter().position(|r| r.client_tx == tx) {
             return self.relay_response(pos, resp, now);
         }
-        // A BYE we sent has its answer.
-        for i in 0..2 {
-            if self.legs[i].bye_tx == Some(tx) && resp.status().is_some_and(|s| s >= 200) {
-                self.legs[i].bye_tx = None;
-                self.legs[i].done = true;
+        if resp.status().is_some_and(|s| s >= 200) {
+            self.bye_finished(tx);
+        }
+    }
+
+    /// A BYE we sent has its final answer (or none will come): that leg is done.
+    fn bye_finished(&mut self, tx: TxId) {
+        for leg in &mut self.legs {
+            if leg.bye_tx == Some(tx) {
+                leg.bye_tx = None;
+                leg.done = true;
             }
         }
-        self.check_ended(now);
     }
 
     /// A client transaction ended with no response: act as if the status came.
@@ -542,13 +547,7 @@ impl Call {
         if let Some(pos) = self.relays.iter().position(|r| r.client_tx == tx) {
             return self.relay_failure(pos, status, now);
         }
-        for i in 0..2 {
-            if self.legs[i].bye_tx == Some(tx) {
-                self.legs[i].bye_tx = None;
-                self.legs[i].done = true;
-            }
-        }
-        self.check_ended(now);
+        self.bye_finished(tx);
     }
 
     // ---- ending ----------------------------------------------------------------
@@ -556,10 +555,14 @@ impl Call {
     /// One side hung up (or we decided to): BYE every leg that is still up.
     fn end_call(&mut self, now: Instant) {
         if self.phase == Phase::Ended && self.legs.iter().all(|l| l.done || l.bye_tx.is_some()) {
-            return self.check_ended(now);
+            return;
         }
         self.phase = Phase::Ended;
         self.ring_deadline = None;
+        for leg in &mut self.legs {
+            // Nothing left to confirm: stop retransmitting an unacknowledged 2xx.
+            leg.retrans = None;
+        }
         for side in [Side::Caller, Side::Ai] {
             let leg = &self.legs[side as usize];
             if leg.done || leg.bye_tx.is_some() {
@@ -574,19 +577,12 @@ impl Call {
             self.legs[side as usize].bye_tx = Some(tx);
         }
         self.set_hard_deadline(now);
-        self.check_ended(now);
     }
 
     fn set_hard_deadline(&mut self, now: Instant) {
         // Long enough for every transaction to run its course (64*T1 plus Timer D/K).
         let bound = self.sh.settings.t1 * 64 + Duration::from_secs(33);
         self.hard_deadline.get_or_insert(now + bound);
-    }
-
-    fn check_ended(&mut self, _now: Instant) {
-        if self.phase == Phase::Ended && self.legs.iter().all(|l| l.done) {
-            self.ring_deadline = None;
-        }
     }
 
     /// handoff is shutting down: answer or hang up everything now.
