@@ -473,57 +473,38 @@ fn sent_by_of(m: &Message) -> String {
 /// RFC 3261 17.1.1.3: the ACK for a non-2xx final response, built by the transaction:
 /// the INVITE's Request-URI, Call-ID, From, top Via and Route, the response's To.
 pub fn ack_for_non_2xx(invite: &Message, resp: &Message) -> Message {
-    let mut ack = Message::request(Method::Ack, invite.request_uri().unwrap_or_default());
-    if let Some(v) = invite.header_values("Via").next() {
-        ack.push("Via", v.to_owned());
-    }
-    ack.push("Max-Forwards", "70");
-    for (name, from) in [("From", invite), ("To", resp), ("Call-ID", invite)] {
-        if let Some(v) = from.header(name) {
-            ack.push(name, v.to_owned());
-        }
-    }
-    let seq = invite.cseq().map_or(1, |c| c.seq);
-    ack.push(
-        "CSeq",
-        CSeq {
-            seq,
-            method: Method::Ack,
-        }
-        .to_string(),
-    );
-    for r in invite.header_values("Route") {
-        ack.push("Route", r.to_owned());
-    }
-    ack
+    same_transaction_request(invite, Method::Ack, resp.header("To"))
 }
 
 /// RFC 3261 9.1: a CANCEL for a pending INVITE: same Request-URI, Call-ID, From, To,
 /// CSeq number, top Via and Route.
 pub fn cancel_for(invite: &Message) -> Message {
-    let mut c = Message::request(Method::Cancel, invite.request_uri().unwrap_or_default());
+    same_transaction_request(invite, Method::Cancel, invite.header("To"))
+}
+
+/// ACK (for a non-2xx) and CANCEL share the INVITE's transaction: its top Via, and
+/// its CSeq number with their own method.
+fn same_transaction_request(invite: &Message, method: Method, to: Option<&str>) -> Message {
+    let mut m = Message::request(method.clone(), invite.request_uri().unwrap_or_default());
     if let Some(v) = invite.header_values("Via").next() {
-        c.push("Via", v.to_owned());
+        m.push("Via", v.to_owned());
     }
-    c.push("Max-Forwards", "70");
-    for name in ["From", "To", "Call-ID"] {
-        if let Some(v) = invite.header(name) {
-            c.push(name, v.to_owned());
-        }
+    m.push("Max-Forwards", "70");
+    if let Some(v) = invite.header("From") {
+        m.push("From", v.to_owned());
+    }
+    if let Some(v) = to {
+        m.push("To", v.to_owned());
+    }
+    if let Some(v) = invite.call_id() {
+        m.push("Call-ID", v.to_owned());
     }
     let seq = invite.cseq().map_or(1, |c| c.seq);
-    c.push(
-        "CSeq",
-        CSeq {
-            seq,
-            method: Method::Cancel,
-        }
-        .to_string(),
-    );
+    m.push("CSeq", CSeq { seq, method }.to_string());
     for r in invite.header_values("Route") {
-        c.push("Route", r.to_owned());
+        m.push("Route", r.to_owned());
     }
-    c
+    m
 }
 
 #[cfg(test)]
