@@ -400,7 +400,7 @@ impl Sipp {
     }
 
     fn stderr_text(&self) -> String {
-        tail(&fs::read_to_string(&self.stderr).unwrap_or_default(), 2000)
+        tail(&fs::read_to_string(&self.stderr).unwrap_or_default(), 1500)
     }
 
     fn report(&self, status: Option<ExitStatus>, stats: &HashMap<String, String>) -> String {
@@ -425,7 +425,7 @@ impl Sipp {
                 interesting.join(" ")
             },
             self.stderr_text(),
-            tail(&fs::read_to_string(&self.errors).unwrap_or_default(), 4000),
+            tail(&fs::read_to_string(&self.errors).unwrap_or_default(), 1500),
         )
     }
 }
@@ -520,7 +520,7 @@ impl Handoff {
         format!(
             "--- handoff: {state}\nstdout (other than listening lines): {}\nstderr (tail): {}",
             tail(&stdout.join("\n"), 2000),
-            tail(&fs::read_to_string(&self.stderr).unwrap_or_default(), 4000)
+            tail(&fs::read_to_string(&self.stderr).unwrap_or_default(), 1500)
         )
     }
 }

@@ -8,7 +8,9 @@
 pub mod phone;
 
 use std::fmt;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use dashmap::mapref::entry::Entry as MapEntry;
@@ -135,19 +137,25 @@ impl Entry {
 
 /// The bounded, shared table of sessions with an index by caller phone.
 ///
-/// Lock order: a guard on `entries` (one shard, never two at once) may be held
-/// while `by_phone` is locked, never the reverse; a `by_phone` guard is never
-/// held while taking any other lock. No method iterates or counts a map while
-/// holding a guard on it. Every change to an entry's `caller_phone` and to the
-/// index happens under that entry's guard, so the two stay consistent.
+/// Ended sessions linger for late webhooks, kept in the order they ended so that
+/// sweeping costs what it removes, not the table's size. The bound counts live and
+/// lingering sessions; when it is reached, the oldest lingering session makes room
+/// (its linger cut short) and only a table full of live calls refuses a new one.
+///
+/// Lock order: an `entries` guard may be held while `by_phone` is locked, never the
+/// reverse; `ended` is never locked while an `entries` or `by_phone` guard is held,
+/// nor the other way round. No method iterates a map while holding a guard on it.
 ///
 /// Closures passed to `update` run under the entry's guard: they must not call
 /// back into the table.
 #[derive(Debug)]
 pub struct SessionTable {
     entries: DashMap<SessionId, Entry>,
-    /// E.164 caller phone -> ids of entries (live or lingering) with that phone.
+    /// E.164 caller phone -> ids of the live sessions with that phone.
     by_phone: DashMap<String, Vec<SessionId>>,
+    /// Ended sessions, oldest end first. Ids whose session was revived or removed
+    /// meanwhile are skipped when popped.
+    ended: Mutex<VecDeque<(Instant, SessionId)>>,
     capacity: usize,
     linger: Duration,
     /// Entries present plus inserts in flight; makes the bound exact under races.
@@ -161,6 +169,7 @@ impl SessionTable {
         SessionTable {
             entries: DashMap::new(),
             by_phone: DashMap::new(),
+            ended: Mutex::new(VecDeque::new()),
             capacity,
             linger,
             reserved: AtomicUsize::new(0),
@@ -168,33 +177,39 @@ impl SessionTable {
         }
     }
 
-    /// Adds a session. When full, first removes expired lingering sessions.
+    /// Adds a session. When full, the oldest lingering session is removed to make
+    /// room; a table full of live sessions refuses.
     pub fn insert(&self, s: Session) -> Result<(), InsertError> {
-        if !self.try_reserve() {
-            self.sweep();
-            if !self.try_reserve() {
+        while !self.try_reserve() {
+            if !self.evict_oldest_ended() {
                 return Err(InsertError::Full(self.capacity));
             }
         }
-        match self.entries.entry(s.id.clone()) {
+        let id = s.id.clone();
+        let ended = match self.entries.entry(s.id.clone()) {
             MapEntry::Occupied(_) => {
                 self.release();
-                Err(InsertError::Duplicate(s.id.to_string()))
+                return Err(InsertError::Duplicate(s.id.to_string()));
             }
             MapEntry::Vacant(vacant) => {
-                if let Some(phone) = &s.caller_phone {
-                    self.index(phone, &s.id);
-                }
                 let mut entry = Entry {
                     session: s,
                     ended_instant: None,
                     seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
                 };
                 entry.sync_ended();
+                if let (Some(phone), None) = (&entry.session.caller_phone, entry.ended_instant) {
+                    self.index(phone, &entry.session.id);
+                }
+                let ended = entry.ended_instant;
                 vacant.insert(entry);
-                Ok(())
+                ended
             }
+        };
+        if let Some(at) = ended {
+            self.queue_ended(at, id);
         }
+        Ok(())
     }
 
     /// A copy of the session, live or lingering.
@@ -207,18 +222,30 @@ impl SessionTable {
     /// like `mark_ended`, and a change of `id` is undone (the key is the id).
     /// `f` must not call into the table.
     pub fn update<R>(&self, id: &SessionId, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
-        let mut entry = self.entries.get_mut(id)?;
-        let old_phone = entry.session.caller_phone.clone();
-        let out = f(&mut entry.session);
-        entry.session.id = id.clone();
-        entry.sync_ended();
-        if entry.session.caller_phone != old_phone {
-            if let Some(old) = &old_phone {
-                self.unindex(old, id);
+        let (out, newly_ended) = {
+            let mut entry = self.entries.get_mut(id)?;
+            let old_phone = entry.session.caller_phone.clone();
+            let was_live = entry.ended_instant.is_none();
+            let out = f(&mut entry.session);
+            entry.session.id = id.clone();
+            entry.sync_ended();
+            let is_live = entry.ended_instant.is_none();
+            // Only live sessions are indexed.
+            if was_live && (!is_live || entry.session.caller_phone != old_phone) {
+                if let Some(old) = &old_phone {
+                    self.unindex(old, id);
+                }
             }
-            if let Some(new) = &entry.session.caller_phone {
-                self.index(new, id);
+            if is_live && (!was_live || entry.session.caller_phone != old_phone) {
+                if let Some(new) = &entry.session.caller_phone {
+                    self.index(new, id);
+                }
             }
+            let newly_ended = if was_live { entry.ended_instant } else { None };
+            (out, newly_ended)
+        };
+        if let Some(at) = newly_ended {
+            self.queue_ended(at, id.clone());
         }
         Some(out)
     }
@@ -236,12 +263,22 @@ impl SessionTable {
     /// The call ended: the entry stays readable for `linger` (late webhooks), then goes.
     /// Later calls keep the first end time.
     pub fn mark_ended(&self, id: &SessionId) {
-        if let Some(mut entry) = self.entries.get_mut(id) {
-            if entry.session.ended_at.is_none() {
-                entry.session.ended_at = Some(SystemTime::now());
-                entry.ended_instant = Some(Instant::now());
+        let ended = {
+            let Some(mut entry) = self.entries.get_mut(id) else {
+                return;
+            };
+            if entry.session.ended_at.is_some() {
+                return;
             }
-        }
+            entry.session.ended_at = Some(SystemTime::now());
+            let at = Instant::now();
+            entry.ended_instant = Some(at);
+            if let Some(phone) = entry.session.caller_phone.clone() {
+                self.unindex(&phone, id);
+            }
+            at
+        };
+        self.queue_ended(ended, id.clone());
     }
 
     /// Live sessions (not ended) whose caller is this E.164 phone, newest first.
@@ -260,42 +297,33 @@ impl SessionTable {
                 matches.then(|| (e.seq, e.session.clone()))
             })
             .collect();
-        found.sort_by(|(seq_a, a), (seq_b, b)| {
-            b.started_at
-                .cmp(&a.started_at)
-                .then_with(|| seq_b.cmp(seq_a))
-        });
+        found.sort_by(|(sa, a), (sb, b)| b.started_at.cmp(&a.started_at).then(sb.cmp(sa)));
         found.into_iter().map(|(_, s)| s).collect()
     }
 
-    /// Remove entries ended longer than `linger` ago; returns how many were removed. Called periodically by the server.
+    /// Remove entries ended longer than `linger` ago; returns how many were removed.
+    /// Costs what it removes: the ended queue is in end order.
     pub fn sweep(&self) -> usize {
         self.sweep_at(Instant::now())
     }
 
     fn sweep_at(&self, now: Instant) -> usize {
-        // Collect first: removing while iterating would deadlock on the shard.
-        let expired: Vec<SessionId> = self
-            .entries
-            .iter()
-            .filter(|e| e.expired(now, self.linger))
-            .map(|e| e.key().clone())
-            .collect();
-        let mut removed = 0;
-        for id in expired {
-            // Re-check under the write guard: the entry may have changed since.
-            if let MapEntry::Occupied(occupied) = self.entries.entry(id) {
-                if occupied.get().expired(now, self.linger) {
-                    if let Some(phone) = &occupied.get().session.caller_phone {
-                        self.unindex(phone, occupied.key());
-                    }
-                    occupied.remove();
-                    self.release();
-                    removed += 1;
+        let due: Vec<SessionId> = {
+            let mut q = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+            let mut due = Vec::new();
+            while q
+                .front()
+                .is_some_and(|(at, _)| now.saturating_duration_since(*at) >= self.linger)
+            {
+                if let Some((_, id)) = q.pop_front() {
+                    due.push(id);
                 }
             }
-        }
-        removed
+            due
+        };
+        due.into_iter()
+            .filter(|id| self.remove_if(id, |e| e.expired(now, self.linger)))
+            .count()
     }
 
     /// Entries held, live and lingering.
@@ -310,6 +338,43 @@ impl SessionTable {
     /// Sessions not yet ended.
     pub fn live_count(&self) -> usize {
         self.entries.iter().filter(|e| e.session.is_live()).count()
+    }
+
+    /// Make room: remove the session that ended longest ago. False when no session
+    /// is lingering.
+    fn evict_oldest_ended(&self) -> bool {
+        loop {
+            let next = {
+                let mut q = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+                q.pop_front()
+            };
+            let Some((_, id)) = next else { return false };
+            if self.remove_if(&id, |e| e.ended_instant.is_some()) {
+                return true;
+            }
+        }
+    }
+
+    /// Remove `id` if `cond` holds for it under its write guard.
+    fn remove_if(&self, id: &SessionId, cond: impl Fn(&Entry) -> bool) -> bool {
+        if let MapEntry::Occupied(occupied) = self.entries.entry(id.clone()) {
+            if cond(occupied.get()) {
+                if occupied.get().ended_instant.is_none() {
+                    if let Some(phone) = &occupied.get().session.caller_phone {
+                        self.unindex(phone, occupied.key());
+                    }
+                }
+                occupied.remove();
+                self.release();
+                return true;
+            }
+        }
+        false
+    }
+
+    fn queue_ended(&self, at: Instant, id: SessionId) {
+        let mut q = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        q.push_back((at, id));
     }
 
     fn try_reserve(&self) -> bool {
@@ -328,11 +393,12 @@ impl SessionTable {
     }
 
     /// Caller holds the guard of `id`'s entry (lock order: entries, then by_phone).
+    /// `id` is new to this phone's list (sessions are indexed once, while live).
     fn index(&self, phone: &str, id: &SessionId) {
-        let mut ids = self.by_phone.entry(phone.to_owned()).or_default();
-        if !ids.contains(id) {
-            ids.push(id.clone());
-        }
+        self.by_phone
+            .entry(phone.to_owned())
+            .or_default()
+            .push(id.clone());
     }
 
     /// Caller holds the guard of `id`'s entry. Empty lists are dropped so the
@@ -369,15 +435,16 @@ impl SessionTable {
             for id in ids {
                 let e = self.entries.get(id).expect("indexed id has an entry");
                 assert_eq!(e.session.caller_phone.as_deref(), Some(phone.as_str()));
+                assert!(e.session.is_live(), "only live sessions are indexed");
                 indexed += 1;
             }
         }
-        let with_phone = self
+        let live_with_phone = self
             .entries
             .iter()
-            .filter(|e| e.session.caller_phone.is_some())
+            .filter(|e| e.session.caller_phone.is_some() && e.session.is_live())
             .count();
-        assert_eq!(indexed, with_phone);
+        assert_eq!(indexed, live_with_phone);
     }
 }
 

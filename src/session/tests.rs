@@ -120,19 +120,48 @@ fn zero_capacity_refuses_everything() {
 }
 
 #[test]
-fn lingering_sessions_count_against_capacity_until_expired() {
-    let t = SessionTable::new(1, LINGER);
+fn full_table_evicts_the_oldest_lingering_session_first() {
+    let t = SessionTable::new(2, Duration::from_secs(300));
     t.insert(session("s1", None)).unwrap();
-    t.mark_ended(&id("s1"));
-    assert_eq!(t.insert(session("s2", None)), Err(InsertError::Full(1)));
-    thread::sleep(LINGER * 2);
-    // Full, so insert evicts the expired lingering entry first.
     t.insert(session("s2", None)).unwrap();
+    t.mark_ended(&id("s2"));
+    t.mark_ended(&id("s1"));
+    // Full of lingering sessions: the one that ended first makes room.
+    t.insert(session("s3", None)).unwrap();
+    assert!(t.get(&id("s2")).is_none());
+    assert!(t.get(&id("s1")).is_some());
+    t.insert(session("s4", None)).unwrap();
     assert!(t.get(&id("s1")).is_none());
-    assert_eq!(t.len(), 1);
+    assert_eq!(t.len(), 2);
     t.assert_consistent();
 }
 
+#[test]
+fn live_sessions_are_never_evicted() {
+    let t = SessionTable::new(2, Duration::from_secs(300));
+    t.insert(session("s1", Some("+14155551212"))).unwrap();
+    t.insert(session("s2", None)).unwrap();
+    assert_eq!(t.insert(session("s3", None)), Err(InsertError::Full(2)));
+    assert_eq!(t.live_count(), 2);
+    assert_eq!(t.live_by_phone("+14155551212").len(), 1);
+    t.assert_consistent();
+}
+
+#[test]
+fn many_live_calls_from_one_number_are_indexed_and_unindexed() {
+    let t = SessionTable::new(10_000, Duration::from_secs(300));
+    for i in 0..2000 {
+        t.insert(session(&format!("s{i}"), Some("+14155551212"))).unwrap();
+    }
+    assert_eq!(t.live_by_phone("+14155551212").len(), 2000);
+    for i in 0..2000 {
+        t.mark_ended(&id(&format!("s{i}")));
+    }
+    assert!(t.live_by_phone("+14155551212").is_empty());
+    assert_eq!(t.index_len(), 0);
+    assert_eq!(t.len(), 2000);
+    t.assert_consistent();
+}
 #[test]
 fn ended_session_leaves_live_by_phone_but_stays_readable_until_swept() {
     let t = SessionTable::new(10, LINGER);
