@@ -1,0 +1,159 @@
+//! The `handoff` binary as a person runs it: configuration errors stop start-up with
+//! one line naming the key, the shipped config.toml is valid, and a running handoff
+//! stops cleanly on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_handoff");
+
+/// Kills the child by PID if a test ends early.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn temp_config(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("handoff-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+const ROUTE: &str = "[[route]]\ndefault = true\norg_id = \"o\"\nagent_id = \"a\"\nai_agent_uri = \"sip:ai@127.0.0.1:5080\"\n";
+
+/// `handoff check-config` and `handoff run` both refuse the file with exit 2 and a
+/// single stderr line containing `needle`.
+fn assert_refused(name: &str, text: &str, needle: &str) {
+    let path = temp_config(name, text);
+    for args in [
+        vec!["check-config", path.to_str().unwrap()],
+        vec!["run", "--config", path.to_str().unwrap()],
+    ] {
+        let out = Command::new(BIN).args(&args).output().expect("run handoff");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: {stderr:?} should name {needle:?}"
+        );
+    }
+}
+
+#[test]
+fn unknown_key_stops_start_up_naming_it() {
+    assert_refused(
+        "unknown",
+        &format!("[sip]\nlisten_upd = [\"127.0.0.1:5060\"]\n{ROUTE}"),
+        "listen_upd",
+    );
+}
+
+#[test]
+fn bad_address_stops_start_up_naming_the_key() {
+    assert_refused(
+        "addr",
+        &format!("[sip]\nlisten_udp = [\"127.0.0.1\"]\n{ROUTE}"),
+        "sip.listen_udp",
+    );
+}
+
+#[test]
+fn missing_ai_agent_uri_stops_start_up_naming_the_key() {
+    assert_refused(
+        "noai",
+        "[[route]]\ndefault = true\norg_id = \"o\"\nagent_id = \"a\"\n",
+        "ai_agent_uri",
+    );
+}
+
+#[test]
+fn missing_file_is_one_clear_line() {
+    let out = Command::new(BIN)
+        .args(["check-config", "/nonexistent/handoff.toml"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("/nonexistent/handoff.toml"), "{stderr}");
+}
+
+#[test]
+fn shipped_config_toml_checks_clean() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+    let out = Command::new(BIN)
+        .args(["check-config", path])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn sigterm_stops_a_running_handoff_cleanly() {
+    let path = temp_config(
+        "term",
+        &format!("[sip]\nlisten_udp = [\"127.0.0.1:0\"]\nlisten_tcp = [\"127.0.0.1:0\"]\n[limits]\ndrain_timeout_secs = 1\n[log]\nlevel = \"warn\"\n{ROUTE}"),
+    );
+    let child = Command::new(BIN)
+        .args(["run", "--config", path.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start handoff");
+    let mut running = Running(child);
+    let stdout = running.0.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().expect("a line").expect("utf-8");
+    let second = lines.next().expect("a line").expect("utf-8");
+    assert!(first.starts_with("listening udp 127.0.0.1:"), "{first}");
+    assert!(second.starts_with("listening tcp 127.0.0.1:"), "{second}");
+    let udp: std::net::SocketAddr = first["listening udp ".len()..].parse().expect("address");
+    assert_ne!(udp.port(), 0);
+
+    // It answers while running.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let local = sock.local_addr().unwrap();
+    let options = format!(
+        "OPTIONS sip:handoff@{udp} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKcli1\r\nFrom: <sip:t@{local}>;tag=1\r\nTo: <sip:handoff@{udp}>\r\nCall-ID: cli-1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    sock.send_to(options.as_bytes(), udp).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, _) = sock.recv_from(&mut buf).expect("an answer to OPTIONS");
+    assert!(
+        buf[..n].starts_with(b"SIP/2.0 200 "),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+
+    let pid = running.0.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(code) = running.0.try_wait().expect("wait") {
+            assert!(code.success(), "exit status {code}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "handoff did not stop within 10 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
