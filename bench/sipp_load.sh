@@ -213,9 +213,9 @@ drain_timeout_secs = 2
 
 [session]
 default_country = "US"
-# Ended calls' sessions linger (linger_secs, default 300 s) and the table
-# refuses new calls when full; the default capacity of 50000 would run out
-# within one run (~110000 calls), so room for all of them.
+# The shipped default. Ended calls' sessions linger (linger_secs, 300 s) and
+# a full table evicts the oldest lingering one: a run places ~112000 calls,
+# so the later steps also exercise eviction.
 capacity = 50000
 
 [log]

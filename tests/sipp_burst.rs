@@ -389,7 +389,7 @@ impl Sipp {
     fn final_stats(&self) -> HashMap<String, String> {
         let text = fs::read_to_string(&self.stats).unwrap_or_default();
         let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-        let (Some(header), Some(last)) = (lines.next(), lines.last()) else {
+        let (Some(header), Some(last)) = (lines.next(), lines.next_back()) else {
             return HashMap::new();
         };
         header

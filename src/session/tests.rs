@@ -151,7 +151,8 @@ fn live_sessions_are_never_evicted() {
 fn many_live_calls_from_one_number_are_indexed_and_unindexed() {
     let t = SessionTable::new(10_000, Duration::from_secs(300));
     for i in 0..2000 {
-        t.insert(session(&format!("s{i}"), Some("+14155551212"))).unwrap();
+        t.insert(session(&format!("s{i}"), Some("+14155551212")))
+            .unwrap();
     }
     assert_eq!(t.live_by_phone("+14155551212").len(), 2000);
     for i in 0..2000 {
