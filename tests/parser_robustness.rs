@@ -109,7 +109,7 @@ fn corrupted_fixtures_never_panic_the_parser() {
 
 #[test]
 fn corrupted_streams_never_panic_the_framer() {
-    let mut rng = StdRng::seed_from_u64(0xF4A3_E5);
+    let mut rng = StdRng::seed_from_u64(0x00F4_A3E5);
     let bases = fixtures();
     for _ in 0..2000 {
         let mut framer = Framer::new(4096);
