@@ -221,6 +221,9 @@ capacity = 50000
 [log]
 level = "warn"
 
+[http]
+listen = "127.0.0.1:0"
+
 [[route]]
 prefix = ""
 org_id = "org-bench"

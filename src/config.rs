@@ -36,6 +36,10 @@ pub struct Config {
     pub session: SessionConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub zendesk: ZendeskConfig,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
 }
@@ -132,6 +136,55 @@ impl Default for LogConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: String,
+    pub public_base_url: String,
+    pub dashboard_jwt_secret: Option<String>,
+    pub api_key: Option<String>,
+    pub signing_keys: Vec<SigningKeyConfig>,
+    pub token_ttl_secs: Option<u64>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8080".into(),
+            public_base_url: "http://127.0.0.1:8080".into(),
+            dashboard_jwt_secret: None,
+            api_key: None,
+            signing_keys: Vec::new(),
+            token_ttl_secs: None,
+        }
+    }
+}
+
+/// One `[[http.signing_keys]]`: an HS256 key for the webhook URL tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKeyConfig {
+    pub kid: String,
+    pub secret: String,
+    pub issuer: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZendeskConfig {
+    pub webhook_signing_secret: Option<String>,
+    pub signature_max_age_secs: u64,
+}
+
+impl Default for ZendeskConfig {
+    fn default() -> Self {
+        ZendeskConfig {
+            webhook_signing_secret: None,
+            signature_max_age_secs: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Exact called number (Request-URI user), compared after E.164 normalisation.
@@ -170,6 +223,49 @@ pub struct Settings {
     pub log_level: String,
     pub log_json: bool,
     pub routes: Vec<Route>,
+    pub http: HttpSettings,
+}
+
+/// A secret from the configuration; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: impl Into<String>) -> Secret {
+        Secret(secret.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// The HTTP sidecar's validated settings (`[http]` and `[zendesk]`).
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+    /// Without a trailing slash.
+    pub public_base_url: String,
+    pub dashboard_jwt_secret: Option<Secret>,
+    pub api_key: Option<Secret>,
+    /// In configuration order; the last one signs new tokens.
+    pub signing_keys: Vec<SigningKey>,
+    pub token_ttl: Option<Duration>,
+    pub zendesk_signing_secret: Option<Secret>,
+    pub signature_max_age: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SigningKey {
+    pub kid: String,
+    pub secret: Secret,
+    pub issuer: String,
 }
 
 /// One `[[route]]`: which called numbers go to which AI agent.
@@ -393,7 +489,9 @@ impl Config {
                 "more than one route has default = true".into(),
             ));
         }
+        let http = self.validate_http(&bad)?;
         Ok(Settings {
+            http,
             listen_udp,
             listen_tcp,
             advertised_host: sip.advertised_host.clone(),
@@ -416,6 +514,121 @@ impl Config {
             log_level: level,
             log_json,
             routes,
+        })
+    }
+}
+
+impl Config {
+    fn validate_http(
+        &self,
+        bad: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<HttpSettings, ConfigError> {
+        let h = &self.http;
+        let listen = h.listen.parse::<SocketAddr>().map_err(|_| {
+            bad(
+                "http.listen",
+                format!(
+                    "{:?} is not an IP address with a port, e.g. \"127.0.0.1:8080\"",
+                    h.listen
+                ),
+            )
+        })?;
+        let base = h.public_base_url.trim_end_matches('/');
+        let printable = |v: &str| v.bytes().all(|b| b.is_ascii_graphic());
+        if !(base.starts_with("http://") || base.starts_with("https://"))
+            || base.len() <= "https://".len()
+            || base.len() > 512
+            || !printable(base)
+        {
+            return Err(bad(
+                "http.public_base_url",
+                format!(
+                    "{:?} is not an http:// or https:// URL without spaces",
+                    h.public_base_url
+                ),
+            ));
+        }
+        let secret = |key: &str, v: &str| -> Result<Secret, ConfigError> {
+            if v.len() < 16 || v.len() > 1024 || !printable(v) {
+                return Err(bad(
+                    key,
+                    "must be 16 to 1024 printable characters without spaces".into(),
+                ));
+            }
+            Ok(Secret(v.to_owned()))
+        };
+        let dashboard_jwt_secret = h
+            .dashboard_jwt_secret
+            .as_deref()
+            .map(|v| secret("http.dashboard_jwt_secret", v))
+            .transpose()?;
+        let api_key = h
+            .api_key
+            .as_deref()
+            .map(|v| secret("http.api_key", v))
+            .transpose()?;
+        let mut signing_keys: Vec<SigningKey> = Vec::new();
+        for (i, k) in h.signing_keys.iter().enumerate() {
+            let key = |f: &str| format!("http.signing_keys[{i}].{f}");
+            if k.kid.is_empty()
+                || k.kid.len() > 64
+                || !k.kid.bytes().all(crate::sip::message::is_token_char)
+            {
+                return Err(bad(
+                    &key("kid"),
+                    format!("{:?} must be 1-64 token characters", k.kid),
+                ));
+            }
+            if signing_keys.iter().any(|s| s.kid == k.kid) {
+                return Err(bad(&key("kid"), format!("{:?} is used twice", k.kid)));
+            }
+            if k.issuer.is_empty() || k.issuer.len() > 256 || !printable(&k.issuer) {
+                return Err(bad(
+                    &key("issuer"),
+                    "must be 1-256 printable characters without spaces".into(),
+                ));
+            }
+            signing_keys.push(SigningKey {
+                kid: k.kid.clone(),
+                secret: secret(&key("secret"), &k.secret)?,
+                issuer: k.issuer.clone(),
+            });
+        }
+        let token_ttl = match h.token_ttl_secs {
+            Some(0) => return Err(bad("http.token_ttl_secs", "must be at least 1".into())),
+            Some(n) => Some(Duration::from_secs(n)),
+            None => None,
+        };
+        let z = &self.zendesk;
+        let zendesk_signing_secret = z
+            .webhook_signing_secret
+            .as_deref()
+            .map(|v| {
+                if v.is_empty() || v.len() > 1024 || !printable(v) {
+                    Err(bad(
+                        "zendesk.webhook_signing_secret",
+                        "must be 1 to 1024 printable characters without spaces".into(),
+                    ))
+                } else {
+                    Ok(Secret(v.to_owned()))
+                }
+            })
+            .transpose()?;
+        if !(1..=86_400).contains(&z.signature_max_age_secs) {
+            return Err(bad(
+                "zendesk.signature_max_age_secs",
+                "must be between 1 and 86400".into(),
+            ));
+        }
+        Ok(HttpSettings {
+            listen,
+            public_base_url: base.to_owned(),
+            dashboard_jwt_secret,
+            api_key,
+            signing_keys,
+            token_ttl,
+            zendesk_signing_secret,
+            signature_max_age: Duration::from_secs(z.signature_max_age_secs),
         })
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod b2bua;
 pub mod config;
+pub mod http;
 pub mod metrics;
 pub mod server;
 pub mod session;

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Configuration file (for the default `run` command).
+    /// Configuration file (for `run`, the default, and `webhook-url`).
     #[arg(long, short, default_value = "config.toml", global = true)]
     config: PathBuf,
 }
@@ -29,6 +29,13 @@ enum Command {
     CheckConfig {
         /// The file to check.
         file: PathBuf,
+    },
+    /// Print the voice-prefetch webhook URL for an org (token minted with the newest
+    /// `[[http.signing_keys]]` entry), for pasting into a Zendesk webhook.
+    WebhookUrl {
+        /// The org id the URL stamps tickets for.
+        #[arg(long)]
+        org: String,
     },
 }
 
@@ -45,7 +52,32 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::WebhookUrl { org } => webhook_url(&cli.config, &org),
         Command::Run => run(&cli.config),
+    }
+}
+
+fn webhook_url(path: &std::path::Path, org: &str) -> ExitCode {
+    let settings = match Config::load(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("handoff: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    match handoff::http::webhook_url(&settings.http, org, now) {
+        Ok(url) => {
+            println!("{url}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("handoff: {}: {e}", path.display());
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -85,9 +117,10 @@ fn run(path: &std::path::Path) -> ExitCode {
             for a in server.tcp_addrs() {
                 let _ = writeln!(out, "listening tcp {a}");
             }
+            let _ = writeln!(out, "listening http {}", server.http_addr());
             let _ = out.flush();
         }
-        tracing::info!(udp = ?server.udp_addrs(), tcp = ?server.tcp_addrs(), "handoff started");
+        tracing::info!(udp = ?server.udp_addrs(), tcp = ?server.tcp_addrs(), http = %server.http_addr(), "handoff started");
         wait_for_stop_signal().await;
         tokio::select! {
             _ = server.drain() => {}

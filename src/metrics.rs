@@ -10,6 +10,8 @@ macro_rules! metrics {
         #[derive(Debug, Default)]
         pub struct Metrics {
             $( $(#[doc = $doc])* pub $name: metrics!(@ty $kind), )*
+            /// Voice-prefetch webhook requests by outcome.
+            pub webhook: WebhookCounters,
         }
 
         impl Metrics {
@@ -22,6 +24,7 @@ macro_rules! metrics {
                     let _ = writeln!(out, "# TYPE handoff_{} {}", stringify!($name), metrics!(@prom $kind));
                     let _ = writeln!(out, "handoff_{} {}", stringify!($name), self.$name.load(Ordering::Relaxed));
                 )*
+                self.webhook.render(&mut out);
                 out
             }
         }
@@ -61,6 +64,80 @@ metrics! {
     counter transaction_timeouts_total,
 }
 
+/// How a voice-prefetch webhook request ended; the `outcome` label of
+/// `handoff_webhook_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// The ticket id was stamped on a live session.
+    Stamped,
+    /// The same ticket id was already on the session (idempotent repeat).
+    AlreadyStamped,
+    /// The session already carries another ticket id.
+    Conflict,
+    /// No live session for the phone.
+    NoSession,
+    /// Token missing, invalid, expired or for an unknown key.
+    Unauthorized,
+    /// Zendesk signature missing, wrong or too old.
+    BadSignature,
+    /// Body refused: bad JSON, field, content type or size.
+    BadRequest,
+    /// No signing key configured.
+    Unavailable,
+}
+
+impl WebhookOutcome {
+    pub const ALL: [WebhookOutcome; 8] = [
+        WebhookOutcome::Stamped,
+        WebhookOutcome::AlreadyStamped,
+        WebhookOutcome::Conflict,
+        WebhookOutcome::NoSession,
+        WebhookOutcome::Unauthorized,
+        WebhookOutcome::BadSignature,
+        WebhookOutcome::BadRequest,
+        WebhookOutcome::Unavailable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookOutcome::Stamped => "stamped",
+            WebhookOutcome::AlreadyStamped => "already_stamped",
+            WebhookOutcome::Conflict => "conflict",
+            WebhookOutcome::NoSession => "no_session",
+            WebhookOutcome::Unauthorized => "unauthorized",
+            WebhookOutcome::BadSignature => "bad_signature",
+            WebhookOutcome::BadRequest => "bad_request",
+            WebhookOutcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// One counter per [`WebhookOutcome`].
+#[derive(Debug, Default)]
+pub struct WebhookCounters([AtomicU64; WebhookOutcome::ALL.len()]);
+
+impl WebhookCounters {
+    pub fn inc(&self, outcome: WebhookOutcome) {
+        self.0[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, outcome: WebhookOutcome) -> u64 {
+        self.0[outcome as usize].load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String) {
+        let name = "handoff_webhook_requests_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Voice-prefetch webhook requests by outcome."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for o in WebhookOutcome::ALL {
+            let _ = writeln!(out, "{name}{{outcome=\"{}\"}} {}", o.as_str(), self.get(o));
+        }
+    }
+}
+
 impl Metrics {
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
@@ -86,5 +163,16 @@ mod tests {
         ));
         assert!(text.contains("# TYPE handoff_calls_active gauge\nhandoff_calls_active 2\n"));
         assert!(text.contains("# HELP handoff_calls_active Calls in progress."));
+        m.webhook.inc(WebhookOutcome::Conflict);
+        let text = m.render_prometheus();
+        assert!(text.contains("handoff_webhook_requests_total{outcome=\"conflict\"} 1\n"));
+        assert!(text.contains("handoff_webhook_requests_total{outcome=\"stamped\"} 0\n"));
+    }
+
+    #[test]
+    fn webhook_outcomes_index_their_own_counter() {
+        for (i, o) in WebhookOutcome::ALL.iter().enumerate() {
+            assert_eq!(*o as usize, i, "{o:?}");
+        }
     }
 }

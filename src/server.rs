@@ -3,6 +3,7 @@
 
 use crate::b2bua::B2bua;
 use crate::config::Settings;
+use crate::http::{HttpBindError, HttpServer, HttpState, NoEnrichment};
 use crate::metrics::Metrics;
 use crate::session::SessionTable;
 use crate::sip::transport::{BindError, TransportConfig, TransportLayer};
@@ -20,12 +21,16 @@ pub struct Server {
     sessions: Arc<SessionTable>,
     settings: Arc<Settings>,
     sweeper: tokio::task::JoinHandle<()>,
+    http: HttpServer,
+    http_state: HttpState,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
     Bind(#[from] BindError),
+    #[error(transparent)]
+    HttpBind(#[from] HttpBindError),
 }
 
 impl Server {
@@ -59,6 +64,21 @@ impl Server {
                 sweeping.sweep();
             }
         });
+        // The sidecar comes up after the SIP listeners, so /readyz is true from the start.
+        let http_state = HttpState::new(
+            settings.clone(),
+            sessions.clone(),
+            metrics.clone(),
+            Arc::new(NoEnrichment),
+        );
+        let http = match HttpServer::start(settings.http.listen, http_state.clone()).await {
+            Ok(h) => h,
+            Err(e) => {
+                sweeper.abort();
+                return Err(e.into());
+            }
+        };
+        http_state.set_ready(true);
         Ok(Server {
             b2bua,
             transport,
@@ -66,6 +86,8 @@ impl Server {
             sessions,
             settings,
             sweeper,
+            http,
+            http_state,
         })
     }
 
@@ -75,6 +97,11 @@ impl Server {
 
     pub fn tcp_addrs(&self) -> &[SocketAddr] {
         self.transport.tcp_addrs()
+    }
+
+    /// Where the HTTP sidecar listens.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr()
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -93,6 +120,7 @@ impl Server {
     /// configured drain time, then end the rest with BYE and wait briefly for them.
     pub async fn drain(&self) {
         self.b2bua.start_draining();
+        self.http_state.set_ready(false);
         let active = self.active_calls();
         tracing::info!(
             active,
@@ -115,6 +143,8 @@ impl Server {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+        // Webhooks are served until the last call is gone: a late stamp still counts.
+        self.http.stop();
         tracing::info!(left = self.active_calls(), "stopped");
     }
 }

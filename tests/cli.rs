@@ -104,7 +104,7 @@ fn shipped_config_toml_checks_clean() {
 fn sigterm_stops_a_running_handoff_cleanly() {
     let path = temp_config(
         "term",
-        &format!("[sip]\nlisten_udp = [\"127.0.0.1:0\"]\nlisten_tcp = [\"127.0.0.1:0\"]\n[limits]\ndrain_timeout_secs = 1\n[log]\nlevel = \"warn\"\n{ROUTE}"),
+        &format!("[sip]\nlisten_udp = [\"127.0.0.1:0\"]\nlisten_tcp = [\"127.0.0.1:0\"]\n[http]\nlisten = \"127.0.0.1:0\"\n[limits]\ndrain_timeout_secs = 1\n[log]\nlevel = \"warn\"\n{ROUTE}"),
     );
     let child = Command::new(BIN)
         .args(["run", "--config", path.to_str().unwrap()])
@@ -117,8 +117,10 @@ fn sigterm_stops_a_running_handoff_cleanly() {
     let mut lines = BufReader::new(stdout).lines();
     let first = lines.next().expect("a line").expect("utf-8");
     let second = lines.next().expect("a line").expect("utf-8");
+    let third = lines.next().expect("a line").expect("utf-8");
     assert!(first.starts_with("listening udp 127.0.0.1:"), "{first}");
     assert!(second.starts_with("listening tcp 127.0.0.1:"), "{second}");
+    assert!(third.starts_with("listening http 127.0.0.1:"), "{third}");
     let udp: std::net::SocketAddr = first["listening udp ".len()..].parse().expect("address");
     assert_ne!(udp.port(), 0);
 
@@ -156,4 +158,55 @@ fn sigterm_stops_a_running_handoff_cleanly() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn webhook_url_prints_a_url_signed_with_the_newest_key() {
+    let keys = "[http]\npublic_base_url = \"https://hooks.example.com/\"\n[[http.signing_keys]]\nkid = \"old\"\nsecret = \"old-secret-0123456789\"\nissuer = \"cli\"\n[[http.signing_keys]]\nkid = \"new\"\nsecret = \"new-secret-0123456789\"\nissuer = \"cli\"\n";
+    let path = temp_config("webhook-url", &format!("{keys}{ROUTE}"));
+    let out = Command::new(BIN)
+        .args([
+            "webhook-url",
+            "--org",
+            "org-7",
+            "--config",
+            path.to_str().unwrap(),
+        ])
+        .output()
+        .expect("run handoff");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = String::from_utf8(out.stdout).expect("utf-8");
+    let token = url
+        .trim()
+        .strip_prefix("https://hooks.example.com/backend/zendesk-v2/voice-prefetch/")
+        .unwrap_or_else(|| panic!("{url}"));
+    let key = |kid: &str, secret: &str| handoff::config::SigningKey {
+        kid: kid.into(),
+        secret: handoff::config::Secret::new(secret),
+        issuer: "cli".into(),
+    };
+    assert_eq!(
+        handoff::http::auth::verify_prefetch_token(token, &[key("new", "new-secret-0123456789")]),
+        Ok("org-7".to_owned())
+    );
+
+    let bare = temp_config("webhook-url-none", ROUTE);
+    let out = Command::new(BIN)
+        .args([
+            "webhook-url",
+            "--org",
+            "org-7",
+            "--config",
+            bare.to_str().unwrap(),
+        ])
+        .output()
+        .expect("run handoff");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no signing key"), "{stderr}");
 }

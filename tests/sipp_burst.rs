@@ -136,6 +136,9 @@ default_country = "US"
 [log]
 level = "warn"
 
+[http]
+listen = "127.0.0.1:0"
+
 [[route]]
 prefix = ""
 org_id = "org-test"

@@ -130,3 +130,71 @@ fn shipped_config_toml_is_valid() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
     Config::load(Path::new(path)).unwrap();
 }
+
+#[test]
+fn http_defaults_and_keys() {
+    let s = Config::parse(MINIMAL, "config.toml").unwrap();
+    assert_eq!(s.http.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(s.http.public_base_url, "http://127.0.0.1:8080");
+    assert!(s.http.signing_keys.is_empty() && s.http.api_key.is_none());
+    assert_eq!(s.http.signature_max_age, Duration::from_secs(300));
+    let text = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\npublic_base_url = \"https://hooks.example.com/\"\napi_key = \"0123456789abcdef\"\ntoken_ttl_secs = 60\n[[http.signing_keys]]\nkid = \"a\"\nsecret = \"0123456789abcdef\"\nissuer = \"me\"\n[[http.signing_keys]]\nkid = \"b\"\nsecret = \"fedcba9876543210\"\nissuer = \"me\"\n[zendesk]\nwebhook_signing_secret = \"s\"\n{MINIMAL}"
+    );
+    let s = Config::parse(&text, "config.toml").unwrap();
+    assert_eq!(s.http.public_base_url, "https://hooks.example.com");
+    assert_eq!(
+        s.http.signing_keys.last().map(|k| k.kid.as_str()),
+        Some("b")
+    );
+    assert_eq!(s.http.token_ttl, Some(Duration::from_secs(60)));
+    assert!(
+        !format!("{:?}", s.http).contains("0123456789abcdef"),
+        "secrets stay out of Debug"
+    );
+}
+
+#[test]
+fn bad_http_keys_are_named() {
+    let key = |kid: &str, secret: &str| {
+        format!("[[http.signing_keys]]\nkid = \"{kid}\"\nsecret = \"{secret}\"\nissuer = \"me\"\n")
+    };
+    for (text, needle) in [
+        ("[http]\nlisten = \"8080\"\n".to_owned(), "http.listen"),
+        (
+            "[http]\npublic_base_url = \"ftp://x\"\n".to_owned(),
+            "http.public_base_url",
+        ),
+        ("[http]\napi_key = \"short\"\n".to_owned(), "http.api_key"),
+        (
+            "[http]\ndashboard_jwt_secret = \"has space 0123456789\"\n".to_owned(),
+            "http.dashboard_jwt_secret",
+        ),
+        (
+            "[http]\ntoken_ttl_secs = 0\n".to_owned(),
+            "http.token_ttl_secs",
+        ),
+        ("[http]\nlisten_on = \"x\"\n".to_owned(), "listen_on"),
+        (key("a b", "0123456789abcdef"), "http.signing_keys[0].kid"),
+        (key("a", "short"), "http.signing_keys[0].secret"),
+        (
+            format!(
+                "{}{}",
+                key("a", "0123456789abcdef"),
+                key("a", "0123456789abcdef")
+            ),
+            "http.signing_keys[1].kid",
+        ),
+        (
+            "[zendesk]\nsignature_max_age_secs = 0\n".to_owned(),
+            "zendesk.signature_max_age_secs",
+        ),
+        (
+            "[zendesk]\nwebhook_signing_secret = \"\"\n".to_owned(),
+            "zendesk.webhook_signing_secret",
+        ),
+    ] {
+        let e = err(&format!("{text}{MINIMAL}"));
+        assert!(e.contains(needle), "{needle}: {e}");
+    }
+}

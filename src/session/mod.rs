@@ -7,7 +7,7 @@
 
 pub mod phone;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -67,6 +67,8 @@ pub struct Session {
     pub ended_at: Option<SystemTime>,
     pub zendesk_ticket_id: Option<u64>,
     pub contact_id: Option<String>,
+    /// Free-form values set through the session API (validated as SIP header values).
+    pub custom_data: BTreeMap<String, String>,
 }
 
 impl Session {
@@ -91,6 +93,7 @@ impl Session {
             ended_at: None,
             zendesk_ticket_id: None,
             contact_id: None,
+            custom_data: BTreeMap::new(),
         }
     }
 
@@ -98,6 +101,19 @@ impl Session {
     pub fn is_live(&self) -> bool {
         self.ended_at.is_none()
     }
+}
+
+/// What `SessionTable::stamp_ticket` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StampOutcome {
+    /// The ticket id is now on this session.
+    Stamped(SessionId),
+    /// This session already carried the same ticket id: nothing changed.
+    AlreadyStamped(SessionId),
+    /// Every matching live session carries another ticket id; the first stays.
+    Conflict { session: SessionId, existing: u64 },
+    /// No live session of the org has this caller phone.
+    NoSession,
 }
 
 /// Why `SessionTable::insert` refused a session.
@@ -142,8 +158,9 @@ impl Entry {
 /// lingering sessions; when it is reached, the oldest lingering session makes room
 /// (its linger cut short) and only a table full of live calls refuses a new one.
 ///
-/// Lock order: an `entries` guard may be held while `by_phone` is locked, never the
-/// reverse; `ended` is never locked while an `entries` or `by_phone` guard is held,
+/// Lock order: `stamp` is taken first and alone (it is held while the other locks are
+/// taken, never taken under them); an `entries` guard may be held while `by_phone` is
+/// locked, never the reverse; `ended` is never locked while an `entries` or `by_phone` guard is held,
 /// nor the other way round. No method iterates a map while holding a guard on it.
 ///
 /// Closures passed to `update` run under the entry's guard: they must not call
@@ -161,6 +178,9 @@ pub struct SessionTable {
     /// Entries present plus inserts in flight; makes the bound exact under races.
     reserved: AtomicUsize,
     next_seq: AtomicU64,
+    /// Serialises `stamp_ticket`, so that choosing a session and stamping it is one
+    /// step for concurrent webhooks.
+    stamp: Mutex<()>,
 }
 
 impl SessionTable {
@@ -174,6 +194,7 @@ impl SessionTable {
             linger,
             reserved: AtomicUsize::new(0),
             next_seq: AtomicU64::new(0),
+            stamp: Mutex::new(()),
         }
     }
 
@@ -299,6 +320,44 @@ impl SessionTable {
             .collect();
         found.sort_by(|(sa, a), (sb, b)| b.started_at.cmp(&a.started_at).then(sb.cmp(sa)));
         found.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// Stamp a Zendesk ticket id on the org's live session whose caller is `phone_e164`.
+    /// With several, one that already has this ticket wins (idempotent repeat), else
+    /// the most recent one not yet stamped; a session never changes its ticket id.
+    pub fn stamp_ticket(&self, org_id: &str, phone_e164: &str, ticket_id: u64) -> StampOutcome {
+        let _one_at_a_time = self.stamp.lock().unwrap_or_else(|p| p.into_inner());
+        let live: Vec<Session> = self
+            .live_by_phone(phone_e164)
+            .into_iter()
+            .filter(|s| s.org_id == org_id)
+            .collect();
+        if let Some(s) = live.iter().find(|s| s.zendesk_ticket_id == Some(ticket_id)) {
+            return StampOutcome::AlreadyStamped(s.id.clone());
+        }
+        for candidate in live.iter().filter(|s| s.zendesk_ticket_id.is_none()) {
+            // Re-checked under the entry's guard: the call may have ended meanwhile.
+            let stamped = self.update(&candidate.id, |s| {
+                let still_fits = s.is_live()
+                    && s.zendesk_ticket_id.is_none()
+                    && s.org_id == org_id
+                    && s.caller_phone.as_deref() == Some(phone_e164);
+                if still_fits {
+                    s.zendesk_ticket_id = Some(ticket_id);
+                }
+                still_fits
+            });
+            if stamped == Some(true) {
+                return StampOutcome::Stamped(candidate.id.clone());
+            }
+        }
+        match live.iter().find_map(|s| Some((s, s.zendesk_ticket_id?))) {
+            Some((s, existing)) => StampOutcome::Conflict {
+                session: s.id.clone(),
+                existing,
+            },
+            None => StampOutcome::NoSession,
+        }
     }
 
     /// Remove entries ended longer than `linger` ago; returns how many were removed.

@@ -436,3 +436,86 @@ fn concurrent_insert_end_update_sweep_stays_consistent() {
     assert_eq!(live_indexed, live_with_phone);
     assert!(full < THREADS * PER_THREAD);
 }
+
+fn in_org(sid: &str, org: &str, phone: &str) -> Session {
+    let mut s = session(sid, Some(phone));
+    s.org_id = org.into();
+    s
+}
+
+#[test]
+fn stamp_ticket_marks_the_newest_unstamped_live_session_of_the_org() {
+    let t = SessionTable::new(10, LINGER);
+    t.insert(in_org("old", "org-1", "+14155551212")).unwrap();
+    t.insert(in_org("new", "org-1", "+14155551212")).unwrap();
+    t.insert(in_org("other-org", "org-2", "+14155551212"))
+        .unwrap();
+    assert_eq!(
+        t.stamp_ticket("org-1", "+14155551212", 7),
+        StampOutcome::Stamped(id("new"))
+    );
+    assert_eq!(t.get(&id("new")).unwrap().zendesk_ticket_id, Some(7));
+    assert_eq!(t.get(&id("other-org")).unwrap().zendesk_ticket_id, None);
+    // A second ticket for the same phone goes to the older call, still unstamped.
+    assert_eq!(
+        t.stamp_ticket("org-1", "+14155551212", 8),
+        StampOutcome::Stamped(id("old"))
+    );
+    // Now every call of the phone has a ticket: a third keeps the first ones.
+    assert_eq!(
+        t.stamp_ticket("org-1", "+14155551212", 9),
+        StampOutcome::Conflict {
+            session: id("new"),
+            existing: 7
+        }
+    );
+    t.assert_consistent();
+}
+
+#[test]
+fn stamp_ticket_repeat_is_idempotent_and_ended_calls_do_not_match() {
+    let t = SessionTable::new(10, LINGER);
+    t.insert(in_org("a", "org-1", "+14155551212")).unwrap();
+    assert_eq!(
+        t.stamp_ticket("org-1", "+14155551212", 7),
+        StampOutcome::Stamped(id("a"))
+    );
+    assert_eq!(
+        t.stamp_ticket("org-1", "+14155551212", 7),
+        StampOutcome::AlreadyStamped(id("a"))
+    );
+    assert_eq!(
+        t.stamp_ticket("org-2", "+14155551212", 7),
+        StampOutcome::NoSession
+    );
+    t.insert(in_org("b", "org-1", "+14155550000")).unwrap();
+    t.mark_ended(&id("b"));
+    assert_eq!(
+        t.stamp_ticket("org-1", "+14155550000", 3),
+        StampOutcome::NoSession
+    );
+    assert_eq!(t.get(&id("b")).unwrap().zendesk_ticket_id, None);
+    t.assert_consistent();
+}
+
+#[test]
+fn concurrent_stamps_of_one_ticket_stamp_one_session() {
+    let t = Arc::new(SessionTable::new(10, LINGER));
+    t.insert(in_org("a", "org-1", "+14155551212")).unwrap();
+    t.insert(in_org("b", "org-1", "+14155551212")).unwrap();
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let t = t.clone();
+            thread::spawn(move || t.stamp_ticket("org-1", "+14155551212", 42))
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let stamped = ["a", "b"]
+        .iter()
+        .filter(|s| t.get(&id(s)).unwrap().zendesk_ticket_id == Some(42))
+        .count();
+    assert_eq!(stamped, 1);
+    t.assert_consistent();
+}

@@ -58,6 +58,7 @@ impl Transport {
 const BASE_KEYS: &[(&str, &str)] = &[
     ("sip.listen_udp", r#"["127.0.0.1:0"]"#),
     ("sip.listen_tcp", r#"["127.0.0.1:0"]"#),
+    ("http.listen", r#""127.0.0.1:0""#),
     ("sip.t1_ms", "50"),
     ("sip.t2_ms", "400"),
     ("sip.ai_answer_timeout_secs", "2"),

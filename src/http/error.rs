@@ -1,0 +1,79 @@
+//! The one shape of every error the sidecar answers: JSON `{"error", "field"}`.
+
+use axum::extract::rejection::BytesRejection;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+/// An error response: status, a sentence for a person, and the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub error: String,
+    pub field: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            error: error.into(),
+            field: None,
+        }
+    }
+
+    pub fn field(mut self, field: &'static str) -> ApiError {
+        self.field = Some(field);
+        self
+    }
+
+    pub fn unauthorized(error: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, error)
+    }
+
+    pub fn bad_request(field: &'static str, error: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, error).field(field)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = serde_json::Map::new();
+        body.insert("error".into(), self.error.into());
+        if let Some(f) = self.field {
+            body.insert("field".into(), f.into());
+        }
+        (self.status, Json(serde_json::Value::Object(body))).into_response()
+    }
+}
+
+/// A body that could not be read: over the limit (413) or broken (400).
+pub fn body_error(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body is over {} bytes", super::MAX_BODY),
+        )
+        .field("body")
+    } else {
+        ApiError::bad_request("body", "body could not be read")
+    }
+}
+
+/// The request says its body is JSON (`application/json`, parameters allowed).
+pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if is_json {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json",
+        )
+        .field("content-type"))
+    }
+}

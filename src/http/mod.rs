@@ -1,0 +1,178 @@
+//! The embedded HTTP sidecar on the SIP stack's tokio runtime: Zendesk's
+//! voice-prefetch webhook, the webhook-URL endpoint, the session API, health and
+//! metrics. It shares only the session table and the metrics with the SIP side, and
+//! its handlers never wait on a call: a stamp is one short lock on the table.
+
+pub mod auth;
+mod error;
+mod health;
+pub mod prefetch;
+pub mod sessions;
+mod webhook_url;
+
+pub use error::ApiError;
+pub use prefetch::{ContactEnricher, NoEnrichment};
+pub use webhook_url::{webhook_url, WebhookUrlError};
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::session::SessionTable;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY: usize = 16 * 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct HttpState(Arc<Inner>);
+
+struct Inner {
+    settings: Arc<Settings>,
+    sessions: Arc<SessionTable>,
+    metrics: Arc<Metrics>,
+    ready: AtomicBool,
+    enricher: Arc<dyn ContactEnricher>,
+}
+
+impl HttpState {
+    pub fn new(
+        settings: Arc<Settings>,
+        sessions: Arc<SessionTable>,
+        metrics: Arc<Metrics>,
+        enricher: Arc<dyn ContactEnricher>,
+    ) -> HttpState {
+        HttpState(Arc::new(Inner {
+            settings,
+            sessions,
+            metrics,
+            ready: AtomicBool::new(false),
+            enricher,
+        }))
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.0.settings
+    }
+
+    pub fn sessions(&self) -> &SessionTable {
+        &self.0.sessions
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    pub fn enricher(&self) -> &dyn ContactEnricher {
+        self.0.enricher.as_ref()
+    }
+
+    /// `/readyz` answers 200 while this is set.
+    pub fn set_ready(&self, ready: bool) {
+        self.0.ready.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.ready.load(Ordering::Acquire)
+    }
+}
+
+/// Every endpoint of the sidecar.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route(
+            "/backend/zendesk-v2/voice-prefetch/:token",
+            post(prefetch::voice_prefetch),
+        )
+        .route(
+            "/backend/zendesk-v2/voice-prefetch-url",
+            get(webhook_url::voice_prefetch_url),
+        )
+        .route("/v1/sessions", get(sessions::find_sessions))
+        .route(
+            "/v1/sessions/:id",
+            get(sessions::get_session).patch(sessions::patch_session),
+        )
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(axum::middleware::map_response(json_for_bare_errors))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// axum answers a wrong method (405) with an empty body; every error here is JSON.
+async fn json_for_bare_errors(response: Response) -> Response {
+    let status = response.status();
+    let bare = !response.headers().contains_key(header::CONTENT_TYPE);
+    if status == StatusCode::METHOD_NOT_ALLOWED && bare {
+        let allow = response.headers().get(header::ALLOW).cloned();
+        let mut r = ApiError::new(status, "method not allowed for this endpoint").into_response();
+        if let Some(a) = allow {
+            r.headers_mut().insert(header::ALLOW, a);
+        }
+        return r;
+    }
+    response
+}
+
+/// The sidecar's listener and serving task.
+pub struct HttpServer {
+    addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for HTTP on {addr}: {source}")]
+pub struct HttpBindError {
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
+impl HttpServer {
+    /// Bind `addr` and serve the router on the current runtime.
+    pub async fn start(addr: SocketAddr, state: HttpState) -> Result<HttpServer, HttpBindError> {
+        let bind_error = |source| HttpBindError { addr, source };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(bind_error)?;
+        let addr = listener.local_addr().map_err(bind_error)?;
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let app = router(state);
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::warn!(error = %e, "HTTP sidecar stopped");
+            }
+        });
+        Ok(HttpServer { addr, stop, task })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stop accepting; requests in flight finish.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
