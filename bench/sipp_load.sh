@@ -57,22 +57,12 @@ mkdir -p "$RESULTS_DIR"
 
 log() { echo "[sipp_load $(date +%T)] $*" >&2; }
 
-# --- processes, all stopped by PID ------------------------------------------
+# --- processes, all stopped by PID; free ports: bench/lib.sh ----------------
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh"
 PIDS=()          # background processes we started (sipp under timeout, UAS, target)
 TARGET_PID=""
 TARGET_TREE=()   # the target and its children (Kamailio forks workers)
-
-stop_pid() { # pid [grace seconds]: TERM, wait, then KILL
-	local pid=$1 grace=${2:-5} i
-	kill -0 "$pid" 2>/dev/null || return 0
-	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < grace * 10; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
 	local rc=$? pid
@@ -90,44 +80,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# --- ports -------------------------------------------------------------------
-# Ask the OS: bind port 0, read it back. free_port: free for UDP and TCP;
-# free_media_port: p and p+2 free for UDP (SIPp binds -mp and -mp + 2).
-free_port() {
-	python3 - <<'EOF'
-import socket
-while True:
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0))
-    p = u.getsockname()[1]
-    t = socket.socket()
-    try:
-        t.bind(("127.0.0.1", p)); print(p); break
-    except OSError:
-        pass
-    finally:
-        t.close(); u.close()
-EOF
-}
-free_media_port() {
-	python3 - <<'EOF'
-import socket
-while True:
-    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); a.bind(("127.0.0.1", 0))
-    p = a.getsockname()[1]
-    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        if p < 65533:
-            b.bind(("127.0.0.1", p + 2)); print(p); break
-    except OSError:
-        pass
-    finally:
-        b.close(); a.close()
-EOF
-}
-sipp_ports() { # the local, control and media ports every SIPp instance needs
-	echo "-p $(free_port) -cp $(free_port) -mp $(free_media_port)"
-}
 
 # --- /proc figures for the target's process tree -----------------------------
 refresh_tree() {

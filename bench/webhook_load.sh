@@ -43,18 +43,10 @@ mkdir -p "$RESULTS_DIR"
 
 log() { echo "[webhook_load $(date +%T)] $*" >&2; }
 
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh"
+
 PIDS=()
-stop_pid() { # pid: TERM, wait up to 5 s, then KILL
-	local pid=$1 i
-	kill -0 "$pid" 2>/dev/null || return 0
-	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < 50; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-}
 cleanup() {
 	local rc=$? i
 	trap - EXIT INT TERM
@@ -67,39 +59,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-free_port() { # free for UDP and TCP
-	python3 - <<'EOF'
-import socket
-while True:
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0))
-    p = u.getsockname()[1]
-    t = socket.socket()
-    try:
-        t.bind(("127.0.0.1", p)); print(p); break
-    except OSError:
-        pass
-    finally:
-        t.close(); u.close()
-EOF
-}
-free_media_port() { # p and p+2 free for UDP (SIPp binds -mp and -mp + 2)
-	python3 - <<'EOF'
-import socket
-while True:
-    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); a.bind(("127.0.0.1", 0))
-    p = a.getsockname()[1]
-    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        if p < 65533:
-            b.bind(("127.0.0.1", p + 2)); print(p); break
-    except OSError:
-        pass
-    finally:
-        b.close(); a.close()
-EOF
-}
-sipp_ports() { echo "-p $(free_port) -cp $(free_port) -mp $(free_media_port)"; }
 
 # --- handoff ------------------------------------------------------------------
 BIN=${HANDOFF_BIN:-}
