@@ -4,6 +4,7 @@
 pub mod b2bua;
 pub mod config;
 pub mod http;
+pub mod media;
 pub mod metrics;
 pub mod server;
 pub mod session;
