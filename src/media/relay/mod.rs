@@ -1,0 +1,245 @@
+//! The in-process RTP/RTCP relay: one `MediaRelay` per call moves packets
+//! between the caller leg and the far leg (the AI agent, later the transfer
+//! target) on ports from a `PortPool`, untouched, with symmetric latching,
+//! a media timeout, per-stream statistics and a one-step switch of the far
+//! leg. It knows nothing of SIP or SDP: the call gives it addresses.
+
+mod latch;
+mod pool;
+mod stats;
+mod task;
+
+#[cfg(test)]
+mod tests;
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use pool::{PoolError, PortPair, PortPool};
+pub use stats::{ReceiveStats, RelayStats, SendStats, SideStats};
+
+use task::{Command, LegSockets, RelayTask};
+
+/// Which of the call's two media sides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The original caller (carrier leg).
+    Caller,
+    /// The other leg: the AI agent, or the transfer target after a switch.
+    Far,
+}
+
+/// What the relay tells its call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaEvent {
+    /// No RTP from `side` for the configured timeout; the relay stops next
+    /// (a `Stopped` follows) and the call should end with BYE.
+    Timeout { side: Side },
+    /// The relay has ended (timeout, `stop()`, or the handle was dropped);
+    /// its ports are back in the pool. The last event.
+    Stopped { stats: Box<RelayStats> },
+}
+
+/// Relay behaviour for one call (from `[media]` in config.toml).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelayConfig {
+    /// Symmetric RTP: send to where the peer's packets come from, and once
+    /// latched accept nothing else. Default on.
+    pub latching: bool,
+    /// No RTP from a side for this long ends the relay; zero disables.
+    /// Default 60 s.
+    pub timeout: Duration,
+    /// The same while the call is on hold (a held side may stay silent).
+    /// Zero disables. Default 1 hour.
+    pub hold_timeout: Duration,
+    /// RTP clock rate of the negotiated codec, for jitter. Default 8000 (G.711).
+    pub clock_rate: u32,
+    /// RFC 4733 telephone-event payload type, left out of jitter. Default 101.
+    pub telephone_event_pt: Option<u8>,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            latching: true,
+            timeout: Duration::from_secs(60),
+            hold_timeout: Duration::from_secs(3600),
+            clock_rate: 8000,
+            telephone_event_pt: Some(101),
+        }
+    }
+}
+
+/// A peer's media addresses as its SDP gives them; either may be unknown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Remote {
+    pub rtp: Option<SocketAddr>,
+    pub rtcp: Option<SocketAddr>,
+}
+
+impl Remote {
+    /// RTP at `rtp`, RTCP on the next port (RFC 3550 11); use `with_rtcp`
+    /// when the SDP has `a=rtcp` (RFC 3605).
+    pub fn new(rtp: SocketAddr) -> Self {
+        let rtcp = rtp
+            .port()
+            .checked_add(1)
+            .map(|port| SocketAddr::new(rtp.ip(), port));
+        Remote {
+            rtp: Some(rtp),
+            rtcp,
+        }
+    }
+
+    /// No SDP address yet: with latching, the peer's first packet decides.
+    pub fn unknown() -> Self {
+        Remote::default()
+    }
+
+    pub fn with_rtcp(self, rtcp: SocketAddr) -> Self {
+        Remote {
+            rtcp: Some(rtcp),
+            ..self
+        }
+    }
+}
+
+/// One side of a relay: the ports handoff offered to it and the peer's
+/// addresses.
+#[derive(Debug)]
+pub struct RelayLeg {
+    ports: PortPair,
+    remote: Remote,
+}
+
+impl RelayLeg {
+    pub fn new(ports: PortPair, remote: Remote) -> Self {
+        RelayLeg { ports, remote }
+    }
+
+    // Hand the sockets to tokio; needs a runtime, and says so instead of panicking.
+    fn into_sockets(self) -> io::Result<LegSockets> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(io::Error::other("no tokio runtime"));
+        }
+        let (rtp, rtcp, lease) = self.ports.into_parts();
+        Ok(LegSockets {
+            rtp: UdpSocket::from_std(rtp)?,
+            rtcp: UdpSocket::from_std(rtcp)?,
+            remote: self.remote,
+            lease,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start the media relay: {0}")]
+    Socket(#[source] io::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    #[error("cannot switch the far leg: {0}")]
+    Socket(#[source] io::Error),
+    #[error("cannot switch the far leg: the media relay has stopped")]
+    Stopped,
+}
+
+/// The relay task is gone (timed out, stopped, or failed).
+#[derive(Debug, thiserror::Error)]
+#[error("the media relay has stopped")]
+pub struct RelayStopped;
+
+// Commands are rare (switch, re-INVITE, stats); a small bound is plenty.
+const COMMAND_QUEUE: usize = 8;
+// Only Timeout and Stopped are ever sent.
+const EVENT_QUEUE: usize = 4;
+
+/// The media of one call. Dropping it stops the relay and frees its ports.
+#[derive(Debug)]
+pub struct MediaRelay {
+    commands: mpsc::Sender<Command>,
+    task: JoinHandle<RelayStats>,
+}
+
+impl MediaRelay {
+    /// Start relaying between `caller` and `far` on a new tokio task. The
+    /// receiver yields `MediaEvent`s for the call.
+    pub fn start(
+        config: RelayConfig,
+        caller: RelayLeg,
+        far: RelayLeg,
+    ) -> Result<(MediaRelay, mpsc::Receiver<MediaEvent>), StartError> {
+        let caller = caller.into_sockets().map_err(StartError::Socket)?;
+        let far = far.into_sockets().map_err(StartError::Socket)?;
+        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (events, event_rx) = mpsc::channel(EVENT_QUEUE);
+        let task = tokio::spawn(RelayTask::new(config, caller, far, command_rx, events).run());
+        Ok((MediaRelay { commands, task }, event_rx))
+    }
+
+    /// Point the caller's stream at a new far leg. When this returns, the old
+    /// far leg has been sent its last packet and its ports are freed; its
+    /// final statistics are returned.
+    pub async fn switch_far(&self, far: RelayLeg) -> Result<SideStats, SwitchError> {
+        let far = far.into_sockets().map_err(SwitchError::Socket)?;
+        let (ack, done) = oneshot::channel();
+        self.commands
+            .send(Command::SwitchFar {
+                far: Box::new(far),
+                ack,
+            })
+            .await
+            .map_err(|_| SwitchError::Stopped)?;
+        done.await.map_err(|_| SwitchError::Stopped)
+    }
+
+    /// New SDP addresses for one side (re-INVITE). A changed address
+    /// releases that side's latch.
+    pub async fn set_remote(&self, side: Side, remote: Remote) -> Result<(), RelayStopped> {
+        self.request(|ack| Command::SetRemote { side, remote, ack })
+            .await
+    }
+
+    /// On hold the longer `hold_timeout` applies; both sides' silence clocks
+    /// restart.
+    pub async fn hold(&self, on_hold: bool) -> Result<(), RelayStopped> {
+        self.request(|ack| Command::Hold { on_hold, ack }).await
+    }
+
+    /// A snapshot of both sides' statistics.
+    pub async fn stats(&self) -> Result<RelayStats, RelayStopped> {
+        self.request(|ack| Command::Stats { ack }).await
+    }
+
+    /// Stop relaying and free the ports; returns the final statistics (also
+    /// sent as `MediaEvent::Stopped` unless the relay had already stopped).
+    pub async fn stop(self) -> Result<RelayStats, RelayStopped> {
+        // An error means the task already ended; its result is still there.
+        let _ = self.commands.send(Command::Stop).await;
+        self.task.await.map_err(|_| RelayStopped)
+    }
+
+    /// Whether the relay task has ended.
+    pub fn is_stopped(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, RelayStopped> {
+        let (ack, done) = oneshot::channel();
+        self.commands
+            .send(make(ack))
+            .await
+            .map_err(|_| RelayStopped)?;
+        done.await.map_err(|_| RelayStopped)
+    }
+}
