@@ -62,6 +62,22 @@ metrics! {
     gauge tcp_connections,
     /// Transactions that timed out (Timer B, F or H).
     counter transaction_timeouts_total,
+    /// Calls whose media runs through handoff's relay now.
+    gauge media_relays_active,
+    /// Calls refused with 503 because no RTP port pair was free.
+    counter media_ports_exhausted_total,
+    /// Calls ended because no RTP arrived within the media timeout.
+    counter media_timeouts_total,
+    /// Offers and answers refused (488, 415) or not rewritable.
+    counter sdp_rejected_total,
+    /// RTP packets relayed (both directions, counted at call end).
+    counter rtp_packets_relayed_total,
+    /// Bytes of RTP relayed (UDP payloads, counted at call end).
+    counter rtp_bytes_relayed_total,
+    /// RTP packets the peers lost before reaching handoff (RFC 3550, at call end).
+    counter rtp_packets_lost_total,
+    /// RTCP packets relayed (counted at call end).
+    counter rtcp_packets_relayed_total,
 }
 
 /// How a voice-prefetch webhook request ended; the `outcome` label of
@@ -141,6 +157,18 @@ impl WebhookCounters {
 impl Metrics {
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn dec(gauge: &AtomicI64) {
+        gauge.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn up(gauge: &AtomicI64) {
+        gauge.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn get(counter: &AtomicU64) -> u64 {

@@ -42,4 +42,6 @@ scenario_tests! {
     limits::second_call_over_max_calls_gets_503_and_first_continues,
     limits::burst_over_calls_per_second_gets_some_503s,
     limits::drain_refuses_new_calls_and_byes_live_call,
+    media::rtp_flows_both_ways_intact_and_in_order,
+    media::port_exhaustion_gives_503,
 }

@@ -35,6 +35,8 @@ pub struct Shared {
     timers: TimerConfig,
     /// Finished server transactions of calls that have gone.
     pub absorber: Absorber,
+    /// The RTP port pool and relay settings; `None` in passthrough mode.
+    media: Option<call::MediaShared>,
 }
 
 /// The dispatcher: what the transport hands every message to.
@@ -55,8 +57,28 @@ impl B2bua {
             t2: settings.t2,
             t4: settings.t4,
         };
+        let media = settings.media.as_ref().and_then(|m| {
+            match crate::media::relay::PortPool::new(m.ip, m.port_min, m.port_max) {
+                Ok(pool) => Some(call::MediaShared {
+                    pool,
+                    sdp_ip: m.sdp_ip,
+                    relay: crate::media::relay::RelayConfig {
+                        latching: m.latching,
+                        timeout: m.timeout,
+                        hold_timeout: m.hold_timeout,
+                        ..Default::default()
+                    },
+                }),
+                // The range was validated with the config; this cannot happen.
+                Err(e) => {
+                    tracing::error!(error = %e, "media relay disabled");
+                    None
+                }
+            }
+        });
         B2bua {
             shared: Arc::new(Shared {
+                media,
                 settings,
                 sessions,
                 metrics,

@@ -11,8 +11,8 @@ mod write;
 
 pub use parse::ParseError;
 pub use relay::{
-    answer_direction, filter_codecs, hold_change, rewrite_for_relay, FilterError, HoldChange,
-    RelayAddrs, RewriteError,
+    answer_direction, audio_stream, codec_names, filter_codecs, hold_change, only_stream,
+    rewrite_for_relay, FilterError, HoldChange, RelayAddrs, RewriteError,
 };
 
 use std::net::IpAddr;

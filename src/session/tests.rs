@@ -396,7 +396,11 @@ fn concurrent_insert_end_update_sweep_stays_consistent() {
                         Err(InsertError::Full(_)) => full += 1,
                         Err(e) => panic!("unexpected {e}"),
                     }
-                    assert!(t.len() <= CAPACITY);
+                    // DashMap's len() sums its shards one by one, so while other
+                    // threads evict in one shard and insert in another it can count
+                    // one entry twice per thread; the exact bound is checked below,
+                    // once they have stopped.
+                    assert!(t.len() <= CAPACITY + THREADS);
                     let _ = t.live_by_phone(phone);
                     if i % 3 == 0 {
                         t.update(&sid, |s| {

@@ -9,6 +9,7 @@
 
 pub mod build;
 pub mod expect;
+pub mod media;
 pub mod scenarios;
 pub mod ua;
 
@@ -66,6 +67,22 @@ const BASE_KEYS: &[(&str, &str)] = &[
     ("log.level", r#""warn""#),
 ];
 
+/// A random even-based window of `len` UDP ports on loopback that were all
+/// free a moment ago.
+pub fn media_range(len: u16) -> (u16, u16) {
+    use rand::Rng;
+    for _ in 0..50 {
+        let min = rand::thread_rng().gen_range(10_000u16..60_000) & !1;
+        let max = min + len - 1;
+        let free =
+            (min..=max.min(min + 15)).all(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok());
+        if free {
+            return (min, max);
+        }
+    }
+    panic!("no free media port window");
+}
+
 /// The `config.toml` text for a test. `extra` holds dotted keys (`limits.max_calls = 1`)
 /// that replace or add to [`BASE_KEYS`], optionally followed by `[[route]]` tables that
 /// replace the default route; `{ai}` in them stands for the AI agent's URI.
@@ -82,6 +99,11 @@ pub fn config_text(transport: Transport, ai_port: u16, extra: &str) -> String {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    // A random media port range per handoff: tests run in parallel. Pairs
+    // another test holds are skipped by the pool, so an overlap costs nothing.
+    let (min, max) = media_range(400);
+    keys.push(("media.port_min".into(), min.to_string()));
+    keys.push(("media.port_max".into(), max.to_string()));
     for line in keys_part
         .lines()
         .map(str::trim)

@@ -2,8 +2,11 @@
 //! transactions. Everything for the call's Call-IDs arrives in its inbox, in order, so
 //! a 180 is never relayed after the 200 it preceded.
 
+mod media;
 mod relay;
 mod setup;
+
+pub(super) use media::MediaShared;
 
 use super::policy::{self, AiOutcome, ALLOW};
 use super::Shared;
@@ -118,6 +121,10 @@ pub(super) struct Call {
     started: Instant,
     /// The TCP connections the legs use stay open while the call lives.
     _holds: Vec<crate::sip::transport::ConnHold>,
+    /// The call's media relay; `None` in passthrough mode.
+    media: Option<Box<media::CallMedia>>,
+    /// Why we ended the call, for the Reason header of our BYEs (RFC 3326).
+    end_reason: Option<&'static str>,
 }
 
 /// What a call needs to start: boxed, so the spawned task's future stays small.
@@ -177,6 +184,7 @@ impl Call {
                     Some(CallEvent::Shutdown) => self.shutdown(Instant::now()),
                     None => break,
                 },
+                ev = next_media_event(&mut self.media) => self.on_media_event(ev, Instant::now()),
                 _ = &mut sleep, if deadline.is_some() => self.on_tick(Instant::now()),
             }
         }
@@ -189,10 +197,72 @@ impl Call {
         }
         self.sh.sessions.mark_ended(&self.session_id);
         self.sh.call_finished(&[&ids[0], &ids[1]]);
+        if let Some(m) = self.media.take() {
+            if let Some(stats) = m.finish().await {
+                media::record_stats(&self.sh.metrics, &stats);
+            }
+            Metrics::dec(&self.sh.metrics.media_relays_active);
+        }
         tracing::info!(
             duration_ms = self.started.elapsed().as_millis() as u64,
             "call finished"
         );
+    }
+
+    fn on_media_event(&mut self, ev: crate::media::relay::MediaEvent, now: Instant) {
+        use crate::media::relay::MediaEvent;
+        match ev {
+            MediaEvent::Timeout { side } => {
+                Metrics::inc(&self.sh.metrics.media_timeouts_total);
+                tracing::info!(?side, "no RTP within the media timeout, ending the call");
+                self.end_reason = Some("SIP;cause=408;text=\"media timeout\"");
+                self.end_call(now);
+            }
+            MediaEvent::Stopped { .. } => {
+                if self.phase != Phase::Ended {
+                    // The relay failed on its own (socket error): no media, no call.
+                    tracing::warn!("media relay stopped, ending the call");
+                    self.end_reason = Some("SIP;cause=500;text=\"media relay failed\"");
+                    self.end_call(now);
+                }
+            }
+        }
+    }
+
+    /// The body of `src` (received on `from`) as `out` (going to `to`) must
+    /// carry it: SDP rewritten to the relay's ports. Nothing to do in
+    /// passthrough mode, where `out` already carries `src`'s body.
+    fn apply_media(
+        &mut self,
+        from: Side,
+        to: Side,
+        src: &Message,
+        out: &mut Message,
+    ) -> Result<(), media::MediaError> {
+        let Some(m) = self.media.as_mut() else {
+            return Ok(());
+        };
+        if let Some(body) = m.rewrite(from, to, src)? {
+            out.set("Content-Type", "application/sdp");
+            out.set_body(body);
+        }
+        Ok(())
+    }
+
+    /// A media error answered on a server transaction: the status, and a
+    /// Warning (RFC 3261 20.43) or Accept saying why.
+    fn respond_media_error(
+        &mut self,
+        tx: TxId,
+        req: &Message,
+        e: &media::MediaError,
+        now: Instant,
+    ) {
+        Metrics::inc(&self.sh.metrics.sdp_rejected_total);
+        let mut resp = self.response_for(req, e.status());
+        media::describe_error(e, &mut resp, &self.sh.settings.user_agent);
+        self.txs.respond(tx, &resp, now, &mut self.events);
+        self.flush(now);
     }
 
     /// The task may exit once the call is over and nothing but absorbing
@@ -466,7 +536,13 @@ impl Call {
                 ack.push("Content-Type", ct.to_owned());
             }
             ack.set_body(src.body().clone());
+            // The answer in an ACK cannot be refused (RFC 3261 13.2.2.4 leaves
+            // no transaction to answer on): a bad one is logged and goes on as is.
+            if let Err(e) = self.apply_media(side.other(), side, src, &mut ack) {
+                tracing::warn!(error = %e, "SDP answer in ACK not rewritten");
+            }
         }
+        let leg = &mut self.legs[side as usize];
         let bytes = ack.to_bytes();
         leg.ack = Some((seq, bytes.clone()));
         let peer = leg.dialog.peer;
@@ -572,7 +648,10 @@ impl Call {
                 self.legs[side as usize].done = true;
                 continue;
             }
-            let bye = self.new_request(side, Method::Bye);
+            let mut bye = self.new_request(side, Method::Bye);
+            if let Some(reason) = self.end_reason {
+                bye.push("Reason", reason);
+            }
             let tx = self.send_request(side, bye, now);
             self.legs[side as usize].bye_tx = Some(tx);
         }
@@ -580,6 +659,11 @@ impl Call {
     }
 
     fn set_hard_deadline(&mut self, now: Instant) {
+        // The call is over: its media ports go back to the pool now, not when
+        // the last transaction has run out.
+        if let Some(m) = &self.media {
+            m.halt();
+        }
         // Long enough for every transaction to run its course (64*T1 plus Timer D/K).
         let bound = self.sh.settings.t1 * 64 + Duration::from_secs(33);
         self.hard_deadline.get_or_insert(now + bound);
@@ -642,6 +726,16 @@ impl Call {
             next: if reliable { now + t1 * 64 } else { now + t1 },
             give_up: now + t1 * 64,
         });
+    }
+}
+
+/// The call's next media event; never, without a relay.
+async fn next_media_event(
+    media: &mut Option<Box<media::CallMedia>>,
+) -> crate::media::relay::MediaEvent {
+    match media {
+        Some(m) => m.next_event().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -2,6 +2,7 @@
 //! new request in the other leg's dialog, and the answer carried back.
 
 use super::{Call, Phase, Relay, Side};
+use crate::metrics::Metrics;
 use crate::sip::message::{Message, Method};
 use crate::sip::transaction::TxId;
 use std::time::Instant;
@@ -48,6 +49,12 @@ impl Call {
             }
         }
         out.set_body(req.body().clone());
+        if matches!(method, Method::Invite | Method::Update) {
+            if let Err(e) = self.apply_media(side, other, &req, &mut out) {
+                tracing::info!(error = %e, ?method, "offer refused");
+                return self.respond_media_error(tx, &req, &e, now);
+            }
+        }
         let client_tx = self.send_request(other, out, now);
         self.relays.push(Relay {
             from: side,
@@ -75,6 +82,16 @@ impl Call {
             self.legs[to as usize].dialog.refresh_target(&resp);
         }
         let mut out = self.relayed_response(&request, &resp);
+        if matches!(method, Method::Invite | Method::Update) {
+            if let Err(e) = self.apply_media(to, from, &resp, &mut out) {
+                // Nothing to refuse it on: the far side has answered. The
+                // unusable SDP is left out and the call goes on.
+                tracing::warn!(error = %e, status, "SDP in response not relayed");
+                Metrics::inc(&self.sh.metrics.sdp_rejected_total);
+                out.remove("Content-Type");
+                out.set_body(bytes::Bytes::new());
+            }
+        }
         if success && matches!(method, Method::Invite | Method::Update) {
             out.push(
                 "Contact",

@@ -1,6 +1,7 @@
 //! A call's first moments: answer the caller's INVITE with 100 Trying, create the
 //! session, and place the AI leg; then what the AI agent answers to it.
 
+use super::media::{CallMedia, MediaError};
 use super::{contact_for, resolve, Call, CallStart, Leg, Phase, Side};
 use crate::b2bua::policy::{self, AiOutcome, ALLOW};
 use crate::b2bua::Shared;
@@ -78,6 +79,22 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
     let placeholder = ai_peer.unwrap_or(Peer::udp(std::net::SocketAddr::from(([127, 0, 0, 1], 9))));
     let (a_host, a_port) = local_host_port(&sh, &transport, placeholder);
     let ai_contact = contact_for(&a_host, a_port, placeholder.transport);
+    // Media: ports for both legs and the caller's offer pointed at them.
+    let mut media_error = None;
+    let mut call_media = None;
+    let mut ai_body = None;
+    if let Some(shared) = sh.media.as_ref() {
+        match CallMedia::start(shared).and_then(|mut m| {
+            let body = m.rewrite(Side::Caller, Side::Ai, &invite)?;
+            Ok((m, body))
+        }) {
+            Ok((m, body)) => {
+                call_media = Some(Box::new(m));
+                ai_body = body;
+            }
+            Err(e) => media_error = Some(e),
+        }
+    }
     let ai_invite = build_ai_invite(
         &invite,
         &route,
@@ -89,6 +106,7 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         placeholder.transport,
         &ai_contact,
         &sh.settings.user_agent,
+        ai_body,
     );
     let ai_dialog = Dialog::uac(&ai_invite, placeholder, ai_contact)?;
 
@@ -131,8 +149,17 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         ring_deadline: None,
         hard_deadline: None,
         started: now,
+        media: call_media,
+        end_reason: None,
     });
     call.flush(now);
+    if call.media.is_some() {
+        Metrics::up(&sh.metrics.media_relays_active);
+    }
+    if let Some(e) = media_error {
+        call.refuse_media(&e, now);
+        return Some(call);
+    }
 
     let session = Session::new(
         session_id,
@@ -178,7 +205,8 @@ fn local_host_port(sh: &Shared, transport: &TransportLayer, peer: Peer) -> (Stri
 }
 
 /// The INVITE to the AI agent: the caller's identity in From, the session headers, the
-/// caller's SDP as is (media anchoring is its own layer), our own dialog identity.
+/// caller's SDP (pointed at the relay, or as is in passthrough mode), our own dialog
+/// identity.
 #[allow(clippy::too_many_arguments)]
 fn build_ai_invite(
     caller_invite: &Message,
@@ -191,6 +219,7 @@ fn build_ai_invite(
     transport: Transport,
     contact: &str,
     user_agent: &str,
+    relayed_sdp: Option<bytes::Bytes>,
 ) -> Message {
     let mut m = Message::request(Method::Invite, route.ai_agent_uri.as_str());
     m.push(
@@ -228,7 +257,10 @@ fn build_ai_invite(
             let _ = m.push_checked(h.name().as_str(), h.value());
         }
     }
-    if !caller_invite.body().is_empty() {
+    if let Some(sdp) = relayed_sdp {
+        m.push("Content-Type", "application/sdp");
+        m.set_body(sdp);
+    } else if !caller_invite.body().is_empty() {
         if let Some(ct) = caller_invite.header("Content-Type") {
             m.push("Content-Type", ct.to_owned());
         }
@@ -238,6 +270,26 @@ fn build_ai_invite(
 }
 
 impl Call {
+    /// The caller's offer cannot be relayed (bad SDP, not SDP, no ports):
+    /// refuse the call with the status that says why.
+    fn refuse_media(&mut self, e: &MediaError, now: Instant) {
+        if matches!(e, MediaError::Ports(_)) {
+            Metrics::inc(&self.sh.metrics.media_ports_exhausted_total);
+            tracing::warn!(error = %e, "no media ports, refusing call with 503");
+        } else {
+            tracing::info!(error = %e, status = e.status(), "caller's offer refused");
+        }
+        if let Some(invite) = self.caller_invite.take() {
+            let tx = self.caller_invite_tx;
+            self.respond_media_error(tx, &invite, e, now);
+        }
+        self.legs[Side::Caller as usize].done = true;
+        Metrics::inc(&self.sh.metrics.calls_failed_total);
+        self.phase = Phase::Ended;
+        self.legs[1].done = true;
+        self.set_hard_deadline(now);
+    }
+
     /// Refuse the caller before any AI leg exists.
     fn refuse(&mut self, status: u16, now: Instant) {
         self.caller_final(status, now);
@@ -271,6 +323,12 @@ impl Call {
                 {
                     let mut out = self.relayed_response(invite, &resp);
                     out.push("Contact", self.legs[0].dialog.local_contact.clone());
+                    if let Err(e) = self.apply_media(Side::Ai, Side::Caller, &resp, &mut out) {
+                        // Early media we cannot relay: the ringing still goes on.
+                        tracing::warn!(error = %e, "AI agent's early SDP dropped");
+                        out.remove("Content-Type");
+                        out.set_body(bytes::Bytes::new());
+                    }
                     self.txs
                         .respond(self.caller_invite_tx, &out, now, &mut self.events);
                     self.flush(now);
@@ -321,6 +379,22 @@ impl Call {
         let mut ok = self.relayed_response(&invite, &resp);
         ok.push("Contact", self.legs[0].dialog.local_contact.clone());
         ok.push("Allow", ALLOW);
+        if let Err(e) = self.apply_media(Side::Ai, Side::Caller, &resp, &mut ok) {
+            // The AI agent answered with SDP we cannot relay: hang it up and tell
+            // the caller the far side failed.
+            tracing::warn!(error = %e, "AI agent's SDP refused, ending the call with 502");
+            Metrics::inc(&self.sh.metrics.sdp_rejected_total);
+            if self.legs[Side::Ai as usize].ack_deferred.take().is_some() {
+                self.send_ack(Side::Ai, seq, None, now);
+            }
+            self.respond(self.caller_invite_tx, &invite, 502, now);
+            self.legs[Side::Caller as usize].done = true;
+            Metrics::inc(&self.sh.metrics.calls_failed_total);
+            return self.end_call(now);
+        }
+        if let Some(m) = self.media.as_mut() {
+            m.answered();
+        }
         let bytes = ok.to_bytes();
         self.txs
             .respond(self.caller_invite_tx, &ok, now, &mut self.events);

@@ -156,15 +156,16 @@ pub enum SwitchError {
 #[error("the media relay has stopped")]
 pub struct RelayStopped;
 
-// Commands are rare (switch, re-INVITE, stats); a small bound is plenty.
-const COMMAND_QUEUE: usize = 8;
 // Only Timeout and Stopped are ever sent.
 const EVENT_QUEUE: usize = 4;
 
 /// The media of one call. Dropping it stops the relay and frees its ports.
 #[derive(Debug)]
 pub struct MediaRelay {
-    commands: mpsc::Sender<Command>,
+    // Unbounded so that the call actor, which never awaits, can command the
+    // relay: commands come one per SIP transaction at most, so the queue
+    // stays a few entries long.
+    commands: mpsc::UnboundedSender<Command>,
     task: JoinHandle<RelayStats>,
 }
 
@@ -178,16 +179,18 @@ impl MediaRelay {
     ) -> Result<(MediaRelay, mpsc::Receiver<MediaEvent>), StartError> {
         let caller = caller.into_sockets().map_err(StartError::Socket)?;
         let far = far.into_sockets().map_err(StartError::Socket)?;
-        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (commands, command_rx) = mpsc::unbounded_channel();
         let (events, event_rx) = mpsc::channel(EVENT_QUEUE);
         let task = tokio::spawn(RelayTask::new(config, caller, far, command_rx, events).run());
         Ok((MediaRelay { commands, task }, event_rx))
     }
 
-    /// Point the caller's stream at a new far leg. When this returns, the old
-    /// far leg has been sent its last packet and its ports are freed; its
-    /// final statistics are returned.
-    pub async fn switch_far(&self, far: RelayLeg) -> Result<SideStats, SwitchError> {
+    /// Point the caller's stream at a new far leg, in one step. The relay
+    /// applies commands in order before any further packet, so once this has
+    /// returned no packet queued after it reaches the old far leg. The old
+    /// leg's final statistics arrive on the returned receiver (drop it if
+    /// they are not wanted); its ports are freed when they are sent.
+    pub fn switch_far(&self, far: RelayLeg) -> Result<oneshot::Receiver<SideStats>, SwitchError> {
         let far = far.into_sockets().map_err(SwitchError::Socket)?;
         let (ack, done) = oneshot::channel();
         self.commands
@@ -195,22 +198,30 @@ impl MediaRelay {
                 far: Box::new(far),
                 ack,
             })
-            .await
             .map_err(|_| SwitchError::Stopped)?;
-        done.await.map_err(|_| SwitchError::Stopped)
+        Ok(done)
     }
 
     /// New SDP addresses for one side (re-INVITE). A changed address
     /// releases that side's latch.
-    pub async fn set_remote(&self, side: Side, remote: Remote) -> Result<(), RelayStopped> {
-        self.request(|ack| Command::SetRemote { side, remote, ack })
-            .await
+    pub fn set_remote(&self, side: Side, remote: Remote) -> Result<(), RelayStopped> {
+        self.commands
+            .send(Command::SetRemote { side, remote })
+            .map_err(|_| RelayStopped)
     }
 
     /// On hold the longer `hold_timeout` applies; both sides' silence clocks
     /// restart.
-    pub async fn hold(&self, on_hold: bool) -> Result<(), RelayStopped> {
-        self.request(|ack| Command::Hold { on_hold, ack }).await
+    pub fn hold(&self, on_hold: bool) -> Result<(), RelayStopped> {
+        self.commands
+            .send(Command::Hold { on_hold })
+            .map_err(|_| RelayStopped)
+    }
+
+    /// Stop relaying now and free the ports, without waiting; the final
+    /// statistics follow as `MediaEvent::Stopped` and from `stop()`.
+    pub fn halt(&self) {
+        let _ = self.commands.send(Command::Stop);
     }
 
     /// A snapshot of both sides' statistics.
@@ -222,7 +233,7 @@ impl MediaRelay {
     /// sent as `MediaEvent::Stopped` unless the relay had already stopped).
     pub async fn stop(self) -> Result<RelayStats, RelayStopped> {
         // An error means the task already ended; its result is still there.
-        let _ = self.commands.send(Command::Stop).await;
+        let _ = self.commands.send(Command::Stop);
         self.task.await.map_err(|_| RelayStopped)
     }
 
@@ -236,10 +247,7 @@ impl MediaRelay {
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, RelayStopped> {
         let (ack, done) = oneshot::channel();
-        self.commands
-            .send(make(ack))
-            .await
-            .map_err(|_| RelayStopped)?;
+        self.commands.send(make(ack)).map_err(|_| RelayStopped)?;
         done.await.map_err(|_| RelayStopped)
     }
 }

@@ -43,11 +43,9 @@ pub(crate) enum Command {
     SetRemote {
         side: Side,
         remote: Remote,
-        ack: oneshot::Sender<()>,
     },
     Hold {
         on_hold: bool,
-        ack: oneshot::Sender<()>,
     },
     Stats {
         ack: oneshot::Sender<RelayStats>,
@@ -106,7 +104,7 @@ pub(crate) struct RelayTask {
     config: RelayConfig,
     caller: Leg,
     far: Leg,
-    commands: mpsc::Receiver<Command>,
+    commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<MediaEvent>,
     on_hold: bool,
     // Arrival times for jitter are measured from here.
@@ -119,7 +117,7 @@ impl RelayTask {
         config: RelayConfig,
         caller: LegSockets,
         far: LegSockets,
-        commands: mpsc::Receiver<Command>,
+        commands: mpsc::UnboundedReceiver<Command>,
         events: mpsc::Sender<MediaEvent>,
     ) -> Self {
         let now = Instant::now();
@@ -207,21 +205,19 @@ impl RelayTask {
                 let _ = ack.send(stats);
                 true
             }
-            Command::SetRemote { side, remote, ack } => {
+            Command::SetRemote { side, remote } => {
                 let leg = self.leg_mut(side);
                 leg.rtp_peer.set_expected(remote.rtp);
                 leg.rtcp_peer.set_expected(remote.rtcp);
-                let _ = ack.send(());
                 false
             }
-            Command::Hold { on_hold, ack } => {
+            Command::Hold { on_hold } => {
                 let changed = on_hold != self.on_hold;
                 if changed {
                     self.on_hold = on_hold;
                     self.caller.last_rtp = now;
                     self.far.last_rtp = now;
                 }
-                let _ = ack.send(());
                 changed
             }
             Command::Stats { ack } => {

@@ -225,3 +225,39 @@ pub fn hold_change(
         _ => HoldChange::Unchanged,
     }
 }
+
+/// The m= line the relay anchors: the first live RTP audio stream.
+pub fn audio_stream(sdp: &SessionDescription) -> Option<usize> {
+    sdp.media
+        .iter()
+        .position(|m| m.media == "audio" && m.port != 0 && m.is_rtp())
+}
+
+/// Every m= line but `keep` rejected (port 0, RFC 3264 6/8.2): the relay
+/// anchors one audio stream, so video or a second audio line is declined
+/// instead of being sent to a port nobody listens on. The m= lines stay, so
+/// the answer still lines up with the offer.
+pub fn only_stream(sdp: &SessionDescription, keep: usize) -> SessionDescription {
+    let mut out = sdp.clone();
+    for (i, m) in out.media.iter_mut().enumerate() {
+        if i != keep {
+            m.port = 0;
+            m.port_count = None;
+        }
+    }
+    out
+}
+
+/// The encoding names (as written) of the live audio stream `index`,
+/// telephone-event included: what a filter for a new leg intersects with.
+pub fn codec_names(sdp: &SessionDescription, index: usize) -> Vec<String> {
+    sdp.media
+        .get(index)
+        .map(|m| {
+            m.payload_types()
+                .iter()
+                .filter_map(|pt| pt.name().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}

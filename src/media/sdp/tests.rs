@@ -351,3 +351,26 @@ fn every_parse_error_has_a_header_safe_reason() {
         assert!(!reason.is_empty() && reason.chars().all(|c| c.is_ascii_graphic() || c == ' '));
     }
 }
+
+#[test]
+fn audio_stream_skips_video_and_rejected_lines() {
+    let sdp = parse(
+        "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+         m=video 5004 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\
+         m=audio 0 RTP/AVP 0\r\n\
+         m=audio 6000 RTP/AVP 8 101\r\na=rtpmap:101 telephone-event/8000\r\n",
+    );
+    assert_eq!(audio_stream(&sdp), Some(2));
+    assert_eq!(codec_names(&sdp, 2), vec!["PCMA", "telephone-event"]);
+    assert!(codec_names(&sdp, 9).is_empty());
+    let only = only_stream(&sdp, 2);
+    let ports: Vec<u16> = only.media().iter().map(|m| m.port()).collect();
+    assert_eq!(ports, vec![0, 0, 6000]);
+    // The rejected lines stay, so an answer still lines up with the offer.
+    assert_eq!(only.media().len(), 3);
+    let video_only = parse(
+        "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+         m=video 5004 RTP/AVP 96\r\n",
+    );
+    assert_eq!(audio_stream(&video_only), None);
+}

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::common::build::ack_for_non_2xx;
+use crate::common::media::assert_sdp_relayed;
 use crate::common::{cancel_for, Transport, CALLER_E164, SDP};
 use std::time::Instant;
 
@@ -47,11 +48,7 @@ fn assert_ai_invite(rig: &Rig, call: &Established, display: &str) {
         Some(CALLER_E164),
         "From user is the caller's E.164 number"
     );
-    assert_eq!(
-        &inv.body()[..],
-        SDP.as_bytes(),
-        "caller's SDP passed through"
-    );
+    assert_sdp_relayed(inv.body(), SDP, "caller's SDP passed through");
     assert_eq!(inv.header("Content-Type"), Some("application/sdp"));
     assert!(
         inv.header("Contact").is_some(),

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::common::build::{AI_SDP_RECVONLY, SDP_SENDONLY};
+use crate::common::media::assert_sdp_relayed;
 use crate::common::{Transport, CALLER_E164, SDP};
 
 const DTMF: &str = "Signal=5\r\nDuration=160\r\n";
@@ -26,10 +27,10 @@ pub async fn caller_hold_reinvite_is_relayed_with_sdp_and_answer(t: Transport) {
     );
     rig.caller.send(&reinvite).await;
     let ai_reinvite = expect_in_dialog(&mut rig.agent, Method::Invite, &call.agent_dlg).await;
-    assert_eq!(
-        &ai_reinvite.msg.body()[..],
-        SDP_SENDONLY.as_bytes(),
-        "hold SDP relayed intact"
+    assert_sdp_relayed(
+        ai_reinvite.msg.body(),
+        SDP_SENDONLY,
+        "hold SDP relayed intact",
     );
     assert_eq!(
         ai_reinvite.msg.header("Content-Type"),
@@ -52,10 +53,10 @@ pub async fn caller_hold_reinvite_is_relayed_with_sdp_and_answer(t: Transport) {
         call.caller_dlg.invite_cseq,
         "200 answers the re-INVITE"
     );
-    assert_eq!(
-        &ok.msg.body()[..],
-        AI_SDP_RECVONLY.as_bytes(),
-        "answer SDP relayed back intact"
+    assert_sdp_relayed(
+        ok.msg.body(),
+        AI_SDP_RECVONLY,
+        "answer SDP relayed back intact",
     );
     rig.caller
         .send(&rig.caller.ack(&call.caller_dlg, None))
@@ -82,10 +83,10 @@ pub async fn ai_agent_reinvite_is_relayed_to_caller(t: Transport) {
     );
     rig.agent.send(&reinvite).await;
     let caller_reinvite = expect_in_dialog(&mut rig.caller, Method::Invite, &call.caller_dlg).await;
-    assert_eq!(
-        &caller_reinvite.msg.body()[..],
-        AI_SDP_RECVONLY.as_bytes(),
-        "SDP relayed intact"
+    assert_sdp_relayed(
+        caller_reinvite.msg.body(),
+        AI_SDP_RECVONLY,
+        "SDP relayed intact",
     );
     rig.caller
         .respond(&caller_reinvite, 200, &[], Some(SDP_SENDONLY))
@@ -95,10 +96,10 @@ pub async fn ai_agent_reinvite_is_relayed_to_caller(t: Transport) {
         .agent
         .expect_response_to(Method::Invite, 200, WAIT)
         .await;
-    assert_eq!(
-        &ok.msg.body()[..],
-        SDP_SENDONLY.as_bytes(),
-        "caller's answer relayed to the AI agent"
+    assert_sdp_relayed(
+        ok.msg.body(),
+        SDP_SENDONLY,
+        "caller's answer relayed to the AI agent",
     );
     rig.agent.send(&rig.agent.ack(&call.agent_dlg, None)).await;
     // handoff ACKs the caller's 2xx (the offer was in the re-INVITE).
@@ -156,7 +157,7 @@ pub async fn update_is_relayed_with_answer(t: Transport) {
     );
     rig.caller.send(&update).await;
     let got = expect_in_dialog(&mut rig.agent, Method::Update, &call.agent_dlg).await;
-    assert_eq!(&got.msg.body()[..], SDP_SENDONLY.as_bytes());
+    assert_sdp_relayed(got.msg.body(), SDP_SENDONLY, "SDP relayed");
     rig.agent
         .respond(
             &got,
@@ -169,7 +170,7 @@ pub async fn update_is_relayed_with_answer(t: Transport) {
         .caller
         .expect_response_to(Method::Update, 200, WAIT)
         .await;
-    assert_eq!(&ok.msg.body()[..], AI_SDP_RECVONLY.as_bytes());
+    assert_sdp_relayed(ok.msg.body(), AI_SDP_RECVONLY, "SDP relayed");
 
     bye_from_agent(&mut rig, &mut call).await;
 }
@@ -186,10 +187,10 @@ pub async fn late_offer_ack_sdp_is_carried_to_ai_agent(t: Transport) {
         .caller
         .expect_response_to(Method::Invite, 200, WAIT)
         .await;
-    assert_eq!(
-        &ok.msg.body()[..],
-        AI_SDP.as_bytes(),
-        "the offer in the AI agent's 2xx reaches the caller"
+    assert_sdp_relayed(
+        ok.msg.body(),
+        AI_SDP,
+        "the offer in the AI agent's 2xx reaches the caller",
     );
     // handoff's ACK must wait for the caller's answer.
     rig.agent
@@ -202,10 +203,10 @@ pub async fn late_offer_ack_sdp_is_carried_to_ai_agent(t: Transport) {
     let dlg = Dialog::as_uac(&invite, &ok.msg);
     rig.caller.send(&rig.caller.ack(&dlg, Some(SDP))).await;
     let ack = rig.agent.expect_request(Method::Ack, WAIT).await;
-    assert_eq!(
-        &ack.msg.body()[..],
-        SDP.as_bytes(),
-        "the caller's SDP answer is copied into the ACK"
+    assert_sdp_relayed(
+        ack.msg.body(),
+        SDP,
+        "the caller's SDP answer is copied into the ACK",
     );
     assert_eq!(ack.msg.header("Content-Type"), Some("application/sdp"));
 }

@@ -3,11 +3,13 @@
 
 pub mod calls;
 pub mod limits;
+pub mod media;
 pub mod mid_call;
 pub mod requests;
 
 use super::build::{branch_of, AI_SDP};
 use super::{eventually, Dialog, InviteOpts, Received, Rig, TestUa, CALLED, WAIT};
+use crate::common::media::assert_sdp_relayed;
 use handoff::metrics::Metrics;
 use handoff::server::Server;
 use handoff::session::{Session, SessionId};
@@ -70,10 +72,10 @@ pub async fn establish(rig: &mut Rig, opts: InviteOpts) -> Established {
         ai_ok.to_tag(),
         "the caller leg has handoff's own To tag, not the AI agent's"
     );
-    assert_eq!(
-        &ok.body()[..],
-        AI_SDP.as_bytes(),
-        "the AI agent's SDP answer is relayed intact"
+    assert_sdp_relayed(
+        ok.body(),
+        AI_SDP,
+        "the AI agent's SDP answer is relayed intact",
     );
     assert!(
         ok.header("Contact").is_some(),

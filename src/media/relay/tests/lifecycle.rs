@@ -46,14 +46,14 @@ async fn hold_uses_the_hold_timeout() {
         ..RelayConfig::default()
     };
     let mut call = start(&pool, config, caller.remote(), far.remote());
-    call.relay.hold(true).await.expect("running");
+    call.relay.hold(true).expect("running");
     assert!(
         timeout(Duration::from_millis(400), call.events.recv())
             .await
             .is_err(),
         "no timeout on hold"
     );
-    call.relay.hold(false).await.expect("running");
+    call.relay.hold(false).expect("running");
     let event = timeout(WAIT, call.events.recv())
         .await
         .expect("timeout after resume");
@@ -92,6 +92,7 @@ async fn switch_far_retargets_and_nothing_reaches_the_old_leg() {
     let old_stats = call
         .relay
         .switch_far(RelayLeg::new(new_ports, new_far.remote()))
+        .expect("running")
         .await
         .expect("switched");
     // Loopback delivers synchronously: whatever the old leg got was sent
@@ -130,7 +131,6 @@ async fn set_remote_moves_the_destination() {
     let call = start(&pool, RelayConfig::default(), caller.remote(), far.remote());
     call.relay
         .set_remote(Side::Far, moved.remote())
-        .await
         .expect("running");
     caller
         .rtp

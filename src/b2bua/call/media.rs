@@ -1,0 +1,359 @@
+//! A call's side of media anchoring: which relay ports face which leg, and
+//! every SDP that crosses the call rewritten to point at them. The relay
+//! itself (`media::relay`) knows nothing of SIP; this is where SDP from one
+//! leg becomes SDP for another and the relay learns where each peer is.
+
+use super::Side;
+use crate::media::relay::{
+    MediaEvent, MediaRelay, PoolError, PortPair, PortPool, RelayConfig, RelayLeg, RelayStats,
+    Remote, Side as MediaSide, SideStats,
+};
+use crate::media::sdp::{self, HoldChange, RelayAddrs, SdpError, SessionDescription};
+use crate::sip::message::Message;
+use bytes::Bytes;
+use std::net::{IpAddr, SocketAddr};
+use tokio::sync::{mpsc, oneshot};
+
+/// What every call's media shares: the port pool and how relays behave.
+pub(in crate::b2bua) struct MediaShared {
+    pub pool: PortPool,
+    /// The address SDP advertises (`[media] public_ip`, else `ip`).
+    pub sdp_ip: IpAddr,
+    pub relay: RelayConfig,
+}
+
+/// Why a call's media could not be set up; each maps to the caller's answer.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum MediaError {
+    #[error("{0}")]
+    Sdp(#[from] SdpError),
+    #[error("the offer has no RTP audio stream")]
+    NoAudio,
+    #[error("body is {0}, not application/sdp")]
+    NotSdp(String),
+    #[error(transparent)]
+    Ports(#[from] PoolError),
+    #[error("cannot start the media relay: {0}")]
+    Start(String),
+}
+
+impl MediaError {
+    /// The SIP status for the leg that sent the offer.
+    pub fn status(&self) -> u16 {
+        match self {
+            MediaError::Sdp(e) => e.status(),
+            MediaError::NoAudio => sdp::STATUS_NOT_ACCEPTABLE_HERE,
+            MediaError::NotSdp(_) => 415,
+            MediaError::Ports(_) | MediaError::Start(_) => 503,
+        }
+    }
+
+    /// Header-safe words for a `Warning` (RFC 3261 20.43) beside a 488.
+    pub fn warning(&self) -> Option<&'static str> {
+        match self {
+            MediaError::Sdp(e) => Some(e.reason()),
+            MediaError::NoAudio => Some("No RTP audio stream offered"),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a message's body is SDP (by its Content-Type, parameters ignored).
+pub(super) fn is_sdp(msg: &Message) -> bool {
+    msg.header("Content-Type")
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
+}
+
+/// Three legs at most: the caller, the AI agent, the transfer target.
+const LEGS: usize = 3;
+
+/// One call's media: the running relay and the SDP state of each leg.
+pub(super) struct CallMedia {
+    relay: MediaRelay,
+    events: Option<mpsc::Receiver<MediaEvent>>,
+    sdp_ip: IpAddr,
+    /// The relay's RTP port facing each leg.
+    facing: [Option<u16>; LEGS],
+    /// The leg bridged to the caller, whose peer the relay's far side is.
+    far: Side,
+    /// Ports for a leg being set up (the transfer target), switched in when
+    /// it answers; and the remote its SDP gave.
+    pending: Option<(Side, PortPair, Remote)>,
+    /// The SDP handoff last sent on each leg (RFC 3264 8: o= continuity).
+    sent: [Option<SessionDescription>; LEGS],
+    /// The SDP last received from each leg (hold detection).
+    received: [Option<SessionDescription>; LEGS],
+    /// The index of the m= line the relay anchors.
+    stream: Option<usize>,
+    on_hold: bool,
+}
+
+impl CallMedia {
+    /// Ports for the caller and the AI agent, and a relay between them. The
+    /// relay starts "on hold" (the long silence timeout): nobody need talk
+    /// until the AI agent answers.
+    pub fn start(shared: &MediaShared) -> Result<CallMedia, MediaError> {
+        let caller = shared.pool.allocate()?;
+        let ai = shared.pool.allocate()?;
+        let mut facing = [None; LEGS];
+        facing[Side::Caller as usize] = Some(caller.rtp_port());
+        facing[Side::Ai as usize] = Some(ai.rtp_port());
+        let (relay, events) = MediaRelay::start(
+            shared.relay.clone(),
+            RelayLeg::new(caller, Remote::unknown()),
+            RelayLeg::new(ai, Remote::unknown()),
+        )
+        .map_err(|e| MediaError::Start(e.to_string()))?;
+        let _ = relay.hold(true);
+        Ok(CallMedia {
+            relay,
+            events: Some(events),
+            sdp_ip: shared.sdp_ip,
+            facing,
+            far: Side::Ai,
+            pending: None,
+            sent: Default::default(),
+            received: Default::default(),
+            stream: None,
+            on_hold: true,
+        })
+    }
+
+    /// The body of `msg`, received on leg `from`, rewritten for leg `to`.
+    /// `None` when it has no body. An SDP body is parsed, the sender's
+    /// address given to the relay, hold followed, and the copy for `to`
+    /// points at the relay's ports facing `to`.
+    pub fn rewrite(
+        &mut self,
+        from: Side,
+        to: Side,
+        msg: &Message,
+    ) -> Result<Option<Bytes>, MediaError> {
+        if msg.body().is_empty() {
+            return Ok(None);
+        }
+        if !is_sdp(msg) {
+            let ct = msg
+                .header("Content-Type")
+                .unwrap_or("a body without Content-Type");
+            return Err(MediaError::NotSdp(ct.chars().take(64).collect()));
+        }
+        let sdp = SessionDescription::parse(msg.body()).map_err(SdpError::from)?;
+        let stream = match self.stream {
+            Some(i) if i < sdp.media().len() => i,
+            Some(_) => return Err(MediaError::NoAudio),
+            None => sdp::audio_stream(&sdp).ok_or(MediaError::NoAudio)?,
+        };
+        self.stream = Some(stream);
+        let out = self.for_leg(to, &sdp, stream)?;
+        self.learn(from, &sdp, stream);
+        Ok(Some(Bytes::from(out.to_bytes())))
+    }
+
+    /// `sdp` (already cut to its anchored stream) pointed at our ports facing `to`.
+    fn for_leg(
+        &mut self,
+        to: Side,
+        sdp: &SessionDescription,
+        stream: usize,
+    ) -> Result<SessionDescription, MediaError> {
+        let sdp = sdp::only_stream(sdp, stream);
+        let port = self.facing[to as usize].unwrap_or(0);
+        let mut ports = vec![0; sdp.media().len()];
+        ports[stream] = port;
+        let addrs = RelayAddrs {
+            ip: self.sdp_ip,
+            ports,
+        };
+        let out = sdp::rewrite_for_relay(&sdp, &addrs, self.sent[to as usize].as_ref())
+            .map_err(|e| MediaError::Start(e.to_string()))?;
+        self.sent[to as usize] = Some(out.clone());
+        Ok(out)
+    }
+
+    /// What an SDP from `from` tells the relay: where that peer is, and hold.
+    fn learn(&mut self, from: Side, sdp: &SessionDescription, stream: usize) {
+        let remote = remote_of(sdp, stream);
+        let change = sdp::hold_change(self.received[from as usize].as_ref(), sdp);
+        self.received[from as usize] = Some(sdp.clone());
+        match change {
+            HoldChange::Hold => self.set_hold(true),
+            HoldChange::Resume => self.set_hold(false),
+            HoldChange::Unchanged => {}
+        }
+        let Some(remote) = remote else { return };
+        if from == Side::Caller {
+            let _ = self.relay.set_remote(MediaSide::Caller, remote);
+        } else if from == self.far {
+            let _ = self.relay.set_remote(MediaSide::Far, remote);
+        } else if let Some((side, _, pending)) = self.pending.as_mut() {
+            if *side == from {
+                *pending = remote;
+            }
+        }
+    }
+
+    /// The call is answered: media is expected from now on, unless an SDP
+    /// said the call is on hold.
+    pub fn answered(&mut self) {
+        let held = self
+            .received
+            .iter()
+            .flatten()
+            .any(SessionDescription::is_hold);
+        self.set_hold(held);
+    }
+
+    fn set_hold(&mut self, on: bool) {
+        if on != self.on_hold {
+            self.on_hold = on;
+            let _ = self.relay.hold(on);
+        }
+    }
+
+    /// Ports for a new leg (the transfer target) and the SDP offer for it:
+    /// the caller's stream restricted to `codecs` (when not empty)
+    /// intersected with what the caller leg negotiated.
+    #[allow(dead_code)] // The transfer leg (issue 4) is next.
+    pub fn offer_for_new_leg(
+        &mut self,
+        pool: &PortPool,
+        leg: Side,
+        codecs: &[String],
+    ) -> Result<Bytes, MediaError> {
+        let stream = self.stream.ok_or(MediaError::NoAudio)?;
+        let caller = self.received[Side::Caller as usize]
+            .clone()
+            .ok_or(MediaError::NoAudio)?;
+        let negotiated = self.sent[Side::Caller as usize]
+            .as_ref()
+            .map(|s| sdp::codec_names(s, stream))
+            .unwrap_or_default();
+        let allowed: Vec<&str> = negotiated
+            .iter()
+            .map(String::as_str)
+            .filter(|n| codecs.is_empty() || codecs.iter().any(|c| c.eq_ignore_ascii_case(n)))
+            .collect();
+        let offer = sdp::filter_codecs(&caller, &allowed).map_err(SdpError::from)?;
+        // A fresh leg: a fresh o= of its own, not a version of another leg's.
+        self.sent[leg as usize] = None;
+        self.received[leg as usize] = None;
+        let ports = pool.allocate()?;
+        self.facing[leg as usize] = Some(ports.rtp_port());
+        self.pending = Some((leg, ports, Remote::unknown()));
+        let out = self.for_leg(leg, &offer, stream)?;
+        Ok(Bytes::from(out.to_bytes()))
+    }
+
+    /// The new leg failed: its ports go back to the pool.
+    #[allow(dead_code)] // The transfer leg (issue 4) is next.
+    pub fn drop_new_leg(&mut self, leg: Side) {
+        if self.pending.as_ref().is_some_and(|(s, _, _)| *s == leg) {
+            self.pending = None;
+            self.facing[leg as usize] = None;
+        }
+    }
+
+    /// The new leg answered: the caller's stream goes to it in one step. The
+    /// old far leg's statistics come back on the receiver.
+    #[allow(dead_code)] // The transfer leg (issue 4) is next.
+    pub fn switch_to(&mut self, leg: Side) -> Option<oneshot::Receiver<SideStats>> {
+        let (side, ports, remote) = self.pending.take().filter(|(s, _, _)| *s == leg)?;
+        match self.relay.switch_far(RelayLeg::new(ports, remote)) {
+            Ok(rx) => {
+                self.facing[self.far as usize] = None;
+                self.far = side;
+                Some(rx)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "media switch failed");
+                None
+            }
+        }
+    }
+
+    /// The relay's next event; pending forever once it has stopped.
+    pub async fn next_event(&mut self) -> MediaEvent {
+        if let Some(rx) = self.events.as_mut() {
+            if let Some(ev) = rx.recv().await {
+                return ev;
+            }
+            self.events = None;
+        }
+        std::future::pending().await
+    }
+
+    /// Stop relaying now (the call is over); the ports are freed at once.
+    pub fn halt(&self) {
+        self.relay.halt();
+    }
+
+    /// Stop and collect the final statistics.
+    pub async fn finish(self) -> Option<RelayStats> {
+        self.relay.stop().await.ok()
+    }
+}
+
+/// The RTP (and RTCP) address an SDP gives for one stream; none for a
+/// rejected stream or an RFC 2543 hold (`c=0.0.0.0`), which keep the old one.
+fn remote_of(sdp: &SessionDescription, stream: usize) -> Option<Remote> {
+    let s = sdp.streams().nth(stream)?;
+    let ip = s.connection_address()?;
+    if s.is_rejected() || ip.is_unspecified() {
+        return None;
+    }
+    let rtp = SocketAddr::new(ip, s.port());
+    let mut remote = Remote::new(rtp);
+    if let Some(port) = s.rtcp_port() {
+        let rtcp_ip = s.rtcp_address().unwrap_or(ip);
+        remote = remote.with_rtcp(SocketAddr::new(rtcp_ip, port));
+    }
+    Some(remote)
+}
+
+/// Adds a finished call's relay statistics to the totals and logs them.
+pub(super) fn record_stats(metrics: &crate::metrics::Metrics, stats: &RelayStats) {
+    use crate::metrics::Metrics;
+    let (c, f) = (&stats.caller.received, &stats.far.received);
+    Metrics::add(&metrics.rtp_packets_relayed_total, c.packets + f.packets);
+    Metrics::add(&metrics.rtp_bytes_relayed_total, c.bytes + f.bytes);
+    Metrics::add(&metrics.rtp_packets_lost_total, c.lost + f.lost);
+    Metrics::add(
+        &metrics.rtcp_packets_relayed_total,
+        c.rtcp_packets + f.rtcp_packets,
+    );
+    tracing::info!(
+        caller_packets = c.packets,
+        caller_lost = c.lost,
+        caller_jitter_ms = c.jitter_ms,
+        caller_dropped = c.dropped,
+        far_packets = f.packets,
+        far_lost = f.lost,
+        far_jitter_ms = f.jitter_ms,
+        far_dropped = f.dropped,
+        "media stats"
+    );
+}
+
+/// The explanation a media error's response carries.
+pub(super) fn describe_error(e: &MediaError, resp: &mut Message, agent: &str) {
+    match e {
+        MediaError::NotSdp(_) => resp.push("Accept", "application/sdp"),
+        _ => {
+            if let Some(w) = e.warning() {
+                // RFC 3261 20.43: code, agent (a token here), quoted text.
+                let agent: String = agent
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(*c))
+                    .collect();
+                let agent = if agent.is_empty() {
+                    "handoff".into()
+                } else {
+                    agent
+                };
+                resp.push("Warning", format!("399 {agent} \"{w}\""));
+            }
+        }
+    }
+}
