@@ -213,6 +213,14 @@ impl TestDir {
     pub fn file(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }
+
+    /// Keeps the directory although the thread is not panicking (a failure
+    /// reported some other way); its path.
+    pub fn keep(self) -> PathBuf {
+        let path = self.path.clone();
+        std::mem::forget(self);
+        path
+    }
 }
 
 impl Default for TestDir {
@@ -323,6 +331,56 @@ impl Sipp {
             && stat(stats, created) == expected
             && stat(stats, "SuccessfulCall(C)") == expected
             && stat(stats, "FailedCall(C)") == "0"
+    }
+
+    /// Why SIPp failed calls, one line per event of its error log
+    /// (`-trace_err`): a check that did not hold (with its regexp), or an
+    /// unexpected message.
+    pub fn failure_reasons(&self) -> Vec<String> {
+        let text = fs::read_to_string(&self.errors).unwrap_or_default();
+        // Each event starts with a date; a logged message runs on for lines
+        // (split on LF only, so the CRs of a logged regexp stay).
+        let mut events: Vec<String> = Vec::new();
+        for line in text.split('\n') {
+            let starts_event = line.len() > 10
+                && line.as_bytes()[..4].iter().all(u8::is_ascii_digit)
+                && line.as_bytes()[4] == b'-';
+            match events.last_mut() {
+                Some(event) if !starts_event => {
+                    event.push('\n');
+                    event.push_str(line);
+                }
+                _ if starts_event => events.push(line.to_string()),
+                _ => {}
+            }
+        }
+        events
+            .iter()
+            .map(|event| {
+                let what = event.split_once(": ").map_or(event.as_str(), |(_, w)| w);
+                let head = what.split(" looking in '").next().unwrap_or(what);
+                let head = head.lines().next().unwrap_or(head);
+                match what.rsplit_once(", with regexp '") {
+                    // SIPp turns \r and \n in a regexp into the characters.
+                    Some((_, re)) => format!(
+                        "{head} regexp '{}",
+                        re.replace('\r', "\\r").replace('\n', "\\n")
+                    ),
+                    None => head.to_string(),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether SIPp could not bind one of its sockets: a port another
+    /// process took between `free_port` and SIPp's start.
+    pub fn lost_a_port_race(&self) -> bool {
+        let text = format!(
+            "{}{}",
+            fs::read_to_string(&self.errors).unwrap_or_default(),
+            fs::read_to_string(&self.stderr).unwrap_or_default()
+        );
+        text.contains("Unable to bind") || text.contains("Address already in use")
     }
 
     pub fn stderr_text(&self) -> String {

@@ -1,0 +1,624 @@
+//! Transfers through the real `handoff` binary, with SIPp playing all three
+//! parties (issue 4):
+//!
+//! - the carrier (`sipp-scenarios/carrier_uac_transfer.xml`) calls in as
+//!   "Jane Doe" <+14155551212> and hangs up after a few seconds;
+//! - the AI agent (`ai_agent_refer_uas.xml`) answers, sends REFER to the
+//!   Zendesk target, checks the 202 and every NOTIFY, answers them, and takes
+//!   handoff's BYE once the final one is answered;
+//! - Zendesk (`zendesk_uas.xml`) checks the transfer INVITE's From, X-OPENCX
+//!   headers (and the absence of ticket headers) and SDP, answers, and takes
+//!   the BYE handoff passes on from the caller.
+//!
+//! A run passes when all three SIPp instances count every call successful,
+//! the Zendesk leg of each call carries the session id of its AI leg, and
+//! handoff ends with no call, relay or error left and exits 0 on SIGTERM.
+//!
+//! The scenarios are also checked without handoff, against SIPp stand-ins
+//! that play handoff's side of the contract (`sipp-scenarios/standin/`):
+//! the conforming stand-in must pass, and each broken variant of it (a
+//! missing or wrong header, a bad NOTIFY) must make the scenario fail. That
+//! keeps the scenarios' checks honest independently of handoff.
+//!
+//! Needs `sipp` on PATH (Debian package `sip-tester`); see `common/sipp.rs`
+//! for how processes, ports and logs are handled.
+
+#[path = "common/sipp.rs"]
+mod sipp;
+
+use sipp::{
+    base_config, path_str, require_sipp, scenarios_dir, wait_until_bound, Handoff, Sipp, TestDir,
+    Transport, CALLED,
+};
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+use std::thread;
+use std::time::Duration;
+
+/// The route's AI agent id: on both legs' X-OPENCX-AGENT-ID.
+const AGENT_ID: &str = "agent-transfer";
+
+#[test]
+fn udp_20_calls_are_transferred_to_zendesk() {
+    run_transfers(Transport::Udp, 20, 5);
+}
+
+#[test]
+fn tcp_20_calls_are_transferred_to_zendesk() {
+    run_transfers(Transport::Tcp, 20, 5);
+}
+
+fn run_transfers(transport: Transport, calls: u32, rate: u32) {
+    require_sipp();
+    let dir = TestDir::new();
+    let scenarios = scenarios_dir();
+    let mode = transport.sipp_mode();
+    let n = calls.to_string();
+
+    // Zendesk SIP-IN: the transfer target.
+    let zendesk_port = sipp::free_port();
+    let zendesk_uri = format!("sip:support@127.0.0.1:{zendesk_port}");
+    let mut zendesk = Sipp::spawn(
+        "zendesk UAS",
+        &dir,
+        "zendesk",
+        &[
+            "-sf",
+            path_str(&scenarios.join("zendesk_uas.xml")),
+            "-i",
+            "127.0.0.1",
+            "-mi",
+            "127.0.0.1",
+            "-p",
+            &zendesk_port.to_string(),
+            "-t",
+            mode,
+            "-m",
+            &n,
+            "-set",
+            "agent_id",
+            AGENT_ID,
+            "-timeout",
+            "60s",
+        ],
+    );
+    wait_until_bound(zendesk_port, transport, &zendesk);
+
+    // The AI agent: answers, then REFERs the caller to Zendesk.
+    let ai_port = sipp::free_port();
+    let mut ai = Sipp::spawn(
+        "ai-agent UAS",
+        &dir,
+        "ai",
+        &[
+            "-sf",
+            path_str(&scenarios.join("ai_agent_refer_uas.xml")),
+            "-i",
+            "127.0.0.1",
+            "-mi",
+            "127.0.0.1",
+            "-p",
+            &ai_port.to_string(),
+            "-t",
+            mode,
+            "-m",
+            &n,
+            "-key",
+            "refer_to",
+            &zendesk_uri,
+            "-timeout",
+            "60s",
+        ],
+    );
+    wait_until_bound(ai_port, transport, &ai);
+
+    let transport_key = match transport {
+        Transport::Udp => "",
+        Transport::Tcp => "transport = \"tcp\"\n",
+    };
+    let config = format!(
+        r#"{base}
+[transfer]
+# The IP-literal target is allowed only as a named destination.
+allow = ["*.zendesk.sip.twilio.com"]
+
+[[transfer.destination]]
+name = "zendesk"
+uri = "{zendesk_uri}"
+{transport_key}
+[[route]]
+prefix = ""
+org_id = "org-test"
+agent_id = "{AGENT_ID}"
+ai_agent_uri = "sip:ai@127.0.0.1:{ai_port}{param}"
+"#,
+        base = base_config("info"),
+        param = transport.uri_param(),
+    );
+    let mut handoff = Handoff::start(&config, &dir);
+
+    // The carrier: each call lasts 4 s, time for the REFER (after 500 ms),
+    // the transfer INVITE, the NOTIFYs and the AI leg's BYE.
+    let mut carrier = Sipp::spawn(
+        "carrier UAC",
+        &dir,
+        "carrier",
+        &[
+            &handoff.sip_addr(transport).to_string(),
+            "-sf",
+            path_str(&scenarios.join("carrier_uac_transfer.xml")),
+            "-i",
+            "127.0.0.1",
+            "-mi",
+            "127.0.0.1",
+            "-p",
+            &sipp::free_port().to_string(),
+            "-t",
+            mode,
+            "-s",
+            CALLED,
+            "-r",
+            &rate.to_string(),
+            "-m",
+            &n,
+            "-d",
+            "4000",
+            "-recv_timeout",
+            "10000",
+            "-timeout",
+            "45s",
+            "-timeout_error",
+        ],
+    );
+
+    let carrier_status = carrier.wait(Duration::from_secs(60));
+    // Each UAS keeps a call 4 s after its end (timewait) before it exits.
+    let ai_status = ai.wait(Duration::from_secs(20));
+    let zendesk_status = zendesk.wait(Duration::from_secs(20));
+    let (carrier_stats, ai_stats, zendesk_stats) = (
+        carrier.final_stats(),
+        ai.final_stats(),
+        zendesk.final_stats(),
+    );
+
+    let mut problems = Vec::new();
+    if !Sipp::all_succeeded(carrier_status, &carrier_stats, "OutgoingCall(C)", calls) {
+        problems.push("the carrier's calls did not all succeed".to_string());
+    }
+    if !Sipp::all_succeeded(ai_status, &ai_stats, "IncomingCall(C)", calls) {
+        problems.push("the AI agent's calls (REFER, NOTIFYs, BYE) did not all succeed".into());
+    }
+    if !Sipp::all_succeeded(zendesk_status, &zendesk_stats, "IncomingCall(C)", calls) {
+        problems.push("the Zendesk leg's calls (headers, BYE) did not all succeed".into());
+    }
+
+    // Each transfer INVITE carries the session id of the call's AI leg.
+    let ai_ids = session_ids(&dir.file("ai_messages.log"));
+    let zendesk_ids = session_ids(&dir.file("zendesk_messages.log"));
+    if ai_ids.len() != calls as usize {
+        problems.push(format!(
+            "{} distinct session ids on the AI leg for {calls} calls",
+            ai_ids.len()
+        ));
+    }
+    if zendesk_ids != ai_ids {
+        problems.push(format!(
+            "the Zendesk INVITEs' session ids are not the AI legs' ones: only on the AI leg {:?}, \
+             only on the Zendesk leg {:?}",
+            ai_ids.difference(&zendesk_ids).collect::<Vec<_>>(),
+            zendesk_ids.difference(&ai_ids).collect::<Vec<_>>()
+        ));
+    }
+
+    // handoff is left with nothing running and nothing gone wrong.
+    let idle = |m: &sipp::Metrics| {
+        m.get("calls_active") == Some(0.0) && m.get("media_relays_active") == Some(0.0)
+    };
+    match handoff.metrics_when(Duration::from_secs(10), idle) {
+        Ok(m) => {
+            for (name, want) in [
+                ("calls_started_total", f64::from(calls)),
+                ("calls_answered_total", f64::from(calls)),
+                ("calls_failed_total", 0.0),
+                ("calls_active", 0.0),
+                ("media_relays_active", 0.0),
+                ("sip_parse_errors_total", 0.0),
+                ("sip_send_errors_total", 0.0),
+                ("transaction_timeouts_total", 0.0),
+            ] {
+                let got = m.get(name);
+                if got != Some(want) {
+                    problems.push(format!("metric {name} is {got:?}, want {want}"));
+                }
+            }
+            if !problems.is_empty() {
+                problems.push(format!("metrics (non-zero):\n{}", m.nonzero()));
+            }
+        }
+        Err(e) => problems.push(format!("cannot read handoff's metrics: {e}")),
+    }
+    let status = handoff.terminate(Duration::from_secs(10));
+    if !status.is_some_and(|s| s.success()) {
+        problems.push(format!("handoff did not exit 0 on SIGTERM: {status:?}"));
+    }
+    let log = handoff.log_text();
+    if log.contains("panicked") {
+        problems.push("handoff logged a panic".into());
+    }
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"level\":\"ERROR\""))
+        .take(5)
+        .collect();
+    if !errors.is_empty() {
+        problems.push(format!("handoff logged errors:\n{}", errors.join("\n")));
+    }
+
+    if !problems.is_empty() {
+        panic!(
+            "{calls} transfers over {transport:?} through handoff:\n- {}\n{}\n{}\n{}\n{}\nfiles kept in {}",
+            problems.join("\n- "),
+            carrier.report(carrier_status, &carrier_stats),
+            ai.report(ai_status, &ai_stats),
+            zendesk.report(zendesk_status, &zendesk_stats),
+            handoff.report(),
+            dir.path.display()
+        );
+    }
+}
+
+/// The X-OPENCX-SESSION-ID values of the INVITEs in a SIPp message log
+/// (`-trace_msg`); retransmissions count once.
+fn session_ids(log: &Path) -> BTreeSet<String> {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let mut ids = BTreeSet::new();
+    let mut in_invite = false;
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.starts_with("INVITE ") {
+            in_invite = true;
+        } else if line.trim().is_empty() {
+            in_invite = false;
+        } else if in_invite {
+            if let Some((name, value)) = line.split_once(':') {
+                if name.trim().eq_ignore_ascii_case("X-OPENCX-SESSION-ID") {
+                    ids.insert(value.trim().to_string());
+                }
+            }
+        }
+    }
+    ids
+}
+
+// ---------------------------------------------------------------------------
+// The scenarios against stand-ins for handoff, without handoff.
+
+/// One stand-in run: `scenario` (a UAS in sipp-scenarios/) called by
+/// `standin` (in sipp-scenarios/standin/) with `change` applied to the
+/// stand-in's text first (`None`: as it is).
+struct Case {
+    what: &'static str,
+    scenario: &'static str,
+    uas_args: &'static [&'static str],
+    standin: &'static str,
+    change: Option<(&'static str, &'static str)>,
+}
+
+const AI: &str = "ai_agent_refer_uas.xml";
+const AI_ARGS: &[&str] = &["-key", "refer_to", "sip:support@127.0.0.1:9"];
+const AI_STANDIN: &str = "handoff_refer_uac.xml";
+const ZENDESK: &str = "zendesk_uas.xml";
+const ZENDESK_ARGS: &[&str] = &["-set", "agent_id", "agent-test"];
+const ZENDESK_STANDIN: &str = "handoff_transfer_uac.xml";
+
+fn ai_case(what: &'static str, change: Option<(&'static str, &'static str)>) -> Case {
+    Case {
+        what,
+        scenario: AI,
+        uas_args: AI_ARGS,
+        standin: AI_STANDIN,
+        change,
+    }
+}
+
+fn zendesk_case(what: &'static str, change: Option<(&'static str, &'static str)>) -> Case {
+    Case {
+        what,
+        scenario: ZENDESK,
+        uas_args: ZENDESK_ARGS,
+        standin: ZENDESK_STANDIN,
+        change,
+    }
+}
+
+#[test]
+fn ai_agent_scenario_takes_a_conforming_transfer_and_fails_broken_notifies() {
+    run_cases(vec![
+        ai_case("as the contract says", None),
+        ai_case(
+            "sipfrag without the SIP/2.0 prefix",
+            Some(("      SIP/2.0 100 Trying", "      100 Trying")),
+        ),
+        ai_case(
+            "final NOTIFY reporting a failure",
+            Some((
+                "      SIP/2.0 200 OK\n    ]]>",
+                "      SIP/2.0 503 Service Unavailable\n    ]]>",
+            )),
+        ),
+        ai_case(
+            "final NOTIFY still active",
+            Some(("terminated;reason=noresource", "active;expires=60")),
+        ),
+        ai_case(
+            "Event id not the REFER's CSeq",
+            Some(("Event: refer;id=[$refer_cseq]", "Event: refer;id=1")),
+        ),
+        ai_case(
+            "Content-Type not message/sipfrag",
+            Some((
+                "Content-Type: message/sipfrag;version=2.0",
+                "Content-Type: text/plain",
+            )),
+        ),
+        ai_case(
+            "a second session id on the AI leg",
+            Some((
+                "X-OPENCX-AGENT-ID: agent-test",
+                "X-OPENCX-AGENT-ID: agent-test\n      x-opencx-session-id: 00000000000000000000000000000000",
+            )),
+        ),
+        ai_case(
+            "no X-OPENCX-AGENT-ID on the AI leg",
+            Some(("      X-OPENCX-AGENT-ID: agent-test\n", "")),
+        ),
+    ]);
+}
+
+#[test]
+fn zendesk_scenario_takes_a_conforming_transfer_invite_and_fails_broken_ones() {
+    run_cases(vec![
+        zendesk_case("as the contract says", None),
+        zendesk_case(
+            "X-OPENCX-TRANSFER missing",
+            Some(("      X-OPENCX-TRANSFER: true\n", "")),
+        ),
+        zendesk_case(
+            "X-OPENCX-TRANSFER false",
+            Some(("X-OPENCX-TRANSFER: true", "X-OPENCX-TRANSFER: false")),
+        ),
+        zendesk_case(
+            "another agent id",
+            Some(("X-OPENCX-AGENT-ID: agent-test", "X-OPENCX-AGENT-ID: agent-other")),
+        ),
+        zendesk_case(
+            "X-OPENCX-AGENT-ID missing",
+            Some(("      X-OPENCX-AGENT-ID: agent-test\n", "")),
+        ),
+        zendesk_case(
+            "session id in upper case",
+            Some((
+                "0123456789abcdef0123456789abcdef",
+                "0123456789ABCDEF0123456789ABCDEF",
+            )),
+        ),
+        zendesk_case(
+            "session id twice",
+            Some((
+                "X-OPENCX-TRANSFER: true",
+                "X-OPENCX-TRANSFER: true\n      X-OPENCX-SESSION-ID: 00000000000000000000000000000000",
+            )),
+        ),
+        zendesk_case(
+            "X-OPENCX-TRANSFER twice",
+            Some((
+                "X-OPENCX-TRANSFER: true",
+                "X-OPENCX-TRANSFER: true\n      X-OPENCX-TRANSFER: true",
+            )),
+        ),
+        zendesk_case(
+            "a ticket header with no ticket stamped",
+            Some((
+                "X-OPENCX-TRANSFER: true",
+                "X-OPENCX-TRANSFER: true\n      X-Zendesk-Ticket-Id: 999",
+            )),
+        ),
+        zendesk_case(
+            "a ticket header in lower case",
+            Some((
+                "X-OPENCX-TRANSFER: true",
+                "X-OPENCX-TRANSFER: true\n      x-zendesk-ticket-id: 999",
+            )),
+        ),
+        zendesk_case(
+            "X-OPENCX-ZENDESK-TICKET-ID with no ticket stamped",
+            Some((
+                "X-OPENCX-TRANSFER: true",
+                "X-OPENCX-TRANSFER: true\n      X-OPENCX-ZENDESK-TICKET-ID: 999",
+            )),
+        ),
+        zendesk_case(
+            "From number not in E.164",
+            Some(("<sip:+14155551212@", "<sip:4155551212@")),
+        ),
+        zendesk_case(
+            "From without the display name",
+            Some(("From: \"Jane Doe\" <sip:", "From: <sip:")),
+        ),
+        zendesk_case(
+            "Opus offered first",
+            Some(("RTP/AVP 0 101", "RTP/AVP 111 0 101")),
+        ),
+        zendesk_case(
+            "G.722 offered too",
+            Some((
+                "a=rtpmap:0 PCMU/8000",
+                "a=rtpmap:0 PCMU/8000\n      a=rtpmap:9 G722/8000",
+            )),
+        ),
+        zendesk_case(
+            "SDP not on handoff's relay address",
+            Some(("c=IN IP4 127.0.0.1", "c=IN IP4 10.0.0.1")),
+        ),
+    ]);
+}
+
+/// Runs every case side by side (each has its own ports and dir); panics
+/// listing every case whose outcome was not the expected one.
+fn run_cases(cases: Vec<Case>) {
+    require_sipp();
+    let results: Vec<Result<(), String>> = thread::scope(|s| {
+        let handles: Vec<_> = cases.iter().map(|c| s.spawn(|| run_case(c))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("the case panicked".into())))
+            .collect()
+    });
+    let failures: Vec<String> = cases
+        .iter()
+        .zip(results)
+        .filter_map(|(c, r)| r.err().map(|e| format!("{} ({}): {e}", c.scenario, c.what)))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "scenario self-checks went wrong:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// One stand-in run, tried again (up to three times in all) when a SIPp lost
+/// a port to another process between the port pick and its start.
+fn run_case(case: &Case) -> Result<(), String> {
+    let mut attempt = 1;
+    loop {
+        match run_case_once(case) {
+            Err(CaseError::PortRace(e)) if attempt < 3 => {
+                eprintln!("{} ({}): port race, again: {e}", case.scenario, case.what);
+                attempt += 1;
+            }
+            Err(CaseError::PortRace(e)) | Err(CaseError::Wrong(e)) => return Err(e),
+            Ok(()) => return Ok(()),
+        }
+    }
+}
+
+enum CaseError {
+    /// A SIPp could not bind a port it was given.
+    PortRace(String),
+    /// The scenario's verdict was not the expected one.
+    Wrong(String),
+}
+
+/// One stand-in run: the scenario must count its call successful when the
+/// stand-in is unchanged, and failed, by one of its checks, when it is
+/// changed. Keeps its dir (and says where) when the outcome is not the
+/// expected one.
+fn run_case_once(case: &Case) -> Result<(), CaseError> {
+    let wrong = CaseError::Wrong;
+    let dir = TestDir::new();
+    let scenarios = scenarios_dir();
+    let standin = fs::read_to_string(scenarios.join("standin").join(case.standin))
+        .map_err(|e| wrong(format!("read the stand-in: {e}")))?;
+    let standin = match case.change {
+        None => standin,
+        Some((from, to)) => {
+            if !standin.contains(from) {
+                return Err(wrong(format!("the stand-in has no {from:?} to change")));
+            }
+            standin.replacen(from, to, 1)
+        }
+    };
+    let standin_path = dir.file("standin.xml");
+    fs::write(&standin_path, standin).map_err(|e| wrong(format!("write the stand-in: {e}")))?;
+
+    let port = sipp::free_port();
+    let scenario = scenarios.join(case.scenario);
+    let mut args = vec![
+        "-sf",
+        path_str(&scenario),
+        "-i",
+        "127.0.0.1",
+        "-mi",
+        "127.0.0.1",
+        "-t",
+        "u1",
+        "-m",
+        "1",
+        "-timeout",
+        "20s",
+    ];
+    let port_s = port.to_string();
+    args.extend(["-p", &port_s]);
+    args.extend(case.uas_args);
+    let mut uas = Sipp::spawn("scenario under check (UAS)", &dir, "uas", &args);
+    wait_until_bound(port, Transport::Udp, &uas);
+    let target = format!("127.0.0.1:{port}");
+    let mut uac = Sipp::spawn(
+        "handoff stand-in (UAC)",
+        &dir,
+        "standin",
+        &[
+            &target,
+            "-sf",
+            path_str(&standin_path),
+            "-i",
+            "127.0.0.1",
+            "-mi",
+            "127.0.0.1",
+            "-p",
+            &sipp::free_port().to_string(),
+            "-t",
+            "u1",
+            "-m",
+            "1",
+            "-d",
+            "200",
+            "-recv_timeout",
+            "3000",
+            "-timeout",
+            "15s",
+        ],
+    );
+    let uac_status = uac.wait(Duration::from_secs(25));
+    let uas_status = uas.wait(Duration::from_secs(25));
+    let uas_stats = uas.final_stats();
+    if uas.lost_a_port_race() || uac.lost_a_port_race() {
+        return Err(CaseError::PortRace(format!(
+            "{}\n{}",
+            uas.stderr_text(),
+            uac.stderr_text()
+        )));
+    }
+    let passed = Sipp::all_succeeded(uas_status, &uas_stats, "IncomingCall(C)", 1);
+    let want_pass = case.change.is_none();
+    let reasons = uas.failure_reasons();
+    // A broken stand-in must fail a check, not time out or crash.
+    let by_a_check = reasons
+        .iter()
+        .any(|r| r.contains("regexp") || r.contains("Regexp") || r.contains("check_it"));
+    let outcome = match (want_pass, passed) {
+        (true, true) => return Ok(()),
+        (false, false) if by_a_check => {
+            eprintln!(
+                "{} ({}): failed, as it must: {}",
+                case.scenario,
+                case.what,
+                reasons.join(" | ")
+            );
+            return Ok(());
+        }
+        (false, false) => "the scenario failed the broken stand-in, but by no check of its own",
+        (false, true) => "the scenario passed the broken stand-in",
+        (true, false) => "the scenario failed the conforming stand-in",
+    };
+    let report = format!(
+        "{outcome}\n{}\n{}",
+        uas.report(uas_status, &uas_stats),
+        uac.report(uac_status, &uac.final_stats())
+    );
+    Err(wrong(format!(
+        "{report}\nfiles kept in {}",
+        dir.keep().display()
+    )))
+}
