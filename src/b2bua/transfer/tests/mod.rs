@@ -4,6 +4,7 @@ mod allow;
 mod digest;
 mod from;
 mod headers;
+mod hostile;
 mod notify;
 mod refer_to;
 mod settings;
