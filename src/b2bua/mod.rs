@@ -4,6 +4,7 @@
 
 mod call;
 pub mod policy;
+pub mod transfer;
 
 pub use call::CallEvent;
 
