@@ -12,6 +12,8 @@ macro_rules! metrics {
             $( $(#[doc = $doc])* pub $name: metrics!(@ty $kind), )*
             /// Voice-prefetch webhook requests by outcome.
             pub webhook: WebhookCounters,
+            /// Time from a REFER received to the transfer INVITE sent, in seconds.
+            pub transfer_setup_seconds: Histogram,
         }
 
         impl Metrics {
@@ -25,6 +27,11 @@ macro_rules! metrics {
                     let _ = writeln!(out, "handoff_{} {}", stringify!($name), self.$name.load(Ordering::Relaxed));
                 )*
                 self.webhook.render(&mut out);
+                self.transfer_setup_seconds.render(
+                    &mut out,
+                    "handoff_transfer_setup_seconds",
+                    "Time from a REFER received to the transfer INVITE sent.",
+                );
                 out
             }
         }
@@ -78,6 +85,63 @@ metrics! {
     counter rtp_packets_lost_total,
     /// RTCP packets relayed (counted at call end).
     counter rtcp_packets_relayed_total,
+    /// REFERs received on any leg.
+    counter refers_received_total,
+    /// REFERs refused (400 bad Refer-To, 403 target not allowed, 491, 501).
+    counter refers_refused_total,
+    /// Transfers accepted (202) and attempted.
+    counter transfers_total,
+    /// Transfers the target answered: the caller was switched to it.
+    counter transfers_succeeded_total,
+    /// Transfers that failed (target refused, timed out, unreachable); the caller
+    /// stayed with the AI agent.
+    counter transfers_failed_total,
+}
+
+/// Upper bounds (seconds) of the histogram buckets: fine below a millisecond, where
+/// a transfer INVITE should go out, coarse above.
+const BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_2, 0.000_3, 0.000_5, 0.000_75, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1,
+    0.5, 1.0,
+];
+
+/// A Prometheus histogram with fixed buckets, lock-free.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    /// Sum in nanoseconds, so it stays an integer atomic.
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, seconds: f64) {
+        if let Some(i) = BUCKETS.iter().position(|b| seconds <= *b) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let ns = (seconds.max(0.0) * 1e9) as u64;
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (b, c) in BUCKETS.iter().zip(&self.counts) {
+            cumulative += c.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count();
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {count}");
+    }
 }
 
 /// How a voice-prefetch webhook request ended; the `outcome` label of
@@ -202,5 +266,28 @@ mod tests {
         for (i, o) in WebhookOutcome::ALL.iter().enumerate() {
             assert_eq!(*o as usize, i, "{o:?}");
         }
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_with_sum_and_count() {
+        let m = Metrics::default();
+        m.transfer_setup_seconds.observe(0.000_08);
+        m.transfer_setup_seconds.observe(0.000_4);
+        m.transfer_setup_seconds.observe(3.0);
+        let text = m.render_prometheus();
+        let name = "handoff_transfer_setup_seconds";
+        assert!(text.contains(&format!("# TYPE {name} histogram\n")));
+        assert!(text.contains(&format!("{name}_bucket{{le=\"0.00005\"}} 0\n")));
+        assert!(text.contains(&format!("{name}_bucket{{le=\"0.0001\"}} 1\n")));
+        assert!(text.contains(&format!("{name}_bucket{{le=\"0.0005\"}} 2\n")));
+        assert!(text.contains(&format!("{name}_bucket{{le=\"1\"}} 2\n")));
+        assert!(text.contains(&format!("{name}_bucket{{le=\"+Inf\"}} 3\n")));
+        assert!(text.contains(&format!("{name}_count 3\n")));
+        let sum: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}_sum ")))
+            .and_then(|v| v.parse().ok())
+            .expect("a sum line");
+        assert!((sum - 3.00048).abs() < 1e-6, "{sum}");
     }
 }

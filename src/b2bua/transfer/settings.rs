@@ -41,6 +41,10 @@ pub struct TransferSettings {
     /// How long to wait for the answer to the final NOTIFY before BYE-ing the AI leg.
     /// Default 2000.
     pub notify_timeout_ms: u64,
+    /// Where `tel:` targets are sent (the carrier): a sip: URI whose host, port and
+    /// transport are used, the number becoming the user part with `user=phone`.
+    /// Default none: `tel:` targets fail with 503.
+    pub pstn_gateway: Option<String>,
 }
 
 impl Default for TransferSettings {
@@ -54,6 +58,7 @@ impl Default for TransferSettings {
             ring_timeout_secs: 30,
             max_redirects: 3,
             notify_timeout_ms: 2000,
+            pstn_gateway: None,
         }
     }
 }
@@ -115,6 +120,8 @@ pub struct TransferPolicy {
     pub fallback_from: FallbackFrom,
     pub copy: CopyRule,
     pub settings: TransferSettings,
+    /// `pstn_gateway` parsed.
+    pub pstn_gateway: Option<SipUri>,
 }
 
 const MAX_CODECS: usize = 16;
@@ -177,7 +184,25 @@ impl TransferSettings {
                 "must be between 100 and 60000",
             ));
         }
+        let pstn_gateway = match &self.pstn_gateway {
+            None => None,
+            Some(g) => {
+                let uri = SipUri::parse(g)
+                    .filter(|u| u.scheme == "sip" && check_value(g).is_ok())
+                    .ok_or_else(|| {
+                        bad("transfer.pstn_gateway", format!("{g:?} is not a sip: URI"))
+                    })?;
+                if uri
+                    .transport()
+                    .is_some_and(|t| Transport::from_name(&t).is_none())
+                {
+                    return Err(bad("transfer.pstn_gateway", "transport must be udp or tcp"));
+                }
+                Some(uri)
+            }
+        };
         Ok(TransferPolicy {
+            pstn_gateway,
             allow: AllowList { patterns, named },
             fallback_from,
             copy,
