@@ -20,6 +20,8 @@ mod udp {
         transfer::crlf_in_ticket_or_contact_never_reaches_the_invite,
         transfer::second_refer_gets_491_and_refer_sub_false_is_honoured,
         transfer::ai_hangup_during_transfer_lets_it_complete,
+        transfer::redirect_is_followed_to_an_allowed_target,
+        transfer::digest_challenge_is_answered_with_the_destination_credentials,
     }
 }
 
@@ -40,5 +42,7 @@ mod tcp {
         transfer::crlf_in_ticket_or_contact_never_reaches_the_invite,
         transfer::second_refer_gets_491_and_refer_sub_false_is_honoured,
         transfer::ai_hangup_during_transfer_lets_it_complete,
+        transfer::redirect_is_followed_to_an_allowed_target,
+        transfer::digest_challenge_is_answered_with_the_destination_credentials,
     }
 }

@@ -48,6 +48,9 @@ pub(super) struct Transfer {
     /// Bumped on every new attempt, so a late lookup result for an old one is ignored.
     generation: u32,
     invite_tx: Option<TxId>,
+    /// Our last INVITE to the target, for a retry with credentials (its
+    /// transaction may be gone by the time the 401 is handled: TCP has no Timer D).
+    invite: Option<Message>,
     got_provisional: bool,
     /// CANCEL as soon as the target sends a provisional response.
     cancel_on_provisional: bool,
@@ -128,6 +131,7 @@ impl Call {
             dest,
             generation: 0,
             invite_tx: None,
+            invite: None,
             got_provisional: false,
             cancel_on_provisional: false,
             cancelled: false,
@@ -324,11 +328,13 @@ impl Call {
         if let Some(hold) = self.transport.hold(&peer) {
             self._holds.push(hold);
         }
+        let copy = m.clone();
         let id = self.send_request(Side::Target, m, now);
         let ring = self.sh.transfer.settings.ring_timeout();
         let latency = now.elapsed() + now.saturating_duration_since(self.transfer_refer_at());
         if let Some(t) = self.transfer.as_mut() {
             t.invite_tx = Some(id);
+            t.invite = Some(copy);
             t.state = State::Inviting;
             t.got_provisional = false;
             t.cancel_on_provisional = false;
@@ -568,16 +574,26 @@ impl Call {
         t.auth_tried = true;
         let kind = digest::ChallengeKind::from_status(status);
         let creds = t.dest.credentials.clone();
-        let invite = t.invite_tx.and_then(|tx| self.txs.request(tx).cloned());
+        let invite = t.invite.clone();
         let (Some(kind), Some(creds), Some(invite)) = (kind, creds, invite) else {
             let reason = resp.reason().unwrap_or("").to_owned();
             return self.transfer_failed(status, &reason, now);
         };
         let uri = invite.request_uri().unwrap_or_default().to_owned();
         let cnonce = format!("{:016x}", rand::thread_rng().gen::<u64>());
+        // Whole header values: a challenge is one comma-separated list of
+        // auth-params, not a list of challenges.
         let answer = resp
-            .header_values(kind.challenge_header())
-            .find_map(|c| digest::digest_authorization(c, "INVITE", &uri, &creds, &cnonce, 1).ok());
+            .headers()
+            .iter()
+            .filter(|h| {
+                h.name()
+                    .as_str()
+                    .eq_ignore_ascii_case(kind.challenge_header())
+            })
+            .find_map(|h| {
+                digest::digest_authorization(h.value(), "INVITE", &uri, &creds, &cnonce, 1).ok()
+            });
         let Some(answer) = answer else {
             tracing::warn!("transfer target's challenge cannot be answered");
             let reason = resp.reason().unwrap_or("").to_owned();
@@ -600,9 +616,11 @@ impl Call {
         retry.push(kind.authorization_header(), answer);
         leg.dialog.remote_tag = None;
         leg.done = false;
+        let copy = retry.clone();
         let id = self.send_request(Side::Target, retry, now);
         if let Some(t) = self.transfer.as_mut() {
             t.invite_tx = Some(id);
+            t.invite = Some(copy);
             t.got_provisional = false;
         }
     }
@@ -707,14 +725,16 @@ impl Call {
         if t.cancelled || t.state != State::Inviting && t.state != State::Abandoned {
             return;
         }
-        let Some(tx) = t.invite_tx else { return };
+        if t.invite_tx.is_none() {
+            return; // Its final answer is in: nothing to cancel.
+        }
         if !t.got_provisional {
             t.cancel_on_provisional = true;
             return;
         }
         t.cancelled = true;
         t.cancel_on_provisional = false;
-        if let Some(inv) = self.txs.request(tx).cloned() {
+        if let Some(inv) = t.invite.clone() {
             self.send_request(Side::Target, cancel_for(&inv), now);
         }
     }

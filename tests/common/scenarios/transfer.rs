@@ -23,7 +23,11 @@ pub struct TransferRig {
 }
 
 pub async fn transfer_rig(t: Transport, extra: &str) -> TransferRig {
-    let zendesk = TestUa::agent(t).await;
+    transfer_rig_with(t, extra, TestUa::agent(t).await).await
+}
+
+/// The same with a given "Zendesk" UA (whose port `extra` may already name).
+pub async fn transfer_rig_with(t: Transport, extra: &str, zendesk: TestUa) -> TransferRig {
     let port = zendesk.local_addr().port();
     let target = format!("sip:support@127.0.0.1:{port}{}", t.uri_param());
     let extra = format!(
@@ -592,4 +596,85 @@ async fn bye_from_caller_to_zendesk(tr: &mut TransferRig, m: &mut MediaCall) {
         .await;
     let zbye = tr.zendesk.expect_request(Method::Bye, WAIT).await;
     tr.zendesk.respond(&zbye, 200, &[], None).await;
+}
+
+/// A 302 to another allowed target is followed; its Contact is checked
+/// against the allow-list like the Refer-To was.
+pub async fn redirect_is_followed_to_an_allowed_target(t: Transport) {
+    let zendesk = TestUa::agent(t).await;
+    let port = zendesk.local_addr().port();
+    // An IP literal is allowed only by an exact pattern.
+    let tier2 = format!("sip:tier2@127.0.0.1:{port}{}", t.uri_param());
+    let extra = format!("transfer.allow = [\"tel:+*\", \"{tier2}\"]");
+    let mut tr = transfer_rig_with(t, &extra, zendesk).await;
+    let mut m = establish_media(&mut tr.rig).await;
+    let target = format!("<{}>", tr.target);
+    let refer_msg = refer(&mut tr, &mut m, &target, 202).await;
+    expect_notify(&mut tr, &m, &refer_msg).await;
+    let inv = expect_target_invite(&mut tr).await;
+    tr.zendesk
+        .respond(&inv, 302, &[("Contact", &format!("<{tier2}>"))], None)
+        .await;
+    let inv2 = expect_target_invite(&mut tr).await;
+    assert!(
+        inv2.msg
+            .request_uri()
+            .unwrap_or_default()
+            .starts_with("sip:tier2@"),
+        "redirected INVITE"
+    );
+    assert_eq!(inv2.msg.header("X-OPENCX-TRANSFER"), Some("true"));
+    // A redirect to somewhere not allowed ends the transfer with the 3xx.
+    tr.zendesk
+        .respond(&inv2, 302, &[("Contact", "<sip:evil@10.1.2.3>")], None)
+        .await;
+    let (frag, _) = expect_notify(&mut tr, &m, &refer_msg).await;
+    assert!(frag.starts_with("SIP/2.0 302 "), "{frag}");
+    tr.zendesk
+        .expect_silence(
+            "an INVITE to a refused redirect",
+            Duration::from_millis(200),
+            |x| x.method() == Some(&Method::Invite),
+        )
+        .await;
+}
+
+/// A destination with credentials answers a 401 digest challenge (SHA-256,
+/// qop=auth) once; the retried INVITE carries them and a higher CSeq.
+pub async fn digest_challenge_is_answered_with_the_destination_credentials(t: Transport) {
+    let zendesk = TestUa::agent(t).await;
+    let port = zendesk.local_addr().port();
+    let target = format!("sip:support@127.0.0.1:{port}{}", t.uri_param());
+    let extra = format!(
+        "transfer.destination = [{{ name = \"zendesk\", uri = \"{target}\", username = \"handoff\", password = \"s3cret-pass\" }}]"
+    );
+    let mut tr = transfer_rig_with(t, &extra, zendesk).await;
+    let mut m = establish_media(&mut tr.rig).await;
+    let refer_msg = refer(&mut tr, &mut m, &format!("<{target}>"), 202).await;
+    expect_notify(&mut tr, &m, &refer_msg).await;
+    let inv = expect_target_invite(&mut tr).await;
+    assert_eq!(inv.msg.header("Authorization"), None);
+    let challenge = "Digest realm=\"zendesk\", nonce=\"abc123\", qop=\"auth\", algorithm=SHA-256";
+    tr.zendesk
+        .respond(&inv, 401, &[("WWW-Authenticate", challenge)], None)
+        .await;
+    let inv2 = expect_target_invite(&mut tr).await;
+    let auth = inv2
+        .msg
+        .header("Authorization")
+        .unwrap_or_default()
+        .to_owned();
+    assert!(auth.starts_with("Digest "), "{auth}");
+    assert!(auth.contains("username=\"handoff\""), "{auth}");
+    assert!(auth.contains("algorithm=SHA-256"), "{auth}");
+    assert!(auth.contains("qop=auth"), "{auth}");
+    assert!(!auth.contains("s3cret"), "the password never goes out");
+    assert!(inv2.msg.cseq().unwrap().seq > inv.msg.cseq().unwrap().seq);
+    assert_eq!(inv2.msg.call_id(), inv.msg.call_id());
+    // A second challenge is final.
+    tr.zendesk
+        .respond(&inv2, 401, &[("WWW-Authenticate", challenge)], None)
+        .await;
+    let (frag, _) = expect_notify(&mut tr, &m, &refer_msg).await;
+    assert!(frag.starts_with("SIP/2.0 401 "), "{frag}");
 }
