@@ -14,6 +14,8 @@ macro_rules! metrics {
             pub webhook: WebhookCounters,
             /// Time from a REFER received to the transfer INVITE sent, in seconds.
             pub transfer_setup_seconds: Histogram,
+            /// SIP messages in and out by method and status.
+            pub sip: SipTraffic,
         }
 
         impl Metrics {
@@ -27,6 +29,7 @@ macro_rules! metrics {
                     let _ = writeln!(out, "handoff_{} {}", stringify!($name), self.$name.load(Ordering::Relaxed));
                 )*
                 self.webhook.render(&mut out);
+                self.sip.render(&mut out);
                 self.transfer_setup_seconds.render(
                     &mut out,
                     "handoff_transfer_setup_seconds",
@@ -96,6 +99,151 @@ metrics! {
     /// Transfers that failed (target refused, timed out, unreachable); the caller
     /// stayed with the AI agent.
     counter transfers_failed_total,
+}
+
+/// The method label values: the methods SIP defines that handoff meets, then
+/// "other" (so a peer cannot grow the label set).
+const METHODS: [&str; 15] = [
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "UPDATE",
+    "INFO",
+    "REFER",
+    "NOTIFY",
+    "PRACK",
+    "REGISTER",
+    "SUBSCRIBE",
+    "MESSAGE",
+    "PUBLISH",
+    "other",
+];
+const STATUSES: usize = 600; // 100..=699
+
+/// Which way a message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    In = 0,
+    Out = 1,
+}
+
+/// SIP requests by direction and method, responses by direction, method (of their
+/// CSeq) and status. Fixed arrays of atomics: no lock, bounded labels.
+#[derive(Debug)]
+pub struct SipTraffic {
+    requests: Box<[AtomicU64]>,
+    responses: Box<[AtomicU64]>,
+}
+
+impl Default for SipTraffic {
+    fn default() -> Self {
+        let n = |len: usize| (0..len).map(|_| AtomicU64::new(0)).collect::<Box<[_]>>();
+        SipTraffic {
+            requests: n(2 * METHODS.len()),
+            responses: n(2 * METHODS.len() * STATUSES),
+        }
+    }
+}
+
+fn method_index(method: &str) -> usize {
+    METHODS[..METHODS.len() - 1]
+        .iter()
+        .position(|m| m.eq_ignore_ascii_case(method))
+        .unwrap_or(METHODS.len() - 1)
+}
+
+impl SipTraffic {
+    /// A request of `method` went `dir`.
+    pub fn request(&self, dir: Direction, method: &str) {
+        let i = dir as usize * METHODS.len() + method_index(method);
+        self.requests[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A response `status` to a `method` request went `dir`. Statuses outside
+    /// 100..=699 are not counted (they were refused as malformed).
+    pub fn response(&self, dir: Direction, method: &str, status: u16) {
+        if !(100..=699).contains(&status) {
+            return;
+        }
+        let i = (dir as usize * METHODS.len() + method_index(method)) * STATUSES
+            + usize::from(status - 100);
+        self.responses[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count a message handoff is sending, from its bytes (our own messages:
+    /// canonical start line and `CSeq` header).
+    pub fn outgoing(&self, bytes: &[u8]) {
+        let line_end = bytes
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .unwrap_or(bytes.len());
+        let line = std::str::from_utf8(&bytes[..line_end]).unwrap_or("");
+        if let Some(rest) = line.strip_prefix("SIP/2.0 ") {
+            let status = rest.get(..3).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let method = cseq_method(bytes).unwrap_or("other");
+            self.response(Direction::Out, method, status);
+        } else if let Some(method) = line.split(' ').next().filter(|m| !m.is_empty()) {
+            self.request(Direction::Out, method);
+        }
+    }
+
+    /// How many requests of `method` went `dir` (for tests).
+    pub fn requests_of(&self, dir: Direction, method: &str) -> u64 {
+        self.requests[dir as usize * METHODS.len() + method_index(method)].load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String) {
+        let dirs = ["in", "out"];
+        let name = "handoff_sip_requests_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} SIP requests received (in) and sent (out), by method."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (d, dir) in dirs.iter().enumerate() {
+            for (m, method) in METHODS.iter().enumerate() {
+                let v = self.requests[d * METHODS.len() + m].load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}{{direction=\"{dir}\",method=\"{method}\"}} {v}");
+            }
+        }
+        let name = "handoff_sip_responses_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} SIP responses received (in) and sent (out), by the method they answer and status."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (d, dir) in dirs.iter().enumerate() {
+            for (m, method) in METHODS.iter().enumerate() {
+                for s in 0..STATUSES {
+                    let v = self.responses[(d * METHODS.len() + m) * STATUSES + s]
+                        .load(Ordering::Relaxed);
+                    if v > 0 {
+                        let status = s + 100;
+                        let _ = writeln!(
+                            out,
+                            "{name}{{direction=\"{dir}\",method=\"{method}\",status=\"{status}\"}} {v}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The method of the `CSeq` header in raw message bytes.
+fn cseq_method(bytes: &[u8]) -> Option<&str> {
+    let at = bytes
+        .windows(7)
+        .position(|w| w.eq_ignore_ascii_case(b"\r\nCSeq:"))?;
+    let rest = &bytes[at + 7..];
+    let end = rest
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .unwrap_or(rest.len());
+    let value = std::str::from_utf8(&rest[..end]).ok()?;
+    value.split_whitespace().nth(1)
 }
 
 /// Upper bounds (seconds) of the histogram buckets: fine below a millisecond, where
@@ -289,5 +437,30 @@ mod tests {
             .and_then(|v| v.parse().ok())
             .expect("a sum line");
         assert!((sum - 3.00048).abs() < 1e-6, "{sum}");
+    }
+
+    #[test]
+    fn sip_traffic_by_method_and_status() {
+        let m = Metrics::default();
+        m.sip.request(Direction::In, "INVITE");
+        m.sip.request(Direction::In, "FOO");
+        m.sip
+            .outgoing(b"SIP/2.0 180 Ringing\r\nVia: x\r\nCSeq: 1 INVITE\r\n\r\n");
+        m.sip
+            .outgoing(b"BYE sip:a@b SIP/2.0\r\nCSeq: 2 BYE\r\n\r\n");
+        m.sip.response(Direction::In, "BYE", 200);
+        m.sip.response(Direction::In, "BYE", 700);
+        let text = m.render_prometheus();
+        assert!(text.contains("handoff_sip_requests_total{direction=\"in\",method=\"INVITE\"} 1\n"));
+        assert!(text.contains("handoff_sip_requests_total{direction=\"in\",method=\"other\"} 1\n"));
+        assert!(text.contains("handoff_sip_requests_total{direction=\"out\",method=\"BYE\"} 1\n"));
+        assert!(text.contains(
+            "handoff_sip_responses_total{direction=\"out\",method=\"INVITE\",status=\"180\"} 1\n"
+        ));
+        assert!(text.contains(
+            "handoff_sip_responses_total{direction=\"in\",method=\"BYE\",status=\"200\"} 1\n"
+        ));
+        assert!(!text.contains("status=\"700\""));
+        assert_eq!(m.sip.requests_of(Direction::Out, "BYE"), 1);
     }
 }
