@@ -65,6 +65,18 @@ pub(super) fn is_sdp(msg: &Message) -> bool {
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
 }
 
+/// A message's body as SDP: refused when it is not `application/sdp` or
+/// does not parse (an empty body does not parse).
+fn parse_body(msg: &Message) -> Result<SessionDescription, MediaError> {
+    if !is_sdp(msg) {
+        let ct = msg
+            .header("Content-Type")
+            .unwrap_or("a body without Content-Type");
+        return Err(MediaError::NotSdp(ct.chars().take(64).collect()));
+    }
+    Ok(SessionDescription::parse(msg.body()).map_err(SdpError::from)?)
+}
+
 /// Three legs at most: the caller, the AI agent, the transfer target.
 const LEGS: usize = 3;
 
@@ -133,13 +145,7 @@ impl CallMedia {
         if msg.body().is_empty() {
             return Ok(None);
         }
-        if !is_sdp(msg) {
-            let ct = msg
-                .header("Content-Type")
-                .unwrap_or("a body without Content-Type");
-            return Err(MediaError::NotSdp(ct.chars().take(64).collect()));
-        }
-        let sdp = SessionDescription::parse(msg.body()).map_err(SdpError::from)?;
+        let sdp = parse_body(msg)?;
         let stream = match self.stream {
             Some(i) if i < sdp.media().len() => i,
             Some(_) => return Err(MediaError::NoAudio),
@@ -197,16 +203,7 @@ impl CallMedia {
     /// The new leg's SDP answer (in its 2xx): where its peer is, before the
     /// switch. Nothing is sent on: the caller keeps its own session.
     pub fn learn_answer(&mut self, from: Side, msg: &Message) -> Result<(), MediaError> {
-        if msg.body().is_empty() {
-            return Err(MediaError::Sdp(SdpError::Parse(sdp::ParseError::Empty)));
-        }
-        if !is_sdp(msg) {
-            let ct = msg
-                .header("Content-Type")
-                .unwrap_or("a body without Content-Type");
-            return Err(MediaError::NotSdp(ct.chars().take(64).collect()));
-        }
-        let answer = SessionDescription::parse(msg.body()).map_err(SdpError::from)?;
+        let answer = parse_body(msg)?;
         let stream = self.stream.ok_or(MediaError::NoAudio)?;
         if answer.streams().nth(stream).is_none_or(|s| s.is_rejected()) {
             return Err(MediaError::NoAudio);

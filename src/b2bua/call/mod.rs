@@ -65,6 +65,21 @@ pub(super) struct Leg {
     done: bool,
 }
 
+impl Leg {
+    fn new(dialog: Dialog, via_host: String, via_port: u16) -> Leg {
+        Leg {
+            dialog,
+            via_host,
+            via_port,
+            ack: None,
+            ack_deferred: None,
+            retrans: None,
+            bye_tx: None,
+            done: false,
+        }
+    }
+}
+
 pub(super) struct Retrans2xx {
     seq: u32,
     bytes: Bytes,

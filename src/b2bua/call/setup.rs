@@ -110,16 +110,6 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
     );
     let ai_dialog = Dialog::uac(&ai_invite, placeholder, ai_contact)?;
 
-    let leg = |dialog: Dialog, host: String, port: u16| Leg {
-        dialog,
-        via_host: host,
-        via_port: port,
-        ack: None,
-        ack_deferred: None,
-        retrans: None,
-        bye_tx: None,
-        done: false,
-    };
     let holds = [Some(from), ai_peer]
         .iter()
         .flatten()
@@ -134,8 +124,8 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         events,
         phase: Phase::Inviting,
         legs: vec![
-            leg(caller_dialog, c_host, c_port),
-            leg(ai_dialog, a_host, a_port),
+            Leg::new(caller_dialog, c_host, c_port),
+            Leg::new(ai_dialog, a_host, a_port),
         ],
         far: Side::Ai,
         old_call_ids: Vec::new(),

@@ -306,16 +306,7 @@ impl Call {
             return self.transfer_failed(500, "Server Internal Error", now);
         };
         let call_id = dialog.call_id.clone();
-        let leg = Leg {
-            dialog,
-            via_host: host,
-            via_port: port,
-            ack: None,
-            ack_deferred: None,
-            retrans: None,
-            bye_tx: None,
-            done: false,
-        };
+        let leg = Leg::new(dialog, host, port);
         if self.legs.len() > Side::Target as usize {
             let old = std::mem::replace(&mut self.legs[Side::Target as usize], leg);
             self.old_call_ids.push(old.dialog.call_id);

@@ -262,6 +262,16 @@ pub async fn ticket_stamped_by_webhook_goes_on_the_transfer_invite(t: Transport)
 }
 
 async fn stamp_via_webhook(rig: &Rig, ticket: u64) {
+    let body = format!(
+        r#"{{"ticket_id": {ticket}, "caller_phone": "{CALLER_E164}", "requester_phone": ""}}"#
+    );
+    let resp = post_webhook(rig, body).await;
+    let v: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(v["success"], true, "stamped: {v}");
+}
+
+/// POST `body` to the voice-prefetch webhook with a valid token for the org.
+async fn post_webhook(rig: &Rig, body: String) -> reqwest::Response {
     let key = SigningKey {
         kid: "k1".into(),
         secret: Secret::new(SIGNING_SECRET),
@@ -276,18 +286,13 @@ async fn stamp_via_webhook(rig: &Rig, ticket: u64) {
         "http://{}/backend/zendesk-v2/voice-prefetch/{token}",
         rig.server.http_addr()
     );
-    let body = format!(
-        r#"{{"ticket_id": {ticket}, "caller_phone": "{CALLER_E164}", "requester_phone": ""}}"#
-    );
-    let resp = reqwest::Client::new()
+    reqwest::Client::new()
         .post(url)
         .header("Content-Type", "application/json")
         .body(body)
         .send()
         .await
-        .expect("webhook");
-    let v: serde_json::Value = resp.json().await.expect("json");
-    assert_eq!(v["success"], true, "stamped: {v}");
+        .expect("webhook")
 }
 
 /// A `tel:` target goes to the PSTN gateway with `user=phone`, and never with
@@ -469,30 +474,10 @@ pub async fn target_not_allowed_gets_403_and_nothing_is_dialled(t: Transport) {
 pub async fn crlf_in_ticket_or_contact_never_reaches_the_invite(t: Transport) {
     let mut tr = transfer_rig(t, "").await;
     let mut m = establish_media(&mut tr.rig).await;
-    let key = SigningKey {
-        kid: "k1".into(),
-        secret: Secret::new(SIGNING_SECRET),
-        issuer: "t".into(),
-    };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let token = mint_prefetch_token(&key, "org-test", now, None).expect("mint");
-    let url = format!(
-        "http://{}/backend/zendesk-v2/voice-prefetch/{token}",
-        tr.rig.server.http_addr()
-    );
     let body = format!(
         r#"{{"ticket_id": "123\r\nX-Evil: 1", "caller_phone": "{CALLER_E164}", "requester_phone": ""}}"#
     );
-    let resp = reqwest::Client::new()
-        .post(url)
-        .header("Content-Type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("webhook");
+    let resp = post_webhook(&tr.rig, body).await;
     assert_eq!(resp.status().as_u16(), 400, "ticket id with CRLF refused");
     let sid = handoff::session::SessionId::parse(&m.call.session_id).expect("id");
     tr.rig.server.sessions().update(&sid, |s| {
