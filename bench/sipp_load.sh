@@ -176,6 +176,12 @@ level = "warn"
 [http]
 listen = "127.0.0.1:0"
 
+# Signalling only: this benchmark measures SIP (and Kamailio, the reference,
+# relays no media either). The media relay has its own, bench/rtp_load.sh;
+# 5,000 held relayed calls would also need 20,000 sockets.
+[media]
+mode = "passthrough"
+
 [[route]]
 prefix = ""
 org_id = "org-bench"

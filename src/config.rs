@@ -42,6 +42,8 @@ pub struct Config {
     pub zendesk: ZendeskConfig,
     #[serde(default)]
     pub media: MediaConfig,
+    #[serde(default)]
+    pub transfer: crate::b2bua::transfer::TransferSettings,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
 }
@@ -272,6 +274,8 @@ pub struct Settings {
     pub http: HttpSettings,
     /// `None`: `[media] mode = "passthrough"`.
     pub media: Option<MediaSettings>,
+    /// `[transfer]` compiled: allow-list, destinations, header rules.
+    pub transfer: crate::b2bua::transfer::TransferPolicy,
 }
 
 /// A secret from the configuration; `Debug` never shows it.
@@ -539,9 +543,14 @@ impl Config {
         }
         let http = self.validate_http(&bad)?;
         let media = self.validate_media(&bad)?;
+        let transfer = self
+            .transfer
+            .compile()
+            .map_err(|e| bad(&e.key, e.problem))?;
         Ok(Settings {
             http,
             media,
+            transfer,
             listen_udp,
             listen_tcp,
             advertised_host: sip.advertised_host.clone(),

@@ -101,6 +101,7 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let mut stop = StopSignals::install();
         let server = match Server::start(settings).await {
             Ok(s) => s,
             Err(e) => {
@@ -121,27 +122,46 @@ fn run(path: &std::path::Path) -> ExitCode {
             let _ = out.flush();
         }
         tracing::info!(udp = ?server.udp_addrs(), tcp = ?server.tcp_addrs(), http = %server.http_addr(), "handoff started");
-        wait_for_stop_signal().await;
+        stop.next().await;
         tokio::select! {
             _ = server.drain() => {}
-            _ = wait_for_stop_signal() => tracing::warn!("second stop signal: exiting now"),
+            _ = stop.next() => tracing::warn!("second stop signal: exiting now"),
         }
         ExitCode::SUCCESS
     })
 }
 
-async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // No signal handling possible: never return, the process is killed instead.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, caught from the moment this exists: installed before the
+/// listening addresses are printed, so a signal sent as soon as they are seen
+/// drains instead of killing the process.
+struct StopSignals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn install() -> StopSignals {
+        use tokio::signal::unix::{signal, SignalKind};
+        StopSignals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    /// The next SIGTERM or SIGINT (never, if neither could be caught).
+    async fn next(&mut self) {
+        async fn on(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = on(&mut self.term) => {}
+            _ = on(&mut self.int) => {}
+        }
     }
 }
 

@@ -12,6 +12,10 @@ macro_rules! metrics {
             $( $(#[doc = $doc])* pub $name: metrics!(@ty $kind), )*
             /// Voice-prefetch webhook requests by outcome.
             pub webhook: WebhookCounters,
+            /// Time from a REFER received to the transfer INVITE sent, in seconds.
+            pub transfer_setup_seconds: Histogram,
+            /// SIP messages in and out by method and status.
+            pub sip: SipTraffic,
         }
 
         impl Metrics {
@@ -25,6 +29,12 @@ macro_rules! metrics {
                     let _ = writeln!(out, "handoff_{} {}", stringify!($name), self.$name.load(Ordering::Relaxed));
                 )*
                 self.webhook.render(&mut out);
+                self.sip.render(&mut out);
+                self.transfer_setup_seconds.render(
+                    &mut out,
+                    "handoff_transfer_setup_seconds",
+                    "Time from a REFER received to the transfer INVITE sent.",
+                );
                 out
             }
         }
@@ -78,6 +88,208 @@ metrics! {
     counter rtp_packets_lost_total,
     /// RTCP packets relayed (counted at call end).
     counter rtcp_packets_relayed_total,
+    /// REFERs received on any leg.
+    counter refers_received_total,
+    /// REFERs refused (400 bad Refer-To, 403 target not allowed, 491, 501).
+    counter refers_refused_total,
+    /// Transfers accepted (202) and attempted.
+    counter transfers_total,
+    /// Transfers the target answered: the caller was switched to it.
+    counter transfers_succeeded_total,
+    /// Transfers that failed (target refused, timed out, unreachable); the caller
+    /// stayed with the AI agent.
+    counter transfers_failed_total,
+}
+
+/// The method label values: the methods SIP defines that handoff meets, then
+/// "other" (so a peer cannot grow the label set).
+const METHODS: [&str; 15] = [
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "UPDATE",
+    "INFO",
+    "REFER",
+    "NOTIFY",
+    "PRACK",
+    "REGISTER",
+    "SUBSCRIBE",
+    "MESSAGE",
+    "PUBLISH",
+    "other",
+];
+const STATUSES: usize = 600; // 100..=699
+
+/// Which way a message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    In = 0,
+    Out = 1,
+}
+
+/// SIP requests by direction and method, responses by direction, method (of their
+/// CSeq) and status. Fixed arrays of atomics: no lock, bounded labels.
+#[derive(Debug)]
+pub struct SipTraffic {
+    requests: Box<[AtomicU64]>,
+    responses: Box<[AtomicU64]>,
+}
+
+impl Default for SipTraffic {
+    fn default() -> Self {
+        let n = |len: usize| (0..len).map(|_| AtomicU64::new(0)).collect::<Box<[_]>>();
+        SipTraffic {
+            requests: n(2 * METHODS.len()),
+            responses: n(2 * METHODS.len() * STATUSES),
+        }
+    }
+}
+
+fn method_index(method: &str) -> usize {
+    METHODS[..METHODS.len() - 1]
+        .iter()
+        .position(|m| m.eq_ignore_ascii_case(method))
+        .unwrap_or(METHODS.len() - 1)
+}
+
+impl SipTraffic {
+    /// A request of `method` went `dir`.
+    pub fn request(&self, dir: Direction, method: &str) {
+        let i = dir as usize * METHODS.len() + method_index(method);
+        self.requests[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A response `status` to a `method` request went `dir`. Statuses outside
+    /// 100..=699 are not counted (they were refused as malformed).
+    pub fn response(&self, dir: Direction, method: &str, status: u16) {
+        if !(100..=699).contains(&status) {
+            return;
+        }
+        let i = (dir as usize * METHODS.len() + method_index(method)) * STATUSES
+            + usize::from(status - 100);
+        self.responses[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count a message handoff is sending, from its bytes (our own messages:
+    /// canonical start line and `CSeq` header).
+    pub fn outgoing(&self, bytes: &[u8]) {
+        let line_end = bytes
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .unwrap_or(bytes.len());
+        let line = std::str::from_utf8(&bytes[..line_end]).unwrap_or("");
+        if let Some(rest) = line.strip_prefix("SIP/2.0 ") {
+            let status = rest.get(..3).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let method = cseq_method(bytes).unwrap_or("other");
+            self.response(Direction::Out, method, status);
+        } else if let Some(method) = line.split(' ').next().filter(|m| !m.is_empty()) {
+            self.request(Direction::Out, method);
+        }
+    }
+
+    /// How many requests of `method` went `dir` (for tests).
+    pub fn requests_of(&self, dir: Direction, method: &str) -> u64 {
+        self.requests[dir as usize * METHODS.len() + method_index(method)].load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String) {
+        let dirs = ["in", "out"];
+        let name = "handoff_sip_requests_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} SIP requests received (in) and sent (out), by method."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (d, dir) in dirs.iter().enumerate() {
+            for (m, method) in METHODS.iter().enumerate() {
+                let v = self.requests[d * METHODS.len() + m].load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}{{direction=\"{dir}\",method=\"{method}\"}} {v}");
+            }
+        }
+        let name = "handoff_sip_responses_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} SIP responses received (in) and sent (out), by the method they answer and status."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (d, dir) in dirs.iter().enumerate() {
+            for (m, method) in METHODS.iter().enumerate() {
+                for s in 0..STATUSES {
+                    let v = self.responses[(d * METHODS.len() + m) * STATUSES + s]
+                        .load(Ordering::Relaxed);
+                    if v > 0 {
+                        let status = s + 100;
+                        let _ = writeln!(
+                            out,
+                            "{name}{{direction=\"{dir}\",method=\"{method}\",status=\"{status}\"}} {v}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The method of the `CSeq` header in raw message bytes.
+fn cseq_method(bytes: &[u8]) -> Option<&str> {
+    let at = bytes
+        .windows(7)
+        .position(|w| w.eq_ignore_ascii_case(b"\r\nCSeq:"))?;
+    let rest = &bytes[at + 7..];
+    let end = rest
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .unwrap_or(rest.len());
+    let value = std::str::from_utf8(&rest[..end]).ok()?;
+    value.split_whitespace().nth(1)
+}
+
+/// Upper bounds (seconds) of the histogram buckets: fine below a millisecond, where
+/// a transfer INVITE should go out, coarse above.
+const BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_2, 0.000_3, 0.000_5, 0.000_75, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1,
+    0.5, 1.0,
+];
+
+/// A Prometheus histogram with fixed buckets, lock-free.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    /// Sum in nanoseconds, so it stays an integer atomic.
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, seconds: f64) {
+        if let Some(i) = BUCKETS.iter().position(|b| seconds <= *b) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let ns = (seconds.max(0.0) * 1e9) as u64;
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (b, c) in BUCKETS.iter().zip(&self.counts) {
+            cumulative += c.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count();
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {count}");
+    }
 }
 
 /// How a voice-prefetch webhook request ended; the `outcome` label of
@@ -202,5 +414,53 @@ mod tests {
         for (i, o) in WebhookOutcome::ALL.iter().enumerate() {
             assert_eq!(*o as usize, i, "{o:?}");
         }
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_with_sum_and_count() {
+        let m = Metrics::default();
+        m.transfer_setup_seconds.observe(0.000_08);
+        m.transfer_setup_seconds.observe(0.000_4);
+        m.transfer_setup_seconds.observe(3.0);
+        let text = m.render_prometheus();
+        let name = "handoff_transfer_setup_seconds";
+        assert!(text.contains(&format!("# TYPE {name} histogram\n")));
+        assert!(text.contains(&format!("{name}_bucket{{le=\"0.00005\"}} 0\n")));
+        assert!(text.contains(&format!("{name}_bucket{{le=\"0.0001\"}} 1\n")));
+        assert!(text.contains(&format!("{name}_bucket{{le=\"0.0005\"}} 2\n")));
+        assert!(text.contains(&format!("{name}_bucket{{le=\"1\"}} 2\n")));
+        assert!(text.contains(&format!("{name}_bucket{{le=\"+Inf\"}} 3\n")));
+        assert!(text.contains(&format!("{name}_count 3\n")));
+        let sum: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}_sum ")))
+            .and_then(|v| v.parse().ok())
+            .expect("a sum line");
+        assert!((sum - 3.00048).abs() < 1e-6, "{sum}");
+    }
+
+    #[test]
+    fn sip_traffic_by_method_and_status() {
+        let m = Metrics::default();
+        m.sip.request(Direction::In, "INVITE");
+        m.sip.request(Direction::In, "FOO");
+        m.sip
+            .outgoing(b"SIP/2.0 180 Ringing\r\nVia: x\r\nCSeq: 1 INVITE\r\n\r\n");
+        m.sip
+            .outgoing(b"BYE sip:a@b SIP/2.0\r\nCSeq: 2 BYE\r\n\r\n");
+        m.sip.response(Direction::In, "BYE", 200);
+        m.sip.response(Direction::In, "BYE", 700);
+        let text = m.render_prometheus();
+        assert!(text.contains("handoff_sip_requests_total{direction=\"in\",method=\"INVITE\"} 1\n"));
+        assert!(text.contains("handoff_sip_requests_total{direction=\"in\",method=\"other\"} 1\n"));
+        assert!(text.contains("handoff_sip_requests_total{direction=\"out\",method=\"BYE\"} 1\n"));
+        assert!(text.contains(
+            "handoff_sip_responses_total{direction=\"out\",method=\"INVITE\",status=\"180\"} 1\n"
+        ));
+        assert!(text.contains(
+            "handoff_sip_responses_total{direction=\"in\",method=\"BYE\",status=\"200\"} 1\n"
+        ));
+        assert!(!text.contains("status=\"700\""));
+        assert_eq!(m.sip.requests_of(Direction::Out, "BYE"), 1);
     }
 }

@@ -632,6 +632,22 @@ async fn health_ready_and_metrics_parse_as_prometheus_text() {
             "1"
         );
         assert_eq!(values["handoff_sessions{state=\"live\"}"], "1");
+        // SIP by method and status: the call's INVITE came in, its 200 went out
+        // (retransmissions over UDP may add to the responses).
+        let at_least_one = |key: &str| {
+            let v: f64 = values[key].parse().expect("number");
+            assert!(v >= 1.0, "{key} = {v}");
+        };
+        at_least_one("handoff_sip_requests_total{direction=\"in\",method=\"INVITE\"}");
+        at_least_one(
+            "handoff_sip_responses_total{direction=\"out\",method=\"INVITE\",status=\"200\"}",
+        );
+        at_least_one(
+            "handoff_sip_responses_total{direction=\"in\",method=\"INVITE\",status=\"200\"}",
+        );
+        assert_eq!(values["handoff_media_relays_active"], "1");
+        assert!(values.contains_key("handoff_transfers_succeeded_total"));
+        assert!(values.contains_key("handoff_transfer_setup_seconds_count"));
     })
     .await;
 }

@@ -4,6 +4,7 @@
 
 mod call;
 pub mod policy;
+pub mod transfer;
 
 pub use call::CallEvent;
 
@@ -37,6 +38,8 @@ pub struct Shared {
     pub absorber: Absorber,
     /// The RTP port pool and relay settings; `None` in passthrough mode.
     media: Option<call::MediaShared>,
+    /// `[transfer]`: who may be dialled and what the transfer INVITE carries.
+    transfer: transfer::TransferPolicy,
 }
 
 /// The dispatcher: what the transport hands every message to.
@@ -76,8 +79,10 @@ impl B2bua {
                 }
             }
         });
+        let transfer = settings.transfer.clone();
         B2bua {
             shared: Arc::new(Shared {
+                transfer,
                 media,
                 settings,
                 sessions,
@@ -159,6 +164,9 @@ impl B2bua {
                     ("Accept", "application/sdp".into()),
                 ],
             ),
+            // RFC 3515 allows a REFER outside a dialog; handoff only takes the
+            // AI agent's, inside its call.
+            Method::Refer if msg.to_tag().is_none() => self.reply(&msg, from, 403, &[]),
             m => match method_support(&m) {
                 MethodSupport::NotImplemented => {
                     self.reply(&msg, from, 501, &[("Allow", ALLOW.into())])

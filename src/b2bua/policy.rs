@@ -5,7 +5,7 @@
 use crate::sip::message::{Message, Method, NameAddr};
 
 /// RFC 3261 20.5: what we do, advertised on OPTIONS answers, 405s and dialogs.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REFER";
 
 /// Option tags we support (none yet beyond the baseline; sent as an empty list).
 pub const SUPPORTED: &str = "";
@@ -31,9 +31,9 @@ pub fn method_support(m: &Method) -> MethodSupport {
         | Method::Bye
         | Method::Options
         | Method::Update
-        | Method::Info => MethodSupport::Supported,
+        | Method::Info
+        | Method::Refer => MethodSupport::Supported,
         Method::Register
-        | Method::Refer
         | Method::Notify
         | Method::Subscribe
         | Method::Prack
@@ -131,7 +131,7 @@ mod tests {
         assert_eq!(method_support(&Method::Invite), MethodSupport::Supported);
         assert_eq!(method_support(&Method::Info), MethodSupport::Supported);
         assert_eq!(method_support(&Method::Register), MethodSupport::NotAllowed);
-        assert_eq!(method_support(&Method::Refer), MethodSupport::NotAllowed);
+        assert_eq!(method_support(&Method::Refer), MethodSupport::Supported);
         assert_eq!(
             method_support(&Method::Extension("FOO".into())),
             MethodSupport::NotImplemented

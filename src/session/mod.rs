@@ -69,6 +69,23 @@ pub struct Session {
     pub contact_id: Option<String>,
     /// Free-form values set through the session API (validated as SIP header values).
     pub custom_data: BTreeMap<String, String>,
+    /// Each transfer the AI agent asked for, in order (it may retry after a failure).
+    pub transfers: Vec<TransferRecord>,
+}
+
+/// What happened to one transfer (for the lifecycle events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRecord {
+    /// The URI dialled (a named destination's configured URI, or the Refer-To target).
+    pub target: String,
+    /// The `[[transfer.destination]]` name, when it was one.
+    pub destination: Option<String>,
+    /// The target's final status (or the one handoff decided: 408 ring timeout, 503
+    /// unreachable); None while it is under way.
+    pub status: Option<u16>,
+    pub requested_at: SystemTime,
+    pub invite_sent_at: Option<SystemTime>,
+    pub completed_at: Option<SystemTime>,
 }
 
 impl Session {
@@ -94,6 +111,7 @@ impl Session {
             zendesk_ticket_id: None,
             contact_id: None,
             custom_data: BTreeMap::new(),
+            transfers: Vec::new(),
         }
     }
 

@@ -65,6 +65,18 @@ pub(super) fn is_sdp(msg: &Message) -> bool {
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
 }
 
+/// A message's body as SDP: refused when it is not `application/sdp` or
+/// does not parse (an empty body does not parse).
+fn parse_body(msg: &Message) -> Result<SessionDescription, MediaError> {
+    if !is_sdp(msg) {
+        let ct = msg
+            .header("Content-Type")
+            .unwrap_or("a body without Content-Type");
+        return Err(MediaError::NotSdp(ct.chars().take(64).collect()));
+    }
+    Ok(SessionDescription::parse(msg.body()).map_err(SdpError::from)?)
+}
+
 /// Three legs at most: the caller, the AI agent, the transfer target.
 const LEGS: usize = 3;
 
@@ -133,13 +145,7 @@ impl CallMedia {
         if msg.body().is_empty() {
             return Ok(None);
         }
-        if !is_sdp(msg) {
-            let ct = msg
-                .header("Content-Type")
-                .unwrap_or("a body without Content-Type");
-            return Err(MediaError::NotSdp(ct.chars().take(64).collect()));
-        }
-        let sdp = SessionDescription::parse(msg.body()).map_err(SdpError::from)?;
+        let sdp = parse_body(msg)?;
         let stream = match self.stream {
             Some(i) if i < sdp.media().len() => i,
             Some(_) => return Err(MediaError::NoAudio),
@@ -194,6 +200,18 @@ impl CallMedia {
         }
     }
 
+    /// The new leg's SDP answer (in its 2xx): where its peer is, before the
+    /// switch. Nothing is sent on: the caller keeps its own session.
+    pub fn learn_answer(&mut self, from: Side, msg: &Message) -> Result<(), MediaError> {
+        let answer = parse_body(msg)?;
+        let stream = self.stream.ok_or(MediaError::NoAudio)?;
+        if answer.streams().nth(stream).is_none_or(|s| s.is_rejected()) {
+            return Err(MediaError::NoAudio);
+        }
+        self.learn(from, &answer, stream);
+        Ok(())
+    }
+
     /// The call is answered: media is expected from now on, unless an SDP
     /// said the call is on hold.
     pub fn answered(&mut self) {
@@ -215,7 +233,6 @@ impl CallMedia {
     /// Ports for a new leg (the transfer target) and the SDP offer for it:
     /// the caller's stream restricted to `codecs` (when not empty)
     /// intersected with what the caller leg negotiated.
-    #[allow(dead_code)] // The transfer leg (issue 4) is next.
     pub fn offer_for_new_leg(
         &mut self,
         pool: &PortPool,
@@ -247,7 +264,6 @@ impl CallMedia {
     }
 
     /// The new leg failed: its ports go back to the pool.
-    #[allow(dead_code)] // The transfer leg (issue 4) is next.
     pub fn drop_new_leg(&mut self, leg: Side) {
         if self.pending.as_ref().is_some_and(|(s, _, _)| *s == leg) {
             self.pending = None;
@@ -257,7 +273,6 @@ impl CallMedia {
 
     /// The new leg answered: the caller's stream goes to it in one step. The
     /// old far leg's statistics come back on the receiver.
-    #[allow(dead_code)] // The transfer leg (issue 4) is next.
     pub fn switch_to(&mut self, leg: Side) -> Option<oneshot::Receiver<SideStats>> {
         let (side, ports, remote) = self.pending.take().filter(|(s, _, _)| *s == leg)?;
         match self.relay.switch_far(RelayLeg::new(ports, remote)) {

@@ -5,6 +5,7 @@
 mod media;
 mod relay;
 mod setup;
+mod transfer;
 
 pub(super) use media::MediaShared;
 
@@ -30,23 +31,21 @@ pub enum CallEvent {
     Sip(Box<(Message, Peer)>),
     /// handoff is shutting down: end the call now.
     Shutdown,
+    /// Where the transfer target is (a DNS lookup or TCP connect finished);
+    /// `generation` names the attempt it was for.
+    TargetResolved { generation: u32, peer: Option<Peer> },
 }
 
-/// The two legs, by their role.
+/// The legs, by their role: the index of each in `Call::legs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Side {
     Caller = 0,
     Ai = 1,
+    /// The leg a REFER placed (present from the transfer INVITE on).
+    Target = 2,
 }
 
-impl Side {
-    fn other(self) -> Side {
-        match self {
-            Side::Caller => Side::Ai,
-            Side::Ai => Side::Caller,
-        }
-    }
-}
+const ALL_SIDES: [Side; 3] = [Side::Caller, Side::Ai, Side::Target];
 
 /// One leg: its dialog and what it needs to send in it.
 pub(super) struct Leg {
@@ -66,6 +65,21 @@ pub(super) struct Leg {
     done: bool,
 }
 
+impl Leg {
+    fn new(dialog: Dialog, via_host: String, via_port: u16) -> Leg {
+        Leg {
+            dialog,
+            via_host,
+            via_port,
+            ack: None,
+            ack_deferred: None,
+            retrans: None,
+            bye_tx: None,
+            done: false,
+        }
+    }
+}
+
 pub(super) struct Retrans2xx {
     seq: u32,
     bytes: Bytes,
@@ -78,6 +92,7 @@ pub(super) struct Retrans2xx {
 /// A request received on one leg and sent on as a new request on the other.
 pub(super) struct Relay {
     from: Side,
+    to: Side,
     server_tx: TxId,
     client_tx: TxId,
     request: Message,
@@ -101,7 +116,13 @@ pub(super) struct Call {
     txs: TransactionSet,
     events: Vec<TxEvent>,
     phase: Phase,
-    legs: [Leg; 2],
+    /// Indexed by `Side`: the caller and the AI agent always, the transfer target
+    /// once a REFER placed it.
+    legs: Vec<Leg>,
+    /// The leg bridged to the caller: the AI agent, then the transfer target.
+    far: Side,
+    /// Call-IDs of earlier transfer legs, still routed here until the call ends.
+    old_call_ids: Vec<String>,
     /// The caller's INVITE while it awaits its final response (dropped then: a held
     /// call keeps no message it will not send again).
     caller_invite: Option<Message>,
@@ -125,6 +146,10 @@ pub(super) struct Call {
     media: Option<Box<media::CallMedia>>,
     /// Why we ended the call, for the Reason header of our BYEs (RFC 3326).
     end_reason: Option<&'static str>,
+    /// The AI agent's transfer, from its REFER until the target answers or fails.
+    transfer: Option<Box<transfer::Transfer>>,
+    /// Headers from the Refer-To URI copied onto the transfer INVITE.
+    refer_headers: Vec<(String, String)>,
 }
 
 /// What a call needs to start: boxed, so the spawned task's future stays small.
@@ -182,21 +207,23 @@ impl Call {
                         }
                     }
                     Some(CallEvent::Shutdown) => self.shutdown(Instant::now()),
+                    Some(CallEvent::TargetResolved { generation, peer }) => {
+                        self.on_target_resolved(generation, peer, Instant::now())
+                    }
                     None => break,
                 },
                 ev = next_media_event(&mut self.media) => self.on_media_event(ev, Instant::now()),
                 _ = &mut sleep, if deadline.is_some() => self.on_tick(Instant::now()),
             }
         }
-        let ids = [
-            self.legs[0].dialog.call_id.clone(),
-            self.legs[1].dialog.call_id.clone(),
-        ];
+        let mut ids: Vec<String> = self.legs.iter().map(|l| l.dialog.call_id.clone()).collect();
+        ids.append(&mut self.old_call_ids);
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         for l in self.txs.take_lingering(Instant::now()) {
             self.sh.absorber.insert(l);
         }
         self.sh.sessions.mark_ended(&self.session_id);
-        self.sh.call_finished(&[&ids[0], &ids[1]]);
+        self.sh.call_finished(&ids);
         if let Some(m) = self.media.take() {
             if let Some(stats) = m.finish().await {
                 media::record_stats(&self.sh.metrics, &stats);
@@ -274,24 +301,36 @@ impl Call {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
+        let legs = self
+            .legs
+            .iter()
+            .filter_map(|l| l.retrans.as_ref().map(|r| r.next));
         [
             self.txs.next_deadline(),
             self.ring_deadline,
             self.hard_deadline,
-            self.legs[0].retrans.as_ref().map(|r| r.next),
-            self.legs[1].retrans.as_ref().map(|r| r.next),
+            self.transfer_deadline(),
         ]
         .into_iter()
         .flatten()
+        .chain(legs)
         .min()
     }
 
     fn side_of(&self, msg: &Message) -> Option<Side> {
         let cid = msg.call_id()?;
-        if cid == self.legs[0].dialog.call_id {
+        let i = self.legs.iter().position(|l| l.dialog.call_id == cid)?;
+        ALL_SIDES.get(i).copied()
+    }
+
+    /// The leg a leg is bridged to: the caller and the far leg face each other;
+    /// any other leg (the AI agent after a transfer, a target still ringing)
+    /// relays to nobody.
+    fn peer_of(&self, side: Side) -> Option<Side> {
+        if side == Side::Caller {
+            Some(self.far)
+        } else if side == self.far {
             Some(Side::Caller)
-        } else if cid == self.legs[1].dialog.call_id {
-            Some(Side::Ai)
         } else {
             None
         }
@@ -442,6 +481,7 @@ impl Call {
             Method::Invite | Method::Update | Method::Info => {
                 self.relay_request(side, tx, req, now)
             }
+            Method::Refer => self.on_refer(side, tx, &req, now),
             m => match policy::method_support(&m) {
                 policy::MethodSupport::NotImplemented => self.respond(tx, &req, 501, now),
                 _ => self.respond(tx, &req, 405, now),
@@ -471,7 +511,7 @@ impl Call {
             let client = self.relays[pos].client_tx;
             if let Some(inv) = self.txs.request(client).cloned() {
                 let req = cancel_for(&inv);
-                let to = self.relays[pos].from.other();
+                let to = self.relays[pos].to;
                 self.send_request(to, req, now);
             }
         }
@@ -501,6 +541,11 @@ impl Call {
         self.respond(tx, bye, 200, now);
         self.legs[side as usize].done = true;
         self.legs[side as usize].retrans = None;
+        if side != Side::Caller && (side != self.far || self.transfer_running()) {
+            // The AI agent leaving after (or during) its transfer: the caller
+            // stays, with the target or with the transfer still under way.
+            return self.on_far_leg_gone(side, now);
+        }
         if side == Side::Caller && self.phase == Phase::Inviting {
             // RFC 3261 15: a caller may BYE an early dialog; treat it as a cancel.
             self.caller_final(487, now);
@@ -519,7 +564,9 @@ impl Call {
             leg.retrans = None;
         }
         // The originator's ACK releases a deferred ACK on the other leg, with its SDP.
-        let other = side.other();
+        let Some(other) = self.peer_of(side) else {
+            return;
+        };
         if let Some(other_seq) = self.legs[other as usize].ack_deferred.take() {
             self.send_ack(other, other_seq, Some(ack), now);
         }
@@ -538,7 +585,8 @@ impl Call {
             ack.set_body(src.body().clone());
             // The answer in an ACK cannot be refused (RFC 3261 13.2.2.4 leaves
             // no transaction to answer on): a bad one is logged and goes on as is.
-            if let Err(e) = self.apply_media(side.other(), side, src, &mut ack) {
+            let from = self.peer_of(side).unwrap_or(Side::Caller);
+            if let Err(e) = self.apply_media(from, side, src, &mut ack) {
                 tracing::warn!(error = %e, "SDP answer in ACK not rewritten");
             }
         }
@@ -592,6 +640,9 @@ impl Call {
         if Some(tx) == self.ai_invite_tx {
             return self.on_ai_invite_response(resp, now);
         }
+        if self.on_transfer_client_response(tx, &resp, now) {
+            return;
+        }
         if let Some(pos) = self.relays.iter().position(|r| r.client_tx == tx) {
             return self.relay_response(pos, resp, now);
         }
@@ -620,6 +671,9 @@ impl Call {
             };
             return self.ai_leg_failed(outcome, now);
         }
+        if self.on_transfer_client_failure(tx, status, now) {
+            return;
+        }
         if let Some(pos) = self.relays.iter().position(|r| r.client_tx == tx) {
             return self.relay_failure(pos, status, now);
         }
@@ -639,12 +693,13 @@ impl Call {
             // Nothing left to confirm: stop retransmitting an unacknowledged 2xx.
             leg.retrans = None;
         }
-        for side in [Side::Caller, Side::Ai] {
+        self.cancel_transfer(now);
+        for side in ALL_SIDES.into_iter().take(self.legs.len()) {
             let leg = &self.legs[side as usize];
             if leg.done || leg.bye_tx.is_some() {
                 continue;
             }
-            if side == Side::Ai && !self.answered {
+            if !self.leg_confirmed(side) {
                 self.legs[side as usize].done = true;
                 continue;
             }
@@ -691,7 +746,8 @@ impl Call {
             tracing::info!("AI agent did not answer in time");
             self.ai_leg_failed(AiOutcome::Timeout, now);
         }
-        for side in [Side::Caller, Side::Ai] {
+        self.on_transfer_tick(now);
+        for side in ALL_SIDES.into_iter().take(self.legs.len()) {
             let t2 = self.sh.settings.t2;
             let Some(r) = self.legs[side as usize].retrans.as_mut() else {
                 continue;

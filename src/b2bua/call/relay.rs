@@ -18,7 +18,10 @@ const CARRIED: &[&str] = &[
 impl Call {
     pub(super) fn relay_request(&mut self, side: Side, tx: TxId, req: Message, now: Instant) {
         let method = req.method().cloned().unwrap_or(Method::Info);
-        let other = side.other();
+        let Some(other) = self.peer_of(side) else {
+            // A leg bridged to nobody (the AI agent once the caller has moved on).
+            return self.respond(tx, &req, 481, now);
+        };
         if self.phase != Phase::Answered
             || self.legs[other as usize].done
             || self.legs[side as usize].done
@@ -58,6 +61,7 @@ impl Call {
         let client_tx = self.send_request(other, out, now);
         self.relays.push(Relay {
             from: side,
+            to: other,
             server_tx: tx,
             client_tx,
             request: req,
@@ -70,11 +74,10 @@ impl Call {
         if status == 100 {
             return;
         }
-        let (from, server_tx, client_tx) = {
+        let (from, to, server_tx, client_tx) = {
             let r = &self.relays[pos];
-            (r.from, r.server_tx, r.client_tx)
+            (r.from, r.to, r.server_tx, r.client_tx)
         };
-        let to = from.other();
         let request = self.relays[pos].request.clone();
         let method = self.relays[pos].method.clone();
         let success = (200..300).contains(&status);

@@ -110,16 +110,6 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
     );
     let ai_dialog = Dialog::uac(&ai_invite, placeholder, ai_contact)?;
 
-    let leg = |dialog: Dialog, host: String, port: u16| Leg {
-        dialog,
-        via_host: host,
-        via_port: port,
-        ack: None,
-        ack_deferred: None,
-        retrans: None,
-        bye_tx: None,
-        done: false,
-    };
     let holds = [Some(from), ai_peer]
         .iter()
         .flatten()
@@ -133,10 +123,13 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         txs,
         events,
         phase: Phase::Inviting,
-        legs: [
-            leg(caller_dialog, c_host, c_port),
-            leg(ai_dialog, a_host, a_port),
+        legs: vec![
+            Leg::new(caller_dialog, c_host, c_port),
+            Leg::new(ai_dialog, a_host, a_port),
         ],
+        far: Side::Ai,
+        old_call_ids: Vec::new(),
+        transfer: None,
         caller_invite: Some(invite),
         caller_peer: reply_to,
         caller_invite_tx,
@@ -151,6 +144,7 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         started: now,
         media: call_media,
         end_reason: None,
+        refer_headers: Vec::new(),
     });
     call.flush(now);
     if call.media.is_some() {
@@ -194,7 +188,11 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
 
 /// Our address for messages to `peer`: the listener of that transport and family, or
 /// the configured advertised host.
-fn local_host_port(sh: &Shared, transport: &TransportLayer, peer: Peer) -> (String, u16) {
+pub(super) fn local_host_port(
+    sh: &Shared,
+    transport: &TransportLayer,
+    peer: Peer,
+) -> (String, u16) {
     let local = transport.local_addr_for(peer.transport, peer.addr);
     let port = local.map_or(5060, |a| a.port());
     let host = match &sh.settings.advertised_host {

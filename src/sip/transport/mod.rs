@@ -191,6 +191,10 @@ impl TransportLayer {
     /// Send without waiting. UDP goes straight out; TCP is queued to the connection's
     /// writer (the one named in `to`, else an open one to the same address).
     pub fn send(&self, to: &Peer, bytes: Bytes) -> Result<(), SendError> {
+        // Keep-alive pongs are not SIP messages.
+        if bytes.len() > 4 {
+            self.metrics.sip.outgoing(&bytes);
+        }
         let res = match to.transport {
             Transport::Udp => self.send_udp(to.addr, bytes),
             Transport::Tcp => self.tcp.send(to, bytes),
@@ -256,11 +260,23 @@ impl Drop for ConnHold {
     }
 }
 
+fn count_incoming(metrics: &Metrics, msg: &crate::sip::message::Message) {
+    use crate::metrics::Direction;
+    if let Some(m) = msg.method() {
+        metrics.sip.request(Direction::In, m.as_str());
+    } else if let (Some(status), Some(cseq)) = (msg.status(), msg.cseq()) {
+        metrics
+            .sip
+            .response(Direction::In, cseq.method.as_str(), status);
+    }
+}
+
 /// Parse what arrived and hand it on. Shared by both transports.
 pub(crate) fn deliver(sink: &dyn Sink, metrics: &Metrics, data: Bytes, from: Peer) {
     Metrics::inc(&metrics.sip_messages_received_total);
     match parse(data) {
         Ok(mut msg) => {
+            count_incoming(metrics, &msg);
             if msg.is_request() {
                 stamp_via(&mut msg, from);
             }

@@ -287,6 +287,17 @@ pub async fn port_exhaustion_gives_503(t: Transport) {
     assert_eq!(count(&rig.server, |x| &x.media_ports_exhausted_total), 1);
 
     bye_from_caller(&mut rig, &mut first.call).await;
+    // The relay frees its ports on its own task; the gauge drops after that.
+    let relays = || {
+        rig.server
+            .metrics()
+            .media_relays_active
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert!(
+        crate::common::eventually(Duration::from_secs(3), || relays() == 0).await,
+        "the first call's relay is gone"
+    );
     let mut third = establish_media(&mut rig).await;
     bye_from_caller(&mut rig, &mut third.call).await;
 }

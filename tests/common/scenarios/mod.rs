@@ -6,6 +6,7 @@ pub mod limits;
 pub mod media;
 pub mod mid_call;
 pub mod requests;
+pub mod transfer;
 
 use super::build::{branch_of, AI_SDP};
 use super::{eventually, Dialog, InviteOpts, Received, Rig, TestUa, CALLED, WAIT};
