@@ -90,7 +90,7 @@ fn run_burst(burst: Burst) {
             "40s",
         ],
     );
-    wait_until_bound(uas_port, burst.transport, &uas);
+    wait_until_bound(uas_port, burst.transport, &mut uas);
 
     let config = format!(
         r#"{}

@@ -184,7 +184,7 @@ fn run_calls(run: MediaRun) -> Outcome {
             "40s",
         ],
     );
-    wait_until_bound(uas_port, run.transport, &uas);
+    wait_until_bound(uas_port, run.transport, &mut uas);
 
     let config = format!(
         r#"{}mode = "{}"

@@ -13,6 +13,9 @@
 //! A run passes when all three SIPp instances count every call successful,
 //! the Zendesk leg of each call carries the session id of its AI leg, and
 //! handoff ends with no call, relay or error left and exits 0 on SIGTERM.
+//! 20 calls go over UDP and 20 over TCP; one more call over UDP gets a
+//! ticket stamped through the voice-prefetch webhook before the REFER, and
+//! Zendesk (`zendesk_ticket_uas.xml`) then wants both ticket headers.
 //!
 //! The scenarios are also checked without handoff, against SIPp stand-ins
 //! that play handoff's side of the contract (`sipp-scenarios/standin/`):
@@ -39,51 +42,102 @@ use std::time::Duration;
 /// The route's AI agent id: on both legs' X-OPENCX-AGENT-ID.
 const AGENT_ID: &str = "agent-transfer";
 
+/// The ticket id the ticket run stamps through the webhook.
+const TICKET_ID: &str = "4242";
+/// The signing key of the webhook URL in the ticket run.
+const SIGNING_SECRET: &str = "sipp-transfer-test-signing-key-0001";
+
+/// One run: how many calls, how fast, and whether a ticket is stamped.
+struct TransferRun {
+    transport: Transport,
+    calls: u32,
+    rate: u32,
+    /// Stamp `TICKET_ID` on the (single) call's session through the
+    /// voice-prefetch webhook before the REFER, and expect both ticket
+    /// headers on the transfer INVITE (`zendesk_ticket_uas.xml`).
+    ticket: bool,
+}
+
 #[test]
 fn udp_20_calls_are_transferred_to_zendesk() {
-    run_transfers(Transport::Udp, 20, 5);
+    run_transfers(TransferRun {
+        transport: Transport::Udp,
+        calls: 20,
+        rate: 5,
+        ticket: false,
+    });
 }
 
 #[test]
 fn tcp_20_calls_are_transferred_to_zendesk() {
-    run_transfers(Transport::Tcp, 20, 5);
+    run_transfers(TransferRun {
+        transport: Transport::Tcp,
+        calls: 20,
+        rate: 5,
+        ticket: false,
+    });
 }
 
-fn run_transfers(transport: Transport, calls: u32, rate: u32) {
+#[test]
+fn a_ticket_stamped_by_the_webhook_goes_to_zendesk_in_both_headers() {
+    run_transfers(TransferRun {
+        transport: Transport::Udp,
+        calls: 1,
+        rate: 1,
+        ticket: true,
+    });
+}
+
+fn run_transfers(run: TransferRun) {
+    let TransferRun {
+        transport,
+        calls,
+        rate,
+        ticket,
+    } = run;
     require_sipp();
     let dir = TestDir::new();
     let scenarios = scenarios_dir();
     let mode = transport.sipp_mode();
     let n = calls.to_string();
+    // The AI agent waits this long before the REFER (-d), and the caller
+    // stays this long: with a ticket, time to stamp it in between.
+    let (refer_after_ms, call_ms) = if ticket { (2500, 6000) } else { (500, 4000) };
 
     // Zendesk SIP-IN: the transfer target.
     let zendesk_port = sipp::free_port();
     let zendesk_uri = format!("sip:support@127.0.0.1:{zendesk_port}");
-    let mut zendesk = Sipp::spawn(
-        "zendesk UAS",
-        &dir,
-        "zendesk",
-        &[
-            "-sf",
-            path_str(&scenarios.join("zendesk_uas.xml")),
-            "-i",
-            "127.0.0.1",
-            "-mi",
-            "127.0.0.1",
-            "-p",
-            &zendesk_port.to_string(),
-            "-t",
-            mode,
-            "-m",
-            &n,
-            "-set",
-            "agent_id",
-            AGENT_ID,
-            "-timeout",
-            "60s",
-        ],
-    );
-    wait_until_bound(zendesk_port, transport, &zendesk);
+    let zendesk_scenario = scenarios.join(if ticket {
+        "zendesk_ticket_uas.xml"
+    } else {
+        "zendesk_uas.xml"
+    });
+    let zendesk_port_s = zendesk_port.to_string();
+    let mut zendesk_args = vec![
+        "-sf",
+        path_str(&zendesk_scenario),
+        "-i",
+        "127.0.0.1",
+        "-mi",
+        "127.0.0.1",
+        "-p",
+        &zendesk_port_s,
+        "-t",
+        mode,
+        "-m",
+        &n,
+        "-set",
+        "agent_id",
+        AGENT_ID,
+        "-timeout",
+        "60s",
+    ];
+    if ticket {
+        // SIPp refuses -set for a variable the scenario does not declare.
+        zendesk_args.extend(["-set", "ticket_id", TICKET_ID]);
+    }
+    let mut zendesk = Sipp::spawn("zendesk UAS", &dir, "zendesk", &zendesk_args);
+    wait_until_bound(zendesk_port, transport, &mut zendesk);
 
     // The AI agent: answers, then REFERs the caller to Zendesk.
     let ai_port = sipp::free_port();
@@ -107,11 +161,13 @@ fn run_transfers(transport: Transport, calls: u32, rate: u32) {
             "-key",
             "refer_to",
             &zendesk_uri,
+            "-d",
+            &refer_after_ms.to_string(),
             "-timeout",
             "60s",
         ],
     );
-    wait_until_bound(ai_port, transport, &ai);
+    wait_until_bound(ai_port, transport, &mut ai);
 
     let transport_key = match transport {
         Transport::Udp => "",
@@ -127,6 +183,11 @@ allow = ["*.zendesk.sip.twilio.com"]
 name = "zendesk"
 uri = "{zendesk_uri}"
 {transport_key}
+[[http.signing_keys]]
+kid = "sipp"
+secret = "{SIGNING_SECRET}"
+issuer = "handoff-sipp-test"
+
 [[route]]
 prefix = ""
 org_id = "org-test"
@@ -138,8 +199,8 @@ ai_agent_uri = "sip:ai@127.0.0.1:{ai_port}{param}"
     );
     let mut handoff = Handoff::start(&config, &dir);
 
-    // The carrier: each call lasts 4 s, time for the REFER (after 500 ms),
-    // the transfer INVITE, the NOTIFYs and the AI leg's BYE.
+    // The carrier: each call lasts long enough for the REFER, the transfer
+    // INVITE, the NOTIFYs and the AI leg's BYE.
     let mut carrier = Sipp::spawn(
         "carrier UAC",
         &dir,
@@ -163,7 +224,7 @@ ai_agent_uri = "sip:ai@127.0.0.1:{ai_port}{param}"
             "-m",
             &n,
             "-d",
-            "4000",
+            &call_ms.to_string(),
             "-recv_timeout",
             "10000",
             "-timeout",
@@ -171,6 +232,14 @@ ai_agent_uri = "sip:ai@127.0.0.1:{ai_port}{param}"
             "-timeout_error",
         ],
     );
+
+    let mut problems = Vec::new();
+    if ticket {
+        // Once the AI agent has answered, and before its REFER.
+        if let Err(e) = stamp_ticket(&handoff, &dir) {
+            problems.push(format!("stamping the ticket: {e}"));
+        }
+    }
 
     let carrier_status = carrier.wait(Duration::from_secs(60));
     // Each UAS keeps a call 4 s after its end (timewait) before it exits.
@@ -182,7 +251,6 @@ ai_agent_uri = "sip:ai@127.0.0.1:{ai_port}{param}"
         zendesk.final_stats(),
     );
 
-    let mut problems = Vec::new();
     if !Sipp::all_succeeded(carrier_status, &carrier_stats, "OutgoingCall(C)", calls) {
         problems.push("the carrier's calls did not all succeed".to_string());
     }
@@ -268,6 +336,49 @@ ai_agent_uri = "sip:ai@127.0.0.1:{ai_port}{param}"
     }
 }
 
+/// Waits for the call to be answered, then stamps `TICKET_ID` on its
+/// session through the voice-prefetch webhook, with the URL
+/// `handoff webhook-url` prints for the org (its path, on the sidecar's
+/// real address).
+fn stamp_ticket(handoff: &Handoff, dir: &TestDir) -> Result<(), String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .args(["webhook-url", "--org", "org-test", "--config"])
+        .arg(dir.file("handoff.toml"))
+        .output()
+        .map_err(|e| format!("run handoff webhook-url: {e}"))?;
+    let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() {
+        return Err(format!(
+            "handoff webhook-url: {}: {url} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let path = url
+        .find("/backend/")
+        .map(|i| &url[i..])
+        .ok_or_else(|| format!("odd webhook URL {url:?}"))?;
+    handoff.metrics_when(Duration::from_secs(10), |m| {
+        m.get("calls_answered_total").unwrap_or(0.0) >= 1.0
+    })?;
+    let body = format!(
+        r#"{{"ticket_id": {TICKET_ID}, "caller_phone": "+14155551212", "requester_phone": ""}}"#
+    );
+    let (status, resp) = sipp::http_request(
+        handoff.http,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        &body,
+    )?;
+    let json: serde_json::Value = serde_json::from_str(&resp)
+        .map_err(|e| format!("webhook answered {status} with no JSON ({e}): {resp}"))?;
+    if status != 200 || json["success"] != serde_json::Value::Bool(true) {
+        return Err(format!("webhook answered {status}: {resp}"));
+    }
+    Ok(())
+}
+
 /// The X-OPENCX-SESSION-ID values of the INVITEs in a SIPp message log
 /// (`-trace_msg`); retransmissions count once.
 fn session_ids(log: &Path) -> BTreeSet<String> {
@@ -295,13 +406,15 @@ fn session_ids(log: &Path) -> BTreeSet<String> {
 // The scenarios against stand-ins for handoff, without handoff.
 
 /// One stand-in run: `scenario` (a UAS in sipp-scenarios/) called by
-/// `standin` (in sipp-scenarios/standin/) with `change` applied to the
-/// stand-in's text first (`None`: as it is).
+/// `standin` (in sipp-scenarios/standin/) with the `base` replacements made in
+/// the stand-in's text, then `change` (`None`: the stand-in conforms, and the
+/// scenario must pass it; otherwise it must fail it by one of its checks).
 struct Case {
     what: &'static str,
     scenario: &'static str,
     uas_args: &'static [&'static str],
     standin: &'static str,
+    base: &'static [(&'static str, &'static str)],
     change: Option<(&'static str, &'static str)>,
 }
 
@@ -309,8 +422,22 @@ const AI: &str = "ai_agent_refer_uas.xml";
 const AI_ARGS: &[&str] = &["-key", "refer_to", "sip:support@127.0.0.1:9"];
 const AI_STANDIN: &str = "handoff_refer_uac.xml";
 const ZENDESK: &str = "zendesk_uas.xml";
+const ZENDESK_TICKET: &str = "zendesk_ticket_uas.xml";
 const ZENDESK_ARGS: &[&str] = &["-set", "agent_id", "agent-test"];
+const ZENDESK_TICKET_ARGS: &[&str] = &[
+    "-set",
+    "agent_id",
+    "agent-test",
+    "-set",
+    "ticket_id",
+    "4242",
+];
 const ZENDESK_STANDIN: &str = "handoff_transfer_uac.xml";
+/// The transfer INVITE after a ticket was stamped.
+const WITH_TICKET: &[(&str, &str)] = &[(
+    "X-OPENCX-TRANSFER: true",
+    "X-OPENCX-TRANSFER: true\n      X-OPENCX-ZENDESK-TICKET-ID: 4242\n      X-Zendesk-Ticket-Id: 4242",
+)];
 
 fn ai_case(what: &'static str, change: Option<(&'static str, &'static str)>) -> Case {
     Case {
@@ -318,6 +445,7 @@ fn ai_case(what: &'static str, change: Option<(&'static str, &'static str)>) -> 
         scenario: AI,
         uas_args: AI_ARGS,
         standin: AI_STANDIN,
+        base: &[],
         change,
     }
 }
@@ -328,6 +456,18 @@ fn zendesk_case(what: &'static str, change: Option<(&'static str, &'static str)>
         scenario: ZENDESK,
         uas_args: ZENDESK_ARGS,
         standin: ZENDESK_STANDIN,
+        base: &[],
+        change,
+    }
+}
+
+fn ticket_case(what: &'static str, change: Option<(&'static str, &'static str)>) -> Case {
+    Case {
+        what,
+        scenario: ZENDESK_TICKET,
+        uas_args: ZENDESK_TICKET_ARGS,
+        standin: ZENDESK_STANDIN,
+        base: WITH_TICKET,
         change,
     }
 }
@@ -464,6 +604,36 @@ fn zendesk_scenario_takes_a_conforming_transfer_invite_and_fails_broken_ones() {
     ]);
 }
 
+#[test]
+fn zendesk_ticket_scenario_takes_both_ticket_headers_and_fails_broken_ones() {
+    run_cases(vec![
+        ticket_case("as the contract says", None),
+        ticket_case(
+            "X-Zendesk-Ticket-Id missing",
+            Some(("\n      X-Zendesk-Ticket-Id: 4242", "")),
+        ),
+        ticket_case(
+            "X-OPENCX-ZENDESK-TICKET-ID missing",
+            Some(("      X-OPENCX-ZENDESK-TICKET-ID: 4242\n", "")),
+        ),
+        ticket_case(
+            "another ticket id",
+            Some(("X-Zendesk-Ticket-Id: 4242", "X-Zendesk-Ticket-Id: 4243")),
+        ),
+        ticket_case(
+            "the carrier's ticket header too",
+            Some((
+                "X-Zendesk-Ticket-Id: 4242",
+                "X-Zendesk-Ticket-Id: 4242\n      x-zendesk-ticket-id: 999",
+            )),
+        ),
+        ticket_case(
+            "X-OPENCX-TRANSFER missing",
+            Some(("      X-OPENCX-TRANSFER: true\n", "")),
+        ),
+    ]);
+}
+
 /// Runs every case side by side (each has its own ports and dir); panics
 /// listing every case whose outcome was not the expected one.
 fn run_cases(cases: Vec<Case>) {
@@ -520,15 +690,13 @@ fn run_case_once(case: &Case) -> Result<(), CaseError> {
     let scenarios = scenarios_dir();
     let standin = fs::read_to_string(scenarios.join("standin").join(case.standin))
         .map_err(|e| wrong(format!("read the stand-in: {e}")))?;
-    let standin = match case.change {
-        None => standin,
-        Some((from, to)) => {
-            if !standin.contains(from) {
-                return Err(wrong(format!("the stand-in has no {from:?} to change")));
-            }
-            standin.replacen(from, to, 1)
+    let mut standin = standin;
+    for (from, to) in case.base.iter().chain(case.change.iter()) {
+        if !standin.contains(from) {
+            return Err(wrong(format!("the stand-in has no {from:?} to change")));
         }
-    };
+        standin = standin.replacen(from, to, 1);
+    }
     let standin_path = dir.file("standin.xml");
     fs::write(&standin_path, standin).map_err(|e| wrong(format!("write the stand-in: {e}")))?;
 
@@ -552,7 +720,7 @@ fn run_case_once(case: &Case) -> Result<(), CaseError> {
     args.extend(["-p", &port_s]);
     args.extend(case.uas_args);
     let mut uas = Sipp::spawn("scenario under check (UAS)", &dir, "uas", &args);
-    wait_until_bound(port, Transport::Udp, &uas);
+    wait_until_bound(port, Transport::Udp, &mut uas);
     let target = format!("127.0.0.1:{port}");
     let mut uac = Sipp::spawn(
         "handoff stand-in (UAC)",

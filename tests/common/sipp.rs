@@ -150,8 +150,9 @@ port_max = {max}
     )
 }
 
-/// Waits until SIPp has bound its SIP port (our own bind then fails).
-pub fn wait_until_bound(port: u16, transport: Transport, sipp: &Sipp) {
+/// Waits until SIPp has bound its SIP port (our own bind then fails); fails
+/// at once, with SIPp's stderr, if SIPp exits first.
+pub fn wait_until_bound(port: u16, transport: Transport, sipp: &mut Sipp) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let free = match transport {
@@ -160,6 +161,13 @@ pub fn wait_until_bound(port: u16, transport: Transport, sipp: &Sipp) {
         };
         if !free {
             return;
+        }
+        if let Ok(Some(status)) = sipp.child.try_wait() {
+            panic!(
+                "{} exited ({status}) before binding 127.0.0.1:{port}\n{}",
+                sipp.name,
+                sipp.stderr_text()
+            );
         }
         assert!(
             Instant::now() < deadline,
@@ -188,7 +196,7 @@ pub fn kill_and_reap(child: &mut Child) {
 }
 
 /// A unique directory under the system temp dir; removed when the test
-/// passes, kept (and printed) when it panics.
+/// passes, kept (and printed) when it panics or `HANDOFF_SIPP_KEEP` is set.
 pub struct TestDir {
     pub path: PathBuf,
 }
@@ -231,7 +239,7 @@ impl Default for TestDir {
 
 impl Drop for TestDir {
     fn drop(&mut self) {
-        if thread::panicking() {
+        if thread::panicking() || std::env::var_os("HANDOFF_SIPP_KEEP").is_some() {
             eprintln!("sipp test: kept {} for inspection", self.path.display());
         } else {
             let _ = fs::remove_dir_all(&self.path);
