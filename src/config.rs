@@ -44,6 +44,8 @@ pub struct Config {
     pub media: MediaConfig,
     #[serde(default)]
     pub transfer: crate::b2bua::transfer::TransferSettings,
+    #[serde(default)]
+    pub store: crate::store::StoreConfig,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
 }
@@ -276,6 +278,8 @@ pub struct Settings {
     pub media: Option<MediaSettings>,
     /// `[transfer]` compiled: allow-list, destinations, header rules.
     pub transfer: crate::b2bua::transfer::TransferPolicy,
+    /// `[store] path`; None keeps the store in memory.
+    pub store_path: Option<std::path::PathBuf>,
 }
 
 /// A secret from the configuration; `Debug` never shows it.
@@ -547,7 +551,12 @@ impl Config {
             .transfer
             .compile()
             .map_err(|e| bad(&e.key, e.problem))?;
+        let store_path = self
+            .store
+            .compile()
+            .map_err(|(key, problem)| bad(&key, problem))?;
         Ok(Settings {
+            store_path,
             http,
             media,
             transfer,

@@ -9,3 +9,4 @@ pub mod metrics;
 pub mod server;
 pub mod session;
 pub mod sip;
+pub mod store;

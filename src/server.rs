@@ -7,6 +7,7 @@ use crate::http::{HttpBindError, HttpServer, HttpState, NoEnrichment};
 use crate::metrics::Metrics;
 use crate::session::SessionTable;
 use crate::sip::transport::{BindError, TransportConfig, TransportLayer};
+use crate::store::{Store, StoreError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ pub struct Server {
     metrics: Arc<Metrics>,
     sessions: Arc<SessionTable>,
     settings: Arc<Settings>,
+    store: Store,
     sweeper: tokio::task::JoinHandle<()>,
     http: HttpServer,
     http_state: HttpState,
@@ -31,12 +33,18 @@ pub enum StartError {
     Bind(#[from] BindError),
     #[error(transparent)]
     HttpBind(#[from] HttpBindError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl Server {
     /// Bind every listener and start serving calls.
     pub async fn start(settings: Settings) -> Result<Server, StartError> {
         let settings = Arc::new(settings);
+        let store = Store::open(settings.store_path.as_deref())?;
+        if !store.is_durable() {
+            tracing::warn!("no [store] path: contacts and queued events live in memory and are lost on restart");
+        }
         let metrics = Arc::new(Metrics::default());
         let sessions = Arc::new(SessionTable::new(
             settings.session_capacity,
@@ -85,6 +93,7 @@ impl Server {
             metrics,
             sessions,
             settings,
+            store,
             sweeper,
             http,
             http_state,
@@ -110,6 +119,11 @@ impl Server {
 
     pub fn sessions(&self) -> &Arc<SessionTable> {
         &self.sessions
+    }
+
+    /// The embedded store (contacts, event outbox).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     pub fn active_calls(&self) -> usize {
