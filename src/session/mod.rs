@@ -67,10 +67,28 @@ pub struct Session {
     pub ended_at: Option<SystemTime>,
     pub zendesk_ticket_id: Option<u64>,
     pub contact_id: Option<String>,
+    /// What is known of the caller as a person, beyond `contact_id` (contact
+    /// enrichment from the Zendesk ticket's requester fills it in).
+    pub contact: Option<ContactDetails>,
     /// Free-form values set through the session API (validated as SIP header values).
     pub custom_data: BTreeMap<String, String>,
     /// Each transfer the AI agent asked for, in order (it may retry after a failure).
     pub transfers: Vec<TransferRecord>,
+}
+
+/// The caller as a person, as the Zendesk requester describes them. The contact's
+/// id is `Session::contact_id`; nothing here goes into a SIP header unvalidated.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContactDetails {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    /// In E.164.
+    pub phone: Option<String>,
+    pub zendesk_user_id: Option<u64>,
+    pub external_id: Option<String>,
+    /// The Zendesk user fields as they are, plus the organization fields prefixed
+    /// `org_`.
+    pub custom_data: BTreeMap<String, serde_json::Value>,
 }
 
 /// What happened to one transfer (for the lifecycle events).
@@ -110,6 +128,7 @@ impl Session {
             ended_at: None,
             zendesk_ticket_id: None,
             contact_id: None,
+            contact: None,
             custom_data: BTreeMap::new(),
             transfers: Vec::new(),
         }
