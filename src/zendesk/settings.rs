@@ -321,6 +321,21 @@ mod tests {
     }
 
     #[test]
+    fn the_whole_config_names_the_zendesk_key() {
+        let text = "[zendesk]\nemail = \"a@b.c\"\napi_token = \"t\"\n[[route]]\ndefault = true\norg_id = \"o\"\nagent_id = \"a\"\nai_agent_uri = \"sip:ai@127.0.0.1\"\n";
+        let e = crate::config::Config::parse(text, "t.toml")
+            .expect_err("no subdomain")
+            .to_string();
+        assert!(e.contains("zendesk.subdomain"), "{e}");
+        let ok = text.replace("[zendesk]\n", "[zendesk]\nsubdomain = \"acme\"\n");
+        let s = crate::config::Config::parse(&ok, "t.toml").expect("valid");
+        assert_eq!(
+            s.zendesk.map(|z| z.base_url).as_deref(),
+            Some("https://acme.zendesk.com")
+        );
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let base = "subdomain = \"acme\"\n";
         assert_eq!(
