@@ -539,7 +539,7 @@ async fn refer_during_a_slow_enrichment_goes_out_at_once_with_what_is_there() {
         acme(&z);
         z.set(
             &user_path(7),
-            Reply::json(200, json!({"user": {"id": 7}})).delayed(Duration::from_secs(4)),
+            Reply::json(200, json!({"user": {"id": 7}})).delayed(Duration::from_secs(6)),
         );
         let extra = "zendesk.request_timeout_ms = 8000\n";
         let mut tr = rig(&z, extra).await;

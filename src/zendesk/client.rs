@@ -239,6 +239,8 @@ enum Attempt {
     },
     Timeout,
     Connect(String),
+    /// The body was over [`MAX_BODY`]: not worth another try.
+    TooLarge,
 }
 
 impl ZendeskClient {
@@ -342,6 +344,11 @@ impl ZendeskClient {
                         return Err(FetchError::Status { status, detail });
                     }
                 },
+                Attempt::TooLarge => {
+                    Metrics::inc(&m.zendesk_request_failures_total);
+                    tracing::warn!(path, "Zendesk answer too large");
+                    return Err(FetchError::BadBody(format!("answer over {MAX_BODY} bytes")));
+                }
                 Attempt::Timeout => (
                     Verdict::Transient,
                     None,
@@ -398,18 +405,7 @@ impl ZendeskClient {
         let body = match read_body(resp).await {
             Ok(b) => b,
             Err(BodyError::Timeout) => return Attempt::Timeout,
-            Err(BodyError::TooLarge) => {
-                return Attempt::Answer {
-                    status: if (200..300).contains(&status) {
-                        502
-                    } else {
-                        status
-                    },
-                    retry_after,
-                    detail: format!("answer over {MAX_BODY} bytes"),
-                    body: Vec::new(),
-                }
-            }
+            Err(BodyError::TooLarge) => return Attempt::TooLarge,
             Err(BodyError::Read(e)) => return Attempt::Connect(e),
         };
         let detail = if (200..300).contains(&status) {
