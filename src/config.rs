@@ -177,21 +177,8 @@ pub struct SigningKeyConfig {
     pub issuer: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ZendeskConfig {
-    pub webhook_signing_secret: Option<String>,
-    pub signature_max_age_secs: u64,
-}
-
-impl Default for ZendeskConfig {
-    fn default() -> Self {
-        ZendeskConfig {
-            webhook_signing_secret: None,
-            signature_max_age_secs: 300,
-        }
-    }
-}
+/// `[zendesk]`: the webhook signature keys and the REST API keys of contact enrichment.
+pub use crate::zendesk::settings::ZendeskConfig;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -239,6 +226,8 @@ pub struct Settings {
     pub transfer: crate::b2bua::transfer::TransferPolicy,
     /// `[store] path`; None keeps the store in memory.
     pub store_path: Option<std::path::PathBuf>,
+    /// `[zendesk]` API settings; None (no API credentials): no contact enrichment.
+    pub zendesk: Option<crate::zendesk::ZendeskApiSettings>,
 }
 
 /// A secret from the configuration; `Debug` never shows it.
@@ -514,7 +503,12 @@ impl Config {
             .store
             .compile()
             .map_err(|(key, problem)| bad(&key, problem))?;
+        let zendesk = self
+            .zendesk
+            .compile_api()
+            .map_err(|e| bad(&e.key, e.problem))?;
         Ok(Settings {
+            zendesk,
             store_path,
             http,
             media,

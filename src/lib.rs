@@ -10,3 +10,4 @@ pub mod server;
 pub mod session;
 pub mod sip;
 pub mod store;
+pub mod zendesk;

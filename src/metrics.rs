@@ -88,6 +88,26 @@ metrics! {
     counter rtp_packets_lost_total,
     /// RTCP packets relayed (counted at call end).
     counter rtcp_packets_relayed_total,
+    /// Zendesk API requests sent (each attempt, retries included).
+    counter zendesk_requests_total,
+    /// Zendesk API requests answered 2xx.
+    counter zendesk_requests_ok_total,
+    /// Zendesk API answers 401 or 403 (API or token endpoint): credentials to fix.
+    counter zendesk_auth_failures_total,
+    /// Zendesk API answers 404: the ticket, user or organization is gone.
+    counter zendesk_not_found_total,
+    /// Zendesk API answers 429.
+    counter zendesk_rate_limited_total,
+    /// Zendesk API requests retried (after 429, 5xx, a timeout or a connection error).
+    counter zendesk_retries_total,
+    /// Zendesk API requests given up (retries spent, or an answer not worth retrying).
+    counter zendesk_request_failures_total,
+    /// OAuth access tokens obtained with the client credentials.
+    counter zendesk_token_refreshes_total,
+    /// Contact enrichments that updated a session's contact.
+    counter enrichments_total,
+    /// Contact enrichments that changed nothing (Zendesk error, ticket gone, no slot).
+    counter enrichments_failed_total,
     /// REFERs received on any leg.
     counter refers_received_total,
     /// REFERs refused (400 bad Refer-To, 403 target not allowed, 491, 501).

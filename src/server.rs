@@ -3,7 +3,7 @@
 
 use crate::b2bua::B2bua;
 use crate::config::Settings;
-use crate::http::{HttpBindError, HttpServer, HttpState, NoEnrichment};
+use crate::http::{HttpBindError, HttpServer, HttpState};
 use crate::metrics::Metrics;
 use crate::session::SessionTable;
 use crate::sip::transport::{BindError, TransportConfig, TransportLayer};
@@ -35,6 +35,8 @@ pub enum StartError {
     HttpBind(#[from] HttpBindError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Enrichment(#[from] crate::zendesk::EnricherSetupError),
 }
 
 impl Server {
@@ -50,6 +52,9 @@ impl Server {
             settings.session_capacity,
             settings.session_linger,
         ));
+        // Before any listener: a setup failure leaves nothing bound.
+        let enricher =
+            crate::zendesk::enricher(&settings, &store, sessions.clone(), metrics.clone())?;
         let b2bua = B2bua::new(settings.clone(), sessions.clone(), metrics.clone());
         let transport = TransportLayer::start(
             TransportConfig {
@@ -77,7 +82,7 @@ impl Server {
             settings.clone(),
             sessions.clone(),
             metrics.clone(),
-            Arc::new(NoEnrichment),
+            enricher,
         );
         let http = match HttpServer::start(settings.http.listen, http_state.clone()).await {
             Ok(h) => h,

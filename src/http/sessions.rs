@@ -131,6 +131,7 @@ pub fn session_json(s: &Session) -> Value {
         "ended_at_ms": s.ended_at.map(unix_ms),
         "zendesk_ticket_id": s.zendesk_ticket_id,
         "contact_id": s.contact_id,
+        "contact": s.contact.as_ref().map(crate::store::contacts::details_json),
         "custom_data": s.custom_data,
         // The legs handoff keeps today; a transfer leg comes with REFER support.
         "legs": [

@@ -12,6 +12,7 @@ pub mod expect;
 pub mod media;
 pub mod scenarios;
 pub mod ua;
+pub mod zendesk;
 
 pub use build::{cancel_for, Dialog, InviteOpts, SDP};
 pub use ua::{Received, TestUa};

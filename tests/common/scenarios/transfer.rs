@@ -261,7 +261,7 @@ pub async fn ticket_stamped_by_webhook_goes_on_the_transfer_invite(t: Transport)
     bye_from_caller(&mut tr.rig, &mut m.call).await;
 }
 
-async fn stamp_via_webhook(rig: &Rig, ticket: u64) {
+pub async fn stamp_via_webhook(rig: &Rig, ticket: u64) {
     let body = format!(
         r#"{{"ticket_id": {ticket}, "caller_phone": "{CALLER_E164}", "requester_phone": ""}}"#
     );
@@ -271,7 +271,18 @@ async fn stamp_via_webhook(rig: &Rig, ticket: u64) {
 }
 
 /// POST `body` to the voice-prefetch webhook with a valid token for the org.
-async fn post_webhook(rig: &Rig, body: String) -> reqwest::Response {
+pub async fn post_webhook(rig: &Rig, body: String) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(webhook_url(rig))
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("webhook")
+}
+
+/// The voice-prefetch webhook URL of the rig's handoff, with a valid token for the org.
+pub fn webhook_url(rig: &Rig) -> String {
     let key = SigningKey {
         kid: "k1".into(),
         secret: Secret::new(SIGNING_SECRET),
@@ -282,17 +293,10 @@ async fn post_webhook(rig: &Rig, body: String) -> reqwest::Response {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let token = mint_prefetch_token(&key, "org-test", now, None).expect("mint");
-    let url = format!(
+    format!(
         "http://{}/backend/zendesk-v2/voice-prefetch/{token}",
         rig.server.http_addr()
-    );
-    reqwest::Client::new()
-        .post(url)
-        .header("Content-Type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("webhook")
+    )
 }
 
 /// A `tel:` target goes to the PSTN gateway with `user=phone`, and never with

@@ -1,0 +1,54 @@
+//! The Zendesk REST client and contact enrichment: when the voice-prefetch webhook
+//! stamps a ticket on a live session, the ticket, its requester and the requester's
+//! organization are fetched and the session's contact is resolved from them, by
+//! ticket id and never by a phone search (Zendesk's phone search matches fuzzily).
+
+pub mod auth;
+pub mod client;
+pub mod enrich;
+pub mod settings;
+
+pub use client::{FetchError, ZendeskClient};
+pub use enrich::{contact_details, merge_contact, EnrichError, ZendeskEnricher};
+pub use settings::{ApiAuth, ZendeskApiSettings, ZendeskConfig, ZendeskConfigError};
+
+use crate::config::Settings;
+use crate::http::{ContactEnricher, NoEnrichment};
+use crate::metrics::Metrics;
+use crate::session::SessionTable;
+use crate::store::contacts::ContactStore;
+use crate::store::{Store, StoreError};
+use std::sync::Arc;
+
+/// Why contact enrichment could not be set up at start.
+#[derive(Debug, thiserror::Error)]
+pub enum EnricherSetupError {
+    #[error(transparent)]
+    Client(#[from] client::ClientBuildError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The enricher for these settings: Zendesk's when API credentials are configured,
+/// else none.
+pub fn enricher(
+    settings: &Settings,
+    store: &Store,
+    sessions: Arc<SessionTable>,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<dyn ContactEnricher>, EnricherSetupError> {
+    let Some(api) = &settings.zendesk else {
+        tracing::info!("no Zendesk API credentials: contact enrichment is off");
+        return Ok(Arc::new(NoEnrichment));
+    };
+    let client = ZendeskClient::new(api.clone(), metrics.clone())?;
+    let contacts = ContactStore::open(store)?;
+    tracing::info!(base_url = %api.base_url, "contact enrichment from Zendesk is on");
+    Ok(Arc::new(ZendeskEnricher::new(
+        client,
+        contacts,
+        sessions,
+        metrics,
+        settings.default_country.clone(),
+    )))
+}

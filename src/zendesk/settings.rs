@@ -1,0 +1,394 @@
+//! The `[zendesk]` table: the webhook signature keys (read by the HTTP sidecar) and
+//! the REST API keys of contact enrichment, validated with errors naming the key.
+//! Enrichment is on exactly when API credentials are configured.
+
+use crate::config::Secret;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// `[zendesk]` as written in `config.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZendeskConfig {
+    pub webhook_signing_secret: Option<String>,
+    pub signature_max_age_secs: u64,
+    /// `https://{subdomain}.zendesk.com` is the API's base URL.
+    pub subdomain: Option<String>,
+    /// Replaces the URL made from `subdomain` (tests, proxies).
+    pub base_url: Option<String>,
+    /// API token authentication: the agent's email and the token.
+    pub email: Option<String>,
+    pub api_token: Option<String>,
+    /// A static OAuth access token.
+    pub oauth_token: Option<String>,
+    /// OAuth client credentials, exchanged for tokens at `oauth_token_url`.
+    pub oauth_client_id: Option<String>,
+    pub oauth_client_secret: Option<String>,
+    /// Default: `{base}/oauth/tokens`.
+    pub oauth_token_url: Option<String>,
+    pub oauth_scope: String,
+    /// A token is refreshed this long before it expires.
+    pub oauth_refresh_margin_secs: u64,
+    pub request_timeout_ms: u64,
+    pub max_retries: u32,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    pub max_retry_after_secs: u64,
+}
+
+impl Default for ZendeskConfig {
+    fn default() -> Self {
+        ZendeskConfig {
+            webhook_signing_secret: None,
+            signature_max_age_secs: 300,
+            subdomain: None,
+            base_url: None,
+            email: None,
+            api_token: None,
+            oauth_token: None,
+            oauth_client_id: None,
+            oauth_client_secret: None,
+            oauth_token_url: None,
+            oauth_scope: "read".into(),
+            oauth_refresh_margin_secs: 300,
+            request_timeout_ms: 5000,
+            max_retries: 3,
+            retry_base_ms: 250,
+            retry_max_ms: 5000,
+            max_retry_after_secs: 30,
+        }
+    }
+}
+
+/// How handoff authenticates to the Zendesk API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiAuth {
+    /// `Authorization: Basic base64("{email}/token:{token}")`.
+    ApiToken { email: String, token: Secret },
+    /// `Authorization: Bearer <token>`, never refreshed.
+    Bearer(Secret),
+    /// Client credentials exchanged at `token_url` for tokens that are refreshed
+    /// `margin` before they expire.
+    ClientCredentials {
+        client_id: String,
+        client_secret: Secret,
+        token_url: String,
+        scope: String,
+        margin: Duration,
+    },
+}
+
+/// `[zendesk]`'s API part, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZendeskApiSettings {
+    /// Without a trailing slash.
+    pub base_url: String,
+    pub auth: ApiAuth,
+    /// For each request, connecting included.
+    pub request_timeout: Duration,
+    /// Retries after the first attempt (429, 5xx, connection errors, timeouts).
+    pub max_retries: u32,
+    /// Backoff before retry n is `retry_base * 2^(n-1)`, at most `retry_max`, with
+    /// jitter.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// A longer `Retry-After` is cut to this.
+    pub max_retry_after: Duration,
+}
+
+/// A `[zendesk]` key and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct ZendeskConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+fn bad(key: &str, problem: impl Into<String>) -> ZendeskConfigError {
+    ZendeskConfigError {
+        key: format!("zendesk.{key}"),
+        problem: problem.into(),
+    }
+}
+
+/// An `http://` or `https://` URL without spaces or control characters; returned
+/// without a trailing slash.
+fn url(key: &str, v: &str) -> Result<String, ZendeskConfigError> {
+    let v = v.trim_end_matches('/');
+    let scheme_ok = v.starts_with("http://") || v.starts_with("https://");
+    if !scheme_ok || v.len() <= "https://".len() || v.len() > 512 || !printable(v) {
+        return Err(bad(
+            key,
+            format!("{v:?} is not an http:// or https:// URL without spaces"),
+        ));
+    }
+    Ok(v.to_owned())
+}
+
+fn printable(v: &str) -> bool {
+    v.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn secret(key: &str, v: &str) -> Result<Secret, ZendeskConfigError> {
+    if v.is_empty() || v.len() > 4096 || !printable(v) {
+        return Err(bad(
+            key,
+            "must be 1 to 4096 printable characters without spaces",
+        ));
+    }
+    Ok(Secret::new(v))
+}
+
+impl ZendeskConfig {
+    /// The API settings, or None when no API credentials are configured (enrichment
+    /// off).
+    pub fn compile_api(&self) -> Result<Option<ZendeskApiSettings>, ZendeskConfigError> {
+        let kinds = [
+            self.email.is_some() || self.api_token.is_some(),
+            self.oauth_token.is_some(),
+            self.oauth_client_id.is_some()
+                || self.oauth_client_secret.is_some()
+                || self.oauth_token_url.is_some(),
+        ];
+        match kinds.iter().filter(|k| **k).count() {
+            0 => return Ok(None),
+            1 => {}
+            _ => {
+                return Err(bad(
+                    "api_token",
+                    "give one way to authenticate: email + api_token, oauth_token, or oauth_client_id + oauth_client_secret",
+                ))
+            }
+        }
+        let base_url = match (&self.base_url, &self.subdomain) {
+            (Some(b), _) => url("base_url", b)?,
+            (None, Some(s)) => {
+                let ok = (1..=63).contains(&s.len())
+                    && s.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !s.starts_with('-')
+                    && !s.ends_with('-');
+                if !ok {
+                    return Err(bad(
+                        "subdomain",
+                        format!("{s:?} is not a Zendesk subdomain (lowercase letters, digits, -)"),
+                    ));
+                }
+                format!("https://{s}.zendesk.com")
+            }
+            (None, None) => {
+                return Err(bad(
+                    "subdomain",
+                    "required with API credentials (or give base_url)",
+                ))
+            }
+        };
+        let auth = if kinds[0] {
+            let email = match self.email.as_deref() {
+                Some(e) if e.contains('@') && e.len() <= 254 && printable(e) => e.to_owned(),
+                Some(e) => return Err(bad("email", format!("{e:?} is not an email address"))),
+                None => return Err(bad("email", "required with api_token")),
+            };
+            let token = match self.api_token.as_deref() {
+                Some(t) => secret("api_token", t)?,
+                None => return Err(bad("api_token", "required with email")),
+            };
+            ApiAuth::ApiToken { email, token }
+        } else if let Some(t) = &self.oauth_token {
+            ApiAuth::Bearer(secret("oauth_token", t)?)
+        } else {
+            let client_id = match self.oauth_client_id.as_deref() {
+                Some(c) if !c.is_empty() && c.len() <= 256 && printable(c) => c.to_owned(),
+                Some(_) => {
+                    return Err(bad(
+                        "oauth_client_id",
+                        "must be 1 to 256 printable characters without spaces",
+                    ))
+                }
+                None => return Err(bad("oauth_client_id", "required with oauth_client_secret")),
+            };
+            let client_secret = match self.oauth_client_secret.as_deref() {
+                Some(s) => secret("oauth_client_secret", s)?,
+                None => return Err(bad("oauth_client_secret", "required with oauth_client_id")),
+            };
+            let token_url = match &self.oauth_token_url {
+                Some(u) => url("oauth_token_url", u)?,
+                None => format!("{base_url}/oauth/tokens"),
+            };
+            let scope = self.oauth_scope.trim();
+            if scope.is_empty() || scope.len() > 512 || scope.bytes().any(|b| b.is_ascii_control())
+            {
+                return Err(bad(
+                    "oauth_scope",
+                    "must be 1 to 512 characters of space-separated scopes",
+                ));
+            }
+            if !(1..=86_400).contains(&self.oauth_refresh_margin_secs) {
+                return Err(bad(
+                    "oauth_refresh_margin_secs",
+                    "must be between 1 and 86400",
+                ));
+            }
+            ApiAuth::ClientCredentials {
+                client_id,
+                client_secret,
+                token_url,
+                scope: scope.to_owned(),
+                margin: Duration::from_secs(self.oauth_refresh_margin_secs),
+            }
+        };
+        if !(1..=120_000).contains(&self.request_timeout_ms) {
+            return Err(bad("request_timeout_ms", "must be between 1 and 120000"));
+        }
+        if self.max_retries > 10 {
+            return Err(bad("max_retries", "must be between 0 and 10"));
+        }
+        if self.retry_base_ms == 0 || self.retry_max_ms < self.retry_base_ms {
+            return Err(bad(
+                "retry_base_ms",
+                "must be at least 1 and at most retry_max_ms",
+            ));
+        }
+        if self.retry_max_ms > 600_000 {
+            return Err(bad("retry_max_ms", "must be at most 600000"));
+        }
+        if self.max_retry_after_secs > 3600 {
+            return Err(bad("max_retry_after_secs", "must be at most 3600"));
+        }
+        Ok(Some(ZendeskApiSettings {
+            base_url,
+            auth,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            max_retries: self.max_retries,
+            retry_base: Duration::from_millis(self.retry_base_ms),
+            retry_max: Duration::from_millis(self.retry_max_ms),
+            max_retry_after: Duration::from_secs(self.max_retry_after_secs),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(toml_body: &str) -> ZendeskConfig {
+        toml::from_str(toml_body).expect("toml")
+    }
+
+    fn err_key(toml_body: &str) -> String {
+        cfg(toml_body).compile_api().expect_err(toml_body).key
+    }
+
+    #[test]
+    fn no_credentials_means_no_enrichment() {
+        assert_eq!(cfg("").compile_api(), Ok(None));
+        assert_eq!(cfg("subdomain = \"acme\"").compile_api(), Ok(None));
+    }
+
+    #[test]
+    fn api_token_on_the_subdomain() {
+        let s = cfg("subdomain = \"acme\"\nemail = \"a@b.c\"\napi_token = \"t0k\"")
+            .compile_api()
+            .expect("valid")
+            .expect("on");
+        assert_eq!(s.base_url, "https://acme.zendesk.com");
+        assert_eq!(
+            s.auth,
+            ApiAuth::ApiToken {
+                email: "a@b.c".into(),
+                token: Secret::new("t0k")
+            }
+        );
+        assert_eq!(s.request_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn client_credentials_default_to_the_base_urls_oauth_tokens() {
+        let s = cfg("base_url = \"http://127.0.0.1:9/\"\noauth_client_id = \"id\"\noauth_client_secret = \"s\"")
+            .compile_api()
+            .expect("valid")
+            .expect("on");
+        assert_eq!(s.base_url, "http://127.0.0.1:9");
+        match s.auth {
+            ApiAuth::ClientCredentials {
+                token_url, margin, ..
+            } => {
+                assert_eq!(token_url, "http://127.0.0.1:9/oauth/tokens");
+                assert_eq!(margin, Duration::from_secs(300));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_whole_config_names_the_zendesk_key() {
+        let text = "[zendesk]\nemail = \"a@b.c\"\napi_token = \"t\"\n[[route]]\ndefault = true\norg_id = \"o\"\nagent_id = \"a\"\nai_agent_uri = \"sip:ai@127.0.0.1\"\n";
+        let e = crate::config::Config::parse(text, "t.toml")
+            .expect_err("no subdomain")
+            .to_string();
+        assert!(e.contains("zendesk.subdomain"), "{e}");
+        let ok = text.replace("[zendesk]\n", "[zendesk]\nsubdomain = \"acme\"\n");
+        let s = crate::config::Config::parse(&ok, "t.toml").expect("valid");
+        assert_eq!(
+            s.zendesk.map(|z| z.base_url).as_deref(),
+            Some("https://acme.zendesk.com")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let base = "subdomain = \"acme\"\n";
+        assert_eq!(
+            err_key("email = \"a@b.c\"\napi_token = \"t\""),
+            "zendesk.subdomain"
+        );
+        assert_eq!(
+            err_key(&format!("{base}email = \"a@b.c\"")),
+            "zendesk.api_token"
+        );
+        assert_eq!(
+            err_key(&format!("{base}api_token = \"t\"")),
+            "zendesk.email"
+        );
+        assert_eq!(
+            err_key(&format!("{base}email = \"nope\"\napi_token = \"t\"")),
+            "zendesk.email"
+        );
+        assert_eq!(
+            err_key(&format!("{base}oauth_token = \"t\"\napi_token = \"t\"")),
+            "zendesk.api_token"
+        );
+        assert_eq!(
+            err_key("subdomain = \"Acme Corp\"\noauth_token = \"t\""),
+            "zendesk.subdomain"
+        );
+        assert_eq!(
+            err_key("base_url = \"ftp://x\"\noauth_token = \"t\""),
+            "zendesk.base_url"
+        );
+        assert_eq!(
+            err_key(&format!("{base}oauth_client_id = \"i\"")),
+            "zendesk.oauth_client_secret"
+        );
+        assert_eq!(
+            err_key(&format!("{base}oauth_token = \"a b\"")),
+            "zendesk.oauth_token"
+        );
+        assert_eq!(
+            err_key(&format!(
+                "{base}oauth_token = \"t\"\nrequest_timeout_ms = 0"
+            )),
+            "zendesk.request_timeout_ms"
+        );
+        assert_eq!(
+            err_key(&format!("{base}oauth_token = \"t\"\nmax_retries = 11")),
+            "zendesk.max_retries"
+        );
+        assert_eq!(
+            err_key(&format!(
+                "{base}oauth_token = \"t\"\nretry_base_ms = 10\nretry_max_ms = 5"
+            )),
+            "zendesk.retry_base_ms"
+        );
+    }
+}
