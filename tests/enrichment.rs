@@ -221,6 +221,37 @@ async fn unauthorized_401_is_counted_not_retried_and_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refire_of_the_same_ticket_retries_a_failed_enrichment() {
+    run(async {
+        let z = FakeZendesk::start().await;
+        acme(&z);
+        z.script(
+            &ticket_path(100),
+            vec![Reply::error(401, "Couldn't authenticate you", "")],
+        );
+        let mut tr = rig(&z, "").await;
+        let call = establish(&mut tr.rig, InviteOpts::default()).await;
+        stamp_via_webhook(&tr.rig, 100).await;
+        assert_changed_nothing(&tr.rig.server, &call.session_id).await;
+        // Zendesk fires the trigger again (same ticket): idempotent for the stamp,
+        // a second chance for the contact.
+        stamp_via_webhook(&tr.rig, 100).await;
+        let s = enriched(&tr.rig.server, &call.session_id).await;
+        assert_eq!(s.zendesk_ticket_id, Some(100));
+        let hits = z.hits().len();
+        // Once enriched, a further re-fire fetches nothing more.
+        stamp_via_webhook(&tr.rig, 100).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            z.hits().len(),
+            hits,
+            "an enriched session is not fetched again"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ticket_gone_404_changes_nothing() {
     run(async {
         let z = FakeZendesk::start().await;

@@ -19,10 +19,13 @@ use serde_json::{json, Map, Value};
 /// The path as logged: the token is a credential and never reaches a log.
 pub const REDACTED_PATH: &str = "/backend/zendesk-v2/voice-prefetch/<redacted>";
 
-/// Hands a freshly stamped session to contact enrichment (fetch the ticket and its
+/// Hands a stamped session to contact enrichment (fetch the ticket and its
 /// requester from Zendesk, update the contact). Called on the request's task after
-/// the stamp: an implementation must return at once and do its work elsewhere
-/// (spawn it), so Zendesk never waits on it.
+/// a new stamp, and again when Zendesk re-fires the same ticket while the session
+/// has no contact details yet (so a re-fire retries an enrichment that failed). An
+/// implementation must return at once and do its work elsewhere (spawn it), so
+/// Zendesk never waits on it, and not start a second run for a session whose
+/// enrichment is under way.
 pub trait ContactEnricher: Send + Sync + 'static {
     fn session_stamped(&self, session: &SessionId, ticket_id: u64);
 }
@@ -262,10 +265,15 @@ fn stamp(state: &HttpState, org: &str, req: &PrefetchRequest) -> (WebhookOutcome
                 json!({"success": true, "session_id": id.as_str(), "ticket_id": ticket}),
             )
         }
-        StampOutcome::AlreadyStamped(id) => (
-            WebhookOutcome::AlreadyStamped,
-            json!({"success": true, "session_id": id.as_str(), "ticket_id": ticket}),
-        ),
+        StampOutcome::AlreadyStamped(id) => {
+            if state.sessions().update(&id, |s| s.contact.is_none()) == Some(true) {
+                state.enricher().session_stamped(&id, ticket);
+            }
+            (
+                WebhookOutcome::AlreadyStamped,
+                json!({"success": true, "session_id": id.as_str(), "ticket_id": ticket}),
+            )
+        }
         StampOutcome::Conflict { session, existing } => {
             tracing::warn!(
                 path = REDACTED_PATH,

@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::session::phone::normalize_e164;
 use crate::session::{ContactDetails, SessionId, SessionTable};
 use crate::store::contacts::{ContactStore, ContactStoreError};
+use dashmap::DashMap;
 use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -124,6 +125,21 @@ struct Inner {
     metrics: Arc<Metrics>,
     default_country: Option<String>,
     slots: Arc<Semaphore>,
+    /// Sessions with an enrichment under way: a webhook re-fire while one runs
+    /// does not start a second.
+    running: DashMap<SessionId, ()>,
+}
+
+/// Takes the session off `running` when its enrichment ends, however it ends.
+struct Running {
+    inner: Arc<Inner>,
+    id: SessionId,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.inner.running.remove(&self.id);
+    }
 }
 
 impl ZendeskEnricher {
@@ -141,6 +157,7 @@ impl ZendeskEnricher {
             metrics,
             default_country,
             slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            running: DashMap::new(),
         }))
     }
 
@@ -163,12 +180,21 @@ impl ContactEnricher for ZendeskEnricher {
             tracing::error!(session = %session, "contact enrichment needs a tokio runtime");
             return;
         };
+        if self.0.running.insert(session.clone(), ()).is_some() {
+            tracing::debug!(session = %session, "contact enrichment already under way");
+            return;
+        }
+        let running = Running {
+            inner: self.0.clone(),
+            id: session.clone(),
+        };
         let inner = self.0.clone();
         let id = session.clone();
         let span = tracing::info_span!("enrichment", session = %id, ticket = ticket_id);
         runtime.spawn(
             async move {
                 let _permit = permit;
+                let _running = running;
                 inner.run(&id, ticket_id).await;
             }
             .instrument(span),
