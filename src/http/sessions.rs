@@ -32,7 +32,7 @@ pub enum PatchError {
     NotJson,
     #[error("unknown field {0:?}: only contact_id and custom_data can be set")]
     UnknownField(String),
-    #[error("contact_id must be a string of 1-{MAX_CONTACT_ID} characters without control characters, or null")]
+    #[error("contact_id must be a string of 1-{MAX_CONTACT_ID} token characters (letters, digits, -._!%*+`'~), or null")]
     BadContactId,
     #[error("custom_data must be an object of string values")]
     NotAnObject,
@@ -74,7 +74,12 @@ pub fn parse_patch(body: &[u8]) -> Result<SessionPatch, PatchError> {
     for (name, value) in fields {
         match (name.as_str(), value) {
             ("contact_id", Value::Null) => patch.contact_id = Some(None),
-            ("contact_id", Value::String(s)) if header_safe(&s, MAX_CONTACT_ID) => {
+            // Token characters: it goes out as X-OPENCX-CONTACT-ID, which takes
+            // nothing else.
+            ("contact_id", Value::String(s))
+                if (1..=MAX_CONTACT_ID).contains(&s.len())
+                    && s.bytes().all(crate::sip::message::is_token_char) =>
+            {
                 patch.contact_id = Some(Some(s))
             }
             ("contact_id", _) => return Err(PatchError::BadContactId),
@@ -261,9 +266,10 @@ mod tests {
 
     #[test]
     fn patch_refuses_control_characters_and_unknown_fields() {
-        let cases: [(&[u8], &str); 8] = [
+        let cases: [(&[u8], &str); 9] = [
             (br#"{"contact_id": "c\r\nX-Evil: 1"}"#, "contact_id"),
             (br#"{"contact_id": ""}"#, "contact_id"),
+            (br#"{"contact_id": "a b;c"}"#, "contact_id"),
             (br#"{"contact_id": 5}"#, "contact_id"),
             (br#"{"custom_data": {"k": "a\nb"}}"#, "custom_data"),
             (br#"{"custom_data": {"bad key": "v"}}"#, "custom_data"),
