@@ -62,6 +62,9 @@ PIDS=()
 cleanup() {
 	local rc=$? i
 	trap - EXIT INT TERM
+	# handoff first, while the UASes can still answer what it sends as it
+	# drains (drain_timeout_secs = 2); then the rest, newest first.
+	[[ -n ${TIMEOUT_PID:-} ]] && stop_pid "$TIMEOUT_PID" 10
 	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
 		stop_pid "${PIDS[i]}" 5
 	done
@@ -80,8 +83,12 @@ RUN_BOUND=$((n_steps * (STEP_SECS + CALL_MS / 1000 + SETTLE_SECS + 40) + 120))
 cpu_ticks() { # utime + stime of handoff (all threads)
 	sed 's/^.*) //' "/proc/$HANDOFF_PID/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0
 }
-udp_rcvbuf_errors() {
+udp_rcvbuf_errors() { # datagrams the kernel dropped for a full socket buffer (this netns)
 	awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else print $c }' /proc/net/snmp
+}
+our_socket_drops() { # drops on handoff's, the AI agent's and Zendesk's SIP sockets
+	awk -v a="$(printf '0100007F:%04X' "$HANDOFF_PORT")" -v b="$(printf '0100007F:%04X' "$AI_PORT")" \
+		-v c="$(printf '0100007F:%04X' "$ZENDESK_PORT")" '$2 == a || $2 == b || $2 == c { d += $NF } END { print d + 0 }' /proc/net/udp
 }
 csv_last() { # file column -> value of column on the last line of a SIPp -trace_stat CSV
 	awk -F';' -v col="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == col) c = i; next }
@@ -109,7 +116,11 @@ if [[ -z $BIN ]]; then
 	(cd "$ROOT" && cargo build --release --quiet) >&2
 	BIN=$ROOT/target/release/handoff
 fi
-VERSION="handoff $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+changes') ($BIN)"
+if [[ -n ${HANDOFF_BIN:-} ]]; then
+	VERSION="handoff binary $BIN (not built by the script; repository at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown))"
+else
+	VERSION="handoff $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+changes') ($BIN)"
+fi
 AI_PORT=$(free_port)
 ZENDESK_PORT=$(free_port)
 ZENDESK_URI="sip:support@127.0.0.1:$ZENDESK_PORT"
@@ -256,6 +267,7 @@ for rate in $RATES; do
 	z_ok0=$(csv_last "$WORK/zendesk.csv" 'SuccessfulCall(C)')
 	z_bad0=$(csv_last "$WORK/zendesk.csv" 'FailedCall(C)')
 	drops0=$(udp_rcvbuf_errors)
+	ours0=$(our_socket_drops)
 	[[ $CAPTURE == 1 ]] && start_capture "$WORK/step-$rate.pcap"
 	cpu0=$(cpu_ticks)
 	rc=0
@@ -302,7 +314,9 @@ for rate in $RATES; do
 		((${v:-0} > 0)) && notes="$notes; $k +$v"
 	done
 	drops=$(($(udp_rcvbuf_errors) - drops0))
-	((drops > 0)) && notes="$notes; udp-rcvbuf-drops=$drops"
+	# Netns-wide, so other people's UDP load shows here too; ours: handoff's,
+	# the AI agent's and Zendesk's SIP sockets.
+	((drops > 0)) && notes="$notes; udp-rcvbuf-drops=$drops (on our SIP sockets $(($(our_socket_drops) - ours0)))"
 	[[ $CAPTURE == 1 && ${cap_dropped:-0} -gt 0 ]] && notes="$notes; capture dropped $cap_dropped"
 	kill -0 "$HANDOFF_PID" 2>/dev/null || notes="$notes; HANDOFF EXITED"
 	notes=${notes#; }
