@@ -494,7 +494,7 @@ mod tests {
         pool.keep_spares(4).expect("refill thread");
         wait_for_spares(&pool, 4);
         let held: Vec<_> = (0..10)
-            .map(|i| pool.allocate().expect(&format!("pair {i}")))
+            .map(|i| pool.allocate().unwrap_or_else(|e| panic!("pair {i}: {e}")))
             .collect();
         assert!(matches!(pool.allocate(), Err(PoolError::Exhausted { .. })));
         assert_eq!(held.len(), 10);
