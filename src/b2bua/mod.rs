@@ -22,6 +22,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 use tokio::sync::mpsc;
 
+/// RTP/RTCP port pairs the media pool keeps bound ahead of need. The refill
+/// thread wakes when half are gone: at 800 transfer calls/s (three pairs
+/// each) about 150 times a second.
+const MEDIA_SPARE_PAIRS: usize = 32;
+
 /// State shared by the dispatcher and every call.
 pub struct Shared {
     pub settings: Arc<Settings>,
@@ -62,16 +67,23 @@ impl B2bua {
         };
         let media = settings.media.as_ref().and_then(|m| {
             match crate::media::relay::PortPool::new(m.ip, m.port_min, m.port_max) {
-                Ok(pool) => Some(call::MediaShared {
-                    pool,
-                    sdp_ip: m.sdp_ip,
-                    relay: crate::media::relay::RelayConfig {
-                        latching: m.latching,
-                        timeout: m.timeout,
-                        hold_timeout: m.hold_timeout,
-                        ..Default::default()
-                    },
-                }),
+                Ok(pool) => {
+                    // Pairs bound ahead: no socket is made on the path of a call
+                    // set-up or of a transfer INVITE (see the pool's notes).
+                    if let Err(e) = pool.keep_spares(MEDIA_SPARE_PAIRS) {
+                        tracing::warn!(error = %e, "no spare media ports: bound per call");
+                    }
+                    Some(call::MediaShared {
+                        pool,
+                        sdp_ip: m.sdp_ip,
+                        relay: crate::media::relay::RelayConfig {
+                            latching: m.latching,
+                            timeout: m.timeout,
+                            hold_timeout: m.hold_timeout,
+                            ..Default::default()
+                        },
+                    })
+                }
                 // The range was validated with the config; this cannot happen.
                 Err(e) => {
                     tracing::error!(error = %e, "media relay disabled");

@@ -143,8 +143,13 @@ impl Call {
             refer_at: now,
             record,
         }));
-        self.send_notify(100, "", false, now);
+        // The INVITE first, then the first NOTIFY (RFC 3515 2.4.4): building and
+        // sending the NOTIFY before it added to the REFER-to-INVITE time. The
+        // target's answer is handled by this task only after both are out, so the
+        // AI agent still hears 100 Trying first. A transfer that failed at once
+        // has sent its final NOTIFY already, and then no 100 follows.
         self.dial_target(now);
+        self.send_notify(100, "", false, now);
     }
 
     fn refuse_refer(&mut self, tx: TxId, req: &Message, status: u16, reason: &str, now: Instant) {

@@ -1,9 +1,16 @@
 //! The RTP/RTCP port pool: even port for RTP, the next odd one for RTCP
 //! (RFC 3550 11), both bound when handed out and returned on drop.
+//!
+//! Creating and binding two sockets costs tens of microseconds of system
+//! time, on the path of every call set-up and of every transfer INVITE. With
+//! `keep_spares` the pool keeps a few pairs bound ahead of need, refilled by
+//! a thread of its own, and `allocate` hands one of those out.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, Weak};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
@@ -34,6 +41,22 @@ struct Inner {
     // The first (even) RTP port; pair i is first + 2i and first + 2i + 1.
     first: u16,
     state: Mutex<State>,
+    // Pairs bound ahead of need, oldest first; marked in use, no lease (a
+    // lease holds the pool: the pool holding leases would never be freed).
+    spares: Mutex<VecDeque<Spare>>,
+    spare_target: AtomicUsize,
+    // Held by the refill thread from reserving a pair until it is a spare, so
+    // a pair being bound is never out of sight of an `allocate` that found none.
+    binding: Mutex<()>,
+    // Wakes the refill thread; it exits when this goes with the pool.
+    refill: Mutex<Option<mpsc::Sender<()>>>,
+}
+
+#[derive(Debug)]
+struct Spare {
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    index: usize,
 }
 
 #[derive(Debug)]
@@ -55,6 +78,76 @@ impl Inner {
         // In range by construction: index < pairs.
         (u32::from(self.first) + 2 * index as u32) as u16
     }
+
+    // Mark the next free pair as ours (round robin from `next`), if more than
+    // `keep_free` pairs are free.
+    fn reserve_index(&self, keep_free: usize) -> Option<usize> {
+        let mut state = self.lock();
+        let pairs = state.in_use.len();
+        if pairs - state.count <= keep_free {
+            return None;
+        }
+        let index = (0..pairs)
+            .map(|i| (state.next + i) % pairs)
+            .find(|&i| !state.in_use[i])?;
+        state.in_use[index] = true;
+        state.count += 1;
+        state.next = (index + 1) % pairs;
+        Some(index)
+    }
+
+    fn release_index(&self, index: usize) {
+        let mut state = self.lock();
+        if let Some(slot) = state.in_use.get_mut(index) {
+            if *slot {
+                *slot = false;
+                state.count -= 1;
+            }
+        }
+    }
+
+    fn spares(&self) -> MutexGuard<'_, VecDeque<Spare>> {
+        self.spares.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn kick_refill(&self) {
+        let refill = self.refill.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = refill.as_ref() {
+            let _ = tx.send(());
+        }
+    }
+
+    // Bind pairs until the spares are back at their target, the pool is
+    // nearly full, or binding fails for another reason than a port in use.
+    // Spares come only out of plenty: with `target` or fewer pairs free a
+    // spare being bound could make `allocate` find none, so then there are none.
+    fn refill_spares(&self) {
+        let mut skipped = 0;
+        let target = self.spare_target.load(Ordering::Relaxed);
+        while self.spares().len() < target {
+            let _binding = self.binding.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(index) = self.reserve_index(target) else {
+                return;
+            };
+            match bind_pair(self.ip, self.rtp_port(index)) {
+                Ok((rtp, rtcp)) => self.spares().push_back(Spare { rtp, rtcp, index }),
+                Err((_, e)) => {
+                    self.release_index(index);
+                    skipped += 1;
+                    if e.kind() != io::ErrorKind::AddrInUse || skipped >= self.lock().in_use.len() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Drop whatever reached a spare's sockets while it waited (a late packet of
+/// an earlier call on these ports), so the relay does not latch onto it.
+fn drain(socket: &UdpSocket) {
+    let mut buf = [0u8; 2048];
+    while socket.recv_from(&mut buf).is_ok() {}
 }
 
 impl PortPool {
@@ -78,13 +171,76 @@ impl PortPool {
                     next: 0,
                     count: 0,
                 }),
+                spares: Mutex::new(VecDeque::new()),
+                spare_target: AtomicUsize::new(0),
+                binding: Mutex::new(()),
+                refill: Mutex::new(None),
             }),
+        })
+    }
+
+    /// Keep up to `n` pairs bound ahead of need, so `allocate` does not bind
+    /// on the caller's path. A thread ("media-port-refill") tops them up when
+    /// half are gone, and only while more than `n` pairs are free; it ends
+    /// with the pool. Spares count as free in `in_use`; they are handed out
+    /// before any other pair.
+    pub fn keep_spares(&self, n: usize) -> io::Result<()> {
+        self.inner.spare_target.store(n, Ordering::Relaxed);
+        let mut refill = self.inner.refill.lock().unwrap_or_else(|e| e.into_inner());
+        if refill.is_none() && n > 0 {
+            let (tx, rx) = mpsc::channel::<()>();
+            let pool: Weak<Inner> = Arc::downgrade(&self.inner);
+            std::thread::Builder::new()
+                .name("media-port-refill".into())
+                .spawn(move || {
+                    while rx.recv().is_ok() {
+                        // Coalesce the wake-ups that queued up meanwhile.
+                        while rx.try_recv().is_ok() {}
+                        let Some(inner) = pool.upgrade() else { break };
+                        inner.refill_spares();
+                    }
+                })?;
+            *refill = Some(tx);
+        }
+        drop(refill);
+        self.inner.kick_refill();
+        Ok(())
+    }
+
+    // A spare pair, if one is bound; asks for more when half are gone.
+    fn take_spare(&self) -> Option<PortPair> {
+        let target = self.inner.spare_target.load(Ordering::Relaxed);
+        if target == 0 {
+            return None;
+        }
+        let (spare, left) = {
+            let mut spares = self.inner.spares();
+            let spare = spares.pop_front();
+            (spare, spares.len())
+        };
+        if left * 2 < target {
+            self.inner.kick_refill();
+        }
+        let Spare { rtp, rtcp, index } = spare?;
+        drain(&rtp);
+        drain(&rtcp);
+        Some(PortPair {
+            rtp,
+            rtcp,
+            lease: PortLease {
+                pool: Arc::clone(&self.inner),
+                index,
+                rtp_port: self.inner.rtp_port(index),
+            },
         })
     }
 
     /// Bind the next free pair. Pairs some other process holds are skipped.
     /// `Exhausted` means every pair is taken (the call gets 503).
     pub fn allocate(&self) -> Result<PortPair, PoolError> {
+        if let Some(pair) = self.take_spare() {
+            return Ok(pair);
+        }
         let pairs = self.capacity();
         for _ in 0..pairs {
             let Some(lease) = self.reserve() else { break };
@@ -99,6 +255,11 @@ impl PortPool {
                 Err((addr, source)) => return Err(PoolError::Bind { addr, source }),
             }
         }
+        // The last free pair may have been on its way to being a spare.
+        drop(self.inner.binding.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(pair) = self.take_spare() {
+            return Ok(pair);
+        }
         let (port_min, port_max) = (self.inner.port_min, self.inner.port_max);
         tracing::warn!(port_min, port_max, "media port pool exhausted");
         Err(PoolError::Exhausted { port_min, port_max })
@@ -106,14 +267,7 @@ impl PortPool {
 
     // Mark the next free pair as ours; the lease frees it again on drop.
     fn reserve(&self) -> Option<PortLease> {
-        let mut state = self.inner.lock();
-        let pairs = state.in_use.len();
-        let index = (0..pairs)
-            .map(|i| (state.next + i) % pairs)
-            .find(|&i| !state.in_use[i])?;
-        state.in_use[index] = true;
-        state.count += 1;
-        state.next = (index + 1) % pairs;
+        let index = self.inner.reserve_index(0)?;
         Some(PortLease {
             pool: Arc::clone(&self.inner),
             index,
@@ -126,9 +280,10 @@ impl PortPool {
         self.inner.lock().in_use.len()
     }
 
-    /// How many pairs are handed out (or being bound) now.
+    /// How many pairs are handed out (or being bound) now; spares not included.
     pub fn in_use(&self) -> usize {
-        self.inner.lock().count
+        let spares = self.inner.spares().len();
+        self.inner.lock().count.saturating_sub(spares)
     }
 
     pub fn ip(&self) -> IpAddr {
@@ -161,13 +316,7 @@ pub(crate) struct PortLease {
 
 impl Drop for PortLease {
     fn drop(&mut self) {
-        let mut state = self.pool.lock();
-        if let Some(slot) = state.in_use.get_mut(self.index) {
-            if *slot {
-                *slot = false;
-                state.count -= 1;
-            }
-        }
+        self.pool.release_index(self.index);
     }
 }
 
@@ -287,6 +436,87 @@ mod tests {
         let pair = pool.allocate().expect("pair 2 is free");
         assert_eq!(pair.rtp_port(), min + 2);
         assert!(matches!(pool.allocate(), Err(PoolError::Exhausted { .. })));
+    }
+
+    // Spares are bound on another thread: wait for them (bounded).
+    fn wait_for_spares(pool: &PortPool, n: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while pool.inner.spares().len() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} of {n} spare pairs bound",
+                pool.inner.spares().len()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn spares_are_bound_ahead_handed_out_first_and_refilled() {
+        let pool = PortPool::new(LOCALHOST, 43000, 43199).expect("valid range");
+        pool.keep_spares(4).expect("refill thread");
+        wait_for_spares(&pool, 4);
+        assert_eq!(pool.in_use(), 0, "spares are not in use");
+        let first_spare = pool.inner.spares()[0].index;
+        let pair = pool.allocate().expect("a spare");
+        assert_eq!(pair.rtp_port(), pool.inner.rtp_port(first_spare));
+        assert!(
+            UdpSocket::bind(pair.rtp_addr()).is_err(),
+            "RTP port is held"
+        );
+        assert_eq!(pool.in_use(), 1);
+        // Three left is not below half of four: no refill yet. Two more go,
+        // then it refills to four.
+        let _a = pool.allocate().expect("a spare");
+        let _b = pool.allocate().expect("a spare");
+        wait_for_spares(&pool, 4);
+        assert_eq!(pool.in_use(), 3);
+        drop(pair);
+        assert_eq!(pool.in_use(), 2);
+    }
+
+    #[test]
+    fn a_nearly_full_pool_binds_no_spares() {
+        // Two pairs, eight spares wanted: no spare, so a pair freed while the
+        // refill thread runs is never out of reach of `allocate`.
+        let (min, max) = free_range_of_two_pairs(44000);
+        let pool = PortPool::new(LOCALHOST, min, max).expect("valid range");
+        pool.keep_spares(8).expect("refill thread");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(pool.inner.spares().is_empty());
+        let first = pool.allocate().expect("pair 1");
+        let _second = pool.allocate().expect("pair 2");
+        assert!(matches!(pool.allocate(), Err(PoolError::Exhausted { .. })));
+        drop(first);
+        pool.allocate().expect("the freed pair");
+        // Ten pairs, four spares: spares while more than four are free.
+        let pool = PortPool::new(LOCALHOST, 44100, 44119).expect("valid range");
+        pool.keep_spares(4).expect("refill thread");
+        wait_for_spares(&pool, 4);
+        let held: Vec<_> = (0..10)
+            .map(|i| pool.allocate().unwrap_or_else(|e| panic!("pair {i}: {e}")))
+            .collect();
+        assert!(matches!(pool.allocate(), Err(PoolError::Exhausted { .. })));
+        assert_eq!(held.len(), 10);
+    }
+
+    #[test]
+    fn a_spare_is_handed_out_without_what_reached_it_while_it_waited() {
+        let pool = PortPool::new(LOCALHOST, 45000, 45199).expect("valid range");
+        pool.keep_spares(1).expect("refill thread");
+        wait_for_spares(&pool, 1);
+        let port = pool.inner.rtp_port(pool.inner.spares()[0].index);
+        let stray = UdpSocket::bind((LOCALHOST, 0)).expect("bind");
+        stray.send_to(b"late rtp", (LOCALHOST, port)).expect("send");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let pair = pool.allocate().expect("the spare");
+        assert_eq!(pair.rtp_port(), port);
+        let (rtp, _, _) = pair.into_parts();
+        let mut buf = [0u8; 64];
+        assert!(
+            rtp.recv_from(&mut buf).is_err(),
+            "the stray datagram was dropped"
+        );
     }
 
     #[test]
