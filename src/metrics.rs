@@ -12,7 +12,8 @@ macro_rules! metrics {
             $( $(#[doc = $doc])* pub $name: metrics!(@ty $kind), )*
             /// Voice-prefetch webhook requests by outcome.
             pub webhook: WebhookCounters,
-            /// Time from a REFER received to the transfer INVITE sent, in seconds.
+            /// Time from a REFER reaching its call to the transfer INVITE sent, in seconds
+            /// (socket read, parse and dispatch to the call come before it).
             pub transfer_setup_seconds: Histogram,
             /// SIP messages in and out by method and status.
             pub sip: SipTraffic,
@@ -33,7 +34,7 @@ macro_rules! metrics {
                 self.transfer_setup_seconds.render(
                     &mut out,
                     "handoff_transfer_setup_seconds",
-                    "Time from a REFER received to the transfer INVITE sent.",
+                    "Time from a REFER reaching its call to the transfer INVITE sent.",
                 );
                 out
             }
