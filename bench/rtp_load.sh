@@ -10,7 +10,10 @@
 # Tunables (environment): CALLS (the N steps), SECS (seconds of RTP per
 # step), TARGETS, MEDIA_PORT_MIN/MAX (handoff's and rtpengine's ranges),
 # RTPENGINE_THREADS (--num-threads; default: rtpengine's own), SOCKETS
-# (generator sockets per side), HANDOFF_BIN, RTP_LOAD_BIN (skip the build).
+# (generator sockets per side), NICE (run the relay and the generator at
+# this nice level, e.g. -10, to keep other people's compiles on a shared
+# machine from deciding the figures; default 0), HANDOFF_BIN, RTP_LOAD_BIN
+# (skip the build).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -26,6 +29,8 @@ MEDIA_PORT_MAX=${MEDIA_PORT_MAX:-29999}
 RTPENGINE_THREADS=${RTPENGINE_THREADS:-}
 SOCKETS=${SOCKETS:-8}
 SETUP_RATE=${SETUP_RATE:-400}
+NICE=${NICE:-0}
+RUN=(nice -n "$NICE")
 
 for tool in python3 ss; do
 	command -v "$tool" >/dev/null || {
@@ -115,7 +120,7 @@ org_id = "org-bench"
 agent_id = "agent-bench"
 ai_agent_uri = "sip:ai@127.0.0.1:$UAS_PORT"
 EOF
-	"$WORK/handoff" run --config "$WORK/handoff.toml" >"$WORK/handoff.out" 2>>"$WORK/handoff.err" &
+	"${RUN[@]}" "$WORK/handoff" run --config "$WORK/handoff.toml" >"$WORK/handoff.out" 2>>"$WORK/handoff.err" &
 	TARGET_PID=$!
 	PIDS+=("$TARGET_PID")
 	local i line=""
@@ -139,7 +144,7 @@ start_rtpengine() { # -> TARGET_PID, NG_ADDR
 	port=$(free_port)
 	[[ -n $RTPENGINE_THREADS ]] && threads=(--num-threads="$RTPENGINE_THREADS")
 	# Userspace forwarding (--table=-1), foreground, warnings only (as handoff).
-	rtpengine --config-file=none --table=-1 --foreground --log-stderr --log-level=4 \
+	"${RUN[@]}" rtpengine --config-file=none --table=-1 --foreground --log-stderr --log-level=4 \
 		--interface=127.0.0.1 --listen-ng=127.0.0.1:"$port" \
 		--port-min="$MEDIA_PORT_MIN" --port-max="$MEDIA_PORT_MAX" --delete-delay=0 \
 		"${threads[@]}" >"$WORK/rtpengine.out" 2>>"$WORK/rtpengine.err" &
@@ -168,7 +173,7 @@ run_loader() { # mode calls [args...] -> one JSON line appended to $JSONL
 	local mode=$1 n=$2 rc=0 hard
 	shift 2
 	hard=$((SECS + n / SETUP_RATE * 2 + 60))
-	timeout -k 5 "$hard" "$WORK/rtp_load" --mode "$mode" --calls "$n" --secs "$SECS" \
+	timeout -k 5 "$hard" "${RUN[@]}" "$WORK/rtp_load" --mode "$mode" --calls "$n" --secs "$SECS" \
 		--sockets "$SOCKETS" --setup-rate "$SETUP_RATE" "$@" \
 		>"$WORK/$mode-$n.json" 2>"$WORK/$mode-$n.err" || rc=$?
 	cat "$WORK/$mode-$n.err" >&2
@@ -206,7 +211,7 @@ done
 	echo
 	echo "## Media relay load, $STAMP"
 	echo
-	echo "- command: \`bench/rtp_load.sh\` (CALLS=\"$CALLS\" SECS=$SECS SOCKETS=$SOCKETS TARGETS=\"$TARGETS\")"
+	echo "- command: \`bench/rtp_load.sh\` (CALLS=\"$CALLS\" SECS=$SECS SOCKETS=$SOCKETS NICE=$NICE TARGETS=\"$TARGETS\")"
 	echo "- handoff: $HANDOFF_VERSION; rtpengine: $RTPENGINE_VERSION, userspace (--table=-1), threads: ${RTPENGINE_THREADS:-default}"
 	echo "- host: $(nproc) cores, $(uname -sr); the generator and the relay share them;"
 	echo "  load average before the run: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)"

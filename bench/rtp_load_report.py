@@ -23,14 +23,14 @@ def main(path):
     base = {r["calls_wanted"]: r for r in runs if r.get("mode") == "direct" and "failed" not in r}
     steps = sorted({r["calls_wanted"] for r in runs})
     print("| calls | target | up | packets/s | lost / sent | loss % | one-way p50 / p99 / max (us) "
-          "| added p50 / p99 (us) | CPU % of a core | CPU us per call-second | RSS growth per call (bytes) | notes |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| added p50 / p99 (us) | CPU % of a core | CPU us per packet | CPU us per call-second (100 packets) | RSS growth per call (bytes) | notes |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     best = {}
     for n in steps:
         for r in [r for r in runs if r["calls_wanted"] == n]:
             mode = r["mode"]
             if "failed" in r:
-                print(f"| {n:,} | {mode} | | | | | | | | | | rtp_load failed (exit {r['failed']}) |")
+                print(f"| {n:,} | {mode} | | | | | | | | | | | rtp_load failed (exit {r['failed']}) |")
                 continue
             sent = sum(r["sent"])
             received = sum(r["received"])
@@ -55,12 +55,14 @@ def main(path):
                 notes.append(f"target sent {td['byes_from_target_during_run']} BYEs")
             if td.get("bye_unanswered"):
                 notes.append(f"{td['bye_unanswered']} BYEs unanswered")
+            if r.get("generator_stalls"):
+                notes.append(f"generator stalled {r['generator_stalls']}x, {r['generator_stalled_ms']:.0f} ms in all")
             notes.append(f"generator {r['generator_cpu_pct']:.0f}% CPU, lag max {r['max_send_lag_ms']:.1f} ms, load {r.get('load_avg', '?')}")
             print(
                 f"| {n:,} | {mode} | {r['calls_up']:,} | {r['offered_pps']:,} | {lost:,} / {sent:,} "
                 f"| {r['loss_pct']:.4f} | {fmt(lat['p50_us'], 1)} / {fmt(lat['p99_us'], 1)} / {fmt(lat['max_us'], 0)} "
                 f"| {fmt(added[0], 1) if added[0] != '' else '-'} / {fmt(added[1], 1) if added[1] != '' else '-'} "
-                f"| {fmt(r.get('target_cpu_pct'), 1)} | {fmt(r.get('target_cpu_us_per_call_second'), 2)} "
+                f"| {fmt(r.get('target_cpu_pct'), 1)} | {fmt(r.get('target_cpu_us_per_packet'), 2)} | {fmt(r.get('target_cpu_us_per_call_second'), 0)} "
                 f"| {fmt(r.get('bytes_per_call'))} | {'; '.join(notes)} |"
             )
             ok = (r["calls_up"] == n and r["loss_pct"] < LOSS_TARGET

@@ -24,7 +24,10 @@ const SSRC_BASE: u32 = 0x5100_0000;
 const BATCH: usize = 64;
 const RECV_BUF: usize = 2048;
 const CMSG_BUF: usize = 64;
-const SOCKET_BUFFER: libc::c_int = 8 << 20;
+const SOCKET_BUFFER: libc::c_int = 32 << 20;
+// Behind schedule by more than this (the loop did not get the CPU), the
+// schedule moves on instead of sending the backlog in one burst.
+const STALL: Duration = Duration::from_millis(20);
 
 /// Where one call's two ends send. The relay answers from the same ports
 /// (symmetric RTP), so these are also where each end's packets come from.
@@ -194,8 +197,12 @@ pub struct Outcome {
     /// Sends the kernel refused.
     pub send_errors: u64,
     pub latency: [Histogram; 2],
-    /// How far behind schedule the loop's sends ran, at worst.
+    /// How far behind schedule the loop's sends ran, at worst (up to STALL).
     pub max_send_lag: Duration,
+    /// Times the loop fell more than STALL behind, and the total time the
+    /// schedule was moved on by then (every stream pauses alike).
+    pub stalls: u64,
+    pub stalled: Duration,
     pub send_secs: f64,
 }
 
@@ -235,6 +242,8 @@ pub fn run(
         send_errors: 0,
         latency: [Histogram::new(), Histogram::new()],
         max_send_lag: Duration::ZERO,
+        stalls: 0,
+        stalled: Duration::ZERO,
         send_secs: 0.0,
     };
     if streams == 0 {
@@ -253,18 +262,28 @@ pub fn run(
     let period_ns = PERIOD.as_nanos() as u64;
     let start = Instant::now();
     let mut next = 0u64;
+    let mut shift = 0u64;
     let mut tick_at = start;
     loop {
         let now = Instant::now();
         let elapsed = now.duration_since(start).as_nanos() as u64;
-        // Packet g is due at g * period / streams: stream g % streams, round g / streams.
-        while next < total && next * period_ns / streams <= elapsed {
+        // Packet g is due at g * period / streams (+ stalls): stream g % streams, round g / streams.
+        let due_of = |g: u64, shift: u64| g * period_ns / streams + shift;
+        if next < total {
+            let lag = elapsed.saturating_sub(due_of(next, shift));
+            if lag > STALL.as_nanos() as u64 {
+                out.stalls += 1;
+                out.stalled += Duration::from_nanos(lag);
+                shift += lag;
+            }
+        }
+        while next < total && due_of(next, shift) <= elapsed {
             let s = next % streams;
             let round = next / streams;
             let call = (s / 2) as usize;
             let dir = (s % 2) as usize;
-            let due = Duration::from_nanos(next * period_ns / streams);
-            out.max_send_lag = out.max_send_lag.max(now.duration_since(start) - due);
+            let lag = Duration::from_nanos(elapsed - due_of(next, shift));
+            out.max_send_lag = out.max_send_lag.max(lag);
             let slot = dir * k + call % k;
             let batch = &mut batches[slot];
             batch.bufs.push(packet(s as u32, round));
