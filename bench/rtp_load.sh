@@ -31,6 +31,15 @@ SOCKETS=${SOCKETS:-8}
 SETUP_RATE=${SETUP_RATE:-400}
 NICE=${NICE:-0}
 RUN=(nice -n "$NICE")
+# GEN_RT=n: the load generator under SCHED_FIFO priority n (chrt -f), so it
+# sends on time however busy the machine is; it needs a third of a core at
+# 100,000 packets/s and so cannot starve anything. 0: like the relay (NICE).
+GEN_RT=${GEN_RT:-0}
+if ((GEN_RT > 0)); then
+	GEN=(chrt -f "$GEN_RT")
+else
+	GEN=("${RUN[@]}")
+fi
 
 for tool in python3 ss; do
 	command -v "$tool" >/dev/null || {
@@ -173,7 +182,7 @@ run_loader() { # mode calls [args...] -> one JSON line appended to $JSONL
 	local mode=$1 n=$2 rc=0 hard
 	shift 2
 	hard=$((SECS + n / SETUP_RATE * 2 + 60))
-	timeout -k 5 "$hard" "${RUN[@]}" "$WORK/rtp_load" --mode "$mode" --calls "$n" --secs "$SECS" \
+	timeout -k 5 "$hard" "${GEN[@]}" "$WORK/rtp_load" --mode "$mode" --calls "$n" --secs "$SECS" \
 		--sockets "$SOCKETS" --setup-rate "$SETUP_RATE" "$@" \
 		>"$WORK/$mode-$n.json" 2>"$WORK/$mode-$n.err" || rc=$?
 	cat "$WORK/$mode-$n.err" >&2
@@ -211,7 +220,7 @@ done
 	echo
 	echo "## Media relay load, $STAMP"
 	echo
-	echo "- command: \`bench/rtp_load.sh\` (CALLS=\"$CALLS\" SECS=$SECS SOCKETS=$SOCKETS NICE=$NICE TARGETS=\"$TARGETS\")"
+	echo "- command: \`bench/rtp_load.sh\` (CALLS=\"$CALLS\" SECS=$SECS SOCKETS=$SOCKETS NICE=$NICE GEN_RT=$GEN_RT TARGETS=\"$TARGETS\")"
 	echo "- handoff: $HANDOFF_VERSION; rtpengine: $RTPENGINE_VERSION, userspace (--table=-1), threads: ${RTPENGINE_THREADS:-default}"
 	echo "- host: $(nproc) cores, $(uname -sr); the generator and the relay share them;"
 	echo "  load average before the run: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)"

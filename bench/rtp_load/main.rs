@@ -232,6 +232,7 @@ fn run(args: &Args) -> Result<(), String> {
         "window_secs": window,
         "max_send_lag_ms": out.max_send_lag.as_secs_f64() * 1000.0,
         "generator_stalls": out.stalls,
+        "generator_worst_us_send_recv_sip_oversleep": out.worst_us,
         "generator_stalled_ms": out.stalled.as_secs_f64() * 1000.0,
         "sent": out.sent,
         "received": out.received,

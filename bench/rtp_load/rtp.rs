@@ -204,6 +204,9 @@ pub struct Outcome {
     pub stalls: u64,
     pub stalled: Duration,
     pub send_secs: f64,
+    /// The longest time the loop spent in each part of one tick: sending,
+    /// receiving, the SIP side, and oversleeping (us). Where stalls come from.
+    pub worst_us: [u64; 4],
 }
 
 struct SendBatch {
@@ -245,6 +248,7 @@ pub fn run(
         stalls: 0,
         stalled: Duration::ZERO,
         send_secs: 0.0,
+        worst_us: [0; 4],
     };
     if streams == 0 {
         return out;
@@ -303,6 +307,8 @@ pub fn run(
                 );
             }
         }
+        let sent_at = Instant::now();
+        worst(&mut out.worst_us[0], now, sent_at);
         // Direction 0 arrives at the far end, 1 at the caller end.
         for (dir, side) in [(0usize, &ep.far), (1usize, &ep.caller)] {
             for sock in side {
@@ -311,7 +317,10 @@ pub fn run(
                 });
             }
         }
+        let received_at = Instant::now();
+        worst(&mut out.worst_us[1], sent_at, received_at);
         between();
+        worst(&mut out.worst_us[2], received_at, Instant::now());
         if next >= total {
             if out.send_secs == 0.0 {
                 out.send_secs = start.elapsed().as_secs_f64();
@@ -324,6 +333,7 @@ pub fn run(
         let now = Instant::now();
         if tick_at > now {
             std::thread::sleep(tick_at - now);
+            worst(&mut out.worst_us[3], tick_at, Instant::now());
         } else {
             tick_at = now;
         }
@@ -333,6 +343,10 @@ pub fn run(
         out.received[s % 2] -= n.saturating_sub(rounds);
     }
     out
+}
+
+fn worst(slot: &mut u64, from: Instant, to: Instant) {
+    *slot = (*slot).max(to.saturating_duration_since(from).as_micros() as u64);
 }
 
 fn ep_socket(ep: &Endpoints, slot: usize, k: usize) -> &UdpSocket {
