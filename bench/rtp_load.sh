@@ -12,7 +12,8 @@
 # RTPENGINE_THREADS (--num-threads; default: rtpengine's own), SOCKETS
 # (generator sockets per side), NICE (run the relay and the generator at
 # this nice level, e.g. -10, to keep other people's compiles on a shared
-# machine from deciding the figures; default 0), HANDOFF_BIN, RTP_LOAD_BIN
+# machine from deciding the figures; default 0), RELAY_RT and GEN_RT (real-time
+# priorities, below), HANDOFF_BIN, RTP_LOAD_BIN
 # (skip the build).
 set -euo pipefail
 
@@ -30,7 +31,16 @@ RTPENGINE_THREADS=${RTPENGINE_THREADS:-}
 SOCKETS=${SOCKETS:-8}
 SETUP_RATE=${SETUP_RATE:-400}
 NICE=${NICE:-0}
-RUN=(nice -n "$NICE")
+# RELAY_RT=n: the relay (handoff or rtpengine, all threads) under SCHED_FIFO
+# priority n instead of NICE; give the generator a higher GEN_RT. Isolates
+# the figures from other sessions' load; the kernel still keeps 5 % of each
+# second for everything else (sched_rt_runtime_us).
+RELAY_RT=${RELAY_RT:-0}
+if ((RELAY_RT > 0)); then
+	RUN=(chrt -f "$RELAY_RT")
+else
+	RUN=(nice -n "$NICE")
+fi
 # GEN_RT=n: the load generator under SCHED_FIFO priority n (chrt -f), so it
 # sends on time however busy the machine is; it needs a third of a core at
 # 100,000 packets/s and so cannot starve anything. 0: like the relay (NICE).
@@ -129,6 +139,9 @@ org_id = "org-bench"
 agent_id = "agent-bench"
 ai_agent_uri = "sip:ai@127.0.0.1:$UAS_PORT"
 EOF
+	# Emptied here, not by the background redirect below: that one may run
+	# after the grep, which would then read the previous handoff's port.
+	: >"$WORK/handoff.out"
 	"${RUN[@]}" "$WORK/handoff" run --config "$WORK/handoff.toml" >"$WORK/handoff.out" 2>>"$WORK/handoff.err" &
 	TARGET_PID=$!
 	PIDS+=("$TARGET_PID")
@@ -220,7 +233,7 @@ done
 	echo
 	echo "## Media relay load, $STAMP"
 	echo
-	echo "- command: \`bench/rtp_load.sh\` (CALLS=\"$CALLS\" SECS=$SECS SOCKETS=$SOCKETS NICE=$NICE GEN_RT=$GEN_RT TARGETS=\"$TARGETS\")"
+	echo "- command: \`bench/rtp_load.sh\` (CALLS=\"$CALLS\" SECS=$SECS SOCKETS=$SOCKETS NICE=$NICE RELAY_RT=$RELAY_RT GEN_RT=$GEN_RT TARGETS=\"$TARGETS\")"
 	echo "- handoff: $HANDOFF_VERSION; rtpengine: $RTPENGINE_VERSION, userspace (--table=-1), threads: ${RTPENGINE_THREADS:-default}"
 	echo "- host: $(nproc) cores, $(uname -sr); the generator and the relay share them;"
 	echo "  load average before the run: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -13,6 +13,8 @@ P99_TARGET_US = 1000.0
 def fmt(v, nd=0):
     if v is None:
         return "n/a"
+    if nd == 1 and v >= 999_999:
+        return "> 1 s"  # the histogram ends at 1 s
     if nd == 0:
         return f"{v:,.0f}"
     return f"{v:,.{nd}f}"
