@@ -143,21 +143,18 @@ impl SipCalls {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+        // Calls not up by now have failed; a call up on the carrier leg but
+        // not (yet) on the AI leg stays up for the teardown's BYE and gets
+        // no RTP (`paths`).
         for c in &mut self.calls {
-            if c.state != State::Up || !c.ai_acked || c.caller_dst.is_none() || c.far_dst.is_none()
-            {
-                if c.state == State::Up {
-                    // Up on the carrier leg only: leave it for the teardown.
-                    c.status.get_or_insert(0);
-                } else {
-                    c.state = State::Failed;
-                }
+            if c.state != State::Up {
+                c.state = State::Failed;
             }
         }
     }
 
-    /// The calls fully up, with the relay ports each end sends to; the index
-    /// into the returned list is not the call number, `paths_calls` maps it.
+    /// The calls up on both legs, with the relay ports each end sends to,
+    /// and the call number of each.
     pub fn paths(&self) -> (Vec<CallPath>, Vec<usize>) {
         let mut paths = Vec::new();
         let mut idx = Vec::new();
@@ -224,7 +221,7 @@ impl SipCalls {
         self.uas.local_addr().expect("bound")
     }
 
-    fn from_header(&self, i: usize) -> String {
+    fn our_from(&self, i: usize) -> String {
         format!(
             "\"c{i}\" <sip:+1415555{:04}@{}>;tag=f{}x{i}",
             i % 10_000,
@@ -254,7 +251,7 @@ impl SipCalls {
              Content-Length: {len}\r\n\r\n{body}",
             target = self.target,
             run = self.run,
-            from = self.from_header(i),
+            from = self.our_from(i),
             cid = self.call_id(i),
             num = i % 10_000,
             len = body.len(),
@@ -284,7 +281,7 @@ impl SipCalls {
             uri = c.contact_uri.as_deref()?,
             local = self.local(),
             run = self.run,
-            from = self.from_header(i),
+            from = self.our_from(i),
             target = self.target,
             tag = c.to_tag.as_deref()?,
             cid = self.call_id(i),
@@ -349,23 +346,13 @@ impl SipCalls {
     /// Handle everything that has arrived on both sockets. Called between
     /// RTP ticks too, so a late retransmission or a BYE is answered.
     pub fn poll(&mut self) {
-        loop {
-            match self.carrier.recv_from(&mut self.buf) {
-                Ok((n, from)) => {
-                    let msg = self.buf[..n].to_vec();
-                    self.on_carrier(&msg, from);
-                }
-                Err(_) => break,
-            }
+        while let Ok((n, from)) = self.carrier.recv_from(&mut self.buf) {
+            let msg = self.buf[..n].to_vec();
+            self.on_carrier(&msg, from);
         }
-        loop {
-            match self.uas.recv_from(&mut self.buf) {
-                Ok((n, from)) => {
-                    let msg = self.buf[..n].to_vec();
-                    self.on_uas(&msg, from);
-                }
-                Err(_) => break,
-            }
+        while let Ok((n, from)) = self.uas.recv_from(&mut self.buf) {
+            let msg = self.buf[..n].to_vec();
+            self.on_uas(&msg, from);
         }
     }
 
@@ -393,11 +380,8 @@ impl SipCalls {
         let method = m.cseq_method();
         let c = &mut self.calls[i];
         match (method, code) {
-            ("INVITE", 100..=199) => {
-                if c.state == State::Inviting {
-                    c.state = State::Proceeding;
-                }
-            }
+            ("INVITE", 100..=199) if c.state == State::Inviting => c.state = State::Proceeding,
+            ("INVITE", 100..=199) => {}
             ("INVITE", 200..=299) => {
                 if matches!(c.state, State::Inviting | State::Proceeding) {
                     c.to_tag = m.tag("to");
@@ -418,7 +402,7 @@ impl SipCalls {
                     target = self.target,
                     local = self.local(),
                     run = self.run,
-                    from = self.from_header(i),
+                    from = self.our_from(i),
                     to = m.header("to").unwrap_or(""),
                     cid = self.call_id(i),
                 );
@@ -427,12 +411,10 @@ impl SipCalls {
                 c.state = State::Failed;
                 c.status = Some(code);
             }
-            ("BYE", 200..=699) => {
-                if c.state == State::Ending {
-                    c.state = State::Ended;
-                    if code >= 300 {
-                        c.status = Some(code);
-                    }
+            ("BYE", 200..=699) if c.state == State::Ending => {
+                c.state = State::Ended;
+                if code >= 300 {
+                    c.status = Some(code);
                 }
             }
             _ => {}
