@@ -4,6 +4,7 @@
 //! a media timeout, per-stream statistics and a one-step switch of the far
 //! leg. It knows nothing of SIP or SDP: the call gives it addresses.
 
+mod batch;
 mod latch;
 mod pool;
 mod stats;
@@ -16,7 +17,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -129,12 +131,20 @@ impl RelayLeg {
         }
         let (rtp, rtcp, lease) = self.ports.into_parts();
         Ok(LegSockets {
-            rtp: UdpSocket::from_std(rtp)?,
-            rtcp: UdpSocket::from_std(rtcp)?,
+            rtp: register(rtp)?,
+            rtcp: register(rtcp)?,
             remote: self.remote,
             lease,
         })
     }
+}
+
+// Readable only: the relay sends without waiting for writability.
+fn register(socket: std::net::UdpSocket) -> io::Result<AsyncFd<std::net::UdpSocket>> {
+    // SAFETY: the UdpSocket owns its descriptor, keeps it open for as long
+    // as the AsyncFd holds it, and always returns that same descriptor.
+    unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,35 +1,42 @@
 //! The relay task: one per call, waiting on the four sockets, the command
-//! channel and the silence timer. Each wake-up drains up to `BATCH` packets
-//! from the ready socket (the place a `recvmmsg`/`sendmmsg` batch would go).
+//! channel and the silence timer in one hand-written poll (no futures made
+//! and dropped per packet). Each wake-up takes up to `BATCH` packets from a
+//! ready socket with one `recvmmsg`; a short batch means the socket is
+//! drained, so no further receive is needed to find that out.
 
+use std::future::{poll_fn, Future};
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rtp_rs::RtpReader;
 use socket2::SockRef;
-use tokio::net::UdpSocket;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
+use super::batch::{self, BATCH};
 use super::latch::Latch;
 use super::pool::PortLease;
 use super::stats::{RelayStats, RtpFields, SendStats, SideStats, StreamState};
 use super::{MediaEvent, RelayConfig, Remote, Side};
 
-// Packets taken from one socket per wake-up, so a flooded socket cannot
-// starve the other three or the command channel.
-const BATCH: usize = 32;
-// Above any RTP packet on a 1500-byte MTU. A datagram that fills the buffer
-// may have been truncated by the kernel and is dropped, never forwarded cut.
-const BUF_LEN: usize = 2048;
 // RFC 3550 6.4: the smallest RTCP packet (an empty receiver report).
 const RTCP_MIN_LEN: usize = 8;
+// Rounds over the four sockets in one wake-up before yielding to the other
+// calls' tasks on this worker, so a flooded call cannot hog it.
+const ROUNDS_PER_WAKE: usize = 4;
+
+type Socket = AsyncFd<std::net::UdpSocket>;
 
 /// A leg's sockets, already registered with tokio.
 #[derive(Debug)]
 pub(crate) struct LegSockets {
-    pub(crate) rtp: UdpSocket,
-    pub(crate) rtcp: UdpSocket,
+    pub(crate) rtp: Socket,
+    pub(crate) rtcp: Socket,
     pub(crate) remote: Remote,
     pub(crate) lease: PortLease,
 }
@@ -62,8 +69,8 @@ enum Kind {
 #[derive(Debug)]
 struct Leg {
     // Sockets before the lease: drop order closes them before the ports are freed.
-    rtp: UdpSocket,
-    rtcp: UdpSocket,
+    rtp: Socket,
+    rtcp: Socket,
     rtp_peer: Latch,
     rtcp_peer: Latch,
     stream: StreamState,
@@ -92,7 +99,7 @@ impl Leg {
         stats
     }
 
-    fn socket(&self, kind: Kind) -> &UdpSocket {
+    fn socket(&self, kind: Kind) -> &Socket {
         match kind {
             Kind::Rtp => &self.rtp,
             Kind::Rtcp => &self.rtcp,
@@ -109,8 +116,22 @@ pub(crate) struct RelayTask {
     on_hold: bool,
     // Arrival times for jitter are measured from here.
     epoch: Instant,
-    buf: Vec<u8>,
 }
+
+/// Why the relay loop ended.
+enum End {
+    Stopped,
+    Timeout(Side),
+    Failed(io::Error),
+}
+
+// The order sockets are served in each round.
+const SOCKETS: [(Side, Kind); 4] = [
+    (Side::Caller, Kind::Rtp),
+    (Side::Far, Kind::Rtp),
+    (Side::Caller, Kind::Rtcp),
+    (Side::Far, Kind::Rtcp),
+];
 
 impl RelayTask {
     pub(crate) fn new(
@@ -129,50 +150,20 @@ impl RelayTask {
             events,
             on_hold: false,
             epoch: now,
-            buf: vec![0; BUF_LEN],
         }
     }
 
     pub(crate) async fn run(mut self) -> RelayStats {
         let timer = tokio::time::sleep_until(self.earliest_deadline());
         tokio::pin!(timer);
-        loop {
-            let silence_enabled = !self.silence_limit().is_zero();
-            let ready = tokio::select! {
-                // Commands first: a switch must not wait behind a packet burst.
-                biased;
-                command = self.commands.recv() => match command {
-                    None | Some(Command::Stop) => break,
-                    Some(command) => {
-                        if self.apply(command) {
-                            timer.as_mut().reset(self.earliest_deadline());
-                        }
-                        continue;
-                    }
-                },
-                () = &mut timer, if silence_enabled => {
-                    match self.silent_side(Instant::now()) {
-                        Some(side) => {
-                            tracing::info!(?side, "no RTP within the media timeout");
-                            let _ = self.events.send(MediaEvent::Timeout { side }).await;
-                            break;
-                        }
-                        None => timer.as_mut().reset(self.earliest_deadline()),
-                    }
-                    continue;
-                }
-                r = self.caller.rtp.readable() => r.map(|()| (Side::Caller, Kind::Rtp)),
-                r = self.far.rtp.readable() => r.map(|()| (Side::Far, Kind::Rtp)),
-                r = self.caller.rtcp.readable() => r.map(|()| (Side::Caller, Kind::Rtcp)),
-                r = self.far.rtcp.readable() => r.map(|()| (Side::Far, Kind::Rtcp)),
-            };
-            match ready {
-                Ok((side, kind)) => self.relay_batch(side, kind),
-                Err(e) => {
-                    tracing::warn!(error = %e, "media socket failed, relay stops");
-                    break;
-                }
+        let end = poll_fn(|cx| self.poll_relay(cx, timer.as_mut())).await;
+        match end {
+            End::Stopped => {}
+            End::Timeout(side) => {
+                tracing::info!(?side, "no RTP within the media timeout");
+                let _ = self.events.send(MediaEvent::Timeout { side }).await;
             }
+            End::Failed(e) => tracing::warn!(error = %e, "media socket failed, relay stops"),
         }
         let stats = self.snapshot();
         let RelayTask {
@@ -189,6 +180,104 @@ impl RelayTask {
             })
             .await;
         stats
+    }
+
+    // One wake-up: commands first (a switch must not wait behind a packet
+    // burst), then the silence timer, then every ready socket, round after
+    // round while packets keep coming, at most ROUNDS_PER_WAKE.
+    fn poll_relay(&mut self, cx: &mut Context<'_>, mut timer: Pin<&mut Sleep>) -> Poll<End> {
+        for _ in 0..ROUNDS_PER_WAKE {
+            loop {
+                match self.commands.poll_recv(cx) {
+                    Poll::Ready(None | Some(Command::Stop)) => return Poll::Ready(End::Stopped),
+                    Poll::Ready(Some(command)) => {
+                        if self.apply(command) {
+                            timer.as_mut().reset(self.earliest_deadline());
+                        }
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if !self.silence_limit().is_zero() {
+                while timer.as_mut().poll(cx).is_ready() {
+                    match self.silent_side(Instant::now()) {
+                        Some(side) => return Poll::Ready(End::Timeout(side)),
+                        None => timer.as_mut().reset(self.earliest_deadline()),
+                    }
+                }
+            }
+            let mut more = false;
+            for (side, kind) in SOCKETS {
+                match self.poll_socket(cx, side, kind) {
+                    Ok(m) => more |= m,
+                    Err(e) => return Poll::Ready(End::Failed(e)),
+                }
+            }
+            if !more {
+                // Every socket, the channel and the timer have the waker.
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    // Relay what is queued on one socket. Ok(true): a full batch was taken
+    // and more may be waiting (the next round comes back). Ok(false): the
+    // socket is drained and its readiness polled again, so the waker is
+    // registered for the next packet; a cleared readiness not polled again
+    // would never wake the task.
+    fn poll_socket(&mut self, cx: &mut Context<'_>, from: Side, kind: Kind) -> io::Result<bool> {
+        let (src, dst) = match from {
+            Side::Caller => (&mut self.caller, &mut self.far),
+            Side::Far => (&mut self.far, &mut self.caller),
+        };
+        let mut taken = 0;
+        while taken < BATCH {
+            let mut guard = match src.socket(kind).poll_read_ready(cx) {
+                Poll::Ready(Ok(guard)) => guard,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => return Ok(false),
+            };
+            let received = batch::with_batch(|b| b.recv(guard.get_ref().as_raw_fd()));
+            let n = match received {
+                // Fewer than asked for: recvmmsg found the queue empty.
+                Ok(n) => {
+                    if n < BATCH {
+                        guard.clear_ready();
+                    }
+                    n
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    guard.clear_ready();
+                    continue;
+                }
+                Err(e) => {
+                    // A transient socket error (say an ICMP report): try
+                    // again next round, as the per-packet loop before did.
+                    tracing::debug!(error = %e, ?from, "media receive failed");
+                    return Ok(true);
+                }
+            };
+            drop(guard);
+            let now = Instant::now();
+            let arrival = now - self.epoch;
+            batch::with_batch(|b| {
+                for i in 0..b.len() {
+                    let d = b.get(i);
+                    let Some(source) = d.source.filter(|_| !d.truncated) else {
+                        src.stats.received.dropped += 1;
+                        continue;
+                    };
+                    match kind {
+                        Kind::Rtp => forward_rtp(src, dst, d.data, source, now, arrival),
+                        Kind::Rtcp => forward_rtcp(src, dst, d.data, source),
+                    }
+                }
+            });
+            taken += n;
+        }
+        Ok(true)
     }
 
     // Returns whether the silence clocks changed.
@@ -261,33 +350,6 @@ impl RelayTask {
             .into_iter()
             .find(|(_, leg)| now >= leg.last_rtp + limit)
             .map(|(side, _)| side)
-    }
-
-    fn relay_batch(&mut self, from: Side, kind: Kind) {
-        let (src, dst) = match from {
-            Side::Caller => (&mut self.caller, &mut self.far),
-            Side::Far => (&mut self.far, &mut self.caller),
-        };
-        for _ in 0..BATCH {
-            let (len, source) = match src.socket(kind).try_recv_from(&mut self.buf) {
-                Ok(received) => received,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    tracing::debug!(error = %e, ?from, "media receive failed");
-                    continue;
-                }
-            };
-            if len >= BUF_LEN {
-                src.stats.received.dropped += 1;
-                continue;
-            }
-            let packet = &self.buf[..len];
-            let now = Instant::now();
-            match kind {
-                Kind::Rtp => forward_rtp(src, dst, packet, source, now, now - self.epoch),
-                Kind::Rtcp => forward_rtcp(src, dst, packet, source),
-            }
-        }
     }
 }
 
@@ -373,18 +435,12 @@ fn is_muxed_rtcp(packet: &[u8]) -> bool {
 
 // A direct non-blocking sendto: no tokio readiness wait, so a full send
 // buffer drops this packet instead of stalling the other direction.
-fn send(
-    socket: &UdpSocket,
-    to: Option<SocketAddr>,
-    packet: &[u8],
-    sent: &mut SendStats,
-    kind: Kind,
-) {
+fn send(socket: &Socket, to: Option<SocketAddr>, packet: &[u8], sent: &mut SendStats, kind: Kind) {
     let Some(to) = to else {
         sent.unsent += 1;
         return;
     };
-    match SockRef::from(socket).send_to(packet, &to.into()) {
+    match SockRef::from(socket.get_ref()).send_to(packet, &to.into()) {
         Ok(_) => match kind {
             Kind::Rtp => {
                 sent.packets += 1;
