@@ -46,6 +46,10 @@ pub struct Config {
     pub transfer: crate::b2bua::transfer::TransferSettings,
     #[serde(default)]
     pub store: crate::store::StoreConfig,
+    #[serde(default)]
+    pub webhooks: Vec<crate::events::settings::WebhookConfig>,
+    #[serde(default)]
+    pub events: crate::events::settings::EventsConfig,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
 }
@@ -202,6 +206,10 @@ pub struct RouteConfig {
     pub org_id: String,
     pub agent_id: String,
     pub ai_agent_uri: String,
+    /// The agent's languages, for `phone_call.ended` (`language`).
+    pub languages: Option<Vec<String>>,
+    /// The agent's version, for `phone_call.ended` (`custom_data.agent_version`).
+    pub agent_version: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -280,6 +288,8 @@ pub struct Settings {
     pub transfer: crate::b2bua::transfer::TransferPolicy,
     /// `[store] path`; None keeps the store in memory.
     pub store_path: Option<std::path::PathBuf>,
+    /// `[[webhooks]]` and `[events]`: lifecycle-event subscribers and delivery.
+    pub events: crate::events::settings::EventSettings,
 }
 
 /// A secret from the configuration; `Debug` never shows it.
@@ -331,6 +341,7 @@ pub struct Route {
     pub org_id: String,
     pub agent_id: String,
     pub ai_agent_uri: SipUri,
+    pub agent: crate::events::payload::AgentInfo,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -532,11 +543,14 @@ impl Config {
                     ))
                 }
             };
+            let agent = crate::events::settings::route_agent_info(r, i)
+                .map_err(|e| bad(&e.key, e.problem))?;
             routes.push(Route {
                 matcher,
                 org_id: r.org_id.clone(),
                 agent_id: r.agent_id.clone(),
                 ai_agent_uri: uri,
+                agent,
             });
         }
         if defaults > 1 {
@@ -555,7 +569,12 @@ impl Config {
             .store
             .compile()
             .map_err(|(key, problem)| bad(&key, problem))?;
+        let events = self
+            .events
+            .compile(&self.webhooks)
+            .map_err(|e| bad(&e.key, e.problem))?;
         Ok(Settings {
+            events,
             store_path,
             http,
             media,

@@ -511,6 +511,7 @@ impl Call {
             r.status = Some(200);
             r.completed_at = Some(SystemTime::now());
         });
+        self.emit_transferred(record);
         tracing::info!(
             took_ms = now.saturating_duration_since(refer_at).as_millis() as u64,
             "transfer answered, caller switched to the target"
@@ -630,6 +631,7 @@ impl Call {
             r.status = Some(status);
             r.completed_at = Some(SystemTime::now());
         });
+        self.emit_transferred(record);
         tracing::info!(
             status,
             "transfer failed, the caller stays with the AI agent"
