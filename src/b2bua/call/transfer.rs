@@ -652,6 +652,7 @@ impl Call {
         }
         if self.legs[Side::Ai as usize].done {
             // The AI agent left during the transfer: nobody is left for the caller.
+            self.note_ended_by(crate::events::EndedBy::Agent);
             self.end_call(now);
         }
     }
