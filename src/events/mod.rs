@@ -411,3 +411,6 @@ impl Writer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
