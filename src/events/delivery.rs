@@ -80,7 +80,9 @@ struct Ctx {
 
 /// Start the dispatcher of subscriber `index`; it takes jobs from `jobs` until
 /// that channel closes.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn_subscriber(
+    runtime: &tokio::runtime::Handle,
     index: usize,
     sub: Subscriber,
     client: reqwest::Client,
@@ -97,7 +99,7 @@ pub fn spawn_subscriber(
         metrics,
         done,
     });
-    tokio::spawn(dispatch(ctx, jobs));
+    runtime.spawn(dispatch(ctx, jobs));
 }
 
 async fn dispatch(ctx: Arc<Ctx>, mut jobs: mpsc::UnboundedReceiver<Job>) {

@@ -8,6 +8,9 @@
 //! subscribers' delivery tasks. Finished deliveries come back to the writer,
 //! which marks them in the outbox in its next transaction. On start the
 //! deliveries still pending are sent first. See the README, "Lifecycle events".
+//!
+//! Delivery runs on a runtime of its own (one thread, `events-delivery`), so
+//! HTTP work never queues behind or in front of SIP work on the call runtime.
 
 pub mod category;
 pub mod custom_data;
@@ -55,7 +58,7 @@ pub enum EventsStartError {
     Outbox(#[from] OutboxError),
     #[error("cannot build the webhook HTTP client: {0}")]
     Client(#[from] reqwest::Error),
-    #[error("cannot start the events writer thread: {0}")]
+    #[error("cannot start the events threads: {0}")]
     Thread(#[from] std::io::Error),
 }
 
@@ -74,12 +77,22 @@ struct Inner {
     wanted: [bool; 6],
     metrics: Arc<Metrics>,
     refused_logged: AtomicU64,
+    /// The delivery runtime; shut down (without waiting) with the last handle.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Events {
-    /// Open the outbox, start the writer thread and one delivery dispatcher per
-    /// subscriber (on the current tokio runtime), and queue the deliveries left
-    /// pending by the last run.
+    /// Open the outbox, start the writer thread and the delivery runtime with one
+    /// dispatcher per subscriber, and queue the deliveries left pending by the
+    /// last run.
     pub fn start(
         settings: &EventSettings,
         store: &Store,
@@ -94,11 +107,17 @@ impl Events {
             .connect_timeout(settings.request_timeout)
             .user_agent(concat!("handoff/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("events-delivery")
+            .enable_all()
+            .build()?;
         let (tx, rx) = std::sync::mpsc::channel();
         let mut jobs = Vec::new();
         for (i, sub) in settings.subscribers.iter().enumerate() {
             let (jtx, jrx) = tokio::sync::mpsc::unbounded_channel();
             delivery::spawn_subscriber(
+                runtime.handle(),
                 i,
                 sub.clone(),
                 client.clone(),
@@ -138,6 +157,7 @@ impl Events {
                 wanted,
                 metrics,
                 refused_logged: AtomicU64::new(0),
+                runtime: Some(runtime),
             }),
         })
     }
