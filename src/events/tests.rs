@@ -130,3 +130,40 @@ async fn a_full_queue_refuses_events_without_blocking() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_events_of_a_removed_subscriber_are_given_up_at_start() {
+    let (store, dir) = temp_store();
+    let first = Events::start(
+        &settings("http://127.0.0.1:1/a", 1000),
+        &store,
+        Arc::new(Metrics::default()),
+    )
+    .unwrap();
+    for i in 0..3 {
+        first.emit(event(i));
+    }
+    assert!(first.flush(Duration::from_secs(10)).await);
+    drop(first);
+    assert_eq!(
+        Outbox::new(store.connect().unwrap())
+            .pending()
+            .unwrap()
+            .len(),
+        3
+    );
+    let metrics = Arc::new(Metrics::default());
+    let second = Events::start(
+        &settings("http://127.0.0.1:1/b", 1000),
+        &store,
+        metrics.clone(),
+    )
+    .unwrap();
+    assert!(second.flush(Duration::from_secs(10)).await);
+    assert!(Outbox::new(store.connect().unwrap())
+        .pending()
+        .unwrap()
+        .is_empty());
+    assert_eq!(metrics.events.outbox_depth.load(Ordering::Relaxed), 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
