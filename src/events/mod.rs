@@ -11,6 +11,8 @@
 //!
 //! Delivery runs on a runtime of its own (one thread, `events-delivery`), so
 //! HTTP work never queues behind or in front of SIP work on the call runtime.
+//! Both event threads run at nice +10: when the cores are short, calls go first
+//! and the outbox absorbs the backlog.
 
 pub mod category;
 pub mod custom_data;
@@ -114,6 +116,7 @@ impl Events {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("events-delivery")
+            .on_thread_start(lower_priority)
             .enable_all()
             .build()?;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -152,7 +155,10 @@ impl Events {
         writer.resume(pending);
         std::thread::Builder::new()
             .name("events-writer".into())
-            .spawn(move || writer.run(rx))?;
+            .spawn(move || {
+                lower_priority();
+                writer.run(rx)
+            })?;
         Ok(Events {
             inner: Arc::new(Inner {
                 tx,
@@ -214,6 +220,24 @@ impl Events {
             return false;
         }
         matches!(tokio::time::timeout(within, rx).await, Ok(Ok(())))
+    }
+}
+
+/// How much less CPU priority the event threads have than the SIP workers.
+const NICE: i32 = 10;
+
+/// Lower the calling thread's CPU priority (Linux applies nice per thread).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain syscalls on the calling thread's own id; no memory is shared.
+        let rc = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS as _, tid, NICE)
+        };
+        if rc != 0 {
+            tracing::debug!("could not lower the priority of an events thread");
+        }
     }
 }
 
