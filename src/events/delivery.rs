@@ -166,6 +166,12 @@ async fn deliver(ctx: &Ctx, job: &Job) -> crate::store::outbox::DeliveryState {
     let ev = &ctx.metrics.events;
     let max_age = ctx.settings.max_age.as_millis() as u64;
     let mut attempt: u32 = 0;
+    if now_ms().saturating_sub(job.created_ms) > max_age {
+        // Queued longer than it may live (handoff was down, or the subscriber stalled).
+        tracing::warn!(url = %ctx.sub.url, event_id = %job.id, "event older than [events] max_age_secs before its first attempt; giving up");
+        Metrics::inc(&ev.failed_total);
+        return DeliveryState::Failed;
+    }
     loop {
         attempt += 1;
         let ts = SystemTime::now()

@@ -138,22 +138,22 @@ pub struct CallParties {
 pub struct CallStarted {
     #[serde(flatten)]
     pub call: CallParties,
-    pub started_at: String,
+    pub started_at: Time,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ConversationStarted {
     pub channel: &'static str,
     pub contact_id: Option<String>,
-    pub started_at: String,
+    pub started_at: Time,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CallAnswered {
     #[serde(flatten)]
     pub call: CallParties,
-    pub started_at: String,
-    pub answered_at: String,
+    pub started_at: Time,
+    pub answered_at: Time,
 }
 
 /// Where a transfer went.
@@ -180,8 +180,8 @@ pub struct CallTransferred {
     pub failure_category: Option<FailureCategory>,
     /// 1 for the call's first transfer, 2 for a retry after a failure, ...
     pub attempt: usize,
-    pub requested_at: String,
-    pub completed_at: Option<String>,
+    pub requested_at: Time,
+    pub completed_at: Option<Time>,
 }
 
 /// The contact as `phone_call.ended` carries it.
@@ -198,9 +198,9 @@ pub struct ContactPayload {
 pub struct CallEnded {
     #[serde(flatten)]
     pub call: CallParties,
-    pub started_at: String,
-    pub answered_at: Option<String>,
-    pub ended_at: String,
+    pub started_at: Time,
+    pub answered_at: Option<Time>,
+    pub ended_at: Time,
     pub call_ended_by: Option<EndedBy>,
     /// `resolved`, or `handed_off` after a completed transfer.
     pub ai_resolution_status: Option<&'static str>,
@@ -216,8 +216,8 @@ pub struct CallEnded {
 pub struct CallFailed {
     #[serde(flatten)]
     pub call: CallParties,
-    pub started_at: String,
-    pub ended_at: String,
+    pub started_at: Time,
+    pub ended_at: Time,
     pub failure_category: FailureCategory,
     /// `sip_status`, `timeout`, `transport_failure`, `cancelled` or `local`.
     pub failure_reason: &'static str,
@@ -258,7 +258,7 @@ pub fn parties(s: &Session) -> CallParties {
 pub fn started(s: &Session) -> EventData {
     EventData::Started(CallStarted {
         call: parties(s),
-        started_at: rfc3339(s.started_at),
+        started_at: Time(s.started_at),
     })
 }
 
@@ -266,15 +266,15 @@ pub fn conversation_started(s: &Session) -> EventData {
     EventData::Conversation(ConversationStarted {
         channel: "phone",
         contact_id: s.contact_id.clone(),
-        started_at: rfc3339(s.started_at),
+        started_at: Time(s.started_at),
     })
 }
 
 pub fn answered(s: &Session, now: SystemTime) -> EventData {
     EventData::Answered(CallAnswered {
         call: parties(s),
-        started_at: rfc3339(s.started_at),
-        answered_at: rfc3339(s.answered_at.unwrap_or(now)),
+        started_at: Time(s.started_at),
+        answered_at: Time(s.answered_at.unwrap_or(now)),
     })
 }
 
@@ -294,8 +294,8 @@ pub fn transferred(s: &Session, index: usize) -> Option<EventData> {
         sip_status: r.status,
         failure_category: category,
         attempt: index + 1,
-        requested_at: rfc3339(r.requested_at),
-        completed_at: r.completed_at.map(rfc3339),
+        requested_at: Time(r.requested_at),
+        completed_at: r.completed_at.map(Time),
     }))
 }
 
@@ -347,9 +347,9 @@ pub fn ended(
     });
     EventData::Ended(Box::new(CallEnded {
         call: parties(s),
-        started_at: rfc3339(s.started_at),
-        answered_at: s.answered_at.map(rfc3339),
-        ended_at: rfc3339(ended_at),
+        started_at: Time(s.started_at),
+        answered_at: s.answered_at.map(Time),
+        ended_at: Time(ended_at),
         call_ended_by: ended_by,
         ai_resolution_status: Some(if handed_off { "handed_off" } else { "resolved" }),
         human_resolution_status: None,
@@ -370,8 +370,8 @@ pub fn failed(
 ) -> EventData {
     EventData::Failed(Box::new(CallFailed {
         call: parties(s),
-        started_at: rfc3339(s.started_at),
-        ended_at: rfc3339(ended_at),
+        started_at: Time(s.started_at),
+        ended_at: Time(ended_at),
         failure_category: failure_category(outcome),
         failure_reason: outcome.reason(),
         sip_status: outcome.status(),
@@ -418,6 +418,17 @@ pub fn custom_data(
     );
     m.insert("call_status".into(), call_status.into());
     m
+}
+
+/// A point in time, serialised as [`rfc3339`] when the event is written (off
+/// the call path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Time(pub SystemTime);
+
+impl Serialize for Time {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(&rfc3339(self.0))
+    }
 }
 
 /// RFC 3339 in UTC with milliseconds: `2026-12-01T19:12:06.123Z`.

@@ -167,3 +167,24 @@ async fn pending_events_of_a_removed_subscriber_are_given_up_at_start() {
     assert_eq!(metrics.events.outbox_depth.load(Ordering::Relaxed), 0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_older_than_max_age_is_given_up_unsent() {
+    let url = accepting_subscriber().await;
+    let (store, dir) = temp_store();
+    let metrics = Arc::new(Metrics::default());
+    let events = Events::start(&settings(&url, 1000), &store, metrics.clone()).unwrap();
+    let mut old = event(1);
+    old.created_at -= Duration::from_secs(2 * 86_400);
+    events.emit(old);
+    events.emit(event(2));
+    let m = &metrics.events;
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while m.delivered_total.load(Ordering::Relaxed) + m.failed_total.load(Ordering::Relaxed) < 2 {
+        assert!(std::time::Instant::now() < until, "not finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(m.failed_total.load(Ordering::Relaxed), 1);
+    assert_eq!(m.delivered_total.load(Ordering::Relaxed), 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
