@@ -353,19 +353,12 @@ async fn cancel_fires_failed_by_the_user_and_no_ended() {
     .await;
 }
 
-async fn transfer_keys(capture: &Capture) -> String {
-    keys(capture, "")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_that_succeeds_is_reported_and_the_call_ends_handed_off() {
     bounded(LIMIT, async {
         let capture = Capture::start().await;
-        let mut tr = common::scenarios::transfer::transfer_rig(
-            Transport::Udp,
-            &transfer_keys(&capture).await,
-        )
-        .await;
+        let mut tr =
+            common::scenarios::transfer::transfer_rig(Transport::Udp, &keys(&capture, "")).await;
         let mut m = common::scenarios::media::establish_media(&mut tr.rig).await;
         let target = format!("<{}>", tr.target);
         let refer_msg = refer(&mut tr, &mut m, &target, 202).await;
@@ -418,11 +411,8 @@ async fn transfer_that_succeeds_is_reported_and_the_call_ends_handed_off() {
 async fn transfer_that_fails_reports_its_category_and_the_call_goes_on() {
     bounded(LIMIT, async {
         let capture = Capture::start().await;
-        let mut tr = common::scenarios::transfer::transfer_rig(
-            Transport::Udp,
-            &transfer_keys(&capture).await,
-        )
-        .await;
+        let mut tr =
+            common::scenarios::transfer::transfer_rig(Transport::Udp, &keys(&capture, "")).await;
         let mut m = common::scenarios::media::establish_media(&mut tr.rig).await;
         let refer_msg = refer(&mut tr, &mut m, "<tel:+14155550199>", 202).await;
         expect_notify(&mut tr, &m, &refer_msg).await;

@@ -2,7 +2,7 @@
 //! answered, transferred, fails or ends. Payloads are built by the pure functions
 //! of `events::payload` from the session as it is then; `Events::emit` only queues.
 
-use super::Call;
+use super::{Call, Side};
 use crate::events::payload::{self, AgentInfo};
 use crate::events::{EndedBy, Event, EventType, SipOutcome};
 use crate::session::Session;
@@ -68,6 +68,30 @@ impl Call {
                     .events
                     .emit(Event::new(EventType::PhoneCallTransferred, &s, data));
             }
+        }
+    }
+
+    /// A BYE from `side` ends the call: the caller is the `user`, anyone else the
+    /// `agent` (the AI agent, or the human a transfer reached).
+    pub(super) fn note_bye_from(&mut self, side: Side) {
+        self.note_ended_by(if side == Side::Caller {
+            EndedBy::User
+        } else {
+            EndedBy::Agent
+        });
+    }
+
+    /// The caller gave up before the answer (CANCEL, or BYE in the early dialog).
+    pub(super) fn emit_cancelled(&mut self) {
+        self.emit_failed(SipOutcome::Cancelled, Some(EndedBy::User));
+    }
+
+    /// handoff is shutting down: the call ends by the `system`; one not yet
+    /// answered fails (its caller gets 503).
+    pub(super) fn note_shutdown(&mut self, unanswered: bool) {
+        self.note_ended_by(EndedBy::System);
+        if unanswered {
+            self.emit_failed(SipOutcome::Local(503), Some(EndedBy::System));
         }
     }
 

@@ -507,10 +507,7 @@ impl Call {
         }
         if side == Side::Caller && invite_tx == self.caller_invite_tx {
             tracing::info!("caller cancelled");
-            self.emit_failed(
-                crate::events::SipOutcome::Cancelled,
-                Some(crate::events::EndedBy::User),
-            );
+            self.emit_cancelled();
             self.caller_final(487, now);
             self.phase = Phase::Ended;
             self.set_hard_deadline(now);
@@ -556,15 +553,10 @@ impl Call {
             // stays, with the target or with the transfer still under way.
             return self.on_far_leg_gone(side, now);
         }
-        self.note_ended_by(if side == Side::Caller {
-            crate::events::EndedBy::User
-        } else {
-            crate::events::EndedBy::Agent
-        });
+        self.note_bye_from(side);
         if side == Side::Caller && self.phase == Phase::Inviting {
             // RFC 3261 15: a caller may BYE an early dialog; treat it as a cancel.
-            let by = Some(crate::events::EndedBy::User);
-            self.emit_failed(crate::events::SipOutcome::Cancelled, by);
+            self.emit_cancelled();
             self.caller_final(487, now);
             self.cancel_ai_invite(now);
             Metrics::inc(&self.sh.metrics.calls_failed_total);
@@ -745,10 +737,8 @@ impl Call {
     /// handoff is shutting down: answer or hang up everything now.
     fn shutdown(&mut self, now: Instant) {
         tracing::info!("ending call for shutdown");
-        self.note_ended_by(crate::events::EndedBy::System);
+        self.note_shutdown(self.phase == Phase::Inviting);
         if self.phase == Phase::Inviting {
-            let by = Some(crate::events::EndedBy::System);
-            self.emit_failed(crate::events::SipOutcome::Local(503), by);
             self.caller_final(503, now);
             Metrics::inc(&self.sh.metrics.calls_failed_total);
             self.cancel_ai_invite(now);
