@@ -106,7 +106,7 @@ sink_stat() { # key
 wait_line() { # file prefix pid -> the rest of the first line starting with prefix
 	local i line=""
 	for ((i = 0; i < 150; i++)); do
-		line=$(grep -m1 "^$2" "$1" || true)
+		line=$(grep -m1 "^$2" "$1" 2>/dev/null || true)
 		[[ -n $line ]] && break
 		kill -0 "$3" 2>/dev/null || break
 		sleep 0.1
@@ -129,6 +129,7 @@ for ((i = 0; i < 100; i++)); do
 done
 
 start_sink() {
+	rm -f "$WORK/sink.out" # never read the last run's address
 	# nice +10: the sink stands in for a subscriber on another machine; it should
 	# not take the cores from the SIP processes it is measured beside.
 	nice -n 10 "$SINK" 127.0.0.1:0 "$SECRET" >"$WORK/sink.out" 2>"$WORK/sink.err" &
@@ -169,6 +170,7 @@ org_id = "org-bench"
 agent_id = "agent-bench"
 ai_agent_uri = "sip:ai@127.0.0.1:$UAS_PORT"
 EOF2
+	rm -f "$WORK/handoff-$mode.out" # never read the last run's address
 	"$BIN" run --config "$WORK/handoff-$mode.toml" >"$WORK/handoff-$mode.out" 2>"$WORK/handoff-$mode.err" &
 	HANDOFF_PID=$!
 	PIDS+=("$HANDOFF_PID")
