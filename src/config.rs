@@ -49,6 +49,10 @@ pub struct Config {
     pub transfer: crate::b2bua::transfer::TransferSettings,
     #[serde(default)]
     pub store: crate::store::StoreConfig,
+    #[serde(default)]
+    pub webhooks: Vec<crate::events::settings::WebhookConfig>,
+    #[serde(default)]
+    pub events: crate::events::settings::EventsConfig,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
 }
@@ -192,6 +196,10 @@ pub struct RouteConfig {
     pub org_id: String,
     pub agent_id: String,
     pub ai_agent_uri: String,
+    /// The agent's languages, for `phone_call.ended` (`language`).
+    pub languages: Option<Vec<String>>,
+    /// The agent's version, for `phone_call.ended` (`custom_data.agent_version`).
+    pub agent_version: Option<String>,
 }
 
 /// The validated, ready-to-use form of the configuration.
@@ -228,6 +236,8 @@ pub struct Settings {
     pub store_path: Option<std::path::PathBuf>,
     /// `[zendesk]` API settings; None (no API credentials): no contact enrichment.
     pub zendesk: Option<crate::zendesk::ZendeskApiSettings>,
+    /// `[[webhooks]]` and `[events]`: lifecycle-event subscribers and delivery.
+    pub events: crate::events::settings::EventSettings,
 }
 
 /// A secret from the configuration; `Debug` never shows it.
@@ -279,6 +289,7 @@ pub struct Route {
     pub org_id: String,
     pub agent_id: String,
     pub ai_agent_uri: SipUri,
+    pub agent: crate::events::payload::AgentInfo,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -480,11 +491,14 @@ impl Config {
                     ))
                 }
             };
+            let agent = crate::events::settings::route_agent_info(r, i)
+                .map_err(|e| bad(&e.key, e.problem))?;
             routes.push(Route {
                 matcher,
                 org_id: r.org_id.clone(),
                 agent_id: r.agent_id.clone(),
                 ai_agent_uri: uri,
+                agent,
             });
         }
         if defaults > 1 {
@@ -507,8 +521,13 @@ impl Config {
             .zendesk
             .compile_api()
             .map_err(|e| bad(&e.key, e.problem))?;
+        let events = self
+            .events
+            .compile(&self.webhooks)
+            .map_err(|e| bad(&e.key, e.problem))?;
         Ok(Settings {
             zendesk,
+            events,
             store_path,
             http,
             media,

@@ -3,6 +3,7 @@
 
 pub mod b2bua;
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod media;
 pub mod metrics;

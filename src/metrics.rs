@@ -17,6 +17,8 @@ macro_rules! metrics {
             pub transfer_setup_seconds: Histogram,
             /// SIP messages in and out by method and status.
             pub sip: SipTraffic,
+            /// Lifecycle events: emitted, delivered, queued, dropped.
+            pub events: EventMetrics,
         }
 
         impl Metrics {
@@ -31,6 +33,7 @@ macro_rules! metrics {
                 )*
                 self.webhook.render(&mut out);
                 self.sip.render(&mut out);
+                self.events.render(&mut out);
                 self.transfer_setup_seconds.render(
                     &mut out,
                     "handoff_transfer_setup_seconds",
@@ -386,6 +389,79 @@ impl WebhookCounters {
         for o in WebhookOutcome::ALL {
             let _ = writeln!(out, "{name}{{outcome=\"{}\"}} {}", o.as_str(), self.get(o));
         }
+    }
+}
+
+/// The event types, in `events::EventType::ALL` order (the `type` label).
+pub const EVENT_TYPES: [&str; 6] = [
+    "phone_call.started",
+    "conversation.started",
+    "phone_call.answered",
+    "phone_call.transferred",
+    "phone_call.ended",
+    "phone_call.failed",
+];
+
+/// Lifecycle-event counters and the outbox depth.
+#[derive(Debug, Default)]
+pub struct EventMetrics {
+    /// By type, in [`EVENT_TYPES`] order.
+    pub emitted: [AtomicU64; EVENT_TYPES.len()],
+    pub delivered_total: AtomicU64,
+    /// Attempts that failed and were scheduled again.
+    pub retried_total: AtomicU64,
+    /// Deliveries given up: a final 4xx, or too old.
+    pub failed_total: AtomicU64,
+    /// Deliveries (event x subscriber) in the outbox not yet finished.
+    pub outbox_depth: AtomicI64,
+    pub dropped_queue_full: AtomicU64,
+    pub dropped_outbox_full: AtomicU64,
+    /// Events that could not be written to the outbox (sent without it).
+    pub dropped_store_error: AtomicU64,
+    /// Inbound custom data refused (JSON in X-OPENCX-SESSION-CUSTOM-DATA, bad keys).
+    pub custom_data_rejected_total: AtomicU64,
+}
+
+impl EventMetrics {
+    fn render(&self, out: &mut String) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let name = "handoff_events_emitted_total";
+        let _ = writeln!(out, "# HELP {name} Lifecycle events emitted, by type.");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (t, c) in EVENT_TYPES.iter().zip(&self.emitted) {
+            let _ = writeln!(out, "{name}{{type=\"{t}\"}} {}", get(c));
+        }
+        let name = "handoff_events_deliveries_total";
+        let _ = writeln!(out, "# HELP {name} Event delivery attempts by outcome (retried: failed and scheduled again).");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (o, c) in [
+            ("delivered", &self.delivered_total),
+            ("retried", &self.retried_total),
+            ("failed", &self.failed_total),
+        ] {
+            let _ = writeln!(out, "{name}{{outcome=\"{o}\"}} {}", get(c));
+        }
+        let name = "handoff_events_outbox_depth";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Event deliveries in the outbox not yet delivered or given up."
+        );
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        let _ = writeln!(out, "{name} {}", self.outbox_depth.load(Ordering::Relaxed));
+        let name = "handoff_events_dropped_total";
+        let _ = writeln!(out, "# HELP {name} Events not queued durably: queue full, outbox full of undelivered events, or outbox write failed (then sent without it).");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (r, c) in [
+            ("queue_full", &self.dropped_queue_full),
+            ("outbox_full", &self.dropped_outbox_full),
+            ("store_error", &self.dropped_store_error),
+        ] {
+            let _ = writeln!(out, "{name}{{reason=\"{r}\"}} {}", get(c));
+        }
+        let name = "handoff_events_custom_data_rejected_total";
+        let _ = writeln!(out, "# HELP {name} Inbound custom data left out (JSON X-OPENCX-SESSION-CUSTOM-DATA, bad key or value).");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {}", get(&self.custom_data_rejected_total));
     }
 }
 

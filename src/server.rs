@@ -22,6 +22,7 @@ pub struct Server {
     sessions: Arc<SessionTable>,
     settings: Arc<Settings>,
     store: Store,
+    events: crate::events::Events,
     sweeper: tokio::task::JoinHandle<()>,
     http: HttpServer,
     http_state: HttpState,
@@ -37,6 +38,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Enrichment(#[from] crate::zendesk::EnricherSetupError),
+    #[error(transparent)]
+    Events(#[from] crate::events::EventsStartError),
 }
 
 impl Server {
@@ -48,6 +51,7 @@ impl Server {
             tracing::warn!("no [store] path: contacts and queued events live in memory and are lost on restart");
         }
         let metrics = Arc::new(Metrics::default());
+        let events = crate::events::Events::start(&settings.events, &store, metrics.clone())?;
         let sessions = Arc::new(SessionTable::new(
             settings.session_capacity,
             settings.session_linger,
@@ -55,7 +59,12 @@ impl Server {
         // Before any listener: a setup failure leaves nothing bound.
         let enricher =
             crate::zendesk::enricher(&settings, &store, sessions.clone(), metrics.clone())?;
-        let b2bua = B2bua::new(settings.clone(), sessions.clone(), metrics.clone());
+        let b2bua = B2bua::new(
+            settings.clone(),
+            sessions.clone(),
+            metrics.clone(),
+            events.clone(),
+        );
         let transport = TransportLayer::start(
             TransportConfig {
                 udp: settings.listen_udp.clone(),
@@ -99,6 +108,7 @@ impl Server {
             sessions,
             settings,
             store,
+            events,
             sweeper,
             http,
             http_state,
@@ -164,6 +174,10 @@ impl Server {
         }
         // Webhooks are served until the last call is gone: a late stamp still counts.
         self.http.stop();
+        // The calls' last events are in the outbox before handoff exits.
+        if !self.events.flush(Duration::from_secs(5)).await {
+            tracing::warn!("events not all written to the outbox at stop");
+        }
         tracing::info!(left = self.active_calls(), "stopped");
     }
 }

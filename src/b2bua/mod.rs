@@ -45,6 +45,8 @@ pub struct Shared {
     media: Option<call::MediaShared>,
     /// `[transfer]`: who may be dialled and what the transfer INVITE carries.
     transfer: transfer::TransferPolicy,
+    /// Lifecycle events to the webhook subscribers.
+    events: crate::events::Events,
 }
 
 /// The dispatcher: what the transport hands every message to.
@@ -58,6 +60,7 @@ impl B2bua {
         settings: Arc<Settings>,
         sessions: Arc<SessionTable>,
         metrics: Arc<Metrics>,
+        events: crate::events::Events,
     ) -> Self {
         let rate = f64::from(settings.max_calls_per_second);
         let timers = TimerConfig {
@@ -94,6 +97,7 @@ impl B2bua {
         let transfer = settings.transfer.clone();
         B2bua {
             shared: Arc::new(Shared {
+                events,
                 transfer,
                 media,
                 settings,
@@ -236,6 +240,8 @@ impl B2bua {
             tracing::info!(called = %called, "no route for called number, 404");
             return self.reply(&invite, from, 404, &[]);
         };
+        // Before the X-OPENCX-* headers go: X-OPENCX-SESSION-CUSTOM-DATA is data.
+        let custom_data = crate::events::custom_data::from_invite_logged(&invite, &sh.metrics);
         let stripped = policy::strip_spoofed_headers(&mut invite);
         if stripped > 0 {
             sh.metrics
@@ -273,6 +279,7 @@ impl B2bua {
             from,
             route,
             called,
+            custom_data,
         };
         call::spawn(Box::new(start), rx);
     }

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod build;
+pub mod capture;
 pub mod expect;
 pub mod media;
 pub mod scenarios;

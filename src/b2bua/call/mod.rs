@@ -2,6 +2,7 @@
 //! transactions. Everything for the call's Call-IDs arrives in its inbox, in order, so
 //! a 180 is never relayed after the 200 it preceded.
 
+mod lifecycle;
 mod media;
 mod relay;
 mod setup;
@@ -150,6 +151,8 @@ pub(super) struct Call {
     transfer: Option<Box<transfer::Transfer>>,
     /// Headers from the Refer-To URI copied onto the transfer INVITE.
     refer_headers: Vec<(String, String)>,
+    /// What the lifecycle events need to know.
+    lifecycle: lifecycle::Lifecycle,
 }
 
 /// What a call needs to start: boxed, so the spawned task's future stays small.
@@ -160,6 +163,8 @@ pub(super) struct CallStart {
     pub from: Peer,
     pub route: crate::config::Route,
     pub called: String,
+    /// The INVITE's X- headers and X-OPENCX-SESSION-CUSTOM-DATA values.
+    pub custom_data: std::collections::BTreeMap<String, String>,
 }
 
 pub(super) fn spawn(start: Box<CallStart>, rx: mpsc::Receiver<CallEvent>) {
@@ -242,6 +247,7 @@ impl Call {
             MediaEvent::Timeout { side } => {
                 Metrics::inc(&self.sh.metrics.media_timeouts_total);
                 tracing::info!(?side, "no RTP within the media timeout, ending the call");
+                self.note_ended_by(crate::events::EndedBy::System);
                 self.end_reason = Some("SIP;cause=408;text=\"media timeout\"");
                 self.end_call(now);
             }
@@ -501,6 +507,7 @@ impl Call {
         }
         if side == Side::Caller && invite_tx == self.caller_invite_tx {
             tracing::info!("caller cancelled");
+            self.emit_cancelled();
             self.caller_final(487, now);
             self.phase = Phase::Ended;
             self.set_hard_deadline(now);
@@ -546,8 +553,10 @@ impl Call {
             // stays, with the target or with the transfer still under way.
             return self.on_far_leg_gone(side, now);
         }
+        self.note_bye_from(side);
         if side == Side::Caller && self.phase == Phase::Inviting {
             // RFC 3261 15: a caller may BYE an early dialog; treat it as a cancel.
+            self.emit_cancelled();
             self.caller_final(487, now);
             self.cancel_ai_invite(now);
             Metrics::inc(&self.sh.metrics.calls_failed_total);
@@ -687,6 +696,7 @@ impl Call {
         if self.phase == Phase::Ended && self.legs.iter().all(|l| l.done || l.bye_tx.is_some()) {
             return;
         }
+        self.emit_ended();
         self.phase = Phase::Ended;
         self.ring_deadline = None;
         for leg in &mut self.legs {
@@ -727,6 +737,7 @@ impl Call {
     /// handoff is shutting down: answer or hang up everything now.
     fn shutdown(&mut self, now: Instant) {
         tracing::info!("ending call for shutdown");
+        self.note_shutdown(self.phase == Phase::Inviting);
         if self.phase == Phase::Inviting {
             self.caller_final(503, now);
             Metrics::inc(&self.sh.metrics.calls_failed_total);

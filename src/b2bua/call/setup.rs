@@ -6,6 +6,7 @@ use super::{contact_for, resolve, Call, CallStart, Leg, Phase, Side};
 use crate::b2bua::policy::{self, AiOutcome, ALLOW};
 use crate::b2bua::Shared;
 use crate::config::Route;
+use crate::events::{EndedBy, SipOutcome};
 use crate::metrics::Metrics;
 use crate::session::phone::normalize_e164;
 use crate::session::{Session, SessionId};
@@ -24,6 +25,7 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         from,
         route,
         called,
+        custom_data,
     } = *start;
     let now = Instant::now();
     let mut txs = TransactionSet::new(sh.timers);
@@ -145,6 +147,10 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         media: call_media,
         end_reason: None,
         refer_headers: Vec::new(),
+        lifecycle: super::lifecycle::Lifecycle {
+            agent: route.agent.clone(),
+            ..Default::default()
+        },
     });
     call.flush(now);
     if call.media.is_some() {
@@ -155,7 +161,7 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         return Some(call);
     }
 
-    let session = Session::new(
+    let mut session = Session::new(
         session_id,
         route.org_id.clone(),
         route.agent_id.clone(),
@@ -163,11 +169,13 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         caller_display,
         called,
     );
+    session.custom_data = custom_data;
     if let Err(e) = sh.sessions.insert(session) {
         tracing::warn!(error = %e, "cannot create session, refusing call with 503");
         call.refuse(503, now);
         return Some(call);
     }
+    call.emit_started();
     if ai_peer.is_none() {
         call.ai_leg_failed(AiOutcome::Unreachable, now);
         return Some(call);
@@ -381,6 +389,8 @@ impl Call {
             // The AI agent answered with SDP we cannot relay: hang it up and tell
             // the caller the far side failed.
             tracing::warn!(error = %e, "AI agent's SDP refused, ending the call with 502");
+            let by = Some(crate::events::EndedBy::System);
+            self.emit_failed(crate::events::SipOutcome::Local(502), by);
             Metrics::inc(&self.sh.metrics.sdp_rejected_total);
             if self.legs[Side::Ai as usize].ack_deferred.take().is_some() {
                 self.send_ack(Side::Ai, seq, None, now);
@@ -402,6 +412,7 @@ impl Call {
         self.retransmit_2xx(Side::Caller, caller_seq, bytes, peer, now);
         self.phase = Phase::Answered;
         self.sh.sessions.mark_answered(&self.session_id);
+        self.emit_answered();
         Metrics::inc(&self.sh.metrics.calls_answered_total);
         tracing::info!("AI agent answered");
     }
@@ -414,6 +425,12 @@ impl Call {
         if self.phase == Phase::Inviting {
             let status = policy::caller_status_for_ai_failure(outcome);
             tracing::info!(?outcome, status, "AI leg failed");
+            let (sip, by) = match outcome {
+                AiOutcome::Status(s) => (SipOutcome::Status(s), EndedBy::Agent),
+                AiOutcome::Timeout => (SipOutcome::Timeout, EndedBy::System),
+                AiOutcome::Unreachable => (SipOutcome::TransportFailure, EndedBy::System),
+            };
+            self.emit_failed(sip, Some(by));
             self.refuse(status, now);
         }
     }

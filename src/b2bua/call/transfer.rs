@@ -516,6 +516,7 @@ impl Call {
             r.status = Some(200);
             r.completed_at = Some(SystemTime::now());
         });
+        self.emit_transferred(record);
         tracing::info!(
             took_ms = now.saturating_duration_since(refer_at).as_millis() as u64,
             "transfer answered, caller switched to the target"
@@ -635,6 +636,7 @@ impl Call {
             r.status = Some(status);
             r.completed_at = Some(SystemTime::now());
         });
+        self.emit_transferred(record);
         tracing::info!(
             status,
             "transfer failed, the caller stays with the AI agent"
@@ -655,6 +657,7 @@ impl Call {
         }
         if self.legs[Side::Ai as usize].done {
             // The AI agent left during the transfer: nobody is left for the caller.
+            self.note_ended_by(crate::events::EndedBy::Agent);
             self.end_call(now);
         }
     }

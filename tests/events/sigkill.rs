@@ -1,0 +1,217 @@
+//! handoff killed with SIGKILL while its subscriber is failing: the events still
+//! queued in the outbox are sent after a restart, exactly once each and exactly as
+//! they were queued (same ids, same bodies). Runs the real binary.
+
+use super::{assert_signed, keys, of_session, types, LIMIT, SECRET};
+use crate::common::build::{Dialog, AI_SDP};
+use crate::common::capture::{Capture, Reply};
+use crate::common::{bounded, config_text, InviteOpts, TestUa, Transport, WAIT};
+use handoff::sip::message::Method;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_handoff");
+
+/// Kills the child (SIGKILL, by PID) if the test ends early.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start `handoff run`; returns it with its UDP and HTTP addresses.
+async fn spawn_handoff(config: PathBuf, stderr: PathBuf) -> (Running, SocketAddr, SocketAddr) {
+    tokio::task::spawn_blocking(move || {
+        let err = std::fs::File::create(&stderr).expect("stderr file");
+        let mut child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .expect("start handoff");
+        let out = child.stdout.take().expect("stdout");
+        let running = Running(child);
+        let (mut udp, mut http) = (None, None);
+        for line in BufReader::new(out).lines() {
+            let line = line.expect("utf-8");
+            if let Some(a) = line.strip_prefix("listening udp ") {
+                udp = a.parse().ok();
+            }
+            if let Some(a) = line.strip_prefix("listening http ") {
+                http = a.parse().ok();
+                break;
+            }
+        }
+        let (Some(udp), Some(http)) = (udp, http) else {
+            panic!(
+                "handoff did not start: {}",
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            );
+        };
+        (running, udp, http)
+    })
+    .await
+    .expect("spawn")
+}
+
+/// A call answered by the AI agent and hung up by the caller; returns its session id.
+async fn call_through(caller: &mut TestUa, agent: &mut TestUa) -> String {
+    let invite = caller.invite(&InviteOpts::default());
+    caller.send(&invite).await;
+    let ai_invite = agent.expect_request(Method::Invite, WAIT).await;
+    let sid = ai_invite
+        .msg
+        .header("X-OPENCX-SESSION-ID")
+        .unwrap()
+        .to_owned();
+    let ai_ok = agent.respond(&ai_invite, 200, &[], Some(AI_SDP)).await;
+    let ok = caller
+        .expect_response_to(Method::Invite, 200, WAIT)
+        .await
+        .msg;
+    let mut dlg = Dialog::as_uac(&invite, &ok);
+    caller.send(&caller.ack(&dlg, None)).await;
+    agent.expect_request(Method::Ack, WAIT).await;
+    let _agent_dlg = Dialog::as_uas(&ai_invite.msg, &ai_ok);
+    caller.send(&caller.bye(&mut dlg)).await;
+    caller.expect_response_to(Method::Bye, 200, WAIT).await;
+    let bye = agent.expect_request(Method::Bye, WAIT).await;
+    agent.respond(&bye, 200, &[], None).await;
+    agent.clear_backlog();
+    caller.clear_backlog();
+    sid
+}
+
+async fn metric(http: SocketAddr, name: &str) -> Option<i64> {
+    let text = reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+}
+
+async fn wait_metric(http: SocketAddr, name: &str, want: i64) {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = metric(http, name).await;
+        if got == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < until, "{name} is {got:?}, not {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn queued(db: &Path) -> Vec<(String, String, Vec<u8>)> {
+    let conn = rusqlite::Connection::open(db).expect("open the outbox");
+    let mut st = conn
+        .prepare("SELECT e.id, e.session_id, e.body FROM outbox_events e JOIN outbox_deliveries d ON d.event_seq = e.seq WHERE d.state = 0 ORDER BY e.seq")
+        .expect("query");
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_events_queued_loses_none_and_resends_them_as_queued() {
+    bounded(LIMIT, async {
+        let dir = std::env::temp_dir().join(format!(
+            "handoff-events-kill-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("handoff.db");
+        let capture = Capture::start().await;
+        capture.set_default(Reply::Status(500));
+        let mut agent = TestUa::agent(Transport::Udp).await;
+        let extra = format!("store.path = \"{}\"\n{}", db.display(), keys(&capture, ""));
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            config_text(Transport::Udp, agent.local_addr().port(), &extra),
+        )
+        .unwrap();
+
+        // First run: the subscriber answers 500 to everything.
+        let (mut first, udp, http) = spawn_handoff(config.clone(), dir.join("first.err")).await;
+        let mut caller = TestUa::carrier(Transport::Udp, udp).await;
+        let mut sids = Vec::new();
+        for _ in 0..3 {
+            sids.push(call_through(&mut caller, &mut agent).await);
+        }
+        wait_metric(http, "handoff_events_outbox_depth", 12).await;
+        capture
+            .wait_for("a refused attempt", Duration::from_secs(5), |s| {
+                !s.is_empty()
+            })
+            .await;
+        first.0.kill().expect("SIGKILL");
+        first.0.wait().expect("reaped");
+        let before = capture.requests();
+        assert!(before.iter().all(|c| !c.delivered()));
+
+        let queued = queued(&db);
+        assert_eq!(queued.len(), 12, "every event of the three calls is queued");
+        for c in &before {
+            let id = c.json()["id"].as_str().unwrap().to_owned();
+            let q = queued
+                .iter()
+                .find(|(qid, _, _)| *qid == id)
+                .expect("attempted events are queued");
+            assert_eq!(
+                c.body.as_ref(),
+                q.2.as_slice(),
+                "attempt body is the queued body"
+            );
+        }
+
+        // Second run: the subscriber is back.
+        capture.set_default(Reply::Status(200));
+        let (_second, _udp, http) = spawn_handoff(config, dir.join("second.err")).await;
+        capture
+            .wait_for("the queued events", Duration::from_secs(10), |s| {
+                s.iter().filter(|c| c.delivered()).count() >= 12
+            })
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let delivered = capture.delivered();
+        assert_eq!(delivered.len(), 12, "each queued event exactly once");
+        for (id, _, body) in &queued {
+            let got: Vec<_> = delivered
+                .iter()
+                .filter(|c| c.json()["id"] == id.as_str())
+                .collect();
+            assert_eq!(got.len(), 1, "{id} delivered once");
+            assert_eq!(got[0].body.as_ref(), body.as_slice(), "{id} as queued");
+            assert_signed(got[0], SECRET);
+        }
+        for sid in &sids {
+            assert_eq!(
+                types(&of_session(&delivered, sid)),
+                [
+                    "phone_call.started",
+                    "conversation.started",
+                    "phone_call.answered",
+                    "phone_call.ended"
+                ],
+                "in order after the restart"
+            );
+        }
+        wait_metric(http, "handoff_events_outbox_depth", 0).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
