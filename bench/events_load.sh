@@ -103,18 +103,6 @@ sink_stat() { # key
 	curl -s "http://$SINK_ADDR/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])" 2>/dev/null || echo 0
 }
 
-wait_line() { # file prefix pid -> the rest of the first line starting with prefix
-	local i line=""
-	for ((i = 0; i < 150; i++)); do
-		line=$(grep -m1 "^$2" "$1" 2>/dev/null || true)
-		[[ -n $line ]] && break
-		kill -0 "$3" 2>/dev/null || break
-		sleep 0.1
-	done
-	[[ -n $line ]] || { log "no '$2' line from pid $3"; exit 1; }
-	echo "${line#"$2"}"
-}
-
 # --- processes ------------------------------------------------------------------
 UAS_PORT=$(free_port)
 UAC_SCENARIO=$WORK/carrier_uac_basic.xml

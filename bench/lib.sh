@@ -1,5 +1,5 @@
-# Shared by the bench scripts: stopping processes by PID and asking the OS for
-# free ports. Sourced, not run.
+# Shared by the bench scripts: stopping processes by PID, asking the OS for
+# free ports, waiting for a process's "listening" line. Sourced, not run.
 
 stop_pid() { # pid [grace seconds]: TERM, wait, then KILL
 	local pid=$1 grace=${2:-5} i
@@ -48,4 +48,24 @@ EOF
 }
 sipp_ports() { # the local, control and media ports every SIPp instance needs
 	echo "-p $(free_port) -cp $(free_port) -mp $(free_media_port)"
+}
+
+# file prefix pid [stderr file] -> the rest of the first line of `file` that
+# starts with `prefix` (handoff's "listening udp ", "listening http "). Waits up
+# to 15 s while `pid` lives; without the line, says so with the process's
+# stderr tail and fails (in `X=$(wait_line ...)` under set -e the script stops).
+wait_line() {
+	local i line=""
+	for ((i = 0; i < 150; i++)); do
+		line=$(grep -m1 "^$2" "$1" 2>/dev/null || true)
+		[[ -n $line ]] && break
+		kill -0 "$3" 2>/dev/null || break
+		sleep 0.1
+	done
+	if [[ -z $line ]]; then
+		echo "no '$2' line from pid $3${4:+; its stderr:}" >&2
+		[[ -n ${4:-} ]] && tail -20 "$4" >&2
+		return 1
+	fi
+	echo "${line#"$2"}"
 }

@@ -145,19 +145,7 @@ EOF
 	"${RUN[@]}" "$WORK/handoff" run --config "$WORK/handoff.toml" >"$WORK/handoff.out" 2>>"$WORK/handoff.err" &
 	TARGET_PID=$!
 	PIDS+=("$TARGET_PID")
-	local i line=""
-	for ((i = 0; i < 150; i++)); do
-		line=$(grep -m1 '^listening udp ' "$WORK/handoff.out" || true)
-		[[ -n $line ]] && break
-		kill -0 "$TARGET_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	if [[ -z $line ]]; then
-		log "handoff printed no 'listening udp' line; stderr:"
-		tail -20 "$WORK/handoff.err" >&2
-		exit 1
-	fi
-	SIP_ADDR=${line#listening udp }
+	SIP_ADDR=$(wait_line "$WORK/handoff.out" "listening udp " "$TARGET_PID" "$WORK/handoff.err")
 	sleep 0.5
 }
 

@@ -168,18 +168,9 @@ EOF
 timeout -k 5 "$RUN_BOUND" "$BIN" run --config "$WORK/handoff.toml" >"$WORK/handoff.out" 2>"$WORK/handoff.err" &
 TIMEOUT_PID=$!
 PIDS+=("$TIMEOUT_PID")
-for ((i = 0; i < 150; i++)); do
-	grep -q '^listening http ' "$WORK/handoff.out" && break
-	kill -0 "$TIMEOUT_PID" 2>/dev/null || break
-	sleep 0.1
-done
-SIP_ADDR=$(sed -n 's/^listening udp //p' "$WORK/handoff.out" | head -1)
-HTTP_ADDR=$(sed -n 's/^listening http //p' "$WORK/handoff.out" | head -1)
-if [[ -z $SIP_ADDR || -z $HTTP_ADDR ]]; then
-	log "handoff printed no listening lines; stderr:"
-	tail -20 "$WORK/handoff.err" >&2
-	exit 1
-fi
+# The http line comes after the SIP ones.
+HTTP_ADDR=$(wait_line "$WORK/handoff.out" "listening http " "$TIMEOUT_PID" "$WORK/handoff.err")
+SIP_ADDR=$(wait_line "$WORK/handoff.out" "listening udp " "$TIMEOUT_PID")
 HANDOFF_PID=$(ps -o pid= --ppid "$TIMEOUT_PID" | head -1 | tr -d ' ')
 HANDOFF_PORT=${SIP_ADDR##*:}
 log "handoff $VERSION: sip udp $SIP_ADDR, http $HTTP_ADDR (pid $HANDOFF_PID)"

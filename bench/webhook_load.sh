@@ -97,18 +97,9 @@ EOF
 "$BIN" run --config "$WORK/handoff.toml" >"$WORK/handoff.out" 2>"$WORK/handoff.err" &
 HANDOFF_PID=$!
 PIDS+=("$HANDOFF_PID")
-for ((i = 0; i < 150; i++)); do
-	grep -q '^listening http ' "$WORK/handoff.out" && break
-	kill -0 "$HANDOFF_PID" 2>/dev/null || break
-	sleep 0.1
-done
-SIP_ADDR=$(sed -n 's/^listening udp //p' "$WORK/handoff.out" | head -1)
-HTTP_ADDR=$(sed -n 's/^listening http //p' "$WORK/handoff.out" | head -1)
-if [[ -z $SIP_ADDR || -z $HTTP_ADDR ]]; then
-	log "handoff printed no listening lines; stderr:"
-	tail -20 "$WORK/handoff.err" >&2
-	exit 1
-fi
+# The http line comes after the SIP ones.
+HTTP_ADDR=$(wait_line "$WORK/handoff.out" "listening http " "$HANDOFF_PID" "$WORK/handoff.err")
+SIP_ADDR=$(wait_line "$WORK/handoff.out" "listening udp " "$HANDOFF_PID")
 URL=$("$BIN" webhook-url --org org-bench --config "$WORK/handoff.toml")
 WEBHOOK_PATH=/${URL#*://*/}
 log "handoff: sip udp $SIP_ADDR, http $HTTP_ADDR"
