@@ -15,6 +15,7 @@
 mod allow;
 pub mod digest;
 mod headers;
+pub mod machine;
 pub mod notify;
 mod refer_to;
 mod settings;

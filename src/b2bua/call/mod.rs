@@ -2,25 +2,29 @@
 //! transactions. Everything for the call's Call-IDs arrives in its inbox, in order, so
 //! a 180 is never relayed after the 200 it preceded.
 
+mod invite;
+mod leg;
 mod lifecycle;
 mod media;
+mod pending;
 mod relay;
 mod requests;
 mod setup;
 mod transfer;
-mod transfer_outcome;
+mod transfer_target;
 
 pub(super) use media::MediaShared;
 
-use super::policy::{self, AiOutcome, ALLOW};
+use super::policy::{AiOutcome, ALLOW};
 use super::Shared;
 use crate::metrics::Metrics;
 use crate::session::SessionId;
-use crate::sip::dialog::Dialog;
 use crate::sip::message::{Message, Method, SipUri};
 use crate::sip::transaction::{TransactionSet, TxEvent, TxId};
 use crate::sip::transport::{Peer, Transport, TransportLayer};
 use bytes::Bytes;
+use leg::{Leg, Retransmit};
+use pending::PendingInvite;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -49,48 +53,6 @@ pub(super) enum Side {
 
 const ALL_SIDES: [Side; 3] = [Side::Caller, Side::Ai, Side::Target];
 
-/// One leg: its dialog and what it needs to send in it.
-pub(super) struct Leg {
-    dialog: Dialog,
-    via_host: String,
-    via_port: u16,
-    /// Our ACK for the last 2xx to an INVITE we sent on this leg: sent again if that
-    /// 2xx is retransmitted (RFC 3261 13.2.2.4).
-    ack: Option<(u32, Bytes)>,
-    /// A 2xx to an INVITE we sent here awaits the originator's ACK (late offer: that
-    /// ACK carries the SDP answer).
-    ack_deferred: Option<u32>,
-    /// A 2xx we sent on this leg, retransmitted until ACKed (RFC 3261 13.3.1.4).
-    retrans: Option<Retrans2xx>,
-    /// A BYE we sent on this leg is in progress.
-    bye_tx: Option<TxId>,
-    done: bool,
-}
-
-impl Leg {
-    fn new(dialog: Dialog, via_host: String, via_port: u16) -> Leg {
-        Leg {
-            dialog,
-            via_host,
-            via_port,
-            ack: None,
-            ack_deferred: None,
-            retrans: None,
-            bye_tx: None,
-            done: false,
-        }
-    }
-}
-
-pub(super) struct Retrans2xx {
-    seq: u32,
-    bytes: Bytes,
-    peer: Peer,
-    interval: Duration,
-    next: Instant,
-    give_up: Instant,
-}
-
 /// A request received on one leg and sent on as a new request on the other.
 pub(super) struct Relay {
     from: Side,
@@ -111,6 +73,10 @@ enum Phase {
     Ended,
 }
 
+/// A call: the coordinator of its legs, the pending INVITE to the AI agent, the
+/// relayed requests, the media and a transfer. Handlers only queue what goes
+/// out (transaction events, transfer actions); `flush` sends it, once per
+/// event the task takes in.
 pub(super) struct Call {
     sh: Arc<Shared>,
     transport: Arc<TransportLayer>,
@@ -130,15 +96,11 @@ pub(super) struct Call {
     caller_invite: Option<Message>,
     caller_peer: Peer,
     caller_invite_tx: TxId,
-    /// Our INVITE to the AI agent and its transaction.
-    ai_invite_tx: Option<TxId>,
-    ai_got_provisional: bool,
-    /// The caller cancelled before the AI agent sent anything: CANCEL on its first 1xx.
-    cancel_on_provisional: bool,
-    ai_cancelled: bool,
+    /// Our INVITE to the AI agent while it awaits its final answer.
+    ai_invite: Option<PendingInvite>,
+    /// The AI agent answered (the call was connected at some point).
     answered: bool,
     relays: Vec<Relay>,
-    ring_deadline: Option<Instant>,
     /// The task exits by then whatever is left (a bound on lingering).
     hard_deadline: Option<Instant>,
     started: Instant,
@@ -148,10 +110,8 @@ pub(super) struct Call {
     media: Option<Box<media::CallMedia>>,
     /// Why we ended the call, for the Reason header of our BYEs (RFC 3326).
     end_reason: Option<&'static str>,
-    /// The AI agent's transfer, from its REFER until the target answers or fails.
-    transfer: Option<Box<transfer::Transfer>>,
-    /// Headers from the Refer-To URI copied onto the transfer INVITE.
-    refer_headers: Vec<(String, String)>,
+    /// The AI agent's transfer, from its REFER until it is over.
+    transfer: Option<Box<transfer::TransferRun>>,
     /// What the lifecycle events need to know.
     lifecycle: lifecycle::Lifecycle,
 }
@@ -193,6 +153,7 @@ impl Call {
         let sleep =
             tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::pin!(sleep);
+        self.flush(Instant::now());
         loop {
             if self.finished() {
                 break;
@@ -201,28 +162,41 @@ impl Call {
             if let Some(d) = deadline {
                 sleep.as_mut().reset(tokio::time::Instant::from_std(d));
             }
-            tokio::select! {
-                ev = rx.recv() => match ev {
-                    Some(CallEvent::Sip(b)) => {
-                        let (msg, peer) = *b;
-                        let now = Instant::now();
-                        if msg.is_request() {
-                            self.on_request(msg, peer, now);
-                        } else {
-                            self.on_response(msg, now);
+            let now = tokio::select! {
+                ev = rx.recv() => {
+                    let now = Instant::now();
+                    match ev {
+                        Some(CallEvent::Sip(b)) => {
+                            let (msg, peer) = *b;
+                            if msg.is_request() {
+                                self.on_request(msg, peer, now);
+                            } else {
+                                self.on_response(msg, now);
+                            }
                         }
+                        Some(CallEvent::Shutdown) => self.shutdown(now),
+                        Some(CallEvent::TargetResolved { generation, peer }) => {
+                            self.on_target_resolved(generation, peer, now)
+                        }
+                        None => break,
                     }
-                    Some(CallEvent::Shutdown) => self.shutdown(Instant::now()),
-                    Some(CallEvent::TargetResolved { generation, peer }) => {
-                        self.on_target_resolved(generation, peer, Instant::now())
-                    }
-                    None => break,
-                },
-                ev = next_media_event(&mut self.media) => self.on_media_event(ev, Instant::now()),
-                _ = &mut sleep, if deadline.is_some() => self.on_tick(Instant::now()),
-            }
+                    now
+                }
+                ev = next_media_event(&mut self.media) => {
+                    let now = Instant::now();
+                    self.on_media_event(ev, now);
+                    now
+                }
+                _ = &mut sleep, if deadline.is_some() => {
+                    let now = Instant::now();
+                    self.on_tick(now);
+                    now
+                }
+            };
+            // Everything the event caused goes out here, once.
+            self.flush(now);
         }
-        let mut ids: Vec<String> = self.legs.iter().map(|l| l.dialog.call_id.clone()).collect();
+        let mut ids: Vec<String> = self.legs.iter().map(|l| l.call_id().to_owned()).collect();
         ids.append(&mut self.old_call_ids);
         let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         for l in self.txs.take_lingering(Instant::now()) {
@@ -296,25 +270,21 @@ impl Call {
         let mut resp = self.response_for(req, e.status());
         media::describe_error(e, &mut resp, &self.sh.settings.user_agent);
         self.txs.respond(tx, &resp, now, &mut self.events);
-        self.flush(now);
     }
 
     /// The task may exit once the call is over and nothing but absorbing
     /// retransmissions is left (the absorber takes that over).
     fn finished(&self) -> bool {
         self.phase == Phase::Ended
-            && ((!self.txs.has_pending_work() && self.legs.iter().all(|l| l.retrans.is_none()))
+            && ((!self.txs.has_pending_work() && !self.legs.iter().any(Leg::retransmitting))
                 || self.hard_deadline.is_some_and(|d| Instant::now() >= d))
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let legs = self
-            .legs
-            .iter()
-            .filter_map(|l| l.retrans.as_ref().map(|r| r.next));
+        let legs = self.legs.iter().filter_map(Leg::next_retransmit);
         [
             self.txs.next_deadline(),
-            self.ring_deadline,
+            self.ai_invite.as_ref().and_then(PendingInvite::deadline),
             self.hard_deadline,
             self.transfer_deadline(),
         ]
@@ -326,8 +296,12 @@ impl Call {
 
     fn side_of(&self, msg: &Message) -> Option<Side> {
         let cid = msg.call_id()?;
-        let i = self.legs.iter().position(|l| l.dialog.call_id == cid)?;
+        let i = self.legs.iter().position(|l| l.call_id() == cid)?;
         ALL_SIDES.get(i).copied()
+    }
+
+    fn leg(&mut self, side: Side) -> &mut Leg {
+        &mut self.legs[side as usize]
     }
 
     /// The leg a leg is bridged to: the caller and the far leg face each other;
@@ -345,7 +319,9 @@ impl Call {
 
     // ---- sending -------------------------------------------------------------
 
-    /// Run what the transaction layer asked for: sends, and events for us.
+    /// Run what the transaction layer asked for: sends, and events for us. The
+    /// one place queued work goes out; handlers never call it, so nothing here
+    /// runs re-entered.
     fn flush(&mut self, now: Instant) {
         while !self.events.is_empty() {
             let events = std::mem::take(&mut self.events);
@@ -369,10 +345,8 @@ impl Call {
                         }
                     }
                     TxEvent::Terminated(id) => {
-                        if Some(id) == self.ai_invite_tx {
-                            // RFC 3261 13.2.2.4: 64*T1 after the 2xx no retransmission of
-                            // it can come; our copy of the ACK can go.
-                            self.legs[Side::Ai as usize].ack = None;
+                        for leg in &mut self.legs {
+                            leg.on_invite_terminated(id);
                         }
                     }
                 }
@@ -394,7 +368,6 @@ impl Call {
             resp.push("Allow", ALLOW);
         }
         self.txs.respond(tx, &resp, now, &mut self.events);
-        self.flush(now);
     }
 
     /// A final response to the caller's INVITE, built by us (not relayed).
@@ -404,14 +377,14 @@ impl Call {
         }
         // A non-2xx final answer means the caller leg never became a dialog: nothing
         // to BYE there.
-        self.legs[Side::Caller as usize].done = true;
+        self.leg(Side::Caller).end();
     }
 
     /// A response to `req` carrying our tag for the leg it came on.
     fn response_for(&self, req: &Message, status: u16) -> Message {
         let side = self.side_of(req).unwrap_or(Side::Caller);
         let tag = if status > 100 {
-            Some(self.legs[side as usize].dialog.local_tag.as_str())
+            Some(self.legs[side as usize].local_tag())
         } else {
             None
         };
@@ -420,26 +393,35 @@ impl Call {
         resp
     }
 
-    /// Start a client transaction on a leg.
+    /// Start a client transaction on a leg (it goes out with the next flush).
     fn send_request(&mut self, side: Side, req: Message, now: Instant) -> TxId {
-        let peer = self.legs[side as usize].dialog.peer;
-        let id = self.txs.start_client(req, peer, now, &mut self.events);
-        self.flush(now);
-        id
+        let peer = self.legs[side as usize].peer();
+        self.txs.start_client(req, peer, now, &mut self.events)
     }
 
     fn new_request(&mut self, side: Side, method: Method) -> Message {
         let ua = self.sh.settings.user_agent.clone();
-        let leg = &mut self.legs[side as usize];
-        leg.dialog.request(method, &leg.via_host, leg.via_port, &ua)
+        self.leg(side).request(method, &ua)
     }
 
-    /// ACK a 2xx on `side` (end to end, RFC 3261 13.2.2.4), carrying the body of the
-    /// originator's ACK when the offer was in the 2xx.
-    fn send_ack(&mut self, side: Side, seq: u32, body_from: Option<&Message>, _now: Instant) {
-        let ua = self.sh.settings.user_agent.clone();
-        let leg = &mut self.legs[side as usize];
-        let mut ack = leg.dialog.ack(seq, &leg.via_host, leg.via_port, &ua);
+    /// BYE one leg that is up, unless it is already done or being hung up.
+    fn bye_leg(&mut self, side: Side, now: Instant) {
+        if self.legs.get(side as usize).is_none_or(Leg::is_ending) {
+            return;
+        }
+        let mut bye = self.new_request(side, Method::Bye);
+        if let Some(reason) = self.end_reason {
+            bye.push("Reason", reason);
+        }
+        let tx = self.send_request(side, bye, now);
+        self.leg(side).hanging_up(tx);
+    }
+
+    /// ACK a 2xx to our INVITE `invite_tx` on `side` (end to end, RFC 3261
+    /// 13.2.2.4), carrying the body of the originator's ACK when the offer was
+    /// in the 2xx.
+    fn send_ack(&mut self, side: Side, seq: u32, invite_tx: TxId, body_from: Option<&Message>) {
+        let mut ack = self.legs[side as usize].ack(seq, &self.sh.settings.user_agent);
         if let Some(src) = body_from.filter(|m| !m.body().is_empty()) {
             if let Some(ct) = src.header("Content-Type") {
                 ack.push("Content-Type", ct.to_owned());
@@ -452,22 +434,19 @@ impl Call {
                 tracing::warn!(error = %e, "SDP answer in ACK not rewritten");
             }
         }
-        let leg = &mut self.legs[side as usize];
         let bytes = ack.to_bytes();
-        leg.ack = Some((seq, bytes.clone()));
-        let peer = leg.dialog.peer;
+        let leg = self.leg(side);
+        leg.remember_ack(seq, invite_tx, bytes.clone());
+        let peer = leg.peer();
         self.send_raw(&peer, bytes);
     }
 
     // ---- responses -------------------------------------------------------------
 
     fn on_response(&mut self, resp: Message, now: Instant) {
-        match self.txs.on_response(resp, now, &mut self.events) {
-            // No transaction: a 2xx retransmission after ours ended; ACK it again.
-            Some(resp) => {
-                self.reack_2xx(&resp);
-            }
-            None => self.flush(now),
+        // No transaction: a 2xx retransmission after ours ended; ACK it again.
+        if let Some(resp) = self.txs.on_response(resp, now, &mut self.events) {
+            self.reack_2xx(&resp);
         }
     }
 
@@ -484,14 +463,12 @@ impl Call {
         {
             return false;
         }
-        let leg = &self.legs[side as usize];
-        match &leg.ack {
-            Some((seq, bytes)) if *seq == cseq.seq => {
-                let (peer, bytes) = (leg.dialog.peer, bytes.clone());
+        match self.legs[side as usize].reack(cseq.seq) {
+            Some((peer, bytes)) => {
                 self.send_raw(&peer, bytes);
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 
@@ -499,8 +476,8 @@ impl Call {
         if self.reack_2xx(&resp) {
             return;
         }
-        if Some(tx) == self.ai_invite_tx {
-            return self.on_ai_invite_response(resp, now);
+        if self.ai_invite.as_ref().is_some_and(|p| p.tx() == tx) {
+            return self.on_ai_invite_response(tx, resp, now);
         }
         if self.on_transfer_client_response(tx, &resp, now) {
             return;
@@ -516,16 +493,15 @@ impl Call {
     /// A BYE we sent has its final answer (or none will come): that leg is done.
     fn bye_finished(&mut self, tx: TxId) {
         for leg in &mut self.legs {
-            if leg.bye_tx == Some(tx) {
-                leg.bye_tx = None;
-                leg.done = true;
-            }
+            leg.bye_finished(tx);
         }
     }
 
     /// A client transaction ended with no response: act as if the status came.
     fn on_client_failure(&mut self, tx: TxId, status: u16, now: Instant) {
-        if Some(tx) == self.ai_invite_tx {
+        if self.ai_invite.as_ref().is_some_and(|p| p.tx() == tx) {
+            self.ai_invite = None;
+            self.leg(Side::Ai).end();
             let outcome = if status == 408 {
                 AiOutcome::Timeout
             } else {
@@ -546,32 +522,24 @@ impl Call {
 
     /// One side hung up (or we decided to): BYE every leg that is still up.
     fn end_call(&mut self, now: Instant) {
-        if self.phase == Phase::Ended && self.legs.iter().all(|l| l.done || l.bye_tx.is_some()) {
+        if self.phase == Phase::Ended && self.legs.iter().all(Leg::is_ending) {
             return;
         }
+        // A transfer still under way is cut short, and reported before the end.
+        self.transfer_event(crate::b2bua::transfer::machine::Event::CallEnding, now);
         self.emit_ended();
         self.phase = Phase::Ended;
-        self.ring_deadline = None;
-        for leg in &mut self.legs {
-            // Nothing left to confirm: stop retransmitting an unacknowledged 2xx.
-            leg.retrans = None;
+        if let Some(p) = self.ai_invite.as_mut() {
+            p.stop_deadline();
         }
-        self.cancel_transfer(now);
         for side in ALL_SIDES.into_iter().take(self.legs.len()) {
-            let leg = &self.legs[side as usize];
-            if leg.done || leg.bye_tx.is_some() {
-                continue;
+            let leg = self.leg(side);
+            // Nothing left to confirm: stop retransmitting an unacknowledged 2xx.
+            leg.stop_retransmitting();
+            if !leg.is_ending() && !leg.is_up() {
+                leg.end();
             }
-            if !self.leg_confirmed(side) {
-                self.legs[side as usize].done = true;
-                continue;
-            }
-            let mut bye = self.new_request(side, Method::Bye);
-            if let Some(reason) = self.end_reason {
-                bye.push("Reason", reason);
-            }
-            let tx = self.send_request(side, bye, now);
-            self.legs[side as usize].bye_tx = Some(tx);
+            self.bye_leg(side, now);
         }
         self.set_hard_deadline(now);
     }
@@ -604,48 +572,23 @@ impl Call {
 
     fn on_tick(&mut self, now: Instant) {
         self.txs.on_tick(now, &mut self.events);
-        self.flush(now);
-        if self.ring_deadline.is_some_and(|d| now >= d) {
-            self.ring_deadline = None;
+        if self.ai_invite.as_mut().is_some_and(|p| p.take_expired(now)) {
             tracing::info!("AI agent did not answer in time");
             self.ai_leg_failed(AiOutcome::Timeout, now);
         }
         self.on_transfer_tick(now);
+        let t2 = self.sh.settings.t2;
         for side in ALL_SIDES.into_iter().take(self.legs.len()) {
-            let t2 = self.sh.settings.t2;
-            let Some(r) = self.legs[side as usize].retrans.as_mut() else {
-                continue;
-            };
-            if now < r.next {
-                continue;
+            match self.leg(side).on_retransmit_timer(now, t2) {
+                None => {}
+                Some(Retransmit::Send(peer, bytes)) => self.send_raw(&peer, bytes),
+                Some(Retransmit::GiveUp) => {
+                    // RFC 3261 13.3.1.4: no ACK in 64*T1: the dialog is over.
+                    tracing::warn!(side = ?side, "no ACK for 2xx, ending the call");
+                    self.end_call(now);
+                }
             }
-            if now >= r.give_up {
-                // RFC 3261 13.3.1.4: no ACK in 64*T1: the dialog is over.
-                tracing::warn!(side = ?side, "no ACK for 2xx, ending the call");
-                self.legs[side as usize].retrans = None;
-                self.end_call(now);
-                continue;
-            }
-            r.interval = (r.interval * 2).min(t2);
-            r.next = now + r.interval;
-            let (peer, bytes) = (r.peer, r.bytes.clone());
-            self.send_raw(&peer, bytes);
         }
-    }
-
-    /// Start retransmitting a 2xx we sent on `side` until its ACK arrives. Reliable
-    /// transports deliver it once; there we only keep the give-up timer.
-    fn retransmit_2xx(&mut self, side: Side, seq: u32, bytes: Bytes, peer: Peer, now: Instant) {
-        let t1 = self.sh.settings.t1;
-        let reliable = peer.transport == Transport::Tcp;
-        self.legs[side as usize].retrans = Some(Retrans2xx {
-            seq,
-            bytes,
-            peer,
-            interval: t1,
-            next: if reliable { now + t1 * 64 } else { now + t1 },
-            give_up: now + t1 * 64,
-        });
     }
 }
 

@@ -1,7 +1,7 @@
 //! re-INVITE, UPDATE and INFO in a confirmed call: received on one leg, sent on as a
 //! new request in the other leg's dialog, and the answer carried back.
 
-use super::{Call, Phase, Relay, Side};
+use super::{Call, Leg, Phase, Relay, Side};
 use crate::metrics::Metrics;
 use crate::sip::message::{Message, Method};
 use crate::sip::transaction::TxId;
@@ -23,24 +23,21 @@ impl Call {
             return self.respond(tx, &req, 481, now);
         };
         if self.phase != Phase::Answered
-            || self.legs[other as usize].done
-            || self.legs[side as usize].done
+            || self.legs[other as usize].is_done()
+            || self.legs[side as usize].is_done()
         {
             return self.respond(tx, &req, 481, now);
         }
         if method == Method::Invite {
             // RFC 3261 14.1/14.2: one INVITE at a time in a dialog.
             let pending = self.relays.iter().any(|r| r.method == Method::Invite)
-                || self
-                    .legs
-                    .iter()
-                    .any(|l| l.ack_deferred.is_some() || l.retrans.is_some());
+                || self.legs.iter().any(Leg::invite_unfinished);
             if pending {
                 return self.respond(tx, &req, 491, now);
             }
         }
         if matches!(method, Method::Invite | Method::Update) {
-            self.legs[side as usize].dialog.refresh_target(&req);
+            self.leg(side).refresh_target(&req);
         }
         let mut out = self.new_request(other, method.clone());
         if let Some(Ok(mf)) = req.max_forwards() {
@@ -82,7 +79,7 @@ impl Call {
         let method = self.relays[pos].method.clone();
         let success = (200..300).contains(&status);
         if success && matches!(method, Method::Invite | Method::Update) {
-            self.legs[to as usize].dialog.refresh_target(&resp);
+            self.leg(to).refresh_target(&resp);
         }
         let mut out = self.relayed_response(&request, &resp);
         if matches!(method, Method::Invite | Method::Update) {
@@ -98,34 +95,31 @@ impl Call {
         if success && matches!(method, Method::Invite | Method::Update) {
             out.push(
                 "Contact",
-                self.legs[from as usize].dialog.local_contact.clone(),
+                self.legs[from as usize].local_contact().to_owned(),
             );
         }
         let bytes = out.to_bytes();
         self.txs.respond(server_tx, &out, now, &mut self.events);
-        self.flush(now);
         if status < 200 {
             return;
         }
         self.relays.remove(pos);
         if success && method == Method::Invite {
-            let seq = self
-                .txs
-                .request(client_tx)
-                .and_then(|r| r.cseq())
-                .map(|c| c.seq);
-            let seq = seq.unwrap_or(self.legs[to as usize].dialog.local_cseq);
+            // The 2xx answers the request we sent: its CSeq is that request's.
+            let seq = resp.cseq().map_or(0, |c| c.seq);
             if request.body().is_empty() && !resp.body().is_empty() {
-                self.legs[to as usize].ack_deferred = Some(seq);
+                self.leg(to).defer_ack(seq, client_tx);
             } else {
-                self.send_ack(to, seq, None, now);
+                self.send_ack(to, seq, client_tx, None);
             }
             let their_seq = request.cseq().map_or(0, |c| c.seq);
             let peer = self
                 .txs
                 .peer(server_tx)
-                .unwrap_or(self.legs[from as usize].dialog.peer);
-            self.retransmit_2xx(from, their_seq, bytes, peer, now);
+                .unwrap_or(self.legs[from as usize].peer());
+            let t1 = self.sh.settings.t1;
+            self.leg(from)
+                .retransmit_2xx(their_seq, bytes, peer, t1, now);
         }
         if status == 481 || status == 408 {
             // RFC 3261 12.2.1.2: the other dialog is gone; end the call.
@@ -137,7 +131,6 @@ impl Call {
         let r = self.relays.remove(pos);
         let out = self.response_for(&r.request, status);
         self.txs.respond(r.server_tx, &out, now, &mut self.events);
-        self.flush(now);
         if status == 408 {
             self.end_call(now);
         }

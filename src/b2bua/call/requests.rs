@@ -1,11 +1,10 @@
 //! Requests from either leg: the dispatch by method, CANCEL, BYE and ACK. What
 //! crosses to the other leg is in `relay`; REFER in `transfer`.
 
-use super::policy::{self, ALLOW};
 use super::{Call, Phase, Side};
+use crate::b2bua::policy::{self, ALLOW};
 use crate::metrics::Metrics;
 use crate::sip::message::{Message, Method};
-use crate::sip::transaction::set::cancel_for;
 use crate::sip::transaction::TxId;
 use crate::sip::transport::{response_peer, Peer};
 use std::time::Instant;
@@ -16,7 +15,7 @@ impl Call {
             return;
         };
         match self.txs.match_request(&req, now, &mut self.events) {
-            crate::sip::transaction::RequestMatch::Absorbed => return self.flush(now),
+            crate::sip::transaction::RequestMatch::Absorbed => return,
             crate::sip::transaction::RequestMatch::New => {}
         }
         let Some(method) = req.method().cloned() else {
@@ -33,17 +32,9 @@ impl Call {
         if method == Method::Cancel {
             return self.on_cancel(side, tx, &req, now);
         }
-        // In-dialog from here on: the To tag must be ours (RFC 3261 12.2.2).
-        let ours = &self.legs[side as usize].dialog.local_tag;
-        if req.to_tag() != Some(ours.as_str()) {
-            return self.respond(tx, &req, 481, now);
-        }
-        if self.legs[side as usize]
-            .dialog
-            .accept_remote_cseq(&req)
-            .is_err()
-        {
-            return self.respond(tx, &req, 500, now);
+        // In-dialog from here on: our To tag, a rising CSeq (RFC 3261 12.2.2).
+        if let Err(status) = self.leg(side).accept_request(&req) {
+            return self.respond(tx, &req, status, now);
         }
         if let Some(Ok(0)) = req.max_forwards() {
             if method != Method::Bye {
@@ -58,7 +49,6 @@ impl Call {
                 resp.push("Supported", policy::SUPPORTED);
                 resp.push("Accept", "application/sdp");
                 self.txs.respond(tx, &resp, now, &mut self.events);
-                self.flush(now);
             }
             Method::Invite | Method::Update | Method::Info => {
                 self.relay_request(side, tx, req, now)
@@ -91,39 +81,15 @@ impl Call {
             self.cancel_ai_invite(now);
         } else if let Some(pos) = self.relays.iter().position(|r| r.server_tx == invite_tx) {
             // A re-INVITE being cancelled: pass the CANCEL on (RFC 3261 9.1).
-            let client = self.relays[pos].client_tx;
-            if let Some(inv) = self.txs.request(client).cloned() {
-                let req = cancel_for(&inv);
-                let to = self.relays[pos].to;
-                self.send_request(to, req, now);
-            }
-        }
-    }
-
-    /// Cancel our INVITE to the AI agent, now if it has sent a provisional response,
-    /// else as soon as it does (RFC 3261 9.1).
-    pub(super) fn cancel_ai_invite(&mut self, now: Instant) {
-        self.ring_deadline = None;
-        let Some(tx) = self.ai_invite_tx else { return };
-        if self.ai_cancelled || self.answered {
-            return;
-        }
-        if !self.ai_got_provisional {
-            self.cancel_on_provisional = true;
-            return;
-        }
-        if let Some(inv) = self.txs.request(tx).cloned() {
-            self.ai_cancelled = true;
-            let c = cancel_for(&inv);
-            self.send_request(Side::Ai, c, now);
+            let (client, to) = (self.relays[pos].client_tx, self.relays[pos].to);
+            self.send_cancel(to, client, now);
         }
     }
 
     fn on_bye(&mut self, side: Side, tx: TxId, bye: &Message, now: Instant) {
         tracing::info!(from = ?side, "BYE received");
         self.respond(tx, bye, 200, now);
-        self.legs[side as usize].done = true;
-        self.legs[side as usize].retrans = None;
+        self.leg(side).end();
         if side != Side::Caller && (side != self.far || self.transfer_running()) {
             // The AI agent leaving after (or during) its transfer: the caller
             // stays, with the target or with the transfer still under way.
@@ -140,20 +106,17 @@ impl Call {
         self.end_call(now);
     }
 
-    pub(super) fn on_ack(&mut self, side: Side, ack: &Message, now: Instant) {
+    pub(super) fn on_ack(&mut self, side: Side, ack: &Message, _now: Instant) {
         let Some(seq) = ack.cseq().map(|c| c.seq) else {
             return;
         };
-        let leg = &mut self.legs[side as usize];
-        if leg.retrans.as_ref().is_some_and(|r| r.seq == seq) {
-            leg.retrans = None;
-        }
+        self.leg(side).on_ack(seq);
         // The originator's ACK releases a deferred ACK on the other leg, with its SDP.
         let Some(other) = self.peer_of(side) else {
             return;
         };
-        if let Some(other_seq) = self.legs[other as usize].ack_deferred.take() {
-            self.send_ack(other, other_seq, Some(ack), now);
+        if let Some((other_seq, tx)) = self.leg(other).take_deferred_ack() {
+            self.send_ack(other, other_seq, tx, Some(ack));
         }
     }
 }

@@ -1,8 +1,11 @@
 //! A call's first moments: answer the caller's INVITE with 100 Trying, create the
 //! session, and place the AI leg; then what the AI agent answers to it.
 
+use super::invite::NewInvite;
+use super::leg::Leg;
 use super::media::{CallMedia, MediaError};
-use super::{contact_for, resolve, Call, CallStart, Leg, Phase, Side};
+use super::pending::{CancelStep, PendingInvite};
+use super::{contact_for, resolve, Call, CallStart, Phase, Side};
 use crate::b2bua::policy::{self, AiOutcome, ALLOW};
 use crate::b2bua::Shared;
 use crate::config::Route;
@@ -11,10 +14,9 @@ use crate::metrics::Metrics;
 use crate::session::phone::normalize_e164;
 use crate::session::{Session, SessionId};
 use crate::sip::dialog::Dialog;
-use crate::sip::message::{generate_branch, generate_tag, Message, Method, Via};
-use crate::sip::transaction::TransactionSet;
+use crate::sip::message::{generate_tag, Message};
+use crate::sip::transaction::{TransactionSet, TxId};
 use crate::sip::transport::{response_peer, Peer, Transport, TransportLayer};
-use rand::Rng;
 use std::time::Instant;
 
 pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Option<Box<Call>> {
@@ -80,7 +82,6 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
     };
     let placeholder = ai_peer.unwrap_or(Peer::udp(std::net::SocketAddr::from(([127, 0, 0, 1], 9))));
     let (a_host, a_port) = local_host_port(&sh, &transport, placeholder);
-    let ai_contact = contact_for(&a_host, a_port, placeholder.transport);
     // Media: ports for both legs and the caller's offer pointed at them.
     let mut media_error = None;
     let mut call_media = None;
@@ -97,17 +98,22 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
             Err(e) => media_error = Some(e),
         }
     }
-    let ai_invite = build_ai_invite(
+    let (ai_invite, ai_contact) = build_ai_invite(
         &invite,
         &route,
         &session_id,
         caller_display.as_deref(),
         caller_phone.as_deref(),
-        &a_host,
-        a_port,
-        placeholder.transport,
-        &ai_contact,
-        &sh.settings.user_agent,
+        NewInvite {
+            request_uri: route.ai_agent_uri.as_str(),
+            from: String::new(),
+            to: format!("<{}>", route.ai_agent_uri.as_str()),
+            transport: placeholder.transport,
+            host: &a_host,
+            port: a_port,
+            max_forwards: 70,
+            user_agent: &sh.settings.user_agent,
+        },
         ai_body,
     );
     let ai_dialog = Dialog::uac(&ai_invite, placeholder, ai_contact)?;
@@ -135,24 +141,18 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         caller_invite: Some(invite),
         caller_peer: reply_to,
         caller_invite_tx,
-        ai_invite_tx: None,
-        ai_got_provisional: false,
-        cancel_on_provisional: false,
-        ai_cancelled: false,
+        ai_invite: None,
         answered: false,
         relays: Vec::new(),
-        ring_deadline: None,
         hard_deadline: None,
         started: now,
         media: call_media,
         end_reason: None,
-        refer_headers: Vec::new(),
         lifecycle: super::lifecycle::Lifecycle {
             agent: route.agent.clone(),
             ..Default::default()
         },
     });
-    call.flush(now);
     if call.media.is_some() {
         Metrics::up(&sh.metrics.media_relays_active);
     }
@@ -180,17 +180,19 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         call.ai_leg_failed(AiOutcome::Unreachable, now);
         return Some(call);
     }
-    let ai_call_id = call.legs[Side::Ai as usize].dialog.call_id.clone();
+    let ai_call_id = call.legs[Side::Ai as usize].call_id().to_owned();
     if let Some(tx) = sh
         .calls
-        .get(call.legs[0].dialog.call_id.as_str())
+        .get(call.legs[Side::Caller as usize].call_id())
         .map(|e| e.value().clone())
     {
         sh.register_call_id(ai_call_id, tx);
     }
     let id = call.send_request(Side::Ai, ai_invite, now);
-    call.ai_invite_tx = Some(id);
-    call.ring_deadline = Some(now + sh.settings.ai_answer_timeout);
+    call.ai_invite = Some(PendingInvite::new(
+        id,
+        Some(now + sh.settings.ai_answer_timeout),
+    ));
     Some(call)
 }
 
@@ -212,48 +214,28 @@ pub(super) fn local_host_port(
 
 /// The INVITE to the AI agent: the caller's identity in From, the session headers, the
 /// caller's SDP (pointed at the relay, or as is in passthrough mode), our own dialog
-/// identity.
-#[allow(clippy::too_many_arguments)]
+/// identity; and our Contact for that dialog.
 fn build_ai_invite(
     caller_invite: &Message,
     route: &Route,
     session_id: &SessionId,
     caller_display: Option<&str>,
     caller_phone: Option<&str>,
-    host: &str,
-    port: u16,
-    transport: Transport,
-    contact: &str,
-    user_agent: &str,
+    mut new: NewInvite<'_>,
     relayed_sdp: Option<bytes::Bytes>,
-) -> Message {
-    let mut m = Message::request(Method::Invite, route.ai_agent_uri.as_str());
-    m.push(
-        "Via",
-        Via::ours(transport.via_name(), host, port, &generate_branch()),
-    );
+) -> (Message, String) {
     // RFC 3261 16.6 step 3: one hop fewer than the caller's request allowed.
-    let mf = match caller_invite.max_forwards() {
+    new.max_forwards = match caller_invite.max_forwards() {
         Some(Ok(n)) => n.saturating_sub(1).min(70),
         _ => 70,
     };
-    m.push("Max-Forwards", mf.to_string());
-    m.push(
-        "From",
-        policy::ai_leg_from(
-            caller_display,
-            caller_phone,
-            &crate::sip::message::bracket_v6(host),
-            &generate_tag(),
-        ),
+    new.from = policy::ai_leg_from(
+        caller_display,
+        caller_phone,
+        &crate::sip::message::bracket_v6(new.host),
+        &generate_tag(),
     );
-    m.push("To", format!("<{}>", route.ai_agent_uri.as_str()));
-    let n: u128 = rand::thread_rng().gen();
-    m.push("Call-ID", format!("{n:032x}"));
-    m.push("CSeq", "1 INVITE");
-    m.push("Contact", contact.to_owned());
-    m.push("Allow", ALLOW);
-    m.push("User-Agent", user_agent.to_owned());
+    let (mut m, contact) = new.build();
     // Both values were checked: the session id is hex, the agent id a config token.
     m.push("X-OPENCX-SESSION-ID", session_id.as_str().to_owned());
     m.push("X-OPENCX-AGENT-ID", route.agent_id.clone());
@@ -272,7 +254,7 @@ fn build_ai_invite(
         }
         m.set_body(caller_invite.body().clone());
     }
-    m
+    (m, contact)
 }
 
 impl Call {
@@ -289,10 +271,10 @@ impl Call {
             let tx = self.caller_invite_tx;
             self.respond_media_error(tx, &invite, e, now);
         }
-        self.legs[Side::Caller as usize].done = true;
         Metrics::inc(&self.sh.metrics.calls_failed_total);
         self.phase = Phase::Ended;
-        self.legs[1].done = true;
+        self.leg(Side::Caller).end();
+        self.leg(Side::Ai).end();
         self.set_hard_deadline(now);
     }
 
@@ -301,26 +283,25 @@ impl Call {
         self.caller_final(status, now);
         Metrics::inc(&self.sh.metrics.calls_failed_total);
         self.phase = Phase::Ended;
-        self.legs[0].done = true;
-        self.legs[1].done = true;
+        self.leg(Side::Caller).end();
+        self.leg(Side::Ai).end();
         self.set_hard_deadline(now);
     }
 
-    /// What the AI agent answered to our INVITE.
-    pub(super) fn on_ai_invite_response(&mut self, resp: Message, now: Instant) {
+    /// What the AI agent answered to our INVITE `tx`.
+    pub(super) fn on_ai_invite_response(&mut self, tx: TxId, resp: Message, now: Instant) {
         let Some(status) = resp.status() else { return };
         match status {
             100 => {}
             101..=199 => {
-                self.ai_got_provisional = true;
-                if resp.to_tag().is_some() {
-                    self.legs[Side::Ai as usize]
-                        .dialog
-                        .update_from_response(&resp);
-                }
-                if self.cancel_on_provisional {
-                    self.cancel_on_provisional = false;
-                    return self.cancel_ai_invite(now);
+                self.leg(Side::Ai).on_early_response(&resp);
+                if self
+                    .ai_invite
+                    .as_mut()
+                    .is_some_and(PendingInvite::on_provisional)
+                {
+                    // The caller left before anything came: the deferred CANCEL.
+                    return self.send_cancel(Side::Ai, tx, now);
                 }
                 if let Some(invite) = self
                     .caller_invite
@@ -328,7 +309,7 @@ impl Call {
                     .filter(|_| self.phase == Phase::Inviting)
                 {
                     let mut out = self.relayed_response(invite, &resp);
-                    out.push("Contact", self.legs[0].dialog.local_contact.clone());
+                    out.push("Contact", self.legs[0].local_contact().to_owned());
                     if let Err(e) = self.apply_media(Side::Ai, Side::Caller, &resp, &mut out) {
                         // Early media we cannot relay: the ringing still goes on.
                         tracing::warn!(error = %e, "AI agent's early SDP dropped");
@@ -337,53 +318,44 @@ impl Call {
                     }
                     self.txs
                         .respond(self.caller_invite_tx, &out, now, &mut self.events);
-                    self.flush(now);
                 }
             }
-            200..=299 => self.on_ai_answered(resp, now),
+            200..=299 => {
+                self.ai_invite = None;
+                self.on_ai_answered(tx, resp, now)
+            }
             _ => {
-                self.legs[Side::Ai as usize].done = true;
-                if !self.ai_cancelled {
+                let cancelled = self.ai_invite.take().is_some_and(|p| p.cancelled());
+                self.leg(Side::Ai).end();
+                if !cancelled {
                     self.ai_leg_failed(AiOutcome::Status(status), now);
                 }
             }
         }
     }
 
-    fn on_ai_answered(&mut self, resp: Message, now: Instant) {
-        let seq = self.legs[Side::Ai as usize]
-            .dialog
-            .local_cseq
-            .min(resp.cseq().map_or(1, |c| c.seq));
-        let first = !self.answered;
-        self.answered = true;
-        self.ring_deadline = None;
-        if first {
-            self.legs[Side::Ai as usize]
-                .dialog
-                .update_from_response(&resp);
+    fn on_ai_answered(&mut self, tx: TxId, resp: Message, now: Instant) {
+        if std::mem::replace(&mut self.answered, true) {
+            return; // Another 2xx: re-ACKed by the leg, if it was ours.
         }
+        let seq = self.leg(Side::Ai).confirm(&resp);
         let invite = match self.caller_invite.take() {
             Some(invite) if self.phase == Phase::Inviting => invite,
             _ => {
                 // The caller gave up meanwhile (CANCEL crossed the 200): ACK, then BYE.
-                if first {
-                    self.send_ack(Side::Ai, seq, None, now);
-                    self.legs[Side::Ai as usize].done = false;
-                    self.end_call(now);
-                }
-                return;
+                self.send_ack(Side::Ai, seq, tx, None);
+                return self.end_call(now);
             }
         };
         // Late offer (no SDP in the caller's INVITE): the 2xx carries the offer and the
         // caller's ACK the answer, so our ACK waits for it.
         if invite.body().is_empty() && !resp.body().is_empty() {
-            self.legs[Side::Ai as usize].ack_deferred = Some(seq);
+            self.leg(Side::Ai).defer_ack(seq, tx);
         } else {
-            self.send_ack(Side::Ai, seq, None, now);
+            self.send_ack(Side::Ai, seq, tx, None);
         }
         let mut ok = self.relayed_response(&invite, &resp);
-        ok.push("Contact", self.legs[0].dialog.local_contact.clone());
+        ok.push("Contact", self.legs[0].local_contact().to_owned());
         ok.push("Allow", ALLOW);
         if let Err(e) = self.apply_media(Side::Ai, Side::Caller, &resp, &mut ok) {
             // The AI agent answered with SDP we cannot relay: hang it up and tell
@@ -392,11 +364,11 @@ impl Call {
             let by = Some(crate::events::EndedBy::System);
             self.emit_failed(crate::events::SipOutcome::Local(502), by);
             Metrics::inc(&self.sh.metrics.sdp_rejected_total);
-            if self.legs[Side::Ai as usize].ack_deferred.take().is_some() {
-                self.send_ack(Side::Ai, seq, None, now);
+            if let Some((seq, tx)) = self.leg(Side::Ai).take_deferred_ack() {
+                self.send_ack(Side::Ai, seq, tx, None);
             }
             self.respond(self.caller_invite_tx, &invite, 502, now);
-            self.legs[Side::Caller as usize].done = true;
+            self.leg(Side::Caller).end();
             Metrics::inc(&self.sh.metrics.calls_failed_total);
             return self.end_call(now);
         }
@@ -406,15 +378,28 @@ impl Call {
         let bytes = ok.to_bytes();
         self.txs
             .respond(self.caller_invite_tx, &ok, now, &mut self.events);
-        self.flush(now);
         let caller_seq = invite.cseq().map_or(1, |c| c.seq);
-        let peer = self.caller_peer;
-        self.retransmit_2xx(Side::Caller, caller_seq, bytes, peer, now);
+        let (peer, t1) = (self.caller_peer, self.sh.settings.t1);
+        let caller = self.leg(Side::Caller);
+        caller.confirm_as_uas();
+        caller.retransmit_2xx(caller_seq, bytes, peer, t1, now);
         self.phase = Phase::Answered;
         self.sh.sessions.mark_answered(&self.session_id);
         self.emit_answered();
         Metrics::inc(&self.sh.metrics.calls_answered_total);
         tracing::info!("AI agent answered");
+    }
+
+    /// Cancel our INVITE to the AI agent, now if it has sent a provisional response,
+    /// else as soon as it does (RFC 3261 9.1).
+    pub(super) fn cancel_ai_invite(&mut self, now: Instant) {
+        let Some(p) = self.ai_invite.as_mut() else {
+            return;
+        };
+        let tx = p.tx();
+        if p.cancel() == CancelStep::Now {
+            self.send_cancel(Side::Ai, tx, now);
+        }
     }
 
     /// The AI leg ended without an answer: the caller hears a fitting final response.

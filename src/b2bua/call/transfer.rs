@@ -1,66 +1,39 @@
-//! The call's side of a transfer (RFC 3515): the AI agent's REFER, the INVITE to the
-//! target, the NOTIFYs back to the AI agent, the media switch and the release of the
-//! AI leg. What goes into the INVITE and who may be dialled is decided by the pure
-//! functions of `b2bua::transfer`; this is the state machine around them.
+//! The call's side of a transfer (RFC 3515): the AI agent's REFER, and the one
+//! place where the transfer machine's actions are carried out. What a transfer
+//! decides lives in `b2bua::transfer::machine`; what its INVITE carries and who
+//! may be dialled in the pure functions beside it; the target's leg and its
+//! answers in `transfer_target`.
 
-use super::setup::local_host_port;
-use super::{contact_for, resolve, Call, CallEvent, Leg, Phase, Side};
-use crate::b2bua::policy::ALLOW;
-use crate::b2bua::transfer::{
-    notify, parse_refer_to, transfer_from, transfer_headers, Destination, DestinationKind,
+use super::pending::{CancelStep, PendingInvite};
+use super::{Call, Phase, Side};
+use crate::b2bua::transfer::machine::{
+    admit_refer, Action, Event, Limits, NotifyState, ReferRefusal, TransferMachine,
 };
+use crate::b2bua::transfer::{notify, parse_refer_to};
 use crate::metrics::Metrics;
 use crate::session::TransferRecord;
-use crate::sip::dialog::Dialog;
-use crate::sip::message::{generate_branch, generate_tag, Message, Method, NameAddr, SipUri, Via};
+use crate::sip::message::{Message, Method};
+use crate::sip::transaction::set::cancel_for;
 use crate::sip::transaction::TxId;
-use crate::sip::transport::{Peer, Transport};
-use rand::Rng;
+use crate::sip::transport::Peer;
+use bytes::Bytes;
+use std::collections::VecDeque;
 use std::time::{Instant, SystemTime};
 
-/// How long the implicit subscription of a REFER lasts (RFC 3515 2.4.6): the
-/// final NOTIFY ends it long before.
-pub(super) const SUBSCRIPTION_SECS: u32 = 120;
-
-/// Where a transfer is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum State {
-    /// The target's address is being looked up (DNS, TCP connect).
-    Resolving,
-    /// Our INVITE to the target is pending.
-    Inviting,
-    /// The target answered; the caller is with it.
-    Answered,
-    /// The transfer failed or was abandoned and the AI agent has been told (or
-    /// is gone); our INVITE may still await its final answer after a CANCEL.
-    Abandoned,
-}
-
-/// One transfer in progress.
-pub(super) struct Transfer {
-    pub(super) state: State,
-    /// CSeq number of the REFER: the `id` of the `Event: refer` of its NOTIFYs.
-    pub(super) refer_cseq: u32,
-    /// NOTIFYs are sent (no `Refer-Sub: false`, and the AI leg is still there).
-    pub(super) notify: bool,
-    pub(super) dest: Destination,
-    /// Bumped on every new attempt, so a late lookup result for an old one is ignored.
-    pub(super) generation: u32,
-    pub(super) invite_tx: Option<TxId>,
-    /// Our last INVITE to the target, for a retry with credentials (its
-    /// transaction may be gone by the time the 401 is handled: TCP has no Timer D).
-    pub(super) invite: Option<Message>,
-    pub(super) got_provisional: bool,
-    /// CANCEL as soon as the target sends a provisional response.
-    pub(super) cancel_on_provisional: bool,
-    pub(super) cancelled: bool,
-    pub(super) redirects: u32,
-    pub(super) auth_tried: bool,
-    pub(super) ring_deadline: Option<Instant>,
-    /// The final NOTIFY (after a 2xx) and when the AI leg goes regardless.
+/// A transfer in progress: the machine and what the call keeps for it.
+pub(super) struct TransferRun {
+    pub(super) machine: TransferMachine,
+    /// The target's INVITE while it awaits its final answer.
+    pub(super) invite: Option<PendingInvite>,
+    /// That INVITE as sent, for a retry with credentials (its transaction may
+    /// be gone when the 401 is handled: TCP has no Timer D). Kept only when the
+    /// destination has credentials; a `Bytes` handle, not a copy.
+    pub(super) wire: Option<Bytes>,
+    /// Where the lookup of the current attempt found the target.
+    pub(super) resolved: Option<Peer>,
     pub(super) final_notify_tx: Option<TxId>,
-    pub(super) release_ai_at: Option<Instant>,
-    pub(super) refer_at: Instant,
+    /// Headers from the Refer-To URI copied onto the transfer INVITE.
+    pub(super) refer_headers: Vec<(String, String)>,
     /// The index of this attempt in the session's transfer records.
     pub(super) record: usize,
 }
@@ -69,18 +42,17 @@ impl Call {
     /// A REFER on one of the call's legs.
     pub(super) fn on_refer(&mut self, side: Side, tx: TxId, req: &Message, now: Instant) {
         Metrics::inc(&self.sh.metrics.refers_received_total);
-        if side != Side::Ai || self.far != Side::Ai || self.phase != Phase::Answered {
-            // Only the AI agent hands calls off, once, in a confirmed call.
-            tracing::info!(from = ?side, "REFER refused: not from the AI agent of a live call");
-            return self.refuse_refer(tx, req, 403, "Transfer not allowed on this leg", now);
-        }
-        if self.transfer.is_some() {
-            return self.refuse_refer(tx, req, 491, "", now);
-        }
-        if self.media.is_none() {
-            // Without the relay the caller's media cannot be moved without a
-            // re-INVITE to the caller, which handoff does not do.
-            return self.refuse_refer(tx, req, 501, "Transfer needs media relay mode", now);
+        if let Err(refusal) = admit_refer(
+            side == Side::Ai,
+            self.far == Side::Ai,
+            self.phase == Phase::Answered,
+            self.transfer.as_ref().map(|t| &t.machine),
+            self.media.is_some(),
+        ) {
+            if refusal == ReferRefusal::NotAllowedOnLeg {
+                tracing::info!(from = ?side, "REFER refused: not from the AI agent of a live call");
+            }
+            return self.refuse_refer(tx, req, refusal.status(), refusal.reason(), now);
         }
         let values: Vec<&str> = req.header_values("Refer-To").collect();
         let target = match parse_refer_to(&values) {
@@ -99,22 +71,22 @@ impl Call {
                 return self.refuse_refer(tx, req, 403, "Transfer target not allowed", now);
             }
         };
-        let notify = !notify::refer_sub_disabled(req.header("Refer-Sub"));
+        let subscribe = !notify::refer_sub_disabled(req.header("Refer-Sub"));
         let mut accepted = self.response_for(req, 202);
-        if !notify {
+        if !subscribe {
             // RFC 4488 4: we agree to do without the subscription.
             accepted.push("Refer-Sub", "false");
         }
         self.txs.respond(tx, &accepted, now, &mut self.events);
-        self.flush(now);
         Metrics::inc(&self.sh.metrics.transfers_total);
         tracing::info!(target = %dest.uri, destination = dest.name.as_deref().unwrap_or(""), "transfer accepted");
 
+        let wall = SystemTime::now();
         let record = self.record_transfer(TransferRecord {
             target: dest.uri.as_str().to_owned(),
             destination: dest.name.clone(),
             status: None,
-            requested_at: SystemTime::now(),
+            requested_at: wall,
             invite_sent_at: None,
             completed_at: None,
         });
@@ -122,33 +94,28 @@ impl Call {
         for o in &copied.omitted {
             tracing::warn!(header = %o.name, problem = ?o.problem, "Refer-To header not copied");
         }
-        self.refer_headers = copied.headers;
-        self.transfer = Some(Box::new(Transfer {
-            state: State::Resolving,
-            refer_cseq: req.cseq().map_or(0, |c| c.seq),
-            notify,
-            dest,
-            generation: 0,
-            invite_tx: None,
+        let settings = &policy.settings;
+        let limits = Limits {
+            max_redirects: settings.max_redirects,
+            ring_timeout: settings.ring_timeout(),
+            notify_timeout: settings.notify_timeout(),
+        };
+        let target_text = dest.uri.as_str().to_owned();
+        let refer_cseq = req.cseq().map_or(0, |c| c.seq);
+        let (machine, actions) =
+            TransferMachine::start(dest, target_text, refer_cseq, subscribe, limits, now, wall);
+        self.transfer = Some(Box::new(TransferRun {
+            machine,
             invite: None,
-            got_provisional: false,
-            cancel_on_provisional: false,
-            cancelled: false,
-            redirects: 0,
-            auth_tried: false,
-            ring_deadline: None,
+            wire: None,
+            resolved: None,
             final_notify_tx: None,
-            release_ai_at: None,
-            refer_at: now,
+            refer_headers: copied.headers,
             record,
         }));
-        // The INVITE first, then the first NOTIFY (RFC 3515 2.4.4): building and
-        // sending the NOTIFY before it added to the REFER-to-INVITE time. The
-        // target's answer is handled by this task only after both are out, so the
-        // AI agent still hears 100 Trying first. A transfer that failed at once
-        // has sent its final NOTIFY already, and then no 100 follows.
-        self.dial_target(now);
-        self.send_notify(100, "", false, now);
+        // The INVITE first, then the first NOTIFY (RFC 3515 2.4.4): the machine
+        // asks for the NOTIFY once the dial has started.
+        self.run_transfer(actions, None, now);
     }
 
     fn refuse_refer(&mut self, tx: TxId, req: &Message, status: u16, reason: &str, now: Instant) {
@@ -158,212 +125,292 @@ impl Call {
             resp.set_reason(reason.to_owned());
         }
         self.txs.respond(tx, &resp, now, &mut self.events);
-        self.flush(now);
     }
 
-    /// Find where the transfer's target is, then invite it. An IP literal over
-    /// UDP goes at once; a name (DNS) or TCP (connect) is done on a task whose
-    /// result comes back through the call's inbox.
-    pub(super) fn dial_target(&mut self, now: Instant) {
+    /// Tell the transfer machine what happened, and carry out what it asks.
+    pub(super) fn transfer_event(&mut self, event: Event<'_>, now: Instant) {
+        self.transfer_event_with(event, None, now);
+    }
+
+    /// The same, with the target's response at hand for the actions that need it.
+    pub(super) fn transfer_event_with(
+        &mut self,
+        event: Event<'_>,
+        resp: Option<&Message>,
+        now: Instant,
+    ) {
+        let Some(run) = self.transfer.as_mut() else {
+            return;
+        };
+        let actions = run.machine.handle(event, now);
+        self.run_transfer(actions, resp, now);
+    }
+
+    /// The one place transfer actions are carried out, in order. An action
+    /// whose outcome the machine needs feeds it back here; its new actions go
+    /// to the back of the queue. Nothing is re-entered.
+    fn run_transfer(&mut self, actions: Vec<Action>, resp: Option<&Message>, now: Instant) {
+        let mut queue: VecDeque<Action> = actions.into();
+        let mut end_call = false;
+        while let Some(action) = queue.pop_front() {
+            if action == Action::EndCall {
+                end_call = true;
+                continue;
+            }
+            let Some(event) = self.execute(action, resp, now) else {
+                continue;
+            };
+            let Some(run) = self.transfer.as_mut() else {
+                break;
+            };
+            queue.extend(run.machine.handle(event, now));
+        }
+        if self
+            .transfer
+            .as_ref()
+            .is_some_and(|t| t.machine.state() == crate::b2bua::transfer::machine::State::Done)
+        {
+            self.transfer = None;
+        }
+        if end_call {
+            // The AI agent left during the transfer: nobody is left for the caller.
+            self.note_ended_by(crate::events::EndedBy::Agent);
+            self.end_call(now);
+        }
+    }
+
+    fn execute(
+        &mut self,
+        action: Action,
+        resp: Option<&Message>,
+        now: Instant,
+    ) -> Option<Event<'static>> {
+        match action {
+            Action::Dial { generation } => Some(self.dial_target(generation, now)),
+            Action::SendInvite => {
+                let peer = self.transfer.as_mut()?.resolved.take()?;
+                Some(match self.send_transfer_invite(peer, now) {
+                    Ok(()) => Event::InviteSent,
+                    Err((status, reason)) => Event::DialFailed { status, reason },
+                })
+            }
+            Action::SendInviteWithAuth { header, value } => {
+                Some(self.retry_with_credentials(header, value, now))
+            }
+            Action::Notify {
+                id,
+                status,
+                reason,
+                state,
+            } => {
+                let last = state == NotifyState::Terminated;
+                let sent = self.send_notify(id, status, &reason, state, now);
+                if last {
+                    match sent {
+                        Some(tx) => self.transfer.as_mut()?.final_notify_tx = Some(tx),
+                        // Nobody to tell: nothing to wait for.
+                        None => return Some(Event::FinalNotifyDone),
+                    }
+                }
+                None
+            }
+            Action::SwitchMedia => Some(Event::MediaSwitched(self.switch_media(resp, now))),
+            Action::DropMedia => {
+                if let Some(m) = self.media.as_mut() {
+                    m.drop_new_leg(Side::Target);
+                }
+                None
+            }
+            Action::CancelTarget => {
+                self.cancel_target(now);
+                None
+            }
+            Action::ByeTarget => {
+                self.bye_leg(Side::Target, now);
+                None
+            }
+            Action::ReleaseAi => {
+                if let Some(t) = self.transfer.as_mut() {
+                    t.final_notify_tx = None;
+                }
+                self.bye_leg(Side::Ai, now);
+                None
+            }
+            Action::Report(attempt) => {
+                let record = self.transfer.as_ref()?.record;
+                self.update_record(record, |r| {
+                    r.status = attempt.status;
+                    r.invite_sent_at = attempt.invite_sent_at;
+                    r.completed_at = attempt.completed_at;
+                });
+                if attempt.status.is_some() {
+                    self.emit_transferred(record);
+                }
+                None
+            }
+            Action::Count { succeeded } => {
+                if succeeded {
+                    Metrics::inc(&self.sh.metrics.transfers_succeeded_total);
+                } else {
+                    Metrics::inc(&self.sh.metrics.transfers_failed_total);
+                    tracing::info!("transfer failed, the caller stays with the AI agent");
+                }
+                None
+            }
+            Action::EndCall => None,
+        }
+    }
+
+    /// A NOTIFY about the transfer to the AI agent; its transaction, or `None`
+    /// when the AI leg is gone.
+    fn send_notify(
+        &mut self,
+        id: u32,
+        status: u16,
+        reason: &str,
+        state: NotifyState,
+        now: Instant,
+    ) -> Option<TxId> {
+        if self.legs[Side::Ai as usize].is_ending() {
+            return None;
+        }
+        // The dialog's request carries our Contact already (RFC 6665 4.1.2.2).
+        let mut m = self.new_request(Side::Ai, Method::Notify);
+        m.push("Event", notify::event_value(id));
+        m.push(
+            "Subscription-State",
+            match state {
+                NotifyState::Active { expires } => notify::subscription_active(expires),
+                NotifyState::Terminated => notify::SUBSCRIPTION_TERMINATED.to_owned(),
+            },
+        );
+        m.push("Content-Type", notify::SIPFRAG_CONTENT_TYPE);
+        m.set_body(Bytes::from(notify::sipfrag(status, reason)));
+        Some(self.send_request(Side::Ai, m, now))
+    }
+
+    /// CANCEL our INVITE to the target, now if it has sent a provisional
+    /// response, else when it does (RFC 3261 9.1).
+    fn cancel_target(&mut self, now: Instant) {
+        let Some(p) = self.transfer.as_mut().and_then(|t| t.invite.as_mut()) else {
+            return; // Its final answer is in: nothing to cancel.
+        };
+        let tx = p.tx();
+        if p.cancel() == CancelStep::Now {
+            self.send_cancel(Side::Target, tx, now);
+        }
+    }
+
+    /// CANCEL the client INVITE `tx` on `side`.
+    pub(super) fn send_cancel(&mut self, side: Side, tx: TxId, now: Instant) {
+        if let Some(cancel) = self.txs.request(tx).map(cancel_for) {
+            self.send_request(side, cancel, now);
+        }
+    }
+
+    /// The transfer is still trying to reach the target (the AI agent may not
+    /// start another, and its leaving does not end the call).
+    pub(super) fn transfer_running(&self) -> bool {
+        self.transfer.as_ref().is_some_and(|t| t.machine.running())
+    }
+
+    /// The AI agent hung up while it was not (or no longer) the caller's peer.
+    pub(super) fn on_far_leg_gone(&mut self, side: Side, now: Instant) {
+        if side == Side::Ai {
+            tracing::info!("AI agent left; the transfer goes on");
+            self.transfer_event(Event::AiGone, now);
+        }
+    }
+
+    pub(super) fn transfer_deadline(&self) -> Option<Instant> {
+        let t = self.transfer.as_ref()?;
+        [
+            t.machine.deadline(),
+            t.invite.as_ref().and_then(PendingInvite::deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    pub(super) fn on_transfer_tick(&mut self, now: Instant) {
         let Some(t) = self.transfer.as_mut() else {
             return;
         };
-        t.generation = t.generation.wrapping_add(1);
-        t.state = State::Resolving;
-        let generation = t.generation;
-        let dest = t.dest.clone();
-        let Some((uri, transport)) = self.request_target(&dest) else {
-            tracing::warn!("tel: transfer target but no [transfer] pstn_gateway");
-            return self.transfer_failed(503, "No PSTN gateway", now);
-        };
-        if transport == Transport::Udp {
-            if let Ok(ip) = uri
-                .host
-                .trim_matches(['[', ']'])
-                .parse::<std::net::IpAddr>()
-            {
-                let peer = Peer::udp(std::net::SocketAddr::new(ip, uri.port.unwrap_or(5060)));
-                return self.send_transfer_invite(peer, now);
-            }
+        if t.invite.as_mut().is_some_and(|p| p.take_expired(now)) {
+            tracing::info!("transfer target did not answer in time");
+            return self.transfer_event(Event::RingTimeout, now);
         }
-        let Some(inbox) = self.inbox() else { return };
-        let layer = self.transport.clone();
-        tokio::spawn(async move {
-            let peer = match resolve(&uri).await {
-                None => None,
-                Some(addr) if transport == Transport::Udp => Some(Peer::udp(addr)),
-                Some(addr) => layer.connect_tcp(addr).await.ok(),
-            };
-            let _ = inbox
-                .send(CallEvent::TargetResolved { generation, peer })
-                .await;
-        });
+        let actions = t.machine.tick(now);
+        if !actions.is_empty() {
+            tracing::info!("no answer to the final NOTIFY; releasing the AI leg");
+        }
+        self.run_transfer(actions, None, now);
     }
 
-    /// The Request-URI and transport of the INVITE for a destination: its own
-    /// URI, or for a telephone number the PSTN gateway with that number.
-    fn request_target(&self, dest: &Destination) -> Option<(SipUri, Transport)> {
-        let uri = if dest.kind == DestinationKind::Tel {
-            let gw = self.sh.transfer.pstn_gateway.as_ref()?;
-            let number = dest.uri.user.clone().unwrap_or_default();
-            let text = format!(
-                "sip:{number}@{}{};user=phone",
-                gw.host,
-                gw.port.map(|p| format!(":{p}")).unwrap_or_default()
-            );
-            let mut uri = SipUri::parse(&text)?;
-            if let Some(t) = gw.transport() {
-                uri = SipUri::parse(&format!("{text};transport={t}"))?;
-            }
-            uri
-        } else {
-            dest.uri.clone()
-        };
-        let transport = dest
-            .transport
-            .or_else(|| uri.transport().and_then(|t| Transport::from_name(&t)))
-            .unwrap_or(Transport::Udp);
-        Some((uri, transport))
-    }
-
-    /// The target's address is known (or could not be found).
-    pub(super) fn on_target_resolved(&mut self, generation: u32, peer: Option<Peer>, now: Instant) {
-        let current = self
-            .transfer
-            .as_ref()
-            .is_some_and(|t| t.generation == generation && t.state == State::Resolving);
-        if !current {
-            return;
-        }
-        match peer {
-            Some(peer) => self.send_transfer_invite(peer, now),
-            None => {
-                tracing::warn!("transfer target unreachable (DNS or connection)");
-                self.transfer_failed(503, "Service Unavailable", now);
-            }
-        }
-    }
-
-    /// Build the target leg and its INVITE, and send it.
-    fn send_transfer_invite(&mut self, peer: Peer, now: Instant) {
+    /// Whether `tx` is the transfer's INVITE or its final NOTIFY, and if so handle
+    /// the response. Returns whether it was.
+    pub(super) fn on_transfer_client_response(
+        &mut self,
+        tx: TxId,
+        resp: &Message,
+        now: Instant,
+    ) -> bool {
         let Some(t) = self.transfer.as_ref() else {
-            return;
+            return false;
         };
-        let dest = t.dest.clone();
-        let Some((uri, _)) = self.request_target(&dest) else {
-            return self.transfer_failed(503, "No PSTN gateway", now);
-        };
-        // The session as it is now: a ticket stamped a moment ago goes out.
-        let Some(session) = self.sh.sessions.get(&self.session_id) else {
-            return self.transfer_failed(500, "Session gone", now);
-        };
-        let sh = self.sh.clone();
-        let policy = &sh.transfer;
-        let sdp = match self.media.as_mut().map(|m| {
-            m.offer_for_new_leg(
-                &sh.media.as_ref().expect("media mode has a pool").pool,
-                Side::Target,
-                &dest.codecs,
-            )
-        }) {
-            Some(Ok(sdp)) => sdp,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "no SDP offer for the transfer target");
-                return self.transfer_failed(e.status(), "Cannot offer media", now);
+        if t.invite.as_ref().is_some_and(|p| p.tx() == tx) {
+            self.on_target_response(tx, resp, now);
+            return true;
+        }
+        if t.final_notify_tx == Some(tx) {
+            if resp.status().is_some_and(|s| s >= 200) {
+                self.transfer_event(Event::FinalNotifyDone, now);
             }
-            None => return self.transfer_failed(501, "Not Implemented", now),
-        };
-
-        let (host, port) = local_host_port(&self.sh, &self.transport, peer);
-        let contact = contact_for(&host, port, peer.transport);
-        let mut m = Message::request(Method::Invite, uri.as_str());
-        m.push(
-            "Via",
-            Via::ours(peer.transport.via_name(), &host, port, &generate_branch()),
-        );
-        m.push("Max-Forwards", "70");
-        m.push(
-            "From",
-            transfer_from(&session, &host, &generate_tag(), &policy.fallback_from),
-        );
-        m.push("To", NameAddr::format(None, uri.as_str(), None));
-        let n: u128 = rand::thread_rng().gen();
-        m.push("Call-ID", format!("{n:032x}"));
-        m.push("CSeq", "1 INVITE");
-        m.push("Contact", contact.clone());
-        m.push("Allow", ALLOW);
-        m.push("User-Agent", self.sh.settings.user_agent.clone());
-        let headers = transfer_headers(&session, &dest, &policy.settings);
-        for o in &headers.omitted {
-            tracing::warn!(header = %o.name, problem = ?o.problem, "transfer header left out");
+            return true;
         }
-        for (name, value) in headers.headers {
-            m.push(name, value);
-        }
-        for (name, value) in &self.refer_headers {
-            let _ = m.push_checked(name, value);
-        }
-        m.push("Content-Type", "application/sdp");
-        m.set_body(sdp);
-
-        let Some(dialog) = Dialog::uac(&m, peer, contact) else {
-            return self.transfer_failed(500, "Server Internal Error", now);
-        };
-        let call_id = dialog.call_id.clone();
-        let leg = Leg::new(dialog, host, port);
-        if self.legs.len() > Side::Target as usize {
-            let old = std::mem::replace(&mut self.legs[Side::Target as usize], leg);
-            self.old_call_ids.push(old.dialog.call_id);
-        } else {
-            self.legs.push(leg);
-        }
-        if let Some(inbox) = self.inbox() {
-            self.sh.register_call_id(call_id, inbox);
-        }
-        if let Some(hold) = self.transport.hold(&peer) {
-            self._holds.push(hold);
-        }
-        let copy = m.clone();
-        let id = self.send_request(Side::Target, m, now);
-        let ring = self.sh.transfer.settings.ring_timeout();
-        let latency = now.elapsed() + now.saturating_duration_since(self.transfer_refer_at());
-        if let Some(t) = self.transfer.as_mut() {
-            t.invite_tx = Some(id);
-            t.invite = Some(copy);
-            t.state = State::Inviting;
-            t.got_provisional = false;
-            t.cancel_on_provisional = false;
-            t.cancelled = false;
-            t.ring_deadline.get_or_insert(now + ring);
-            let record = t.record;
-            let first = t.redirects == 0 && !t.auth_tried;
-            if first {
-                self.sh
-                    .metrics
-                    .transfer_setup_seconds
-                    .observe(latency.as_secs_f64());
-            }
-            self.update_record(record, |r| {
-                r.invite_sent_at.get_or_insert(SystemTime::now());
-            });
-        }
-        tracing::info!(
-            latency_us = latency.as_micros() as u64,
-            "transfer INVITE sent"
-        );
+        false
     }
 
-    fn transfer_refer_at(&self) -> Instant {
-        self.transfer
-            .as_ref()
-            .map_or_else(Instant::now, |t| t.refer_at)
+    /// A transaction of the transfer ended without a response (`status`: 408 for a
+    /// timeout, 503 for a transport error). Returns whether it was one.
+    pub(super) fn on_transfer_client_failure(
+        &mut self,
+        tx: TxId,
+        status: u16,
+        now: Instant,
+    ) -> bool {
+        let Some(t) = self.transfer.as_mut() else {
+            return false;
+        };
+        if t.invite.as_ref().is_some_and(|p| p.tx() == tx) {
+            t.invite = None;
+            self.leg(Side::Target).end();
+            self.transfer_event(Event::Rejected { status, reason: "" }, now);
+            return true;
+        }
+        if t.final_notify_tx == Some(tx) {
+            self.transfer_event(Event::FinalNotifyDone, now);
+            return true;
+        }
+        false
     }
 
-    /// The call's own inbox, for results of work done on other tasks.
-    fn inbox(&self) -> Option<tokio::sync::mpsc::Sender<CallEvent>> {
+    pub(super) fn record_transfer(&self, record: TransferRecord) -> usize {
         self.sh
-            .calls
-            .get(self.legs[Side::Caller as usize].dialog.call_id.as_str())
-            .map(|e| e.value().clone())
+            .sessions
+            .update(&self.session_id, |s| {
+                s.transfers.push(record);
+                s.transfers.len() - 1
+            })
+            .unwrap_or(0)
+    }
+
+    pub(super) fn update_record(&self, index: usize, f: impl FnOnce(&mut TransferRecord)) {
+        self.sh.sessions.update(&self.session_id, |s| {
+            if let Some(r) = s.transfers.get_mut(index) {
+                f(r);
+            }
+        });
     }
 }

@@ -315,6 +315,15 @@ impl TransactionSet {
             .and_then(|e| e.request.as_deref())
     }
 
+    /// The request of a client transaction as it went on the wire (a cheap
+    /// handle on the same bytes).
+    pub fn wire(&self, id: TxId) -> Option<bytes::Bytes> {
+        self.entries
+            .iter()
+            .find(|e| e.id == id && e.is_client)
+            .map(|e| e.wire.clone())
+    }
+
     /// The peer a transaction talks to.
     pub fn peer(&self, id: TxId) -> Option<Peer> {
         self.entries.iter().find(|e| e.id == id).map(|e| e.peer)

@@ -77,6 +77,13 @@ pub async fn expect_notify(
 ) -> (String, String) {
     let n = tr.rig.agent.expect_request(Method::Notify, WAIT).await;
     assert_in_dialog(&n.msg, &m.call.agent_dlg, "NOTIFY");
+    // One Contact (RFC 6665 4.1.2.2); the dialog's builder and the NOTIFY
+    // code once both added one.
+    assert_eq!(
+        n.msg.header_values("Contact").count(),
+        1,
+        "Contact header fields on a NOTIFY"
+    );
     let seq = refer.cseq().expect("CSeq").seq;
     assert_eq!(
         n.msg.header("Event"),

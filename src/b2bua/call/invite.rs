@@ -1,0 +1,56 @@
+//! The one builder of the INVITEs handoff originates (to the AI agent, to a
+//! transfer target): a new dialog's identity and what every one of them
+//! carries. What else goes in (session headers, the body) is the caller's.
+
+use super::contact_for;
+use crate::b2bua::policy::ALLOW;
+use crate::sip::message::{generate_branch, Message, Method, Via};
+use crate::sip::transport::Transport;
+use rand::Rng;
+
+/// A new dialog's first INVITE.
+pub(super) struct NewInvite<'a> {
+    pub request_uri: &'a str,
+    /// The From value, our tag included.
+    pub from: String,
+    /// The To value (no tag).
+    pub to: String,
+    pub transport: Transport,
+    /// Our address for this leg (Via and Contact).
+    pub host: &'a str,
+    pub port: u16,
+    pub max_forwards: u32,
+    pub user_agent: &'a str,
+}
+
+impl NewInvite<'_> {
+    /// The request, and our Contact for the dialog it starts.
+    pub fn build(self) -> (Message, String) {
+        let contact = contact_for(self.host, self.port, self.transport);
+        let mut m = Message::request(Method::Invite, self.request_uri);
+        m.push(
+            "Via",
+            Via::ours(
+                self.transport.via_name(),
+                self.host,
+                self.port,
+                &generate_branch(),
+            ),
+        );
+        m.push("Max-Forwards", self.max_forwards.to_string());
+        m.push("From", self.from);
+        m.push("To", self.to);
+        m.push("Call-ID", generate_call_id());
+        m.push("CSeq", "1 INVITE");
+        m.push("Contact", contact.clone());
+        m.push("Allow", ALLOW);
+        m.push("User-Agent", self.user_agent.to_owned());
+        (m, contact)
+    }
+}
+
+/// A Call-ID for a dialog we start: 128 random bits (RFC 3261 8.1.1.4).
+fn generate_call_id() -> String {
+    let n: u128 = rand::thread_rng().gen();
+    format!("{n:032x}")
+}

@@ -1,0 +1,364 @@
+//! The transfer target's leg: finding the target, its INVITE (and the retry
+//! with credentials), moving the caller's media to it, and its answers turned
+//! into events for the transfer machine.
+
+use super::invite::NewInvite;
+use super::leg::Leg;
+use super::pending::PendingInvite;
+use super::setup::local_host_port;
+use super::{resolve, Call, CallEvent, Side};
+use crate::b2bua::transfer::digest;
+use crate::b2bua::transfer::machine::Event;
+use crate::b2bua::transfer::TransferPolicy;
+use crate::b2bua::transfer::{transfer_from, transfer_headers, Destination, DestinationKind};
+use crate::metrics::Metrics;
+use crate::sip::dialog::Dialog;
+use crate::sip::message::{generate_tag, Message, NameAddr, SipUri};
+use crate::sip::transaction::TxId;
+use crate::sip::transport::{Peer, Transport};
+use rand::Rng;
+use std::time::Instant;
+
+/// The Request-URI and transport of the INVITE for a destination: its own
+/// URI, or for a telephone number the PSTN gateway with that number.
+fn request_target(policy: &TransferPolicy, dest: &Destination) -> Option<(SipUri, Transport)> {
+    let uri = if dest.kind == DestinationKind::Tel {
+        let gw = policy.pstn_gateway.as_ref()?;
+        let number = dest.uri.user.clone().unwrap_or_default();
+        let text = format!(
+            "sip:{number}@{}{};user=phone",
+            gw.host,
+            gw.port.map(|p| format!(":{p}")).unwrap_or_default()
+        );
+        let mut uri = SipUri::parse(&text)?;
+        if let Some(t) = gw.transport() {
+            uri = SipUri::parse(&format!("{text};transport={t}"))?;
+        }
+        uri
+    } else {
+        dest.uri.clone()
+    };
+    let transport = dest
+        .transport
+        .or_else(|| uri.transport().and_then(|t| Transport::from_name(&t)))
+        .unwrap_or(Transport::Udp);
+    Some((uri, transport))
+}
+
+const NO_GATEWAY: (u16, &str) = (503, "No PSTN gateway");
+
+impl Call {
+    /// Find where the transfer's target is, then invite it. An IP literal over
+    /// UDP goes at once; a name (DNS) or TCP (connect) is done on a task whose
+    /// result comes back through the call's inbox.
+    pub(super) fn dial_target(&mut self, generation: u32, now: Instant) -> Event<'static> {
+        let Some(t) = self.transfer.as_ref() else {
+            return Event::DialFailed {
+                status: 500,
+                reason: "Server Internal Error",
+            };
+        };
+        let Some((uri, transport)) = request_target(&self.sh.transfer, t.machine.destination())
+        else {
+            tracing::warn!("tel: transfer target but no [transfer] pstn_gateway");
+            let (status, reason) = NO_GATEWAY;
+            return Event::DialFailed { status, reason };
+        };
+        if transport == Transport::Udp {
+            if let Ok(ip) = uri
+                .host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+            {
+                let peer = Peer::udp(std::net::SocketAddr::new(ip, uri.port.unwrap_or(5060)));
+                return match self.send_transfer_invite(peer, now) {
+                    Ok(()) => Event::DialStarted { sent: true },
+                    Err((status, reason)) => Event::DialFailed { status, reason },
+                };
+            }
+        }
+        if let Some(inbox) = self.inbox() {
+            let layer = self.transport.clone();
+            tokio::spawn(async move {
+                let peer = match resolve(&uri).await {
+                    None => None,
+                    Some(addr) if transport == Transport::Udp => Some(Peer::udp(addr)),
+                    Some(addr) => layer.connect_tcp(addr).await.ok(),
+                };
+                let _ = inbox
+                    .send(CallEvent::TargetResolved { generation, peer })
+                    .await;
+            });
+        }
+        Event::DialStarted { sent: false }
+    }
+
+    /// The target's address is known (or could not be found).
+    pub(super) fn on_target_resolved(&mut self, generation: u32, peer: Option<Peer>, now: Instant) {
+        let Some(t) = self.transfer.as_mut() else {
+            return;
+        };
+        if peer.is_none() && t.machine.generation() == generation {
+            tracing::warn!("transfer target unreachable (DNS or connection)");
+        }
+        t.resolved = peer;
+        let reachable = peer.is_some();
+        self.transfer_event(
+            Event::Resolved {
+                generation,
+                reachable,
+            },
+            now,
+        );
+    }
+
+    /// Build the target leg and its INVITE, and send it.
+    pub(super) fn send_transfer_invite(
+        &mut self,
+        peer: Peer,
+        now: Instant,
+    ) -> Result<(), (u16, &'static str)> {
+        let sh = self.sh.clone();
+        let policy = &sh.transfer;
+        let Some(t) = self.transfer.as_ref() else {
+            return Err((500, "Server Internal Error"));
+        };
+        let dest = t.machine.destination();
+        let (uri, _) = request_target(policy, dest).ok_or(NO_GATEWAY)?;
+        // The session as it is now: a ticket stamped a moment ago goes out.
+        let session = sh
+            .sessions
+            .get(&self.session_id)
+            .ok_or((500, "Session gone"))?;
+        let sdp = match self.media.as_mut().map(|m| {
+            let pool = &sh.media.as_ref().expect("media mode has a pool").pool;
+            m.offer_for_new_leg(pool, Side::Target, &dest.codecs)
+        }) {
+            Some(Ok(sdp)) => sdp,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "no SDP offer for the transfer target");
+                return Err((e.status(), "Cannot offer media"));
+            }
+            None => return Err((501, "Not Implemented")),
+        };
+
+        let (host, port) = local_host_port(&sh, &self.transport, peer);
+        let (mut m, contact) = NewInvite {
+            request_uri: uri.as_str(),
+            from: transfer_from(&session, &host, &generate_tag(), &policy.fallback_from),
+            to: NameAddr::format(None, uri.as_str(), None),
+            transport: peer.transport,
+            host: &host,
+            port,
+            max_forwards: 70,
+            user_agent: &sh.settings.user_agent,
+        }
+        .build();
+        let headers = transfer_headers(&session, dest, &policy.settings);
+        for o in &headers.omitted {
+            tracing::warn!(header = %o.name, problem = ?o.problem, "transfer header left out");
+        }
+        for (name, value) in headers.headers {
+            m.push(name, value);
+        }
+        for (name, value) in &t.refer_headers {
+            let _ = m.push_checked(name, value);
+        }
+        m.push("Content-Type", "application/sdp");
+        m.set_body(sdp);
+        let keep_wire = dest.credentials.is_some();
+
+        let dialog = Dialog::uac(&m, peer, contact).ok_or((500, "Server Internal Error"))?;
+        let call_id = dialog.call_id.clone();
+        let leg = Leg::new(dialog, host, port);
+        if self.legs.len() > Side::Target as usize {
+            let old = std::mem::replace(&mut self.legs[Side::Target as usize], leg);
+            self.old_call_ids.push(old.take_call_id());
+        } else {
+            self.legs.push(leg);
+        }
+        if let Some(inbox) = self.inbox() {
+            self.sh.register_call_id(call_id, inbox);
+        }
+        if let Some(hold) = self.transport.hold(&peer) {
+            self._holds.push(hold);
+        }
+        let id = self.send_request(Side::Target, m, now);
+        let Some(t) = self.transfer.as_mut() else {
+            return Ok(());
+        };
+        let deadline = now + sh.transfer.settings.ring_timeout();
+        t.invite = Some(PendingInvite::new(
+            id,
+            Some(t.machine.ring_deadline().unwrap_or(deadline)),
+        ));
+        t.wire = keep_wire.then(|| self.txs.wire(id)).flatten();
+        let latency = now.elapsed() + now.saturating_duration_since(t.machine.refer_at());
+        if t.machine.first_invite() {
+            self.sh
+                .metrics
+                .transfer_setup_seconds
+                .observe(latency.as_secs_f64());
+        }
+        tracing::info!(
+            latency_us = latency.as_micros() as u64,
+            "transfer INVITE sent"
+        );
+        Ok(())
+    }
+
+    /// The last INVITE again with credentials (RFC 3261 22.2).
+    pub(super) fn retry_with_credentials(
+        &mut self,
+        header: &'static str,
+        value: String,
+        now: Instant,
+    ) -> Event<'static> {
+        let failed = Event::DialFailed {
+            status: 500,
+            reason: "Server Internal Error",
+        };
+        let Some(wire) = self.transfer.as_mut().and_then(|t| t.wire.take()) else {
+            return failed;
+        };
+        let Ok(invite) = crate::sip::message::parse(wire) else {
+            return failed;
+        };
+        let retry = self.leg(Side::Target).retry_invite(invite, header, value);
+        let id = self.send_request(Side::Target, retry, now);
+        if let Some(t) = self.transfer.as_mut() {
+            t.invite = Some(PendingInvite::new(id, t.machine.ring_deadline()));
+        }
+        Event::InviteSent
+    }
+
+    /// The target answered: move the caller's media to it.
+    pub(super) fn switch_media(
+        &mut self,
+        resp: Option<&Message>,
+        now: Instant,
+    ) -> Result<(), (u16, &'static str)> {
+        let switched = match (self.media.as_mut(), resp) {
+            (Some(m), Some(resp)) => Some(
+                m.learn_answer(Side::Target, resp)
+                    .map(|()| m.switch_to(Side::Target).is_some()),
+            ),
+            _ => None,
+        };
+        match switched {
+            Some(Ok(true)) => {}
+            Some(Ok(false)) | None => return Err((500, "Media switch failed")),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "transfer target's SDP answer refused");
+                Metrics::inc(&self.sh.metrics.sdp_rejected_total);
+                return Err((488, "Not Acceptable Here"));
+            }
+        }
+        self.far = Side::Target;
+        if let Some(t) = self.transfer.as_ref() {
+            tracing::info!(
+                took_ms = now
+                    .saturating_duration_since(t.machine.refer_at())
+                    .as_millis() as u64,
+                "transfer answered, caller switched to the target"
+            );
+        }
+        Ok(())
+    }
+
+    /// A response to the target's INVITE `tx`.
+    pub(super) fn on_target_response(&mut self, tx: TxId, resp: &Message, now: Instant) {
+        let Some(status) = resp.status() else { return };
+        if status < 200 {
+            if status > 100 {
+                self.leg(Side::Target).on_early_response(resp);
+                let cancel_now = self
+                    .transfer
+                    .as_mut()
+                    .and_then(|t| t.invite.as_mut())
+                    .is_some_and(PendingInvite::on_provisional);
+                if cancel_now {
+                    self.send_cancel(Side::Target, tx, now);
+                }
+            }
+            return;
+        }
+        // The INVITE has its final answer: nothing more will come of it.
+        if let Some(t) = self.transfer.as_mut() {
+            t.invite = None;
+        }
+        let reason = resp.reason().unwrap_or("");
+        if (200..300).contains(&status) {
+            let seq = self.leg(Side::Target).confirm(resp);
+            self.send_ack(Side::Target, seq, tx, None);
+            if self.legs[Side::Caller as usize].is_ending() {
+                tracing::info!("transfer target answered after the caller left");
+            }
+            return self.transfer_event_with(Event::Answered { status, reason }, Some(resp), now);
+        }
+        self.leg(Side::Target).end();
+        let event = match status {
+            300..=399 => {
+                let next = resp
+                    .header_values("Contact")
+                    .flat_map(crate::sip::message::split_list)
+                    .filter_map(|c| NameAddr::parse(c.trim()))
+                    .find_map(|na| self.sh.transfer.allow.check_uri(&na.uri).ok());
+                if let Some(d) = &next {
+                    tracing::info!(target = %d.uri, status, "transfer redirected");
+                }
+                Event::Redirected {
+                    status,
+                    reason,
+                    next,
+                }
+            }
+            401 | 407 => Event::Challenged {
+                status,
+                reason,
+                answer: self.answer_challenge(resp, status),
+            },
+            _ => Event::Rejected { status, reason },
+        };
+        self.transfer_event(event, now);
+    }
+
+    /// The credentials header answering a 401/407 from the target, when the
+    /// destination has credentials and the challenge can be answered.
+    fn answer_challenge(&self, resp: &Message, status: u16) -> Option<(&'static str, String)> {
+        let t = self.transfer.as_ref()?;
+        let kind = digest::ChallengeKind::from_status(status)?;
+        let creds = t.machine.destination().credentials.as_ref()?;
+        let wire = t.wire.as_ref()?;
+        let uri = crate::sip::message::parse(wire.clone())
+            .ok()?
+            .request_uri()?
+            .to_owned();
+        let cnonce = format!("{:016x}", rand::thread_rng().gen::<u64>());
+        // Whole header values: a challenge is one comma-separated list of
+        // auth-params, not a list of challenges.
+        let answer = resp
+            .headers()
+            .iter()
+            .filter(|h| {
+                h.name()
+                    .as_str()
+                    .eq_ignore_ascii_case(kind.challenge_header())
+            })
+            .find_map(|h| {
+                digest::digest_authorization(h.value(), "INVITE", &uri, creds, &cnonce, 1).ok()
+            });
+        if answer.is_none() {
+            tracing::warn!("transfer target's challenge cannot be answered");
+        }
+        Some((kind.authorization_header(), answer?))
+    }
+
+    /// The call's own inbox, for results of work done on other tasks.
+    fn inbox(&self) -> Option<tokio::sync::mpsc::Sender<CallEvent>> {
+        self.sh
+            .calls
+            .get(self.legs[Side::Caller as usize].call_id())
+            .map(|e| e.value().clone())
+    }
+}
