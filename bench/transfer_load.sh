@@ -14,8 +14,13 @@
 # (SIPp UAS, zendesk_uas.xml: checks the transfer INVITE, answers). UDP on
 # 127.0.0.1, media relay on (it is required for a transfer), no RTP sent.
 #
+# Before each transfer step, unless BASIC=0, the same number of basic calls
+# (carrier_uac.xml -> handoff -> ai_agent_uas.xml: answered, no REFER, the
+# same hold time, the relay on) go through the same handoff at the same rate,
+# so the CPU of a transferred call is read beside a basic one's in one run.
+#
 # Tunables (environment): RATES, STEP_SECS, CALL_MS, REFER_AFTER_MS,
-# SETTLE_SECS, CAPTURE (1: tcpdump on lo if installed; 0: off),
+# SETTLE_SECS, CAPTURE (1: tcpdump on lo if installed; 0: off), BASIC,
 # HANDOFF_BIN (skip the build and run this binary).
 set -euo pipefail
 
@@ -29,7 +34,9 @@ CALL_MS=${CALL_MS:-2000}           # the caller hangs up this long after the ans
 REFER_AFTER_MS=${REFER_AFTER_MS:-200} # the AI agent REFERs this long after the ACK
 SETTLE_SECS=${SETTLE_SECS:-7}      # after the carrier is done: the UASes' 4 s timewait
 CAPTURE=${CAPTURE:-1}
+BASIC=${BASIC:-1}                  # 1: a basic-call step before each transfer step
 CALLED=+18005550100
+BASIC_CALLED=+18005550199
 AGENT_ID=agent-bench
 
 for tool in sipp python3 ss getconf timeout; do
@@ -76,7 +83,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # Every process gets a hard bound: the whole run, with room to spare.
-n_steps=$(wc -w <<<"$RATES")
+n_steps=$(($(wc -w <<<"$RATES") * (BASIC + 1)))
 RUN_BOUND=$((n_steps * (STEP_SECS + CALL_MS / 1000 + SETTLE_SECS + 40) + 120))
 
 # --- figures ----------------------------------------------------------------
@@ -123,6 +130,7 @@ else
 fi
 AI_PORT=$(free_port)
 ZENDESK_PORT=$(free_port)
+BASIC_AI_PORT=$(free_port)
 ZENDESK_URI="sip:support@127.0.0.1:$ZENDESK_PORT"
 cat >"$WORK/handoff.toml" <<EOF
 [sip]
@@ -158,6 +166,13 @@ allow = ["*.zendesk.sip.twilio.com"]
 [[transfer.destination]]
 name = "zendesk"
 uri = "$ZENDESK_URI"
+
+# The basic calls' own AI agent: it answers and never REFERs.
+[[route]]
+number = "$BASIC_CALLED"
+org_id = "org-bench"
+agent_id = "$AGENT_ID"
+ai_agent_uri = "sip:ai@127.0.0.1:$BASIC_AI_PORT"
 
 [[route]]
 prefix = ""
@@ -195,18 +210,21 @@ start_uas() { # name port scenario args...
 }
 start_uas zendesk "$ZENDESK_PORT" zendesk_uas.xml -set agent_id "$AGENT_ID"
 start_uas ai "$AI_PORT" ai_agent_refer_uas.xml -key refer_to "$ZENDESK_URI" -d "$REFER_AFTER_MS"
+((BASIC)) && start_uas basic_ai "$BASIC_AI_PORT" ai_agent_uas.xml
 
 # The carrier: the transfer scenario without its spoofed X-OPENCX-* headers
 # (handoff strips them and logs a warning per call, which would be measured).
 UAC_SCENARIO=$WORK/carrier_uac_transfer_plain.xml
 grep -v '^ *X-OPENCX-' "$SCENARIOS/carrier_uac_transfer.xml" >"$UAC_SCENARIO"
+BASIC_SCENARIO=$WORK/carrier_uac_plain.xml
+grep -v '^ *X-OPENCX-' "$SCENARIOS/carrier_uac.xml" >"$BASIC_SCENARIO"
 
-run_carrier() { # name rate calls -> waits for it
-	local name=$1 rate=$2 calls=$3 hard rc=0
+run_carrier() { # name rate calls [scenario called] -> waits for it
+	local name=$1 rate=$2 calls=$3 scenario=${4:-$UAC_SCENARIO} called=${5:-$CALLED} hard rc=0
 	hard=$((calls / rate + CALL_MS / 1000 + 30))
 	# shellcheck disable=SC2046
-	timeout -k 5 "$((hard + 10))" sipp "$SIP_ADDR" -sf "$UAC_SCENARIO" \
-		-i 127.0.0.1 -mi 127.0.0.1 $(sipp_ports) -t u1 -nostdin -s "$CALLED" \
+	timeout -k 5 "$((hard + 10))" sipp "$SIP_ADDR" -sf "$scenario" \
+		-i 127.0.0.1 -mi 127.0.0.1 $(sipp_ports) -t u1 -nostdin -s "$called" \
 		-r "$rate" -m "$calls" -l "$((rate * (CALL_MS / 1000 + 5)))" -d "$CALL_MS" \
 		-recv_timeout 10000 -timeout "${hard}s" -timeout_error \
 		-trace_stat -stf "$WORK/$name.csv" -fd 1 \
@@ -249,6 +267,22 @@ BEST=""
 AT_200=""
 for rate in $RATES; do
 	calls=$((rate * STEP_SECS))
+	basic_per1k="-"
+	ratio="-"
+	if ((BASIC)); then
+		log "basic step: $rate calls/s, $calls calls"
+		cpu0=$(cpu_ticks)
+		rc=0
+		run_carrier "basic-$rate" "$rate" "$calls" "$BASIC_SCENARIO" "$BASIC_CALLED" || rc=$?
+		sleep "$SETTLE_SECS"
+		cpu1=$(cpu_ticks)
+		b_att=$(csv_last "$WORK/basic-$rate.csv" 'OutgoingCall(C)')
+		b_bad=$(csv_last "$WORK/basic-$rate.csv" 'FailedCall(C)')
+		basic_per1k=$(awk -v t="$((cpu1 - cpu0))" -v hz="$CLK_TCK" -v a="$b_att" \
+			'BEGIN { if (a > 0) printf "%.3f", t / hz / (a / 1000); else print "n/a" }')
+		((b_bad > 0 || rc != 0)) && basic_per1k="$basic_per1k ($b_bad of $b_att failed)"
+		log "  basic: $b_att calls, $b_bad failed, ${basic_per1k} CPU s/1000"
+	fi
 	log "step: $rate calls/s, $calls calls"
 	scrape "$WORK/step-$rate.before.prom"
 	ai0=$(csv_last "$WORK/ai.csv" 'IncomingCall(C)')
@@ -312,7 +346,10 @@ for rate in $RATES; do
 	kill -0 "$HANDOFF_PID" 2>/dev/null || notes="$notes; HANDOFF EXITED"
 	notes=${notes#; }
 
-	ROWS+="| $rate | $att / $ok / $bad | $ai_n / $ai_ok / $ai_bad | $z_n / $z_ok / $z_bad | $tr_ok / $tr_bad | $cpu_s | $per1k | $notes |"$'\n'
+	if ((BASIC)); then
+		ratio=$(awk -v t="$per1k" -v b="${basic_per1k%% *}" 'BEGIN { if (b + 0 > 0 && t + 0 > 0) printf "%.2f", t / b; else print "n/a" }')
+	fi
+	ROWS+="| $rate | $att / $ok / $bad | $ai_n / $ai_ok / $ai_bad | $z_n / $z_ok / $z_bad | $tr_ok / $tr_bad | $cpu_s | $per1k | $basic_per1k | $ratio | $notes |"$'\n'
 	if [[ $CAPTURE == 1 ]]; then
 		wire="$(kv pcap_p50_us "$p") | $(kv pcap_p99_us "$p") | $(kv pcap_max_us "$p") | $(kv pcap_matched "$p") | $(kv pcap_over_1ms "$p")"
 	else
@@ -347,7 +384,7 @@ BOUNDS=$(sed -n 's/^hist_bounds_us=//p' "$WORK"/step-*.metrics.txt | head -1)
 	echo
 	echo "## Transfers, $STAMP"
 	echo
-	echo "- command: \`bench/transfer_load.sh\` (RATES=\"$RATES\" STEP_SECS=$STEP_SECS CALL_MS=$CALL_MS REFER_AFTER_MS=$REFER_AFTER_MS CAPTURE=$CAPTURE)"
+	echo "- command: \`bench/transfer_load.sh\` (RATES=\"$RATES\" STEP_SECS=$STEP_SECS CALL_MS=$CALL_MS REFER_AFTER_MS=$REFER_AFTER_MS CAPTURE=$CAPTURE BASIC=$BASIC)"
 	echo "- target: $VERSION, media relay on, no RTP sent"
 	echo "- SIPp: $(sipp -v 2>&1 | grep -m1 -o 'SIPp v[^ ]*' | sed 's/\.$//'): carrier_uac_transfer.xml (no X-OPENCX lines) -> handoff -> ai_agent_refer_uas.xml -> REFER -> handoff -> zendesk_uas.xml, UDP (-t u1)"
 	echo "- host: $(nproc) cores, $(uname -sr); three SIPp instances, tcpdump and handoff share them;"
@@ -355,8 +392,8 @@ BOUNDS=$(sed -n 's/^hist_bounds_us=//p' "$WORK"/step-*.metrics.txt | head -1)
 	echo
 	echo "Calls (attempted / successful / failed) per SIPp instance, transfers per handoff's counters:"
 	echo
-	echo "| offered calls/s | carrier | AI agent | Zendesk | transfers succeeded / failed | handoff CPU s | CPU s / 1000 calls | notes |"
-	echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+	echo "| offered calls/s | carrier | AI agent | Zendesk | transfers succeeded / failed | handoff CPU s | CPU s / 1000 transferred calls | CPU s / 1000 basic calls (same rate, before) | transferred / basic | notes |"
+	echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 	printf '%s' "$ROWS"
 	echo
 	echo "REFER received -> transfer INVITE sent, microseconds: handoff's histogram (bucket bounds up to 2 ms: $BOUNDS us; p50/p99 interpolated inside a bucket, max = upper bound of the highest non-empty bucket) and the wire (loopback capture, exact per transfer):"
