@@ -2,7 +2,7 @@
 //! session, and place the AI leg; then what the AI agent answers to it.
 
 use super::media::{CallMedia, MediaError};
-use super::{contact_for, resolve, Call, CallStart, Leg, Phase, Side};
+use super::{contact_for, Call, CallStart, Leg, Phase, Side};
 use crate::b2bua::policy::{self, AiOutcome, ALLOW};
 use crate::b2bua::Shared;
 use crate::config::Route;
@@ -59,22 +59,10 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
 
     // The AI leg: where it goes and over what.
     let ai_uri = route.ai_agent_uri.clone();
-    let ai_transport = ai_uri
-        .transport()
-        .and_then(|t| Transport::from_name(&t))
-        .unwrap_or(Transport::Udp);
-    let target = resolve(&ai_uri).await;
-    let ai_peer = match (target, ai_transport) {
-        (Some(addr), Transport::Udp) => Some(Peer::udp(addr)),
-        (Some(addr), Transport::Tcp) => match transport.connect_tcp(addr).await {
-            Ok(p) => Some(p),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot connect to the AI agent");
-                None
-            }
-        },
-        (None, _) => {
-            tracing::warn!(uri = %ai_uri, "cannot resolve the AI agent URI");
+    let ai_peer = match transport.peer_for(&ai_uri).await {
+        Ok(targets) => Some(targets.peer()),
+        Err(e) => {
+            tracing::warn!(uri = %ai_uri, error = %e, "cannot reach the AI agent");
             None
         }
     };

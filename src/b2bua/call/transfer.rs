@@ -4,7 +4,7 @@
 //! functions of `b2bua::transfer`; this is the state machine around them.
 
 use super::setup::local_host_port;
-use super::{contact_for, resolve, Call, CallEvent, Leg, Phase, Side};
+use super::{contact_for, Call, CallEvent, Leg, Phase, Side};
 use crate::b2bua::policy::ALLOW;
 use crate::b2bua::transfer::{
     notify, parse_refer_to, transfer_from, transfer_headers, Destination, DestinationKind,
@@ -14,7 +14,7 @@ use crate::session::TransferRecord;
 use crate::sip::dialog::Dialog;
 use crate::sip::message::{generate_branch, generate_tag, Message, Method, NameAddr, SipUri, Via};
 use crate::sip::transaction::TxId;
-use crate::sip::transport::{Peer, Transport};
+use crate::sip::transport::{Peer, Targets, Transport};
 use rand::Rng;
 use std::time::{Instant, SystemTime};
 
@@ -162,8 +162,9 @@ impl Call {
     }
 
     /// Find where the transfer's target is, then invite it. An IP literal over
-    /// UDP goes at once; a name (DNS) or TCP (connect) is done on a task whose
-    /// result comes back through the call's inbox.
+    /// UDP goes at once; a name (DNS) or TCP (connect) is done by
+    /// `TransportLayer::peer_for_transport` on a task whose result comes back
+    /// through the call's inbox.
     pub(super) fn dial_target(&mut self, now: Instant) {
         let Some(t) = self.transfer.as_mut() else {
             return;
@@ -176,23 +177,18 @@ impl Call {
             tracing::warn!("tel: transfer target but no [transfer] pstn_gateway");
             return self.transfer_failed(503, "No PSTN gateway", now);
         };
-        if transport == Transport::Udp {
-            if let Ok(ip) = uri
-                .host
-                .trim_matches(['[', ']'])
-                .parse::<std::net::IpAddr>()
-            {
-                let peer = Peer::udp(std::net::SocketAddr::new(ip, uri.port.unwrap_or(5060)));
-                return self.send_transfer_invite(peer, now);
-            }
+        if let Some(targets) = Targets::immediate(&uri, transport) {
+            return self.send_transfer_invite(targets.peer(), now);
         }
         let Some(inbox) = self.inbox() else { return };
         let layer = self.transport.clone();
         tokio::spawn(async move {
-            let peer = match resolve(&uri).await {
-                None => None,
-                Some(addr) if transport == Transport::Udp => Some(Peer::udp(addr)),
-                Some(addr) => layer.connect_tcp(addr).await.ok(),
+            let peer = match layer.peer_for_transport(&uri, transport).await {
+                Ok(targets) => Some(targets.peer()),
+                Err(e) => {
+                    tracing::debug!(uri = %uri, error = %e, "transfer target not reached");
+                    None
+                }
             };
             let _ = inbox
                 .send(CallEvent::TargetResolved { generation, peer })
@@ -200,9 +196,10 @@ impl Call {
         });
     }
 
-    /// The Request-URI and transport of the INVITE for a destination: its own
-    /// URI, or for a telephone number the PSTN gateway with that number.
-    fn request_target(&self, dest: &Destination) -> Option<(SipUri, Transport)> {
+    /// The Request-URI of the INVITE for a destination (its own URI, or for a
+    /// telephone number the PSTN gateway with that number) and the transport its
+    /// configuration asks for (`None`: as the URI and DNS say).
+    fn request_target(&self, dest: &Destination) -> Option<(SipUri, Option<Transport>)> {
         let uri = if dest.kind == DestinationKind::Tel {
             let gw = self.sh.transfer.pstn_gateway.as_ref()?;
             let number = dest.uri.user.clone().unwrap_or_default();
@@ -219,11 +216,7 @@ impl Call {
         } else {
             dest.uri.clone()
         };
-        let transport = dest
-            .transport
-            .or_else(|| uri.transport().and_then(|t| Transport::from_name(&t)))
-            .unwrap_or(Transport::Udp);
-        Some((uri, transport))
+        Some((uri, dest.transport))
     }
 
     /// The target's address is known (or could not be found).
