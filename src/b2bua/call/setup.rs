@@ -12,7 +12,7 @@ use crate::session::phone::normalize_e164;
 use crate::session::{Session, SessionId};
 use crate::sip::dialog::Dialog;
 use crate::sip::message::{generate_branch, generate_tag, Message, Method, Via};
-use crate::sip::transaction::TransactionSet;
+use crate::sip::transaction::{TransactionSet, TxEvent};
 use crate::sip::transport::{response_peer, Peer, Transport, TransportLayer};
 use rand::Rng;
 use std::time::Instant;
@@ -32,9 +32,19 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
     let mut events = Vec::new();
     let reply_to = response_peer(&invite, from);
     let caller_invite_tx = txs.start_server(&invite, reply_to);
-    // RFC 3261 17.2.1: 100 Trying at once, before anything that may take time.
+    // RFC 3261 17.2.1: 100 Trying at once, before anything that may take time (the
+    // AI agent's DNS lookup and TCP connect below): sent here, not at the first flush.
     let trying = Message::response_to(&invite, 100, None);
     txs.respond(caller_invite_tx, &trying, now, &mut events);
+    events.retain(|ev| match ev {
+        TxEvent::Send(_, peer, bytes) => {
+            if let Err(e) = transport.send(peer, bytes.clone()) {
+                tracing::debug!(error = %e, peer = %peer.addr, "100 Trying not sent");
+            }
+            false
+        }
+        _ => true,
+    });
 
     let caller = invite.from_header();
     let caller_display = caller.as_ref().and_then(|f| f.display_name.clone());
@@ -176,9 +186,12 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
     {
         sh.register_call_id(ai_call_id, tx);
     }
-    let id = call.send_request(Side::Ai, ai_invite, now);
+    // The INVITE's timers and the answer deadline run from now, not from the
+    // caller's INVITE: finding the AI agent (DNS, TCP connect) may have taken a while.
+    let sent = Instant::now();
+    let id = call.send_request(Side::Ai, ai_invite, sent);
     call.ai_invite_tx = Some(id);
-    call.ring_deadline = Some(now + sh.settings.ai_answer_timeout);
+    call.ring_deadline = Some(sent + sh.settings.ai_answer_timeout);
     Some(call)
 }
 
