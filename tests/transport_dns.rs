@@ -1,15 +1,26 @@
 //! Target selection by DNS (RFC 3263), against a fake DNS server on loopback: the
 //! 100 Trying does not wait for a slow lookup, an SRV record leads to the AI agent,
-//! and a target that refuses the connection is skipped for the next one.
+//! a target that refuses the connection is skipped for the next one, a transfer
+//! target named by host is found by SRV; and
+//! `TransportLayer::peer_for` on its own: failover order, errors.
 
 mod common;
 
 use common::build::AI_SDP;
 use common::dns::{FakeDns, Zone};
+use common::scenarios::media::establish_media;
+use common::scenarios::transfer::{
+    answer_target, expect_notify, expect_target_invite, refer, transfer_rig_with,
+};
 use common::scenarios::{bye_from_caller, establish};
 use common::{bounded, handoff_addr, start_handoff, Dialog, InviteOpts, Rig, TestUa, Transport};
-use handoff::sip::message::Method;
-use std::net::Ipv4Addr;
+use handoff::metrics::Metrics;
+use handoff::sip::message::{Method, SipUri};
+use handoff::sip::transport::{
+    Peer, PeerError, ResolveError, Sink, TransportConfig, TransportLayer,
+};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
@@ -147,6 +158,104 @@ async fn refused_first_srv_target_fails_over_to_the_next_over_tcp() {
             "the AI leg runs over TCP"
         );
         bye_from_caller(&mut rig, &mut call).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn transfer_target_named_by_host_is_found_by_srv() {
+    bounded(Duration::from_secs(20), async {
+        let zendesk = TestUa::agent(Transport::Udp).await;
+        let port = zendesk.local_addr().port();
+        let zone = Zone::default()
+            .srv("_sip._udp.support.test", 10, 0, port, "pbx.support.test")
+            .a("pbx.support.test", LOOPBACK);
+        let dns = FakeDns::start(zone, Duration::ZERO).await;
+        let extra = format!(
+            "{}transfer.allow = [\"tel:+*\", \"support.test\"]\n",
+            dns.config_key()
+        );
+        let mut tr = transfer_rig_with(Transport::Udp, &extra, zendesk).await;
+        let mut m = establish_media(&mut tr.rig).await;
+        let refer_msg = refer(&mut tr, &mut m, "<sip:support@support.test>", 202).await;
+        expect_notify(&mut tr, &m, &refer_msg).await;
+        let inv = expect_target_invite(&mut tr).await;
+        assert_eq!(inv.msg.request_uri(), Some("sip:support@support.test"));
+        answer_target(&mut tr, &inv).await;
+        let (frag, _) = expect_notify(&mut tr, &m, &refer_msg).await;
+        assert_eq!(frag, "SIP/2.0 200 OK\r\n");
+        let bye = tr.rig.agent.expect_request(Method::Bye, common::WAIT).await;
+        tr.rig.agent.respond(&bye, 200, &[], None).await;
+    })
+    .await;
+}
+
+/// Discards what the transport receives: these tests only open peers.
+struct NoSink;
+
+impl Sink for NoSink {
+    fn on_message(&self, _: handoff::sip::message::Message, _: Peer) {}
+    fn on_bad_message(&self, _: handoff::sip::message::ParseError, _: Peer) {}
+}
+
+async fn transport_layer(dns: &FakeDns) -> Arc<TransportLayer> {
+    let loopback = SocketAddr::from((LOOPBACK, 0));
+    let cfg = TransportConfig {
+        udp: vec![loopback],
+        tcp: vec![loopback],
+        max_message_size: 65536,
+        tcp_idle_timeout: Duration::from_secs(30),
+        tcp_connect_timeout: Duration::from_secs(2),
+        dns_servers: vec![dns.addr()],
+    };
+    TransportLayer::start(cfg, Arc::new(NoSink), Arc::new(Metrics::default()))
+        .await
+        .expect("transport starts")
+}
+
+#[tokio::test]
+async fn targets_fail_over_in_priority_order_then_run_out() {
+    bounded(Duration::from_secs(10), async {
+        let zone = Zone::default()
+            .srv("_sip._udp.pool.test", 20, 0, 5002, "b.pool.test")
+            .srv("_sip._udp.pool.test", 10, 0, 5001, "a.pool.test")
+            .a("a.pool.test", LOOPBACK)
+            .a("b.pool.test", LOOPBACK);
+        let dns = FakeDns::start(zone, Duration::ZERO).await;
+        let layer = transport_layer(&dns).await;
+        let uri = SipUri::parse("sip:agent@pool.test").expect("URI");
+        let mut targets = layer.peer_for(&uri).await.expect("resolves");
+        assert_eq!(
+            targets.peer().addr.port(),
+            5001,
+            "lower priority value first"
+        );
+        assert_eq!(targets.remaining(), 1);
+        let next = targets.next(&layer).await.expect("a second target");
+        assert_eq!(next.addr.port(), 5002);
+        assert_eq!(targets.peer(), next);
+        assert!(targets.next(&layer).await.is_none(), "none left");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_name_and_sips_are_errors() {
+    bounded(Duration::from_secs(10), async {
+        let dns = FakeDns::start(Zone::default(), Duration::ZERO).await;
+        let layer = transport_layer(&dns).await;
+        let uri = SipUri::parse("sip:agent@nowhere.test").expect("URI");
+        let e = layer.peer_for(&uri).await.expect_err("no such name");
+        assert!(
+            matches!(e, PeerError::Resolve(ResolveError::NotFound(_))),
+            "{e}"
+        );
+        let uri = SipUri::parse("sips:agent@127.0.0.1").expect("URI");
+        let e = layer.peer_for(&uri).await.expect_err("no TLS");
+        assert!(
+            matches!(e, PeerError::Resolve(ResolveError::TlsUnsupported)),
+            "{e}"
+        );
     })
     .await;
 }
