@@ -72,6 +72,8 @@ pub struct SipConfig {
     pub t4_ms: u64,
     pub ai_answer_timeout_secs: u64,
     pub user_agent: String,
+    /// DNS servers (`ip:port`) for the hosts of SIP URIs; empty: the system's.
+    pub dns_servers: Vec<String>,
 }
 
 impl Default for SipConfig {
@@ -88,6 +90,7 @@ impl Default for SipConfig {
             t4_ms: 5000,
             ai_answer_timeout_secs: 60,
             user_agent: "handoff".into(),
+            dns_servers: Vec::new(),
         }
     }
 }
@@ -216,6 +219,8 @@ pub struct Settings {
     pub t4: Duration,
     pub ai_answer_timeout: Duration,
     pub user_agent: String,
+    /// DNS servers for resolving SIP URIs; empty: the system's configuration.
+    pub dns_servers: Vec<SocketAddr>,
     pub max_calls: usize,
     pub max_calls_per_second: u32,
     pub call_inbox_depth: usize,
@@ -335,6 +340,7 @@ impl Config {
         let sip = &self.sip;
         let listen_udp = addrs("sip.listen_udp", &sip.listen_udp)?;
         let listen_tcp = addrs("sip.listen_tcp", &sip.listen_tcp)?;
+        let dns_servers = addrs("sip.dns_servers", &sip.dns_servers)?;
         if listen_udp.is_empty() && listen_tcp.is_empty() {
             return Err(bad(
                 "sip.listen_udp",
@@ -543,6 +549,7 @@ impl Config {
             t4: Duration::from_millis(sip.t4_ms),
             ai_answer_timeout: Duration::from_secs(sip.ai_answer_timeout_secs),
             user_agent: sip.user_agent.clone(),
+            dns_servers,
             max_calls: l.max_calls,
             max_calls_per_second: l.max_calls_per_second,
             call_inbox_depth: l.call_inbox_depth,

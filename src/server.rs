@@ -72,6 +72,7 @@ impl Server {
                 max_message_size: settings.max_message_size,
                 tcp_idle_timeout: settings.tcp_idle_timeout,
                 tcp_connect_timeout: settings.tcp_connect_timeout,
+                dns_servers: settings.dns_servers.clone(),
             },
             Arc::new(b2bua.clone()),
             metrics.clone(),

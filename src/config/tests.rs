@@ -44,6 +44,26 @@ fn bad_address_is_named() {
 }
 
 #[test]
+fn dns_servers_default_to_the_system_and_are_checked() {
+    let s = Config::parse(MINIMAL, "config.toml").unwrap();
+    assert!(s.dns_servers.is_empty(), "none: the system's configuration");
+    let text = format!("[sip]\ndns_servers = [\"127.0.0.1:5353\", \"[::1]:53\"]\n{MINIMAL}");
+    let s = Config::parse(&text, "config.toml").unwrap();
+    assert_eq!(
+        s.dns_servers,
+        vec![
+            "127.0.0.1:5353".parse::<SocketAddr>().unwrap(),
+            "[::1]:53".parse().unwrap()
+        ]
+    );
+    let e = err(&format!("[sip]\ndns_servers = [\"127.0.0.1\"]\n{MINIMAL}"));
+    assert!(
+        e.contains("sip.dns_servers") && e.contains("127.0.0.1"),
+        "{e}"
+    );
+}
+
+#[test]
 fn missing_ai_agent_uri_is_named() {
     let e = err("[[route]]\ndefault = true\norg_id = \"o\"\nagent_id = \"a\"\n");
     assert!(e.contains("ai_agent_uri"), "{e}");

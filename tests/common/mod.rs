@@ -9,6 +9,7 @@
 
 pub mod build;
 pub mod capture;
+pub mod dns;
 pub mod expect;
 pub mod media;
 pub mod scenarios;

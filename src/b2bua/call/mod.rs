@@ -19,7 +19,7 @@ use super::policy::{AiOutcome, ALLOW};
 use super::Shared;
 use crate::metrics::Metrics;
 use crate::session::SessionId;
-use crate::sip::message::{Message, Method, SipUri};
+use crate::sip::message::{Message, Method};
 use crate::sip::transaction::{TransactionSet, TxEvent, TxId};
 use crate::sip::transport::{Peer, Transport, TransportLayer};
 use bytes::Bytes;
@@ -605,20 +605,5 @@ async fn next_media_event(
 /// Our Contact for a leg: where the peer sends its in-dialog requests.
 fn contact_for(host: &str, port: u16, transport: Transport) -> String {
     let host = crate::sip::message::bracket_v6(host);
-    match transport {
-        Transport::Udp => format!("<sip:handoff@{host}:{port}>"),
-        Transport::Tcp => format!("<sip:handoff@{host}:{port};transport=tcp>"),
-    }
-}
-
-/// The address a URI names (IP literal, or a DNS lookup of the host).
-async fn resolve(uri: &SipUri) -> Option<std::net::SocketAddr> {
-    let port = uri.port.unwrap_or(5060);
-    if let Ok(ip) = uri.host.parse::<std::net::IpAddr>() {
-        return Some(std::net::SocketAddr::new(ip, port));
-    }
-    tokio::net::lookup_host((uri.host.as_str(), port))
-        .await
-        .ok()?
-        .next()
+    format!("<sip:handoff@{host}:{port}{}>", transport.uri_param())
 }

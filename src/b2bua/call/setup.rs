@@ -5,7 +5,7 @@ use super::invite::NewInvite;
 use super::leg::Leg;
 use super::media::{CallMedia, MediaError};
 use super::pending::{CancelStep, PendingInvite};
-use super::{contact_for, resolve, Call, CallStart, Phase, Side};
+use super::{contact_for, Call, CallStart, Phase, Side};
 use crate::b2bua::policy::{self, AiOutcome, ALLOW};
 use crate::b2bua::Shared;
 use crate::config::Route;
@@ -15,8 +15,8 @@ use crate::session::phone::normalize_e164;
 use crate::session::{Session, SessionId};
 use crate::sip::dialog::Dialog;
 use crate::sip::message::{generate_tag, Message};
-use crate::sip::transaction::{TransactionSet, TxId};
-use crate::sip::transport::{response_peer, Peer, Transport, TransportLayer};
+use crate::sip::transaction::{TransactionSet, TxEvent, TxId};
+use crate::sip::transport::{response_peer, Peer, TransportLayer};
 use std::time::Instant;
 
 pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Option<Box<Call>> {
@@ -34,9 +34,19 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
     let mut events = Vec::new();
     let reply_to = response_peer(&invite, from);
     let caller_invite_tx = txs.start_server(&invite, reply_to);
-    // RFC 3261 17.2.1: 100 Trying at once, before anything that may take time.
+    // RFC 3261 17.2.1: 100 Trying at once, before anything that may take time (the
+    // AI agent's DNS lookup and TCP connect below): sent here, not at the first flush.
     let trying = Message::response_to(&invite, 100, None);
     txs.respond(caller_invite_tx, &trying, now, &mut events);
+    events.retain(|ev| match ev {
+        TxEvent::Send(_, peer, bytes) => {
+            if let Err(e) = transport.send(peer, bytes.clone()) {
+                tracing::debug!(error = %e, peer = %peer.addr, "100 Trying not sent");
+            }
+            false
+        }
+        _ => true,
+    });
 
     let caller = invite.from_header();
     let caller_display = caller.as_ref().and_then(|f| f.display_name.clone());
@@ -61,22 +71,10 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
 
     // The AI leg: where it goes and over what.
     let ai_uri = route.ai_agent_uri.clone();
-    let ai_transport = ai_uri
-        .transport()
-        .and_then(|t| Transport::from_name(&t))
-        .unwrap_or(Transport::Udp);
-    let target = resolve(&ai_uri).await;
-    let ai_peer = match (target, ai_transport) {
-        (Some(addr), Transport::Udp) => Some(Peer::udp(addr)),
-        (Some(addr), Transport::Tcp) => match transport.connect_tcp(addr).await {
-            Ok(p) => Some(p),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot connect to the AI agent");
-                None
-            }
-        },
-        (None, _) => {
-            tracing::warn!(uri = %ai_uri, "cannot resolve the AI agent URI");
+    let ai_peer = match transport.peer_for(&ai_uri).await {
+        Ok(targets) => Some(targets.peer()),
+        Err(e) => {
+            tracing::warn!(uri = %ai_uri, error = %e, "cannot reach the AI agent");
             None
         }
     };
@@ -188,10 +186,13 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
     {
         sh.register_call_id(ai_call_id, tx);
     }
-    let id = call.send_request(Side::Ai, ai_invite, now);
+    // The INVITE's timers and the answer deadline run from now, not from the
+    // caller's INVITE: finding the AI agent (DNS, TCP connect) may have taken a while.
+    let sent = Instant::now();
+    let id = call.send_request(Side::Ai, ai_invite, sent);
     call.ai_invite = Some(PendingInvite::new(
         id,
-        Some(now + sh.settings.ai_answer_timeout),
+        Some(sent + sh.settings.ai_answer_timeout),
     ));
     Some(call)
 }

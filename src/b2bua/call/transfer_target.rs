@@ -6,7 +6,7 @@ use super::invite::NewInvite;
 use super::leg::Leg;
 use super::pending::PendingInvite;
 use super::setup::local_host_port;
-use super::{resolve, Call, CallEvent, Side};
+use super::{Call, CallEvent, Side};
 use crate::b2bua::transfer::digest;
 use crate::b2bua::transfer::machine::Event;
 use crate::b2bua::transfer::TransferPolicy;
@@ -15,13 +15,17 @@ use crate::metrics::Metrics;
 use crate::sip::dialog::Dialog;
 use crate::sip::message::{generate_tag, Message, NameAddr, SipUri};
 use crate::sip::transaction::TxId;
-use crate::sip::transport::{Peer, Transport};
+use crate::sip::transport::{Peer, Targets, Transport};
 use rand::Rng;
 use std::time::Instant;
 
-/// The Request-URI and transport of the INVITE for a destination: its own
-/// URI, or for a telephone number the PSTN gateway with that number.
-fn request_target(policy: &TransferPolicy, dest: &Destination) -> Option<(SipUri, Transport)> {
+/// The Request-URI of the INVITE for a destination (its own URI, or for a
+/// telephone number the PSTN gateway with that number) and the transport its
+/// configuration asks for (`None`: as the URI and DNS say).
+fn request_target(
+    policy: &TransferPolicy,
+    dest: &Destination,
+) -> Option<(SipUri, Option<Transport>)> {
     let uri = if dest.kind == DestinationKind::Tel {
         let gw = policy.pstn_gateway.as_ref()?;
         let number = dest.uri.user.clone().unwrap_or_default();
@@ -38,19 +42,16 @@ fn request_target(policy: &TransferPolicy, dest: &Destination) -> Option<(SipUri
     } else {
         dest.uri.clone()
     };
-    let transport = dest
-        .transport
-        .or_else(|| uri.transport().and_then(|t| Transport::from_name(&t)))
-        .unwrap_or(Transport::Udp);
-    Some((uri, transport))
+    Some((uri, dest.transport))
 }
 
 const NO_GATEWAY: (u16, &str) = (503, "No PSTN gateway");
 
 impl Call {
     /// Find where the transfer's target is, then invite it. An IP literal over
-    /// UDP goes at once; a name (DNS) or TCP (connect) is done on a task whose
-    /// result comes back through the call's inbox.
+    /// UDP goes at once; a name (DNS) or TCP (connect) is done by
+    /// `TransportLayer::peer_for_transport` on a task whose result comes back
+    /// through the call's inbox.
     pub(super) fn dial_target(&mut self, generation: u32, now: Instant) -> Event<'static> {
         let Some(t) = self.transfer.as_ref() else {
             return Event::DialFailed {
@@ -64,26 +65,21 @@ impl Call {
             let (status, reason) = NO_GATEWAY;
             return Event::DialFailed { status, reason };
         };
-        if transport == Transport::Udp {
-            if let Ok(ip) = uri
-                .host
-                .trim_matches(['[', ']'])
-                .parse::<std::net::IpAddr>()
-            {
-                let peer = Peer::udp(std::net::SocketAddr::new(ip, uri.port.unwrap_or(5060)));
-                return match self.send_transfer_invite(peer, now) {
-                    Ok(()) => Event::DialStarted { sent: true },
-                    Err((status, reason)) => Event::DialFailed { status, reason },
-                };
-            }
+        if let Some(targets) = Targets::immediate(&uri, transport) {
+            return match self.send_transfer_invite(targets.peer(), now) {
+                Ok(()) => Event::DialStarted { sent: true },
+                Err((status, reason)) => Event::DialFailed { status, reason },
+            };
         }
         if let Some(inbox) = self.inbox() {
             let layer = self.transport.clone();
             tokio::spawn(async move {
-                let peer = match resolve(&uri).await {
-                    None => None,
-                    Some(addr) if transport == Transport::Udp => Some(Peer::udp(addr)),
-                    Some(addr) => layer.connect_tcp(addr).await.ok(),
+                let peer = match layer.peer_for_transport(&uri, transport).await {
+                    Ok(targets) => Some(targets.peer()),
+                    Err(e) => {
+                        tracing::debug!(uri = %uri, error = %e, "transfer target not reached");
+                        None
+                    }
                 };
                 let _ = inbox
                     .send(CallEvent::TargetResolved { generation, peer })

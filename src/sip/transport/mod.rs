@@ -3,10 +3,14 @@
 //! messages out; knows nothing of transactions or calls.
 
 mod framing;
+pub mod resolve;
+mod targets;
 mod tcp;
 mod udp;
 
 pub use framing::{Frame, Framer, FramingError};
+pub use resolve::{ResolveError, Target};
+pub use targets::{PeerError, Targets};
 
 use crate::metrics::Metrics;
 use crate::sip::message::{parse, Message, ParseError};
@@ -34,6 +38,15 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+        }
+    }
+
+    /// The URI parameter that asks for it, as our Contact carries it: none for UDP,
+    /// the default (RFC 3261 19.1.1).
+    pub fn uri_param(self) -> &'static str {
+        match self {
+            Transport::Udp => "",
+            Transport::Tcp => ";transport=tcp",
         }
     }
 
@@ -92,6 +105,8 @@ pub struct TransportConfig {
     pub max_message_size: usize,
     pub tcp_idle_timeout: Duration,
     pub tcp_connect_timeout: Duration,
+    /// DNS servers for resolving URIs; empty: the system's configuration.
+    pub dns_servers: Vec<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +138,7 @@ pub struct TransportLayer {
     udp: Vec<Arc<UdpSocket>>,
     udp_addrs: Vec<SocketAddr>,
     tcp: Arc<tcp::TcpHub>,
+    resolver: resolve::Resolver,
     metrics: Arc<Metrics>,
 }
 
@@ -162,6 +178,7 @@ impl TransportLayer {
             udp,
             udp_addrs,
             tcp,
+            resolver: resolve::Resolver::new(&cfg.dns_servers),
             metrics,
         }))
     }
