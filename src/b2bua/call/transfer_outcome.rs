@@ -4,9 +4,10 @@
 
 use super::transfer::{State, SUBSCRIPTION_SECS};
 use super::{Call, Side};
-use crate::b2bua::transfer::{digest, notify};
+use crate::b2bua::transfer::notify;
 use crate::metrics::Metrics;
 use crate::session::TransferRecord;
+use crate::sip::auth as digest;
 use crate::sip::message::{generate_branch, Message, Method, NameAddr, Via};
 use crate::sip::transaction::set::cancel_for;
 use crate::sip::transaction::TxId;
@@ -235,7 +236,8 @@ impl Call {
                     .eq_ignore_ascii_case(kind.challenge_header())
             })
             .find_map(|h| {
-                digest::digest_authorization(h.value(), "INVITE", &uri, &creds, &cnonce, 1).ok()
+                digest::digest_authorization(h.value(), "INVITE", &uri, &creds.digest(), &cnonce, 1)
+                    .ok()
             });
         let Some(answer) = answer else {
             tracing::warn!("transfer target's challenge cannot be answered");
