@@ -9,8 +9,8 @@ pub mod transfer;
 pub use call::CallEvent;
 
 use crate::config::Settings;
+use crate::e164::normalize_e164;
 use crate::metrics::Metrics;
-use crate::session::phone::normalize_e164;
 use crate::session::SessionTable;
 use crate::sip::message::{generate_tag, Message, Method, ParseError};
 use crate::sip::transaction::{Absorb, Absorber, TimerConfig};
