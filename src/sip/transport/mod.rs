@@ -233,10 +233,6 @@ impl TransportLayer {
         self.tcp.connect(addr).await
     }
 
-    pub fn tcp_connection_count(&self) -> usize {
-        self.tcp.connection_count()
-    }
-
     /// Keep the TCP connection of `peer` open while the returned hold lives, however
     /// idle it gets: a long call with no signalling must still be able to send its BYE.
     pub fn hold(self: &Arc<Self>, peer: &Peer) -> Option<ConnHold> {

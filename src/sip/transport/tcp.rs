@@ -81,10 +81,6 @@ impl TcpHub {
         &self.listen
     }
 
-    pub(super) fn connection_count(&self) -> usize {
-        self.conns.len()
-    }
-
     /// Keep a connection open while a dialog uses it (see [`ConnHold`]).
     pub(super) fn hold(&self, id: ConnId) -> bool {
         match self.conns.get(&id) {
