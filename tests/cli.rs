@@ -86,6 +86,63 @@ fn missing_file_is_one_clear_line() {
     assert!(stderr.contains("/nonexistent/handoff.toml"), "{stderr}");
 }
 
+/// `check-config` on `args`: exit code and the first line of stdout and stderr.
+fn check_config(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN).args(args).output().expect("run");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).trim_end().to_owned(),
+        String::from_utf8_lossy(&out.stderr).trim_end().to_owned(),
+    )
+}
+
+#[test]
+fn check_config_takes_the_file_positionally() {
+    let good = temp_config("cc-pos", ROUTE);
+    let good = good.to_str().unwrap();
+    let (code, out, err) = check_config(&["check-config", good]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, format!("{good}: ok"));
+    let bad = temp_config("cc-pos-bad", &format!("[sip]\nlisten_upd = []\n{ROUTE}"));
+    let (code, _, err) = check_config(&["check-config", bad.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("listen_upd"), "{err}");
+}
+
+#[test]
+fn check_config_takes_the_global_config_before_the_command() {
+    let good = temp_config("cc-global", ROUTE);
+    let good = good.to_str().unwrap();
+    let (code, out, err) = check_config(&["--config", good, "check-config"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, format!("{good}: ok"));
+    let bad = temp_config("cc-global-bad", &format!("[sip]\nlisten_upd = []\n{ROUTE}"));
+    let (code, _, err) = check_config(&["--config", bad.to_str().unwrap(), "check-config"]);
+    assert_eq!(
+        code,
+        Some(2),
+        "a bad file named by --config is checked, not config.toml"
+    );
+    assert!(err.contains("listen_upd"), "{err}");
+}
+
+#[test]
+fn check_config_takes_config_after_the_command() {
+    let good = temp_config("cc-after", ROUTE);
+    let good = good.to_str().unwrap();
+    let (code, out, err) = check_config(&["check-config", "--config", good]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, format!("{good}: ok"));
+    let bad = temp_config("cc-after-bad", &format!("[sip]\nlisten_upd = []\n{ROUTE}"));
+    let (code, _, err) = check_config(&["check-config", "-c", bad.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("listen_upd"), "{err}");
+    // Two different files is a mistake, not a silent choice.
+    let (code, _, err) = check_config(&["check-config", good, "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
 #[test]
 fn shipped_config_toml_checks_clean() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
