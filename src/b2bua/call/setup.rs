@@ -11,10 +11,9 @@ use crate::events::{EndedBy, SipOutcome};
 use crate::metrics::Metrics;
 use crate::session::{Session, SessionId};
 use crate::sip::dialog::Dialog;
-use crate::sip::message::{generate_branch, generate_tag, Message, Method, Via};
+use crate::sip::message::{generate_branch, generate_call_id, generate_tag, Message, Method, Via};
 use crate::sip::transaction::TransactionSet;
 use crate::sip::transport::{response_peer, Peer, Transport, TransportLayer};
-use rand::Rng;
 use std::time::Instant;
 
 pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Option<Box<Call>> {
@@ -248,8 +247,7 @@ fn build_ai_invite(
         ),
     );
     m.push("To", format!("<{}>", route.ai_agent_uri.as_str()));
-    let n: u128 = rand::thread_rng().gen();
-    m.push("Call-ID", format!("{n:032x}"));
+    m.push("Call-ID", generate_call_id());
     m.push("CSeq", "1 INVITE");
     m.push("Contact", contact.to_owned());
     m.push("Allow", ALLOW);

@@ -12,10 +12,11 @@ use crate::b2bua::transfer::{
 use crate::metrics::Metrics;
 use crate::session::TransferRecord;
 use crate::sip::dialog::Dialog;
-use crate::sip::message::{generate_branch, generate_tag, Message, Method, NameAddr, SipUri, Via};
+use crate::sip::message::{
+    generate_branch, generate_call_id, generate_tag, Message, Method, NameAddr, SipUri, Via,
+};
 use crate::sip::transaction::TxId;
 use crate::sip::transport::{Peer, Transport};
-use rand::Rng;
 use std::time::{Instant, SystemTime};
 
 /// How long the implicit subscription of a REFER lasts (RFC 3515 2.4.6): the
@@ -287,8 +288,7 @@ impl Call {
             transfer_from(&session, &host, &generate_tag(), &policy.fallback_from),
         );
         m.push("To", NameAddr::format(None, uri.as_str(), None));
-        let n: u128 = rand::thread_rng().gen();
-        m.push("Call-ID", format!("{n:032x}"));
+        m.push("Call-ID", generate_call_id());
         m.push("CSeq", "1 INVITE");
         m.push("Contact", contact.clone());
         m.push("Allow", ALLOW);

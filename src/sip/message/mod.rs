@@ -14,7 +14,8 @@ pub use headers::{
 };
 pub use parse::{parse, ParseError, ParseErrorKind};
 pub use typed::{
-    bracket_v6, generate_branch, generate_tag, CSeq, NameAddr, SipUri, Via, BRANCH_MAGIC_COOKIE,
+    bracket_v6, generate_branch, generate_call_id, generate_tag, CSeq, NameAddr, SipUri, Via,
+    BRANCH_MAGIC_COOKIE,
 };
 
 use bytes::{BufMut, Bytes, BytesMut};
