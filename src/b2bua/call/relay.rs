@@ -101,8 +101,7 @@ impl Call {
                 self.legs[from as usize].dialog.local_contact.clone(),
             );
         }
-        let bytes = out.to_bytes();
-        self.txs.respond(server_tx, &out, now, &mut self.events);
+        let bytes = self.txs.respond(server_tx, &out, now, &mut self.events);
         self.flush(now);
         if status < 200 {
             return;

@@ -401,8 +401,8 @@ impl Call {
         if let Some(m) = self.media.as_mut() {
             m.answered();
         }
-        let bytes = ok.to_bytes();
-        self.txs
+        let bytes = self
+            .txs
             .respond(self.caller_invite_tx, &ok, now, &mut self.events);
         self.flush(now);
         let caller_seq = invite.cseq().map_or(1, |c| c.seq);
