@@ -20,6 +20,7 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
     let CallStart {
         sh,
         transport,
+        inbox,
         invite,
         from,
         route,
@@ -120,6 +121,7 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         _holds: holds,
         sh: sh.clone(),
         transport,
+        inbox,
         session_id: session_id.clone(),
         txs,
         events,
@@ -180,13 +182,7 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         return Some(call);
     }
     let ai_call_id = call.legs[Side::Ai as usize].dialog.call_id.clone();
-    if let Some(tx) = sh
-        .calls
-        .get(call.legs[0].dialog.call_id.as_str())
-        .map(|e| e.value().clone())
-    {
-        sh.register_call_id(ai_call_id, tx);
-    }
+    sh.register_call_id(ai_call_id, call.inbox.clone());
     let id = call.send_request(Side::Ai, ai_invite, now);
     call.ai_invite_tx = Some(id);
     call.ring_deadline = Some(now + sh.settings.ai_answer_timeout);

@@ -187,7 +187,7 @@ impl Call {
                 return self.send_transfer_invite(peer, now);
             }
         }
-        let Some(inbox) = self.inbox() else { return };
+        let inbox = self.inbox();
         let layer = self.transport.clone();
         tokio::spawn(async move {
             let peer = match resolve(&uri).await {
@@ -317,9 +317,7 @@ impl Call {
         } else {
             self.legs.push(leg);
         }
-        if let Some(inbox) = self.inbox() {
-            self.sh.register_call_id(call_id, inbox);
-        }
+        self.sh.register_call_id(call_id, self.inbox());
         if let Some(hold) = self.transport.hold(&peer) {
             self._holds.push(hold);
         }
@@ -360,10 +358,7 @@ impl Call {
     }
 
     /// The call's own inbox, for results of work done on other tasks.
-    fn inbox(&self) -> Option<tokio::sync::mpsc::Sender<CallEvent>> {
-        self.sh
-            .calls
-            .get(self.legs[Side::Caller as usize].dialog.call_id.as_str())
-            .map(|e| e.value().clone())
+    fn inbox(&self) -> tokio::sync::mpsc::Sender<CallEvent> {
+        self.inbox.clone()
     }
 }
