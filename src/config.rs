@@ -414,7 +414,7 @@ impl Config {
             ));
         }
         if let Some(c) = &s.default_country {
-            if crate::session::phone::normalize_e164("2025550123", Some(c)).is_none() {
+            if crate::e164::normalize_e164("2025550123", Some(c)).is_none() {
                 return Err(bad(
                     "session.default_country",
                     format!("{c:?} is not a known ISO 3166-1 alpha-2 country code"),
@@ -482,7 +482,7 @@ impl Config {
             }
             let matcher = match (&r.number, &r.prefix, r.default) {
                 (Some(n), None, false) => RouteMatch::Number(
-                    crate::session::phone::normalize_e164(n, s.default_country.as_deref())
+                    crate::e164::normalize_e164(n, s.default_country.as_deref())
                         .unwrap_or_else(|| n.clone()),
                 ),
                 (None, Some(p), false) => RouteMatch::Prefix(p.clone()),

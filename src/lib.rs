@@ -3,6 +3,7 @@
 
 pub mod b2bua;
 pub mod config;
+pub mod e164;
 pub mod events;
 pub mod http;
 pub mod media;

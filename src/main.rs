@@ -16,10 +16,13 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Configuration file (for `run`, the default, and `webhook-url`).
-    #[arg(long, short, default_value = "config.toml", global = true)]
-    config: PathBuf,
+    /// Configuration file (for every command; default `config.toml`).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
 }
+
+/// The configuration file when none is named.
+const DEFAULT_CONFIG: &str = "config.toml";
 
 #[derive(Subcommand)]
 enum Command {
@@ -27,8 +30,8 @@ enum Command {
     Run,
     /// Check a configuration file and exit: 0 when valid.
     CheckConfig {
-        /// The file to check.
-        file: PathBuf,
+        /// The file to check (or give it with `--config`).
+        file: Option<PathBuf>,
     },
     /// Print the voice-prefetch webhook URL for an org (token minted with the newest
     /// `[[http.signing_keys]]` entry), for pasting into a Zendesk webhook.
@@ -41,19 +44,38 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let config = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     match cli.command.unwrap_or(Command::Run) {
-        Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("handoff: {e}");
+        Command::CheckConfig { file } => match (file, cli.config) {
+            (Some(file), Some(flag)) if file != flag => {
+                eprintln!(
+                    "handoff: check-config: two files named ({} and --config {}); give one",
+                    file.display(),
+                    flag.display()
+                );
                 ExitCode::from(2)
             }
+            (Some(file), _) => check_config(&file),
+            (None, _) => check_config(&config),
         },
-        Command::WebhookUrl { org } => webhook_url(&cli.config, &org),
-        Command::Run => run(&cli.config),
+        Command::WebhookUrl { org } => webhook_url(&config, &org),
+        Command::Run => run(&config),
+    }
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(_) => {
+            println!("{}: ok", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("handoff: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! A running handoff: the transport bound, the B2BUA dispatching, the housekeeping
 //! timer, and the graceful stop.
 
-use crate::b2bua::B2bua;
+use crate::b2bua::{B2bua, B2buaStartError};
 use crate::config::Settings;
 use crate::http::{HttpBindError, HttpServer, HttpState};
 use crate::metrics::Metrics;
@@ -30,6 +30,8 @@ pub struct Server {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error(transparent)]
+    B2bua(#[from] B2buaStartError),
     #[error(transparent)]
     Bind(#[from] BindError),
     #[error(transparent)]
@@ -64,7 +66,9 @@ impl Server {
             sessions.clone(),
             metrics.clone(),
             events.clone(),
-        );
+        )?;
+        // The dispatcher is the transport's sink and holds no transport: each message
+        // comes with the transport to answer through.
         let transport = TransportLayer::start(
             TransportConfig {
                 udp: settings.listen_udp.clone(),
@@ -78,7 +82,6 @@ impl Server {
             metrics.clone(),
         )
         .await?;
-        b2bua.attach_transport(transport.clone());
         let sweeping = b2bua.clone();
         let sweeper = tokio::spawn(async move {
             let mut tick = tokio::time::interval(SWEEP_INTERVAL);

@@ -86,6 +86,63 @@ fn missing_file_is_one_clear_line() {
     assert!(stderr.contains("/nonexistent/handoff.toml"), "{stderr}");
 }
 
+/// `check-config` on `args`: exit code and the first line of stdout and stderr.
+fn check_config(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN).args(args).output().expect("run");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).trim_end().to_owned(),
+        String::from_utf8_lossy(&out.stderr).trim_end().to_owned(),
+    )
+}
+
+#[test]
+fn check_config_takes_the_file_positionally() {
+    let good = temp_config("cc-pos", ROUTE);
+    let good = good.to_str().unwrap();
+    let (code, out, err) = check_config(&["check-config", good]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, format!("{good}: ok"));
+    let bad = temp_config("cc-pos-bad", &format!("[sip]\nlisten_upd = []\n{ROUTE}"));
+    let (code, _, err) = check_config(&["check-config", bad.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("listen_upd"), "{err}");
+}
+
+#[test]
+fn check_config_takes_the_global_config_before_the_command() {
+    let good = temp_config("cc-global", ROUTE);
+    let good = good.to_str().unwrap();
+    let (code, out, err) = check_config(&["--config", good, "check-config"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, format!("{good}: ok"));
+    let bad = temp_config("cc-global-bad", &format!("[sip]\nlisten_upd = []\n{ROUTE}"));
+    let (code, _, err) = check_config(&["--config", bad.to_str().unwrap(), "check-config"]);
+    assert_eq!(
+        code,
+        Some(2),
+        "a bad file named by --config is checked, not config.toml"
+    );
+    assert!(err.contains("listen_upd"), "{err}");
+}
+
+#[test]
+fn check_config_takes_config_after_the_command() {
+    let good = temp_config("cc-after", ROUTE);
+    let good = good.to_str().unwrap();
+    let (code, out, err) = check_config(&["check-config", "--config", good]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, format!("{good}: ok"));
+    let bad = temp_config("cc-after-bad", &format!("[sip]\nlisten_upd = []\n{ROUTE}"));
+    let (code, _, err) = check_config(&["check-config", "-c", bad.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("listen_upd"), "{err}");
+    // Two different files is a mistake, not a silent choice.
+    let (code, _, err) = check_config(&["check-config", good, "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
 #[test]
 fn shipped_config_toml_checks_clean() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
@@ -97,6 +154,72 @@ fn shipped_config_toml_checks_clean() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `handoff run` with `[media]` keys `media` does not start: a non-zero exit and one
+/// stderr line naming the media keys and the problem.
+fn assert_media_start_fails(name: &str, media: &str, needles: &[&str]) {
+    let path = temp_config(
+        name,
+        &format!("[sip]\nlisten_udp = [\"127.0.0.1:0\"]\nlisten_tcp = [\"127.0.0.1:0\"]\n[http]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"error\"\n[media]\n{media}\n{ROUTE}"),
+    );
+    let out = Command::new(BIN)
+        .args(["run", "--config", path.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run handoff");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started: {stdout}");
+    assert!(!stdout.contains("listening"), "{stdout}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "{stderr:?} should name {needle:?}");
+    }
+}
+
+#[test]
+fn unbindable_media_ip_stops_start_up_naming_it() {
+    // 192.0.2.1 (TEST-NET-1, RFC 5737) is on no interface of this host.
+    assert_media_start_fails(
+        "media-ip",
+        "ip = \"192.0.2.1\"\npublic_ip = \"192.0.2.1\"\nport_min = 30000\nport_max = 30003",
+        &[
+            "media.ip 192.0.2.1",
+            "media.port_min..media.port_max = 30000..30003",
+            "os error",
+        ],
+    );
+}
+
+#[test]
+fn media_port_range_all_in_use_stops_start_up_naming_it() {
+    // Two even/odd pairs (the least a range may hold), every port held here.
+    let held: Vec<std::net::UdpSocket> = (0..200)
+        .find_map(|_| {
+            let a = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+            let port = a.local_addr().ok()?.port();
+            if port % 2 != 0 || port > u16::MAX - 3 {
+                return None;
+            }
+            let mut held = vec![a];
+            for p in port + 1..=port + 3 {
+                held.push(std::net::UdpSocket::bind(("127.0.0.1", p)).ok()?);
+            }
+            Some(held)
+        })
+        .expect("four free consecutive ports");
+    let min = held[0].local_addr().unwrap().port();
+    let max = min + 3;
+    assert_media_start_fails(
+        "media-taken",
+        &format!("ip = \"127.0.0.1\"\nport_min = {min}\nport_max = {max}"),
+        &[
+            &format!("media.port_min..media.port_max = {min}..{max}"),
+            "media.ip 127.0.0.1",
+            "in use",
+        ],
     );
 }
 

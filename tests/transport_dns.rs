@@ -194,8 +194,14 @@ async fn transfer_target_named_by_host_is_found_by_srv() {
 struct NoSink;
 
 impl Sink for NoSink {
-    fn on_message(&self, _: handoff::sip::message::Message, _: Peer) {}
-    fn on_bad_message(&self, _: handoff::sip::message::ParseError, _: Peer) {}
+    fn on_message(&self, _: handoff::sip::message::Message, _: Peer, _: &Arc<TransportLayer>) {}
+    fn on_bad_message(
+        &self,
+        _: handoff::sip::message::ParseError,
+        _: Peer,
+        _: &Arc<TransportLayer>,
+    ) {
+    }
 }
 
 async fn transport_layer(dns: &FakeDns) -> Arc<TransportLayer> {

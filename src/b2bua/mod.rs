@@ -4,21 +4,23 @@
 
 mod call;
 pub mod policy;
+mod registry;
 pub mod transfer;
 
 pub use call::CallEvent;
 
 use crate::config::Settings;
+use crate::e164::normalize_e164;
 use crate::metrics::Metrics;
-use crate::session::phone::normalize_e164;
 use crate::session::SessionTable;
 use crate::sip::message::{generate_tag, Message, Method, ParseError};
 use crate::sip::transaction::{Absorb, Absorber, TimerConfig};
 use crate::sip::transport::{response_peer, Peer, Sink, TransportLayer};
-use dashmap::DashMap;
 use policy::{method_support, MethodSupport, ALLOW, SUPPORTED};
+use registry::CallRegistry;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::mpsc;
 
@@ -32,9 +34,8 @@ pub struct Shared {
     pub settings: Arc<Settings>,
     pub sessions: Arc<SessionTable>,
     pub metrics: Arc<Metrics>,
-    transport: OnceLock<Arc<TransportLayer>>,
-    /// Call-ID (of either leg) to the call's inbox.
-    calls: DashMap<String, mpsc::Sender<CallEvent>>,
+    /// Call-ID (of any leg) to the call's inbox.
+    calls: CallRegistry,
     active: AtomicUsize,
     draining: AtomicBool,
     cps: Mutex<TokenBucket>,
@@ -49,10 +50,24 @@ pub struct Shared {
     events: crate::events::Events,
 }
 
-/// The dispatcher: what the transport hands every message to.
+/// The dispatcher: what the transport hands every message to (with itself, to answer
+/// through), so it is built before the transport and holds none.
 #[derive(Clone)]
 pub struct B2bua {
     shared: Arc<Shared>,
+}
+
+/// Why the B2BUA cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum B2buaStartError {
+    /// `[media]` relay mode, and not one RTP/RTCP pair of the range can be bound.
+    #[error("media relay cannot start: media.port_min..media.port_max = {port_min}..{port_max} on media.ip {ip}: {problem}")]
+    MediaPorts {
+        ip: IpAddr,
+        port_min: u16,
+        port_max: u16,
+        problem: String,
+    },
 }
 
 impl B2bua {
@@ -61,41 +76,19 @@ impl B2bua {
         sessions: Arc<SessionTable>,
         metrics: Arc<Metrics>,
         events: crate::events::Events,
-    ) -> Self {
+    ) -> Result<Self, B2buaStartError> {
         let rate = f64::from(settings.max_calls_per_second);
         let timers = TimerConfig {
             t1: settings.t1,
             t2: settings.t2,
             t4: settings.t4,
         };
-        let media = settings.media.as_ref().and_then(|m| {
-            match crate::media::relay::PortPool::new(m.ip, m.port_min, m.port_max) {
-                Ok(pool) => {
-                    // Pairs bound ahead: no socket is made on the path of a call
-                    // set-up or of a transfer INVITE (see the pool's notes).
-                    if let Err(e) = pool.keep_spares(MEDIA_SPARE_PAIRS) {
-                        tracing::warn!(error = %e, "no spare media ports: bound per call");
-                    }
-                    Some(call::MediaShared {
-                        pool,
-                        sdp_ip: m.sdp_ip,
-                        relay: crate::media::relay::RelayConfig {
-                            latching: m.latching,
-                            timeout: m.timeout,
-                            hold_timeout: m.hold_timeout,
-                            ..Default::default()
-                        },
-                    })
-                }
-                // The range was validated with the config; this cannot happen.
-                Err(e) => {
-                    tracing::error!(error = %e, "media relay disabled");
-                    None
-                }
-            }
-        });
+        let media = match settings.media.as_ref() {
+            Some(m) => Some(media_shared(m)?),
+            None => None,
+        };
         let transfer = settings.transfer.clone();
-        B2bua {
+        Ok(B2bua {
             shared: Arc::new(Shared {
                 events,
                 transfer,
@@ -103,20 +96,14 @@ impl B2bua {
                 settings,
                 sessions,
                 metrics,
-                transport: OnceLock::new(),
-                calls: DashMap::new(),
+                calls: CallRegistry::default(),
                 active: AtomicUsize::new(0),
                 draining: AtomicBool::new(false),
                 cps: Mutex::new(TokenBucket::new(rate)),
                 timers,
                 absorber: Absorber::new(200_000),
             }),
-        }
-    }
-
-    /// The transport is bound after the dispatcher exists (it needs a sink).
-    pub fn attach_transport(&self, t: Arc<TransportLayer>) {
-        let _ = self.shared.transport.set(t);
+        })
     }
 
     /// Periodic housekeeping: expired absorber entries and lingering sessions.
@@ -136,18 +123,18 @@ impl B2bua {
 
     /// Tell every live call to end now (BYE or CANCEL on both legs).
     pub fn end_all_calls(&self) {
-        for entry in self.shared.calls.iter() {
-            let _ = entry.value().try_send(CallEvent::Shutdown);
-        }
-    }
-
-    fn transport(&self) -> Option<&Arc<TransportLayer>> {
-        self.shared.transport.get()
+        self.shared.calls.offer_all(|| CallEvent::Shutdown);
     }
 
     /// Answer a request without any state (RFC 3261 8.2.7 permits a stateless UAS).
-    fn reply(&self, req: &Message, from: Peer, status: u16, extra: &[(&'static str, String)]) {
-        let Some(t) = self.transport() else { return };
+    fn reply(
+        &self,
+        t: &TransportLayer,
+        req: &Message,
+        from: Peer,
+        status: u16,
+        extra: &[(&'static str, String)],
+    ) {
         let mut resp = Message::response_to(req, status, Some(&generate_tag()));
         for (name, value) in extra {
             resp.push(name, value.clone());
@@ -156,21 +143,22 @@ impl B2bua {
         let _ = t.send(&response_peer(req, from), resp.to_bytes());
     }
 
-    fn reply_503(&self, req: &Message, from: Peer) {
+    fn reply_503(&self, t: &TransportLayer, req: &Message, from: Peer) {
         Metrics::inc(&self.shared.metrics.calls_rejected_overload_total);
         let ra = self.shared.settings.retry_after_secs.to_string();
-        self.reply(req, from, 503, &[("Retry-After", ra)]);
+        self.reply(t, req, from, 503, &[("Retry-After", ra)]);
     }
 
-    fn on_request_without_call(&self, msg: Message, from: Peer) {
+    fn on_request_without_call(&self, t: &Arc<TransportLayer>, msg: Message, from: Peer) {
         let Some(method) = msg.method().cloned() else {
             return;
         };
         match method {
             // The ACK of a stateless rejection, or a stray: nothing to answer.
             Method::Ack => {}
-            Method::Invite if msg.to_tag().is_none() => self.new_call(msg, from),
+            Method::Invite if msg.to_tag().is_none() => self.new_call(t, msg, from),
             Method::Options => self.reply(
+                t,
                 &msg,
                 from,
                 200,
@@ -182,40 +170,46 @@ impl B2bua {
             ),
             // RFC 3515 allows a REFER outside a dialog; handoff only takes the
             // AI agent's, inside its call.
-            Method::Refer if msg.to_tag().is_none() => self.reply(&msg, from, 403, &[]),
+            Method::Refer if msg.to_tag().is_none() => self.reply(t, &msg, from, 403, &[]),
             m => match method_support(&m) {
                 MethodSupport::NotImplemented => {
-                    self.reply(&msg, from, 501, &[("Allow", ALLOW.into())])
+                    self.reply(t, &msg, from, 501, &[("Allow", ALLOW.into())])
                 }
                 MethodSupport::NotAllowed if msg.to_tag().is_none() => {
-                    self.reply(&msg, from, 405, &[("Allow", ALLOW.into())])
+                    self.reply(t, &msg, from, 405, &[("Allow", ALLOW.into())])
                 }
                 // In-dialog requests and CANCELs for calls we do not have.
-                _ => self.reply(&msg, from, 481, &[]),
+                _ => self.reply(t, &msg, from, 481, &[]),
             },
         }
     }
 
-    fn new_call(&self, mut invite: Message, from: Peer) {
+    fn new_call(&self, t: &Arc<TransportLayer>, mut invite: Message, from: Peer) {
         let sh = &self.shared;
         if sh.draining.load(Ordering::Relaxed) {
-            return self.reply_503(&invite, from);
+            return self.reply_503(t, &invite, from);
         }
         // RFC 3261 8.2.2.3: an extension we do not support is refused with 420.
         let required = policy::unsupported_required(&invite);
         if !required.is_empty() {
-            return self.reply(&invite, from, 420, &[("Unsupported", required.join(", "))]);
+            return self.reply(
+                t,
+                &invite,
+                from,
+                420,
+                &[("Unsupported", required.join(", "))],
+            );
         }
         // RFC 3261 16.3 step 3 applies to what we forward: at zero, 483.
         if let Some(Ok(0)) = invite.max_forwards() {
-            return self.reply(&invite, from, 483, &[]);
+            return self.reply(t, &invite, from, 483, &[]);
         }
         if sh.active.load(Ordering::Relaxed) >= sh.settings.max_calls {
             tracing::warn!(
                 max_calls = sh.settings.max_calls,
                 "call limit reached, refusing INVITE with 503"
             );
-            return self.reply_503(&invite, from);
+            return self.reply_503(t, &invite, from);
         }
         if !sh
             .cps
@@ -224,7 +218,7 @@ impl B2bua {
             .unwrap_or(false)
         {
             tracing::debug!("calls-per-second limit reached, refusing INVITE with 503");
-            return self.reply_503(&invite, from);
+            return self.reply_503(t, &invite, from);
         }
         let called = invite
             .request_uri()
@@ -238,7 +232,7 @@ impl B2bua {
             .cloned()
         else {
             tracing::info!(called = %called, "no route for called number, 404");
-            return self.reply(&invite, from, 404, &[]);
+            return self.reply(t, &invite, from, 404, &[]);
         };
         // Before the X-OPENCX-* headers go: X-OPENCX-SESSION-CUSTOM-DATA is data.
         let custom_data = crate::events::custom_data::from_invite_logged(&invite, &sh.metrics);
@@ -255,26 +249,19 @@ impl B2bua {
         let Some(call_id) = invite.call_id().map(str::to_owned) else {
             return;
         };
-        let Some(transport) = self.transport().cloned() else {
-            return;
-        };
-        let (tx, rx) = mpsc::channel(sh.settings.call_inbox_depth);
+        let (inbox, rx) = mpsc::channel(sh.settings.call_inbox_depth);
         // Two datagrams of one INVITE racing on two threads must not make two calls.
-        match sh.calls.entry(call_id) {
-            dashmap::Entry::Occupied(e) => {
-                let _ = e.get().try_send(CallEvent::Sip(Box::new((invite, from))));
-                return;
-            }
-            dashmap::Entry::Vacant(v) => {
-                v.insert(tx);
-            }
+        if let Err(owner) = sh.calls.claim(call_id, &inbox) {
+            let _ = owner.try_send(CallEvent::Sip(Box::new((invite, from))));
+            return;
         }
         sh.active.fetch_add(1, Ordering::Relaxed);
         sh.metrics.calls_active.fetch_add(1, Ordering::Relaxed);
         Metrics::inc(&sh.metrics.calls_started_total);
         let start = call::CallStart {
             sh: self.shared.clone(),
-            transport,
+            transport: t.clone(),
+            inbox,
             invite,
             from,
             route,
@@ -287,36 +274,32 @@ impl B2bua {
 
 impl Shared {
     /// A call registers the Call-ID of a leg it created.
-    fn register_call_id(&self, call_id: String, tx: mpsc::Sender<CallEvent>) {
-        self.calls.insert(call_id, tx);
+    fn register_call_id(&self, call_id: String, inbox: registry::Inbox) {
+        self.calls.add(call_id, inbox);
     }
 
     /// A call is gone: forget its Call-IDs and release its slot.
     fn call_finished(&self, call_ids: &[&str]) {
-        for id in call_ids {
-            self.calls.remove(*id);
-        }
+        self.calls.remove(call_ids);
         self.active.fetch_sub(1, Ordering::Relaxed);
         self.metrics.calls_active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl Sink for B2bua {
-    fn on_message(&self, msg: Message, from: Peer) {
+    fn on_message(&self, msg: Message, from: Peer, t: &Arc<TransportLayer>) {
         let Some(call_id) = msg.call_id() else { return };
         if msg.is_request() {
             match self.shared.absorber.check(&msg, Instant::now()) {
                 Some(Absorb::Silent) => return,
                 Some(Absorb::Resend(peer, bytes)) => {
-                    if let Some(t) = self.transport() {
-                        let _ = t.send(&peer, bytes);
-                    }
+                    let _ = t.send(&peer, bytes);
                     return;
                 }
                 None => {}
             }
         }
-        let sender = self.shared.calls.get(call_id).map(|e| e.value().clone());
+        let sender = self.shared.calls.inbox(call_id);
         if let Some(tx) = sender {
             let is_request = msg.is_request();
             let is_ack = msg.method() == Some(&Method::Ack);
@@ -325,7 +308,7 @@ impl Sink for B2bua {
                 Err(mpsc::error::TrySendError::Full(ev)) => {
                     Metrics::inc(&self.shared.metrics.sip_messages_dropped_total);
                     if let (CallEvent::Sip(b), true, false) = (ev, is_request, is_ack) {
-                        self.reply_503(&b.0, from);
+                        self.reply_503(t, &b.0, from);
                     }
                     return;
                 }
@@ -333,7 +316,7 @@ impl Sink for B2bua {
                     // The call ended between lookup and send: treat as no call.
                     let (msg, from) = *b;
                     if msg.is_request() {
-                        self.on_request_without_call(msg, from);
+                        self.on_request_without_call(t, msg, from);
                     }
                     return;
                 }
@@ -341,14 +324,14 @@ impl Sink for B2bua {
             }
         }
         if msg.is_request() {
-            self.on_request_without_call(msg, from);
+            self.on_request_without_call(t, msg, from);
         } else {
             // A response for no call of ours (late retransmission): drop it.
             Metrics::inc(&self.shared.metrics.sip_messages_dropped_total);
         }
     }
 
-    fn on_bad_message(&self, err: ParseError, from: Peer) {
+    fn on_bad_message(&self, err: ParseError, from: Peer, t: &Arc<TransportLayer>) {
         let status = err.status();
         match err.partial() {
             Some(req)
@@ -358,7 +341,6 @@ impl Sink for B2bua {
                     && req.top_via().is_some() =>
             {
                 tracing::info!(peer = %from.addr, error = %err, "malformed request answered {status}");
-                let Some(t) = self.transport() else { return };
                 let mut resp = Message::response_to(req, status, Some(&generate_tag()));
                 resp.set_reason(format!(
                     "{} ({})",
@@ -374,6 +356,45 @@ impl Sink for B2bua {
             }
         }
     }
+}
+
+/// The media relay's shared parts; fails when not one port pair of the range can be
+/// bound (an address not on this host, or every port taken), which would otherwise
+/// refuse every call.
+fn media_shared(m: &crate::config::MediaSettings) -> Result<call::MediaShared, B2buaStartError> {
+    use crate::media::relay::{PoolError, PortPool};
+    let failed = |problem: String| B2buaStartError::MediaPorts {
+        ip: m.ip,
+        port_min: m.port_min,
+        port_max: m.port_max,
+        problem,
+    };
+    let pool = PortPool::new(m.ip, m.port_min, m.port_max).map_err(|e| failed(e.to_string()))?;
+    // One pair bound and let go at once: the range is usable now.
+    match pool.allocate() {
+        Ok(_pair) => {}
+        Err(PoolError::Exhausted { .. }) => {
+            return Err(failed(
+                "every port of the range is in use by another socket (address in use)".into(),
+            ))
+        }
+        Err(e) => return Err(failed(e.to_string())),
+    }
+    // Pairs bound ahead: no socket is made on the path of a call set-up or of a
+    // transfer INVITE (see the pool's notes).
+    if let Err(e) = pool.keep_spares(MEDIA_SPARE_PAIRS) {
+        tracing::warn!(error = %e, "no spare media ports: bound per call");
+    }
+    Ok(call::MediaShared {
+        pool,
+        sdp_ip: m.sdp_ip,
+        relay: crate::media::relay::RelayConfig {
+            latching: m.latching,
+            timeout: m.timeout,
+            hold_timeout: m.hold_timeout,
+            ..Default::default()
+        },
+    })
 }
 
 /// Calls-per-second limit: a bucket of one second's worth of calls, refilled smoothly.

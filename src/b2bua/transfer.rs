@@ -8,12 +8,12 @@
 //! - [`transfer_headers`], [`transfer_from`], [`CopyRule`]: what the transfer INVITE
 //!   carries; every value validated, invalid optional ones left out and reported.
 //! - [`notify`]: the NOTIFY pieces (RFC 3515, 4488, 6665).
-//! - [`digest`]: answering a 401/407 from the destination (RFC 2617, 7616, 8760).
+//! - [`Credentials`]: what answers a 401/407 from the destination (the digest itself is
+//!   generic SIP client auth, [`crate::sip::auth`]).
 //! - [`TransferSettings`]: the `[transfer]` table, compiled once into a
 //!   [`TransferPolicy`].
 
 mod allow;
-pub mod digest;
 mod headers;
 pub mod machine;
 pub mod notify;

@@ -5,8 +5,8 @@
 use super::auth::{self, SignatureError, TokenError};
 use super::error::{body_error, require_json, ApiError};
 use super::HttpState;
+use crate::e164::normalize_e164;
 use crate::metrics::WebhookOutcome;
-use crate::session::phone::normalize_e164;
 use crate::session::{SessionId, StampOutcome};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};

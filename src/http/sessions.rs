@@ -7,7 +7,7 @@
 use super::auth;
 use super::error::{body_error, require_json, ApiError};
 use super::HttpState;
-use crate::session::phone::normalize_e164;
+use crate::e164::normalize_e164;
 use crate::session::{Session, SessionId};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};

@@ -5,8 +5,6 @@
 //! Ended sessions linger for a while so that late webhooks still find them,
 //! then `sweep` removes them. The table is bounded: `insert` refuses when full.
 
-pub mod phone;
-
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -125,13 +125,6 @@ impl Dialog {
         }
     }
 
-    /// Does this request belong to this dialog (Call-ID and both tags)?
-    pub fn matches_request(&self, req: &Message) -> bool {
-        req.call_id() == Some(self.call_id.as_str())
-            && req.to_tag() == Some(self.local_tag.as_str())
-            && req.from_tag() == self.remote_tag.as_deref()
-    }
-
     /// RFC 3261 12.2.1.1: a new request in this dialog, with a fresh branch on a Via
     /// naming `via_host:via_port` over the dialog's transport.
     pub fn request(
@@ -320,6 +313,5 @@ mod tests {
             Err(InDialogError::CSeqOutOfOrder)
         );
         assert_eq!(d.accept_remote_cseq(&bye(11)), Ok(()));
-        assert!(d.matches_request(&bye(12)));
     }
 }

@@ -1,5 +1,7 @@
-//! The SIP stack, bottom up: transport, message, transaction, dialog.
+//! The SIP stack, bottom up: transport, message, transaction, dialog; and client
+//! authentication.
 
+pub mod auth;
 pub mod dialog;
 pub mod message;
 pub mod transaction;

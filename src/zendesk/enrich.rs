@@ -8,9 +8,9 @@
 //! never waits for an enrichment: it reads the session as it is.
 
 use super::client::{FetchError, Organization, User, ZendeskClient};
+use crate::e164::normalize_e164;
 use crate::http::ContactEnricher;
 use crate::metrics::Metrics;
-use crate::session::phone::normalize_e164;
 use crate::session::{ContactDetails, SessionId, SessionTable};
 use crate::store::contacts::{ContactStore, ContactStoreError};
 use dashmap::DashMap;

@@ -4,9 +4,8 @@
 
 use super::contact_for;
 use crate::b2bua::policy::ALLOW;
-use crate::sip::message::{generate_branch, Message, Method, Via};
+use crate::sip::message::{generate_branch, generate_call_id, Message, Method, Via};
 use crate::sip::transport::Transport;
-use rand::Rng;
 
 /// A new dialog's first INVITE.
 pub(super) struct NewInvite<'a> {
@@ -47,10 +46,4 @@ impl NewInvite<'_> {
         m.push("User-Agent", self.user_agent.to_owned());
         (m, contact)
     }
-}
-
-/// A Call-ID for a dialog we start: 128 random bits (RFC 3261 8.1.1.4).
-fn generate_call_id() -> String {
-    let n: u128 = rand::thread_rng().gen();
-    format!("{n:032x}")
 }

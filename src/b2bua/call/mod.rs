@@ -80,6 +80,8 @@ enum Phase {
 pub(super) struct Call {
     sh: Arc<Shared>,
     transport: Arc<TransportLayer>,
+    /// The call's own inbox, for results of work done on other tasks.
+    inbox: mpsc::Sender<CallEvent>,
     session_id: SessionId,
     txs: TransactionSet,
     events: Vec<TxEvent>,
@@ -120,6 +122,7 @@ pub(super) struct Call {
 pub(super) struct CallStart {
     pub sh: Arc<Shared>,
     pub transport: Arc<TransportLayer>,
+    pub inbox: mpsc::Sender<CallEvent>,
     pub invite: Message,
     pub from: Peer,
     pub route: crate::config::Route,

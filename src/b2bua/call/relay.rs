@@ -98,8 +98,7 @@ impl Call {
                 self.legs[from as usize].local_contact().to_owned(),
             );
         }
-        let bytes = out.to_bytes();
-        self.txs.respond(server_tx, &out, now, &mut self.events);
+        let bytes = self.txs.respond(server_tx, &out, now, &mut self.events);
         if status < 200 {
             return;
         }

@@ -9,9 +9,9 @@ use super::{contact_for, Call, CallStart, Phase, Side};
 use crate::b2bua::policy::{self, AiOutcome, ALLOW};
 use crate::b2bua::Shared;
 use crate::config::Route;
+use crate::e164::normalize_e164;
 use crate::events::{EndedBy, SipOutcome};
 use crate::metrics::Metrics;
-use crate::session::phone::normalize_e164;
 use crate::session::{Session, SessionId};
 use crate::sip::dialog::Dialog;
 use crate::sip::message::{generate_tag, Message};
@@ -23,6 +23,7 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
     let CallStart {
         sh,
         transport,
+        inbox,
         invite,
         from,
         route,
@@ -125,6 +126,7 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         _holds: holds,
         sh: sh.clone(),
         transport,
+        inbox,
         session_id: session_id.clone(),
         txs,
         events,
@@ -179,13 +181,7 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         return Some(call);
     }
     let ai_call_id = call.legs[Side::Ai as usize].call_id().to_owned();
-    if let Some(tx) = sh
-        .calls
-        .get(call.legs[Side::Caller as usize].call_id())
-        .map(|e| e.value().clone())
-    {
-        sh.register_call_id(ai_call_id, tx);
-    }
+    sh.register_call_id(ai_call_id, call.inbox.clone());
     // The INVITE's timers and the answer deadline run from now, not from the
     // caller's INVITE: finding the AI agent (DNS, TCP connect) may have taken a while.
     let sent = Instant::now();
@@ -376,8 +372,8 @@ impl Call {
         if let Some(m) = self.media.as_mut() {
             m.answered();
         }
-        let bytes = ok.to_bytes();
-        self.txs
+        let bytes = self
+            .txs
             .respond(self.caller_invite_tx, &ok, now, &mut self.events);
         let caller_seq = invite.cseq().map_or(1, |c| c.seq);
         let (peer, t1) = (self.caller_peer, self.sh.settings.t1);

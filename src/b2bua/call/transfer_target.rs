@@ -7,11 +7,11 @@ use super::leg::Leg;
 use super::pending::PendingInvite;
 use super::setup::local_host_port;
 use super::{Call, CallEvent, Side};
-use crate::b2bua::transfer::digest;
 use crate::b2bua::transfer::machine::Event;
 use crate::b2bua::transfer::TransferPolicy;
 use crate::b2bua::transfer::{transfer_from, transfer_headers, Destination, DestinationKind};
 use crate::metrics::Metrics;
+use crate::sip::auth as digest;
 use crate::sip::dialog::Dialog;
 use crate::sip::message::{generate_tag, Message, NameAddr, SipUri};
 use crate::sip::transaction::TxId;
@@ -342,7 +342,8 @@ impl Call {
                     .eq_ignore_ascii_case(kind.challenge_header())
             })
             .find_map(|h| {
-                digest::digest_authorization(h.value(), "INVITE", &uri, creds, &cnonce, 1).ok()
+                digest::digest_authorization(h.value(), "INVITE", &uri, &creds.digest(), &cnonce, 1)
+                    .ok()
             });
         if answer.is_none() {
             tracing::warn!("transfer target's challenge cannot be answered");
@@ -352,9 +353,6 @@ impl Call {
 
     /// The call's own inbox, for results of work done on other tasks.
     fn inbox(&self) -> Option<tokio::sync::mpsc::Sender<CallEvent>> {
-        self.sh
-            .calls
-            .get(self.legs[Side::Caller as usize].call_id())
-            .map(|e| e.value().clone())
+        Some(self.inbox.clone())
     }
 }

@@ -5,6 +5,7 @@
 use super::refer_to::ReferTarget;
 use super::settings::DEFAULT_CODECS;
 use crate::config::Secret;
+use crate::sip::auth::DigestCredentials;
 use crate::sip::message::SipUri;
 use crate::sip::transport::Transport;
 use std::net::IpAddr;
@@ -24,6 +25,16 @@ pub enum DestinationKind {
 pub struct Credentials {
     pub username: String,
     pub password: Secret,
+}
+
+impl Credentials {
+    /// Borrowed for answering a challenge ([`crate::sip::auth`]).
+    pub fn digest(&self) -> DigestCredentials<'_> {
+        DigestCredentials {
+            username: &self.username,
+            password: self.password.expose(),
+        }
+    }
 }
 
 /// A transfer target that passed the allow-list, with what dialling it needs.

@@ -19,16 +19,6 @@ pub fn subscription_active(expires_secs: u32) -> String {
     format!("active;expires={expires_secs}")
 }
 
-/// `Subscription-State` of the NOTIFY that reports `status`: active while the transfer
-/// leg is provisional, terminated with its final status (RFC 3515 2.4.5).
-pub fn subscription_state_for(status: u16, expires_secs: u32) -> String {
-    if status < 200 {
-        subscription_active(expires_secs)
-    } else {
-        SUBSCRIPTION_TERMINATED.to_owned()
-    }
-}
-
 /// Longest reason phrase written into a sipfrag.
 const MAX_REASON: usize = 128;
 

@@ -247,11 +247,6 @@ impl MediaRelay {
         self.task.await.map_err(|_| RelayStopped)
     }
 
-    /// Whether the relay task has ended.
-    pub fn is_stopped(&self) -> bool {
-        self.task.is_finished()
-    }
-
     async fn request<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,

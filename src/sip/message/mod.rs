@@ -14,14 +14,12 @@ pub use headers::{
 };
 pub use parse::{parse, ParseError, ParseErrorKind};
 pub use typed::{
-    bracket_v6, generate_branch, generate_tag, CSeq, NameAddr, SipUri, Via, BRANCH_MAGIC_COOKIE,
+    bracket_v6, generate_branch, generate_call_id, generate_tag, CSeq, NameAddr, SipUri, Via,
+    BRANCH_MAGIC_COOKIE,
 };
 
 use bytes::{BufMut, Bytes, BytesMut};
 use std::fmt;
-
-/// Default largest message accepted on either transport.
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
 
 /// SIP request methods we know by name; anything else is kept as an extension method.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -184,12 +182,6 @@ impl Message {
         }
     }
 
-    pub fn set_request_uri(&mut self, new: impl Into<String>) {
-        if let StartLine::Request { uri, .. } = &mut self.start {
-            *uri = new.into();
-        }
-    }
-
     pub fn status(&self) -> Option<u16> {
         match &self.start {
             StartLine::Response { status, .. } => Some(*status),
@@ -250,26 +242,6 @@ impl Message {
         self.headers.push(Header::checked(name, value)?);
         self.via_changed(name);
         Ok(())
-    }
-
-    /// Append a header taken from another parsed message (already free of CR/LF).
-    pub fn push_header(&mut self, h: Header) {
-        if h.name.is("Via") {
-            self.via_cache = std::cell::OnceCell::new();
-        }
-        self.headers.push(h);
-    }
-
-    /// Insert a header before all others (a new top Via).
-    pub fn prepend(&mut self, name: &'static str, value: impl Into<String>) {
-        self.via_changed(name);
-        self.headers.insert(
-            0,
-            Header {
-                name: HeaderName::of(name),
-                value: value.into(),
-            },
-        );
     }
 
     pub fn remove(&mut self, name: &str) {

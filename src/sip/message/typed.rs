@@ -22,6 +22,13 @@ pub fn generate_tag() -> String {
     format!("{n:016x}")
 }
 
+/// A fresh Call-ID for a dialog we start: 128 random bits in 32 lowercase hex digits,
+/// globally unique without a host part (RFC 3261 8.1.1.4).
+pub fn generate_call_id() -> String {
+    let n: u128 = rand::thread_rng().gen();
+    format!("{n:032x}")
+}
+
 /// The top Via of a message.
 #[derive(Debug, Clone)]
 pub struct Via {
@@ -526,6 +533,21 @@ mod tests {
         assert_eq!(n.uri.scheme, "tel");
         assert!(NameAddr::parse("<sip:a@b").is_none());
         assert!(NameAddr::parse("<http://x>").is_none());
+    }
+
+    #[test]
+    fn generated_call_ids_are_32_hex_digits_and_unique() {
+        let ids: std::collections::HashSet<String> =
+            (0..5000).map(|_| generate_call_id()).collect();
+        assert_eq!(ids.len(), 5000);
+        for id in &ids {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+                "{id}"
+            );
+        }
     }
 
     #[test]

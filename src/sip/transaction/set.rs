@@ -161,13 +161,35 @@ impl TransactionSet {
         id
     }
 
-    /// The TU answers a server transaction.
-    pub fn respond(&mut self, id: TxId, resp: &Message, now: Instant, out: &mut Vec<TxEvent>) {
+    /// The TU answers a server transaction. Returns the response as serialised, once:
+    /// the same buffer the transaction sends and retransmits, for a TU that sends it
+    /// again itself (an INVITE's 2xx, RFC 6026 Accepted).
+    pub fn respond(
+        &mut self,
+        id: TxId,
+        resp: &Message,
+        now: Instant,
+        out: &mut Vec<TxEvent>,
+    ) -> Bytes {
+        let wire = resp.to_bytes();
+        let status = resp.status().unwrap_or(500);
+        self.respond_wire(id, status, wire.clone(), now, out);
+        wire
+    }
+
+    /// [`TransactionSet::respond`] with the response already serialised.
+    fn respond_wire(
+        &mut self,
+        id: TxId,
+        status: u16,
+        wire: Bytes,
+        now: Instant,
+        out: &mut Vec<TxEvent>,
+    ) {
         let Some(e) = self.entries.iter_mut().find(|e| e.id == id) else {
             return;
         };
-        let status = resp.status().unwrap_or(500);
-        e.response = Some(resp.to_bytes());
+        e.response = Some(wire);
         e.status = status;
         let actions = match &mut e.machine {
             Machine::InviteServer(m) => m.send_response(status),

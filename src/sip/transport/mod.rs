@@ -90,12 +90,13 @@ impl Peer {
     }
 }
 
-/// Where the transport hands what it receives.
+/// Where the transport hands what it receives, with the transport it came on (to
+/// answer through): the sink is built before the transport and holds none.
 pub trait Sink: Send + Sync + 'static {
     /// A well-formed message. Requests already carry `received`/`rport` on the top Via.
-    fn on_message(&self, msg: Message, from: Peer);
+    fn on_message(&self, msg: Message, from: Peer, transport: &Arc<TransportLayer>);
     /// A message that failed to parse; a request with enough headers can still get 400.
-    fn on_bad_message(&self, err: ParseError, from: Peer);
+    fn on_bad_message(&self, err: ParseError, from: Peer, transport: &Arc<TransportLayer>);
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +140,7 @@ pub struct TransportLayer {
     udp_addrs: Vec<SocketAddr>,
     tcp: Arc<tcp::TcpHub>,
     resolver: resolve::Resolver,
+    sink: Arc<dyn Sink>,
     metrics: Arc<Metrics>,
 }
 
@@ -165,22 +167,27 @@ impl TransportLayer {
             udp_addrs.push(local);
             udp.push(Arc::new(sock));
         }
-        let tcp = tcp::TcpHub::start(&cfg, sink.clone(), metrics.clone()).await?;
-        for sock in &udp {
+        let (listeners, listen) = tcp::bind_all(&cfg)?;
+        // The TCP hub's readers hand messages on with the layer that owns the hub.
+        let layer = Arc::new_cyclic(|layer| TransportLayer {
+            udp,
+            udp_addrs,
+            tcp: tcp::TcpHub::new(&cfg, listen, layer.clone(), metrics.clone()),
+            resolver: resolve::Resolver::new(&cfg.dns_servers),
+            sink,
+            metrics,
+        });
+        for l in listeners {
+            tokio::spawn(tcp::accept_loop(l, layer.tcp.clone()));
+        }
+        for sock in &layer.udp {
             tokio::spawn(udp::receive_loop(
                 sock.clone(),
-                sink.clone(),
-                metrics.clone(),
+                layer.clone(),
                 cfg.max_message_size,
             ));
         }
-        Ok(Arc::new(TransportLayer {
-            udp,
-            udp_addrs,
-            tcp,
-            resolver: resolve::Resolver::new(&cfg.dns_servers),
-            metrics,
-        }))
+        Ok(layer)
     }
 
     pub fn udp_addrs(&self) -> &[SocketAddr] {
@@ -250,10 +257,6 @@ impl TransportLayer {
         self.tcp.connect(addr).await
     }
 
-    pub fn tcp_connection_count(&self) -> usize {
-        self.tcp.connection_count()
-    }
-
     /// Keep the TCP connection of `peer` open while the returned hold lives, however
     /// idle it gets: a long call with no signalling must still be able to send its BYE.
     pub fn hold(self: &Arc<Self>, peer: &Peer) -> Option<ConnHold> {
@@ -289,7 +292,8 @@ fn count_incoming(metrics: &Metrics, msg: &crate::sip::message::Message) {
 }
 
 /// Parse what arrived and hand it on. Shared by both transports.
-pub(crate) fn deliver(sink: &dyn Sink, metrics: &Metrics, data: Bytes, from: Peer) {
+pub(crate) fn deliver(layer: &Arc<TransportLayer>, data: Bytes, from: Peer) {
+    let metrics = &*layer.metrics;
     Metrics::inc(&metrics.sip_messages_received_total);
     match parse(data) {
         Ok(mut msg) => {
@@ -297,11 +301,11 @@ pub(crate) fn deliver(sink: &dyn Sink, metrics: &Metrics, data: Bytes, from: Pee
             if msg.is_request() {
                 stamp_via(&mut msg, from);
             }
-            sink.on_message(msg, from);
+            layer.sink.on_message(msg, from, layer);
         }
         Err(err) => {
             Metrics::inc(&metrics.sip_parse_errors_total);
-            sink.on_bad_message(err, from);
+            layer.sink.on_bad_message(err, from, layer);
         }
     }
 }

@@ -2,14 +2,15 @@
 //! Content-Length, keep-alive pongs, idle close, and reuse of open connections.
 
 use super::{
-    deliver, BindError, ConnId, Frame, Framer, Peer, SendError, Sink, Transport, TransportConfig,
+    deliver, BindError, ConnId, Frame, Framer, Peer, SendError, Transport, TransportConfig,
+    TransportLayer,
 };
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use dashmap::DashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -30,7 +31,8 @@ pub(super) struct TcpHub {
     conns: DashMap<ConnId, Conn>,
     by_peer: DashMap<SocketAddr, ConnId>,
     next_id: AtomicU64,
-    sink: Arc<dyn Sink>,
+    /// The layer that owns this hub: what the readers deliver through.
+    layer: Weak<TransportLayer>,
     metrics: Arc<Metrics>,
     max_message: usize,
     idle: Duration,
@@ -38,51 +40,51 @@ pub(super) struct TcpHub {
     epoch: Instant,
 }
 
+/// Bind every TCP listener of `cfg`: the listeners and their local addresses.
+pub(super) fn bind_all(
+    cfg: &TransportConfig,
+) -> Result<(Vec<TcpListener>, Vec<SocketAddr>), BindError> {
+    let mut listeners = Vec::new();
+    let mut listen = Vec::new();
+    for addr in &cfg.tcp {
+        let l = bind(*addr).map_err(|source| BindError::Bind {
+            transport: Transport::Tcp,
+            addr: *addr,
+            source,
+        })?;
+        listen.push(l.local_addr().map_err(|source| BindError::Bind {
+            transport: Transport::Tcp,
+            addr: *addr,
+            source,
+        })?);
+        listeners.push(l);
+    }
+    Ok((listeners, listen))
+}
+
 impl TcpHub {
-    pub(super) async fn start(
+    pub(super) fn new(
         cfg: &TransportConfig,
-        sink: Arc<dyn Sink>,
+        listen: Vec<SocketAddr>,
+        layer: Weak<TransportLayer>,
         metrics: Arc<Metrics>,
-    ) -> Result<Arc<TcpHub>, BindError> {
-        let mut listeners = Vec::new();
-        let mut listen = Vec::new();
-        for addr in &cfg.tcp {
-            let l = bind(*addr).map_err(|source| BindError::Bind {
-                transport: Transport::Tcp,
-                addr: *addr,
-                source,
-            })?;
-            listen.push(l.local_addr().map_err(|source| BindError::Bind {
-                transport: Transport::Tcp,
-                addr: *addr,
-                source,
-            })?);
-            listeners.push(l);
-        }
-        let hub = Arc::new(TcpHub {
+    ) -> Arc<TcpHub> {
+        Arc::new(TcpHub {
             listen,
             conns: DashMap::new(),
             by_peer: DashMap::new(),
             next_id: AtomicU64::new(1),
-            sink,
+            layer,
             metrics,
             max_message: cfg.max_message_size,
             idle: cfg.tcp_idle_timeout,
             connect_timeout: cfg.tcp_connect_timeout,
             epoch: Instant::now(),
-        });
-        for l in listeners {
-            tokio::spawn(accept_loop(l, hub.clone()));
-        }
-        Ok(hub)
+        })
     }
 
     pub(super) fn listen_addrs(&self) -> &[SocketAddr] {
         &self.listen
-    }
-
-    pub(super) fn connection_count(&self) -> usize {
-        self.conns.len()
     }
 
     /// Keep a connection open while a dialog uses it (see [`ConnHold`]).
@@ -216,7 +218,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(sock.into())
 }
 
-async fn accept_loop(listener: TcpListener, hub: Arc<TcpHub>) {
+pub(super) async fn accept_loop(listener: TcpListener, hub: Arc<TcpHub>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -258,6 +260,10 @@ async fn reader(
         addr: peer,
         conn: Some(id),
     };
+    // The layer is gone only when the process is shutting down.
+    let Some(layer) = hub.layer.upgrade() else {
+        return hub.unregister(id);
+    };
     let mut framer = Framer::new(hub.max_message);
     let mut last_read = hub.millis();
     'conn: loop {
@@ -279,7 +285,7 @@ async fn reader(
         }
         loop {
             match framer.next_frame() {
-                Ok(Some(Frame::Message(data))) => deliver(&*hub.sink, &hub.metrics, data, from),
+                Ok(Some(Frame::Message(data))) => deliver(&layer, data, from),
                 Ok(Some(Frame::Ping)) => {
                     // RFC 5626 4.4.1: answer a double-CRLF ping with a single CRLF pong.
                     if let Some(conn) = hub.conns.get(&id) {

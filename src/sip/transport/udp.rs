@@ -1,6 +1,6 @@
 //! The UDP side: one socket per configured address, one receive loop each.
 
-use super::{deliver, Peer, Sink};
+use super::{deliver, Peer, TransportLayer};
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -31,10 +31,10 @@ pub(super) fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 
 pub(super) async fn receive_loop(
     sock: Arc<UdpSocket>,
-    sink: Arc<dyn Sink>,
-    metrics: Arc<Metrics>,
+    layer: Arc<TransportLayer>,
     max_message: usize,
 ) {
+    let metrics = layer.metrics.clone();
     // One byte more than the limit, so that an oversize datagram is seen as such.
     let mut buf = vec![0u8; max_message.saturating_add(1).min(65536)];
     loop {
@@ -56,11 +56,6 @@ pub(super) async fn receive_loop(
         if data.iter().all(|b| *b == b'\r' || *b == b'\n' || *b == 0) {
             continue;
         }
-        deliver(
-            &*sink,
-            &metrics,
-            Bytes::copy_from_slice(data),
-            Peer::udp(from),
-        );
+        deliver(&layer, Bytes::copy_from_slice(data), Peer::udp(from));
     }
 }

@@ -96,8 +96,13 @@ uri = "sip:a@c.example"
             }
             let _ = policy.copy.copy(&t);
         }
-        let _ = crate::b2bua::transfer::digest::digest_authorization(
-            &input, "INVITE", "sip:a@b", &creds, "cn", 1,
+        let _ = crate::sip::auth::digest_authorization(
+            &input,
+            "INVITE",
+            "sip:a@b",
+            &creds.digest(),
+            "cn",
+            1,
         );
         let _ = crate::b2bua::transfer::notify::sipfrag(rng.gen(), &input);
         let mut s = session();

@@ -1,7 +1,6 @@
 //! Unit tests of the transfer core, one file per concern. Helpers here.
 
 mod allow;
-mod digest;
 mod from;
 mod headers;
 mod hostile;

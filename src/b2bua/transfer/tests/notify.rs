@@ -51,17 +51,3 @@ fn refer_sub_false_disables_the_subscription() {
     assert!(!refer_sub_disabled(Some("falsey")));
     assert!(!refer_sub_disabled(None));
 }
-
-#[test]
-fn subscription_state_follows_the_transfer_leg_status() {
-    assert_eq!(subscription_state_for(100, 60), "active;expires=60");
-    assert_eq!(subscription_state_for(180, 60), "active;expires=60");
-    assert_eq!(
-        subscription_state_for(200, 60),
-        "terminated;reason=noresource"
-    );
-    assert_eq!(
-        subscription_state_for(486, 60),
-        "terminated;reason=noresource"
-    );
-}

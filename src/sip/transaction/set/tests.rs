@@ -131,6 +131,44 @@ fn retransmitted_request_is_absorbed_and_last_response_resent() {
 }
 
 #[test]
+fn respond_serialises_the_response_once_and_returns_what_it_sends() {
+    let mut set = TransactionSet::new(TimerConfig::default());
+    let t0 = Instant::now();
+    let mut out = vec![];
+    let inv = msg("INVITE sip:h@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKs3\nFrom: <sip:a@h>;tag=f1\nTo: <sip:h@h>\nCall-ID: s3\nCSeq: 1 INVITE\nContent-Length: 0\n\n");
+    let id = set.start_server(&inv, Peer::udp("127.0.0.1:5070".parse().unwrap()));
+    let ok = Message::response_to(&inv, 200, Some("x"));
+    let wire = set.respond(id, &ok, t0, &mut out);
+    assert_eq!(wire, ok.to_bytes());
+    let sent: Vec<&Bytes> = out
+        .iter()
+        .filter_map(|e| match e {
+            TxEvent::Send(i, _, b) if *i == id => Some(b),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent.len(), 1);
+    // The very buffer that went out, not a second serialisation of the message.
+    assert_eq!(sent[0].as_ptr(), wire.as_ptr());
+
+    // A response serialised by the TU goes out as given, and is what a
+    // retransmitted request gets again.
+    let bye = msg("BYE sip:h@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKs4\nFrom: <sip:a@h>;tag=f1\nTo: <sip:h@h>;tag=x\nCall-ID: s3\nCSeq: 2 BYE\nContent-Length: 0\n\n");
+    let id = set.start_server(&bye, Peer::udp("127.0.0.1:5070".parse().unwrap()));
+    let wire = Message::response_to(&bye, 200, None).to_bytes();
+    out.clear();
+    set.respond_wire(id, 200, wire.clone(), t0, &mut out);
+    assert!(matches!(&out[..], [TxEvent::Send(_, _, b)] if b.as_ptr() == wire.as_ptr()));
+    assert_eq!(set.final_status(id), Some(200));
+    out.clear();
+    assert_eq!(
+        set.match_request(&bye, t0, &mut out),
+        RequestMatch::Absorbed
+    );
+    assert!(matches!(&out[..], [TxEvent::Send(_, _, b)] if b.as_ptr() == wire.as_ptr()));
+}
+
+#[test]
 fn server_invite_answered_2xx_absorbs_retransmitted_invite_silently() {
     let mut set = TransactionSet::new(TimerConfig::default());
     let t0 = Instant::now();

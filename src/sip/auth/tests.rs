@@ -1,13 +1,12 @@
 //! Digest authentication against the RFC examples.
 
-use super::*;
-use crate::b2bua::transfer::digest::*;
-use crate::config::Secret;
+use super::digest::*;
+use super::DigestCredentials;
 
-fn creds(user: &str, pass: &str) -> Credentials {
-    Credentials {
-        username: user.into(),
-        password: Secret::new(pass),
+fn creds<'a>(user: &'a str, pass: &'a str) -> DigestCredentials<'a> {
+    DigestCredentials {
+        username: user,
+        password: pass,
     }
 }
 

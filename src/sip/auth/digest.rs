@@ -1,4 +1,4 @@
-//! Digest authentication of the transfer INVITE when the destination challenges with
+//! Digest authentication of a request when the far end challenges it with
 //! 401/407 (RFC 2617, RFC 7616, RFC 8760 for SIP): MD5, SHA-256 and SHA-512/256, with
 //! `qop=auth` or, for MD5 only, the legacy no-qop form (RFC 2069).
 //!
@@ -8,7 +8,7 @@
 //! case-sensitively, rejects unknown qop tokens, and silently answers an
 //! `auth-int`-only challenge with `auth`. Hashing is RustCrypto's `md-5` and `sha2`.
 
-use super::Credentials;
+use super::DigestCredentials;
 use crate::sip::message::{check_value, is_token_char, MAX_HEADER_LINE};
 use sha2::Digest;
 
@@ -246,12 +246,12 @@ impl DigestChallenge {
         &self,
         method: &str,
         uri: &str,
-        credentials: &Credentials,
+        credentials: &DigestCredentials<'_>,
         cnonce: &str,
         nc: u32,
     ) -> Result<String, DigestError> {
-        let username = credentials.username.as_str();
-        let password = credentials.password.expose();
+        let username = credentials.username;
+        let password = credentials.password;
         if username.is_empty() || check_value(username).is_err() {
             return Err(DigestError::BadInput("username"));
         }
@@ -329,7 +329,7 @@ pub fn digest_authorization(
     challenge: &str,
     method: &str,
     uri: &str,
-    credentials: &Credentials,
+    credentials: &DigestCredentials<'_>,
     cnonce: &str,
     nc: u32,
 ) -> Result<String, DigestError> {

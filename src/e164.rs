@@ -4,6 +4,9 @@
 //! a Zendesk webhook field) compare equal; we never judge whether a number is
 //! assigned. A small table of common countries is enough for that, and keeps
 //! the call cheap and predictable (no regexes, no metadata loading).
+//!
+//! A leaf module: it depends on nothing else in the crate, so the dispatcher, the
+//! sidecar, the Zendesk client and the configuration can all use it.
 
 /// ITU-T E.164 section 6.1: at most 15 digits including the country code.
 const MAX_DIGITS: usize = 15;
