@@ -5,7 +5,7 @@ use crate::b2bua::B2bua;
 use crate::config::Settings;
 use crate::http::{HttpBindError, HttpServer, HttpState};
 use crate::metrics::Metrics;
-use crate::session::SessionTable;
+use crate::session::{SessionStore, SessionStoreKind, SessionTable};
 use crate::sip::transport::{BindError, TransportConfig, TransportLayer};
 use crate::store::{Store, StoreError};
 use std::net::SocketAddr;
@@ -19,7 +19,10 @@ pub struct Server {
     b2bua: B2bua,
     transport: Arc<TransportLayer>,
     metrics: Arc<Metrics>,
-    sessions: Arc<SessionTable>,
+    sessions: Arc<dyn SessionStore>,
+    /// The same store when it is the in-memory table, for tests and tools that
+    /// inspect it synchronously.
+    memory: Option<Arc<SessionTable>>,
     settings: Arc<Settings>,
     store: Store,
     events: crate::events::Events,
@@ -52,10 +55,15 @@ impl Server {
         }
         let metrics = Arc::new(Metrics::default());
         let events = crate::events::Events::start(&settings.events, &store, metrics.clone())?;
-        let sessions = Arc::new(SessionTable::new(
-            settings.session_capacity,
-            settings.session_linger,
-        ));
+        let (sessions, memory): (Arc<dyn SessionStore>, _) = match settings.session_store {
+            SessionStoreKind::Memory => {
+                let table = Arc::new(SessionTable::new(
+                    settings.session_capacity,
+                    settings.session_linger,
+                ));
+                (table.clone(), Some(table))
+            }
+        };
         // Before any listener: a setup failure leaves nothing bound.
         let enricher =
             crate::zendesk::enricher(&settings, &store, sessions.clone(), metrics.clone())?;
@@ -79,11 +87,15 @@ impl Server {
         .await?;
         b2bua.attach_transport(transport.clone());
         let sweeping = b2bua.clone();
+        let swept_sessions = sessions.clone();
         let sweeper = tokio::spawn(async move {
             let mut tick = tokio::time::interval(SWEEP_INTERVAL);
             loop {
                 tick.tick().await;
                 sweeping.sweep();
+                if let Err(e) = swept_sessions.sweep().await {
+                    tracing::warn!(error = %e, "session store sweep failed");
+                }
             }
         });
         // The sidecar comes up after the SIP listeners, so /readyz is true from the start.
@@ -106,6 +118,7 @@ impl Server {
             transport,
             metrics,
             sessions,
+            memory,
             settings,
             store,
             events,
@@ -132,8 +145,15 @@ impl Server {
         &self.metrics
     }
 
-    pub fn sessions(&self) -> &Arc<SessionTable> {
+    /// The session store the calls and the sidecar share.
+    pub fn session_store(&self) -> &Arc<dyn SessionStore> {
         &self.sessions
+    }
+
+    /// The in-memory session table, when that is the configured store
+    /// (`[session] store = "memory"`); None for a store shared between nodes.
+    pub fn sessions(&self) -> Option<&Arc<SessionTable>> {
+        self.memory.as_ref()
     }
 
     /// The embedded store (contacts, event outbox).

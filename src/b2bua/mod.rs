@@ -11,7 +11,7 @@ pub use call::CallEvent;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::session::phone::normalize_e164;
-use crate::session::SessionTable;
+use crate::session::SessionStore;
 use crate::sip::message::{generate_tag, Message, Method, ParseError};
 use crate::sip::transaction::{Absorb, Absorber, TimerConfig};
 use crate::sip::transport::{response_peer, Peer, Sink, TransportLayer};
@@ -30,7 +30,7 @@ const MEDIA_SPARE_PAIRS: usize = 32;
 /// State shared by the dispatcher and every call.
 pub struct Shared {
     pub settings: Arc<Settings>,
-    pub sessions: Arc<SessionTable>,
+    pub sessions: Arc<dyn SessionStore>,
     pub metrics: Arc<Metrics>,
     transport: OnceLock<Arc<TransportLayer>>,
     /// Call-ID (of either leg) to the call's inbox.
@@ -58,7 +58,7 @@ pub struct B2bua {
 impl B2bua {
     pub fn new(
         settings: Arc<Settings>,
-        sessions: Arc<SessionTable>,
+        sessions: Arc<dyn SessionStore>,
         metrics: Arc<Metrics>,
         events: crate::events::Events,
     ) -> Self {
@@ -119,10 +119,10 @@ impl B2bua {
         let _ = self.shared.transport.set(t);
     }
 
-    /// Periodic housekeeping: expired absorber entries and lingering sessions.
+    /// Periodic housekeeping: expired absorber entries (the server sweeps the
+    /// session store beside it).
     pub fn sweep(&self) {
         self.shared.absorber.sweep(Instant::now());
-        self.shared.sessions.sweep();
     }
 
     pub fn active_calls(&self) -> usize {

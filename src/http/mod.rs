@@ -8,6 +8,8 @@ mod error;
 mod health;
 pub mod prefetch;
 pub mod sessions;
+#[cfg(test)]
+mod store_down_tests;
 mod webhook_url;
 
 pub use error::ApiError;
@@ -16,7 +18,7 @@ pub use webhook_url::{webhook_url, WebhookUrlError};
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
-use crate::session::SessionTable;
+use crate::session::SessionStore;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -35,7 +37,7 @@ pub struct HttpState(Arc<Inner>);
 
 struct Inner {
     settings: Arc<Settings>,
-    sessions: Arc<SessionTable>,
+    sessions: Arc<dyn SessionStore>,
     metrics: Arc<Metrics>,
     ready: AtomicBool,
     enricher: Arc<dyn ContactEnricher>,
@@ -44,7 +46,7 @@ struct Inner {
 impl HttpState {
     pub fn new(
         settings: Arc<Settings>,
-        sessions: Arc<SessionTable>,
+        sessions: Arc<dyn SessionStore>,
         metrics: Arc<Metrics>,
         enricher: Arc<dyn ContactEnricher>,
     ) -> HttpState {
@@ -61,8 +63,8 @@ impl HttpState {
         &self.0.settings
     }
 
-    pub fn sessions(&self) -> &SessionTable {
-        &self.0.sessions
+    pub fn sessions(&self) -> &dyn SessionStore {
+        self.0.sessions.as_ref()
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -7,6 +7,7 @@ mod media;
 mod relay;
 mod requests;
 mod setup;
+mod store_io;
 mod transfer;
 mod transfer_outcome;
 
@@ -154,6 +155,10 @@ pub(super) struct Call {
     refer_headers: Vec<(String, String)>,
     /// What the lifecycle events need to know.
     lifecycle: lifecycle::Lifecycle,
+    /// The call's own facts for its events: parties, times, transfer attempts.
+    record: crate::events::CallRecord,
+    /// Session-store work the handlers asked for, done by `run` before the next message.
+    store_io: store_io::StoreIo,
 }
 
 /// What a call needs to start: boxed, so the spawned task's future stays small.
@@ -194,6 +199,10 @@ impl Call {
             tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::pin!(sleep);
         loop {
+            // What the last handler (or the set-up) asked of the session store.
+            if self.store_io.pending() {
+                self.drive_store().await;
+            }
             if self.finished() {
                 break;
             }
@@ -228,7 +237,16 @@ impl Call {
         for l in self.txs.take_lingering(Instant::now()) {
             self.sh.absorber.insert(l);
         }
-        self.sh.sessions.mark_ended(&self.session_id);
+        if self.store_io.pending() {
+            self.drive_store().await;
+        }
+        let ended = self
+            .sh
+            .sessions
+            .mark_ended(&self.session_id, std::time::SystemTime::now());
+        if let Err(e) = ended.await {
+            tracing::warn!(error = %e, "session not marked ended in the store");
+        }
         self.sh.call_finished(&ids);
         if let Some(m) = self.media.take() {
             if let Some(stats) = m.finish().await {

@@ -6,6 +6,7 @@ use super::{contact_for, resolve, Call, CallStart, Leg, Phase, Side};
 use crate::b2bua::policy::{self, AiOutcome, ALLOW};
 use crate::b2bua::Shared;
 use crate::config::Route;
+use crate::events::CallRecord;
 use crate::events::{EndedBy, SipOutcome};
 use crate::metrics::Metrics;
 use crate::session::phone::normalize_e164;
@@ -117,7 +118,18 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         .flatten()
         .filter_map(|p| transport.hold(p))
         .collect();
+    let mut session = Session::new(
+        session_id.clone(),
+        route.org_id.clone(),
+        route.agent_id.clone(),
+        caller_phone,
+        caller_display,
+        called,
+    );
+    session.custom_data = custom_data;
     let mut call = Box::new(Call {
+        record: CallRecord::of(&session),
+        store_io: Default::default(),
         _holds: holds,
         sh: sh.clone(),
         transport,
@@ -161,16 +173,7 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         return Some(call);
     }
 
-    let mut session = Session::new(
-        session_id,
-        route.org_id.clone(),
-        route.agent_id.clone(),
-        caller_phone,
-        caller_display,
-        called,
-    );
-    session.custom_data = custom_data;
-    if let Err(e) = sh.sessions.insert(session) {
+    if let Err(e) = sh.sessions.create(session).await {
         tracing::warn!(error = %e, "cannot create session, refusing call with 503");
         call.refuse(503, now);
         return Some(call);
@@ -411,7 +414,9 @@ impl Call {
         let peer = self.caller_peer;
         self.retransmit_2xx(Side::Caller, caller_seq, bytes, peer, now);
         self.phase = Phase::Answered;
-        self.sh.sessions.mark_answered(&self.session_id);
+        let at = std::time::SystemTime::now();
+        self.record.answered_at = Some(at);
+        self.store_io.write_answered(at);
         self.emit_answered();
         Metrics::inc(&self.sh.metrics.calls_answered_total);
         tracing::info!("AI agent answered");

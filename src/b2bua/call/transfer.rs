@@ -4,13 +4,15 @@
 //! functions of `b2bua::transfer`; this is the state machine around them.
 
 use super::setup::local_host_port;
+use super::store_io::Purpose;
 use super::{contact_for, resolve, Call, CallEvent, Leg, Phase, Side};
 use crate::b2bua::policy::ALLOW;
 use crate::b2bua::transfer::{
     notify, parse_refer_to, transfer_from, transfer_headers, Destination, DestinationKind,
 };
+use crate::events::TransferRecord;
 use crate::metrics::Metrics;
-use crate::session::TransferRecord;
+use crate::session::Session;
 use crate::sip::dialog::Dialog;
 use crate::sip::message::{generate_branch, generate_tag, Message, Method, NameAddr, SipUri, Via};
 use crate::sip::transaction::TxId;
@@ -148,7 +150,10 @@ impl Call {
         // AI agent still hears 100 Trying first. A transfer that failed at once
         // has sent its final NOTIFY already, and then no 100 follows.
         self.dial_target(now);
-        self.send_notify(100, "", false, now);
+        // The INVITE may wait for its session read (`store_io`): the 100 follows it.
+        if !self.store_io.defer_trying_notify() {
+            self.send_notify(100, "", false, now);
+        }
     }
 
     fn refuse_refer(&mut self, tx: TxId, req: &Message, status: u16, reason: &str, now: Instant) {
@@ -244,18 +249,31 @@ impl Call {
         }
     }
 
-    /// Build the target leg and its INVITE, and send it.
-    fn send_transfer_invite(&mut self, peer: Peer, now: Instant) {
+    /// The target's INVITE needs the session as it is now (a ticket stamped a
+    /// moment ago goes out): read it, then `send_transfer_invite_with`.
+    fn send_transfer_invite(&mut self, peer: Peer, _now: Instant) {
+        self.store_io.read(Purpose::TransferInvite {
+            peer,
+            notify_trying: false,
+        });
+    }
+
+    /// Build the target leg and its INVITE from `session`, and send it.
+    pub(super) fn send_transfer_invite_with(
+        &mut self,
+        peer: Peer,
+        session: &Session,
+        now: Instant,
+    ) {
         let Some(t) = self.transfer.as_ref() else {
             return;
         };
+        if t.state != State::Resolving {
+            return; // Ended or failed while the session was read.
+        }
         let dest = t.dest.clone();
         let Some((uri, _)) = self.request_target(&dest) else {
             return self.transfer_failed(503, "No PSTN gateway", now);
-        };
-        // The session as it is now: a ticket stamped a moment ago goes out.
-        let Some(session) = self.sh.sessions.get(&self.session_id) else {
-            return self.transfer_failed(500, "Session gone", now);
         };
         let sh = self.sh.clone();
         let policy = &sh.transfer;
@@ -284,7 +302,7 @@ impl Call {
         m.push("Max-Forwards", "70");
         m.push(
             "From",
-            transfer_from(&session, &host, &generate_tag(), &policy.fallback_from),
+            transfer_from(session, &host, &generate_tag(), &policy.fallback_from),
         );
         m.push("To", NameAddr::format(None, uri.as_str(), None));
         let n: u128 = rand::thread_rng().gen();
@@ -293,7 +311,7 @@ impl Call {
         m.push("Contact", contact.clone());
         m.push("Allow", ALLOW);
         m.push("User-Agent", self.sh.settings.user_agent.clone());
-        let headers = transfer_headers(&session, &dest, &policy.settings);
+        let headers = transfer_headers(session, &dest, &policy.settings);
         for o in &headers.omitted {
             tracing::warn!(header = %o.name, problem = ?o.problem, "transfer header left out");
         }

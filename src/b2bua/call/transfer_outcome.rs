@@ -5,8 +5,8 @@
 use super::transfer::{State, SUBSCRIPTION_SECS};
 use super::{Call, Side};
 use crate::b2bua::transfer::{digest, notify};
+use crate::events::TransferRecord;
 use crate::metrics::Metrics;
-use crate::session::TransferRecord;
 use crate::sip::message::{generate_branch, Message, Method, NameAddr, Via};
 use crate::sip::transaction::set::cancel_for;
 use crate::sip::transaction::TxId;
@@ -468,21 +468,15 @@ impl Call {
         }
     }
 
-    pub(super) fn record_transfer(&self, record: TransferRecord) -> usize {
-        self.sh
-            .sessions
-            .update(&self.session_id, |s| {
-                s.transfers.push(record);
-                s.transfers.len() - 1
-            })
-            .unwrap_or(0)
+    /// A new transfer attempt in the call's record; its index.
+    pub(super) fn record_transfer(&mut self, record: TransferRecord) -> usize {
+        self.record.transfers.push(record);
+        self.record.transfers.len() - 1
     }
 
-    pub(super) fn update_record(&self, index: usize, f: impl FnOnce(&mut TransferRecord)) {
-        self.sh.sessions.update(&self.session_id, |s| {
-            if let Some(r) = s.transfers.get_mut(index) {
-                f(r);
-            }
-        });
+    pub(super) fn update_record(&mut self, index: usize, f: impl FnOnce(&mut TransferRecord)) {
+        if let Some(r) = self.record.transfers.get_mut(index) {
+            f(r);
+        }
     }
 }

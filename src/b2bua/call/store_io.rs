@@ -1,0 +1,176 @@
+//! The call's session-store reads and writes. The call's handlers are synchronous:
+//! they ask for a read or queue a write in `Call::store_io`, and `Call::run` awaits
+//! the store right after the handler returns, before the next message, then feeds
+//! a read back through `on_session_read`. No task is spawned and no channel is
+//! crossed: with the in-memory store the read is done when it is asked for, and
+//! awaiting its ready future costs one poll.
+
+use super::Call;
+use crate::events::payload;
+use crate::events::{EndedBy, Event, EventType, SipOutcome, StoredParts};
+use crate::session::{Session, StoreError};
+use crate::sip::transport::Peer;
+use std::time::{Instant, SystemTime};
+
+/// Why the call reads its session.
+#[derive(Debug)]
+pub(super) enum Purpose {
+    /// The transfer INVITE to `peer` carries the ticket and contact as they are now
+    /// (a ticket stamped a moment ago goes out). `notify_trying`: the REFER's first
+    /// NOTIFY (100) goes right after the INVITE (RFC 3515 2.4.4 order kept).
+    TransferInvite { peer: Peer, notify_trying: bool },
+    /// `phone_call.ended` carries the contact and custom data.
+    Ended { by: Option<EndedBy>, at: SystemTime },
+    /// `phone_call.failed` carries the contact id and custom data.
+    Failed {
+        outcome: SipOutcome,
+        by: Option<EndedBy>,
+        at: SystemTime,
+    },
+}
+
+/// Store work the handlers asked for, done by `Call::run` before the next message.
+#[derive(Debug, Default)]
+pub(super) struct StoreIo {
+    /// Reads, in the order asked.
+    reads: Vec<Purpose>,
+    /// The answer time to write.
+    answered: Option<SystemTime>,
+}
+
+impl StoreIo {
+    pub(super) fn read(&mut self, purpose: Purpose) {
+        self.reads.push(purpose);
+    }
+
+    pub(super) fn write_answered(&mut self, at: SystemTime) {
+        self.answered = Some(at);
+    }
+
+    pub(super) fn pending(&self) -> bool {
+        !self.reads.is_empty() || self.answered.is_some()
+    }
+
+    /// When a transfer INVITE waits for its read, its REFER's 100 NOTIFY is sent
+    /// after it: true when so deferred.
+    pub(super) fn defer_trying_notify(&mut self) -> bool {
+        self.reads.iter_mut().any(|p| match p {
+            Purpose::TransferInvite { notify_trying, .. } => {
+                *notify_trying = true;
+                true
+            }
+            _ => false,
+        })
+    }
+}
+
+impl Call {
+    /// Does what the handlers asked of the store, writes first. A failed write is
+    /// logged: the call goes on (the session API shows the state the store has).
+    pub(super) async fn drive_store(&mut self) {
+        if let Some(at) = self.store_io.answered.take() {
+            if let Err(e) = self.sh.sessions.mark_answered(&self.session_id, at).await {
+                tracing::warn!(error = %e, "session not marked answered in the store");
+            }
+        }
+        while !self.store_io.reads.is_empty() {
+            let purpose = self.store_io.reads.remove(0);
+            let read = self.sh.sessions.get(&self.session_id).await;
+            self.on_session_read(purpose, read, Instant::now());
+        }
+    }
+
+    /// The session as the store has it now, for `purpose`.
+    fn on_session_read(
+        &mut self,
+        purpose: Purpose,
+        read: Result<Option<Session>, StoreError>,
+        now: Instant,
+    ) {
+        let read = read.map_err(|e| {
+            tracing::warn!(error = %e, ?purpose, "session store read failed: going on without ticket, contact or custom data");
+        });
+        match purpose {
+            Purpose::TransferInvite {
+                peer,
+                notify_trying,
+            } => {
+                match read {
+                    Ok(Some(s)) => self.send_transfer_invite_with(peer, &s, now),
+                    Ok(None) => self.transfer_failed(500, "Session gone", now),
+                    Err(()) => {
+                        let bare = self.record.bare_session();
+                        self.send_transfer_invite_with(peer, &bare, now)
+                    }
+                }
+                if notify_trying {
+                    self.send_notify(100, "", false, now);
+                }
+            }
+            // No session (never created): no event, as before the store seam.
+            Purpose::Ended { .. } | Purpose::Failed { .. } if matches!(read, Ok(None)) => {}
+            Purpose::Ended { by, at } => {
+                let s = read.ok().flatten();
+                let parts = s.as_ref().map(StoredParts::of).unwrap_or_default();
+                let data = payload::ended(&self.record, parts, &self.lifecycle.agent, by, at);
+                self.sh
+                    .events
+                    .emit(Event::new(EventType::PhoneCallEnded, &self.record, data));
+            }
+            Purpose::Failed { outcome, by, at } => {
+                let s = read.ok().flatten();
+                let parts = s.as_ref().map(StoredParts::of).unwrap_or_default();
+                let data =
+                    payload::failed(&self.record, parts, &self.lifecycle.agent, outcome, by, at);
+                self.sh
+                    .events
+                    .emit(Event::new(EventType::PhoneCallFailed, &self.record, data));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> Peer {
+        Peer::udp(std::net::SocketAddr::from(([127, 0, 0, 1], 5060)))
+    }
+
+    #[test]
+    fn trying_notify_waits_only_for_a_transfer_invite_read() {
+        let mut io = StoreIo::default();
+        assert!(!io.pending());
+        assert!(
+            !io.defer_trying_notify(),
+            "nothing to wait for: send it now"
+        );
+        io.read(Purpose::Ended {
+            by: None,
+            at: SystemTime::now(),
+        });
+        assert!(!io.defer_trying_notify());
+        io.read(Purpose::TransferInvite {
+            peer: peer(),
+            notify_trying: false,
+        });
+        assert!(io.defer_trying_notify());
+        assert!(matches!(
+            io.reads.last(),
+            Some(Purpose::TransferInvite {
+                notify_trying: true,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn an_answer_time_is_pending_until_taken() {
+        let mut io = StoreIo::default();
+        io.write_answered(SystemTime::now());
+        assert!(io.pending());
+        io.answered.take();
+        assert!(!io.pending());
+    }
+}
