@@ -1,7 +1,7 @@
 //! The embedded HTTP sidecar on the SIP stack's tokio runtime: Zendesk's
 //! voice-prefetch webhook, the webhook-URL endpoint, the session API, health and
-//! metrics. It shares only the session table and the metrics with the SIP side, and
-//! its handlers never wait on a call: a stamp is one short lock on the table.
+//! metrics. It shares only the session store and the metrics with the SIP side, and
+//! its handlers never wait on a call: a stamp is one store operation.
 
 pub mod auth;
 mod error;
