@@ -46,8 +46,34 @@ pub enum StartError {
 }
 
 impl Server {
-    /// Bind every listener and start serving calls.
+    /// Bind every listener and start serving calls, with the session store
+    /// `[session] store` names.
     pub async fn start(settings: Settings) -> Result<Server, StartError> {
+        match settings.session_store {
+            SessionStoreKind::Memory => {
+                let table = Arc::new(SessionTable::new(
+                    settings.session_capacity,
+                    settings.session_linger,
+                ));
+                Self::start_inner(settings, table.clone(), Some(table)).await
+            }
+        }
+    }
+
+    /// The same with a session store made elsewhere (`[session] store` is not
+    /// read): for embedding handoff, and for tests of a store that fails.
+    pub async fn start_with_session_store(
+        settings: Settings,
+        sessions: Arc<dyn SessionStore>,
+    ) -> Result<Server, StartError> {
+        Self::start_inner(settings, sessions, None).await
+    }
+
+    async fn start_inner(
+        settings: Settings,
+        sessions: Arc<dyn SessionStore>,
+        memory: Option<Arc<SessionTable>>,
+    ) -> Result<Server, StartError> {
         let settings = Arc::new(settings);
         let store = Store::open(settings.store_path.as_deref())?;
         if !store.is_durable() {
@@ -55,15 +81,6 @@ impl Server {
         }
         let metrics = Arc::new(Metrics::default());
         let events = crate::events::Events::start(&settings.events, &store, metrics.clone())?;
-        let (sessions, memory): (Arc<dyn SessionStore>, _) = match settings.session_store {
-            SessionStoreKind::Memory => {
-                let table = Arc::new(SessionTable::new(
-                    settings.session_capacity,
-                    settings.session_linger,
-                ));
-                (table.clone(), Some(table))
-            }
-        };
         // Before any listener: a setup failure leaves nothing bound.
         let enricher =
             crate::zendesk::enricher(&settings, &store, sessions.clone(), metrics.clone())?;

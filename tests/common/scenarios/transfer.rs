@@ -12,7 +12,7 @@ use handoff::http::auth::mint_prefetch_token;
 use handoff::sip::message::{Message, Method};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-const SIGNING_SECRET: &str = "transfer-test-signing-secret-0123";
+pub const SIGNING_SECRET: &str = "transfer-test-signing-secret-0123";
 
 /// A rig whose config routes transfers: the named destination "zendesk" is
 /// the third UA, which is also the PSTN gateway for `tel:` targets.
