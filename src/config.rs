@@ -120,6 +120,8 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionConfig {
+    /// Which store holds the sessions: `"memory"` (the only kind today).
+    pub store: String,
     pub capacity: usize,
     pub linger_secs: u64,
     pub default_country: Option<String>,
@@ -128,6 +130,7 @@ pub struct SessionConfig {
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
+            store: "memory".into(),
             capacity: 50_000,
             linger_secs: 300,
             default_country: Some("US".into()),
@@ -226,6 +229,8 @@ pub struct Settings {
     pub call_inbox_depth: usize,
     pub drain_timeout: Duration,
     pub retry_after_secs: u32,
+    /// `[session] store`.
+    pub session_store: crate::session::SessionStoreKind,
     pub session_capacity: usize,
     pub session_linger: Duration,
     pub default_country: Option<String>,
@@ -407,6 +412,16 @@ impl Config {
             ));
         }
         let s = &self.session;
+        let session_store = crate::session::SessionStoreKind::parse(&s.store).ok_or_else(|| {
+            bad(
+                "session.store",
+                format!(
+                    "{:?} is not a session store; accepted: {}",
+                    s.store,
+                    crate::session::SessionStoreKind::NAMES.join(", ")
+                ),
+            )
+        })?;
         if s.capacity < l.max_calls {
             return Err(bad(
                 "session.capacity",
@@ -555,6 +570,7 @@ impl Config {
             call_inbox_depth: l.call_inbox_depth,
             drain_timeout: Duration::from_secs(l.drain_timeout_secs),
             retry_after_secs: l.retry_after_secs,
+            session_store,
             session_capacity: s.capacity,
             session_linger: Duration::from_secs(s.linger_secs),
             default_country: s.default_country.clone(),

@@ -336,7 +336,7 @@ pub enum WebhookOutcome {
     BadSignature,
     /// Body refused: bad JSON, field, content type or size.
     BadRequest,
-    /// No signing key configured.
+    /// No signing key configured, or the session store failed (503).
     Unavailable,
 }
 

@@ -5,7 +5,7 @@ use crate::b2bua::{B2bua, B2buaStartError};
 use crate::config::Settings;
 use crate::http::{HttpBindError, HttpServer, HttpState};
 use crate::metrics::Metrics;
-use crate::session::SessionTable;
+use crate::session::{SessionStore, SessionStoreKind, SessionTable};
 use crate::sip::transport::{BindError, TransportConfig, TransportLayer};
 use crate::store::{Store, StoreError};
 use std::net::SocketAddr;
@@ -19,7 +19,10 @@ pub struct Server {
     b2bua: B2bua,
     transport: Arc<TransportLayer>,
     metrics: Arc<Metrics>,
-    sessions: Arc<SessionTable>,
+    sessions: Arc<dyn SessionStore>,
+    /// The same store when it is the in-memory table, for tests and tools that
+    /// inspect it synchronously.
+    memory: Option<Arc<SessionTable>>,
     settings: Arc<Settings>,
     store: Store,
     events: crate::events::Events,
@@ -45,8 +48,34 @@ pub enum StartError {
 }
 
 impl Server {
-    /// Bind every listener and start serving calls.
+    /// Bind every listener and start serving calls, with the session store
+    /// `[session] store` names.
     pub async fn start(settings: Settings) -> Result<Server, StartError> {
+        match settings.session_store {
+            SessionStoreKind::Memory => {
+                let table = Arc::new(SessionTable::new(
+                    settings.session_capacity,
+                    settings.session_linger,
+                ));
+                Self::start_inner(settings, table.clone(), Some(table)).await
+            }
+        }
+    }
+
+    /// The same with a session store made elsewhere (`[session] store` is not
+    /// read): for embedding handoff, and for tests of a store that fails.
+    pub async fn start_with_session_store(
+        settings: Settings,
+        sessions: Arc<dyn SessionStore>,
+    ) -> Result<Server, StartError> {
+        Self::start_inner(settings, sessions, None).await
+    }
+
+    async fn start_inner(
+        settings: Settings,
+        sessions: Arc<dyn SessionStore>,
+        memory: Option<Arc<SessionTable>>,
+    ) -> Result<Server, StartError> {
         let settings = Arc::new(settings);
         let store = Store::open(settings.store_path.as_deref())?;
         if !store.is_durable() {
@@ -54,10 +83,6 @@ impl Server {
         }
         let metrics = Arc::new(Metrics::default());
         let events = crate::events::Events::start(&settings.events, &store, metrics.clone())?;
-        let sessions = Arc::new(SessionTable::new(
-            settings.session_capacity,
-            settings.session_linger,
-        ));
         // Before any listener: a setup failure leaves nothing bound.
         let enricher =
             crate::zendesk::enricher(&settings, &store, sessions.clone(), metrics.clone())?;
@@ -83,11 +108,15 @@ impl Server {
         )
         .await?;
         let sweeping = b2bua.clone();
+        let swept_sessions = sessions.clone();
         let sweeper = tokio::spawn(async move {
             let mut tick = tokio::time::interval(SWEEP_INTERVAL);
             loop {
                 tick.tick().await;
                 sweeping.sweep();
+                if let Err(e) = swept_sessions.sweep().await {
+                    tracing::warn!(error = %e, "session store sweep failed");
+                }
             }
         });
         // The sidecar comes up after the SIP listeners, so /readyz is true from the start.
@@ -110,6 +139,7 @@ impl Server {
             transport,
             metrics,
             sessions,
+            memory,
             settings,
             store,
             events,
@@ -136,8 +166,15 @@ impl Server {
         &self.metrics
     }
 
-    pub fn sessions(&self) -> &Arc<SessionTable> {
+    /// The session store the calls and the sidecar share.
+    pub fn session_store(&self) -> &Arc<dyn SessionStore> {
         &self.sessions
+    }
+
+    /// The in-memory session table, when that is the configured store
+    /// (`[session] store = "memory"`); None for a store shared between nodes.
+    pub fn sessions(&self) -> Option<&Arc<SessionTable>> {
+        self.memory.as_ref()
     }
 
     /// The embedded store (contacts, event outbox).

@@ -10,7 +10,7 @@ use common::scenarios::transfer::{
     expect_notify, expect_target_invite, refer, stamp_via_webhook, transfer_rig, webhook_url,
     TransferRig,
 };
-use common::scenarios::{bye_from_caller, count, establish, session};
+use common::scenarios::{bye_from_caller, count, establish, session, table};
 use common::zendesk::{org_path, ticket_path, user_path, FakeZendesk, Reply};
 use common::{bounded, eventually, InviteOpts, Transport};
 use handoff::metrics::Metrics;
@@ -356,7 +356,7 @@ async fn oauth_token_is_refreshed_before_expiry_and_once_for_50_concurrent_enric
                 None,
                 "+18005550100".into(),
             );
-            server.sessions().insert(s).expect("insert");
+            table(server).insert(s).expect("insert");
             z.ticket(1000 + n as u64, 7, Some(50));
             ids.push(id);
         }
@@ -394,7 +394,7 @@ async fn oauth_token_is_refreshed_before_expiry_and_once_for_50_concurrent_enric
         // The same Zendesk user everywhere: one contact id.
         for id in &ids {
             assert_eq!(
-                server.sessions().get(id).and_then(|s| s.contact_id),
+                table(server).get(id).and_then(|s| s.contact_id),
                 first.contact_id
             );
         }

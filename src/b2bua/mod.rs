@@ -12,7 +12,7 @@ pub use call::CallEvent;
 use crate::config::Settings;
 use crate::e164::normalize_e164;
 use crate::metrics::Metrics;
-use crate::session::SessionTable;
+use crate::session::SessionStore;
 use crate::sip::message::{generate_tag, Message, Method, ParseError};
 use crate::sip::transaction::{Absorb, Absorber, TimerConfig};
 use crate::sip::transport::{response_peer, Peer, Sink, TransportLayer};
@@ -32,7 +32,7 @@ const MEDIA_SPARE_PAIRS: usize = 32;
 /// State shared by the dispatcher and every call.
 pub struct Shared {
     pub settings: Arc<Settings>,
-    pub sessions: Arc<SessionTable>,
+    pub sessions: Arc<dyn SessionStore>,
     pub metrics: Arc<Metrics>,
     /// Call-ID (of any leg) to the call's inbox.
     calls: CallRegistry,
@@ -73,7 +73,7 @@ pub enum B2buaStartError {
 impl B2bua {
     pub fn new(
         settings: Arc<Settings>,
-        sessions: Arc<SessionTable>,
+        sessions: Arc<dyn SessionStore>,
         metrics: Arc<Metrics>,
         events: crate::events::Events,
     ) -> Result<Self, B2buaStartError> {
@@ -106,10 +106,10 @@ impl B2bua {
         })
     }
 
-    /// Periodic housekeeping: expired absorber entries and lingering sessions.
+    /// Periodic housekeeping: expired absorber entries (the server sweeps the
+    /// session store beside it).
     pub fn sweep(&self) {
         self.shared.absorber.sweep(Instant::now());
-        self.shared.sessions.sweep();
     }
 
     pub fn active_calls(&self) -> usize {

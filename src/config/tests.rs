@@ -218,3 +218,14 @@ fn bad_http_keys_are_named() {
         assert!(e.contains(needle), "{needle}: {e}");
     }
 }
+
+#[test]
+fn session_store_is_memory_unless_named_otherwise() {
+    let s = Config::parse(MINIMAL, "config.toml").unwrap();
+    assert_eq!(s.session_store, crate::session::SessionStoreKind::Memory);
+    let s = Config::parse(&format!("[session]\nstore = \"memory\"\n{MINIMAL}"), "c").unwrap();
+    assert_eq!(s.session_store, crate::session::SessionStoreKind::Memory);
+    let e = err(&format!("[session]\nstore = \"redis\"\n{MINIMAL}"));
+    assert!(e.contains("session.store") && e.contains("redis"), "{e}");
+    assert!(!e.contains('\n'));
+}

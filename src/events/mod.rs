@@ -18,11 +18,13 @@ pub mod category;
 pub mod custom_data;
 pub mod delivery;
 pub mod payload;
+pub mod record;
 pub mod settings;
 pub mod sign;
 
 pub use category::{failure_category, FailureCategory, SipOutcome};
 pub use payload::{EndedBy, Event, EventData, EventType};
+pub use record::{CallRecord, StoredParts, TransferRecord};
 
 use crate::metrics::Metrics;
 use crate::store::outbox::{DeliveryState, Finished, NewEvent, Outbox, OutboxError};

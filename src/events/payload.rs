@@ -1,9 +1,10 @@
 //! What an event says: the envelope every event shares and the `data` of each
-//! type, built by pure functions from a [`Session`] and what happened to the call.
+//! type, built by pure functions from the call's [`CallRecord`] and, where an event
+//! carries them, the stored session's [`StoredParts`].
 //! Field names follow the seed (`call_ended_by`, `ai_resolution_status`, ...).
 
 use super::category::{failure_category, FailureCategory, SipOutcome};
-use crate::session::{Session, TransferRecord};
+use super::record::{CallRecord, StoredParts, TransferRecord};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -72,14 +73,14 @@ pub struct Event {
 
 impl Event {
     /// A new event with a fresh id, created now.
-    pub fn new(kind: EventType, session: &Session, data: EventData) -> Event {
+    pub fn new(kind: EventType, call: &CallRecord, data: EventData) -> Event {
         let bits: u128 = rand::random();
         Event {
             id: format!("evt_{bits:032x}"),
             kind,
             created_at: SystemTime::now(),
-            org_id: session.org_id.clone(),
-            session_id: session.id.as_str().to_owned(),
+            org_id: call.org_id.clone(),
+            session_id: call.session_id.as_str().to_owned(),
             data,
         }
     }
@@ -245,7 +246,7 @@ pub const METADATA_KEYS: [&str; 6] = [
     "call_status",
 ];
 
-pub fn parties(s: &Session) -> CallParties {
+pub fn parties(s: &CallRecord) -> CallParties {
     CallParties {
         direction: "inbound",
         from: s.caller_phone.clone(),
@@ -255,22 +256,22 @@ pub fn parties(s: &Session) -> CallParties {
     }
 }
 
-pub fn started(s: &Session) -> EventData {
+pub fn started(s: &CallRecord) -> EventData {
     EventData::Started(CallStarted {
         call: parties(s),
         started_at: Time(s.started_at),
     })
 }
 
-pub fn conversation_started(s: &Session) -> EventData {
+pub fn conversation_started(s: &CallRecord, contact_id: Option<&str>) -> EventData {
     EventData::Conversation(ConversationStarted {
         channel: "phone",
-        contact_id: s.contact_id.clone(),
+        contact_id: contact_id.map(str::to_owned),
         started_at: Time(s.started_at),
     })
 }
 
-pub fn answered(s: &Session, now: SystemTime) -> EventData {
+pub fn answered(s: &CallRecord, now: SystemTime) -> EventData {
     EventData::Answered(CallAnswered {
         call: parties(s),
         started_at: Time(s.started_at),
@@ -280,7 +281,7 @@ pub fn answered(s: &Session, now: SystemTime) -> EventData {
 
 /// A transfer attempt's outcome: `index` is its place in `s.transfers`. A record
 /// still without a status was cut short by the call's end (`cancelled`).
-pub fn transferred(s: &Session, index: usize) -> Option<EventData> {
+pub fn transferred(s: &CallRecord, index: usize) -> Option<EventData> {
     let r = s.transfers.get(index)?;
     let (outcome, category) = match r.status {
         Some(200..=299) => ("completed", None),
@@ -316,29 +317,24 @@ pub fn transfer_target(r: &TransferRecord) -> TransferTarget {
     }
 }
 
-fn handed_off(s: &Session) -> bool {
-    s.transfers
-        .iter()
-        .any(|t| t.status.is_some_and(|st| (200..300).contains(&st)))
-}
-
 /// `phone_call.ended` for an answered call that ended at `ended_at`.
 pub fn ended(
-    s: &Session,
+    s: &CallRecord,
+    stored: StoredParts<'_>,
     agent: &AgentInfo,
     ended_by: Option<EndedBy>,
     ended_at: SystemTime,
 ) -> EventData {
-    let handed_off = handed_off(s);
+    let handed_off = s.handed_off();
     let status = if handed_off {
         "transferred"
     } else {
         "completed"
     };
-    let contact = s.contact_id.as_ref().map(|id| {
-        let d = s.contact.clone().unwrap_or_default();
+    let contact = stored.contact_id.map(|id| {
+        let d = stored.contact.cloned().unwrap_or_default();
         ContactPayload {
-            id: id.clone(),
+            id: id.to_owned(),
             name: d.name,
             email: d.email,
             phone: d.phone,
@@ -353,16 +349,17 @@ pub fn ended(
         call_ended_by: ended_by,
         ai_resolution_status: Some(if handed_off { "handed_off" } else { "resolved" }),
         human_resolution_status: None,
-        contact_id: s.contact_id.clone(),
+        contact_id: stored.contact_id.map(str::to_owned),
         contact,
         language: agent.languages.clone(),
-        custom_data: custom_data(s, agent, status, ended_at),
+        custom_data: custom_data(s, stored, agent, status, ended_at),
     }))
 }
 
 /// `phone_call.failed` for a call that never connected.
 pub fn failed(
-    s: &Session,
+    s: &CallRecord,
+    stored: StoredParts<'_>,
     agent: &AgentInfo,
     outcome: SipOutcome,
     ended_by: Option<EndedBy>,
@@ -376,22 +373,24 @@ pub fn failed(
         failure_reason: outcome.reason(),
         sip_status: outcome.status(),
         call_ended_by: ended_by,
-        contact_id: s.contact_id.clone(),
-        custom_data: custom_data(s, agent, "failed", ended_at),
+        contact_id: stored.contact_id.map(str::to_owned),
+        custom_data: custom_data(s, stored, agent, "failed", ended_at),
     }))
 }
 
 /// The session's custom data (inbound `X-` headers, the custom-data header, the
 /// session API's values) plus the call metadata, which wins on a clash.
 pub fn custom_data(
-    s: &Session,
+    s: &CallRecord,
+    stored: StoredParts<'_>,
     agent: &AgentInfo,
     call_status: &str,
     ended_at: SystemTime,
 ) -> Map<String, Value> {
-    let mut m: Map<String, Value> = s
+    let mut m: Map<String, Value> = stored
         .custom_data
-        .iter()
+        .into_iter()
+        .flatten()
         .filter(|(k, _)| !METADATA_KEYS.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
@@ -400,11 +399,7 @@ pub fn custom_data(
         .answered_at
         .and_then(|a| ended_at.duration_since(a).ok())
         .map_or(0, |d| d.as_secs());
-    let participants = if s.answered_at.is_some() { 2 } else { 1 }
-        + s.transfers
-            .iter()
-            .filter(|t| t.status.is_some_and(|st| (200..300).contains(&st)))
-            .count();
+    let participants = if s.answered_at.is_some() { 2 } else { 1 } + s.completed_transfers();
     m.insert("duration_seconds".into(), duration.into());
     m.insert("participant_count".into(), participants.into());
     m.insert("is_outbound".into(), false.into());

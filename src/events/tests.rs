@@ -28,7 +28,8 @@ fn event(i: usize) -> Event {
         None,
         "+18005550100".into(),
     );
-    Event::new(EventType::PhoneCallStarted, &s, payload::started(&s))
+    let c = CallRecord::of(&s);
+    Event::new(EventType::PhoneCallStarted, &c, payload::started(&c))
 }
 
 fn temp_store() -> (Store, std::path::PathBuf) {

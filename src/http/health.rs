@@ -27,8 +27,9 @@ pub async fn readyz(State(state): State<HttpState>) -> Response {
 
 pub async fn metrics(State(state): State<HttpState>) -> Response {
     let mut text = state.metrics().render_prometheus();
-    let sessions = state.sessions();
-    let (held, live) = (sessions.len(), sessions.live_count());
+    // A store that cannot count right now shows no sessions rather than no metrics.
+    let counts = state.sessions().counts().await.unwrap_or_default();
+    let (held, live) = (counts.held, counts.live);
     let _ = writeln!(
         text,
         "# HELP handoff_sessions Sessions in the table, live or lingering after the call ended."

@@ -1,13 +1,15 @@
 //! The embedded HTTP sidecar on the SIP stack's tokio runtime: Zendesk's
 //! voice-prefetch webhook, the webhook-URL endpoint, the session API, health and
-//! metrics. It shares only the session table and the metrics with the SIP side, and
-//! its handlers never wait on a call: a stamp is one short lock on the table.
+//! metrics. It shares only the session store and the metrics with the SIP side, and
+//! its handlers never wait on a call: a stamp is one store operation.
 
 pub mod auth;
 mod error;
 mod health;
 pub mod prefetch;
 pub mod sessions;
+#[cfg(test)]
+mod store_down_tests;
 mod webhook_url;
 
 pub use error::ApiError;
@@ -16,7 +18,7 @@ pub use webhook_url::{webhook_url, WebhookUrlError};
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
-use crate::session::SessionTable;
+use crate::session::SessionStore;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -35,7 +37,7 @@ pub struct HttpState(Arc<Inner>);
 
 struct Inner {
     settings: Arc<Settings>,
-    sessions: Arc<SessionTable>,
+    sessions: Arc<dyn SessionStore>,
     metrics: Arc<Metrics>,
     ready: AtomicBool,
     enricher: Arc<dyn ContactEnricher>,
@@ -44,7 +46,7 @@ struct Inner {
 impl HttpState {
     pub fn new(
         settings: Arc<Settings>,
-        sessions: Arc<SessionTable>,
+        sessions: Arc<dyn SessionStore>,
         metrics: Arc<Metrics>,
         enricher: Arc<dyn ContactEnricher>,
     ) -> HttpState {
@@ -61,8 +63,8 @@ impl HttpState {
         &self.0.settings
     }
 
-    pub fn sessions(&self) -> &SessionTable {
-        &self.0.sessions
+    pub fn sessions(&self) -> &dyn SessionStore {
+        self.0.sessions.as_ref()
     }
 
     pub fn metrics(&self) -> &Metrics {

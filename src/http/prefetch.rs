@@ -7,7 +7,7 @@ use super::error::{body_error, require_json, ApiError};
 use super::HttpState;
 use crate::e164::normalize_e164;
 use crate::metrics::WebhookOutcome;
-use crate::session::{SessionId, StampOutcome};
+use crate::session::{SessionId, StampOutcome, StoreError};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
@@ -173,12 +173,12 @@ pub async fn voice_prefetch(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (outcome, response) = handle(&state, token, &headers, body);
+    let (outcome, response) = handle(&state, token, &headers, body).await;
     state.metrics().webhook.inc(outcome);
     response
 }
 
-fn handle(
+async fn handle(
     state: &HttpState,
     token: Result<Path<String>, PathRejection>,
     headers: &HeaderMap,
@@ -245,17 +245,32 @@ fn handle(
             return (WebhookOutcome::BadRequest, e.into_response());
         }
     };
-    stamp(state, &org, &request)
+    match stamp(state, &org, &request).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            tracing::warn!(path = REDACTED_PATH, org, error = %e, "voice-prefetch: session store failed");
+            let e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the session store is unavailable; retry later",
+            );
+            (WebhookOutcome::Unavailable, e.into_response())
+        }
+    }
 }
 
-fn stamp(state: &HttpState, org: &str, req: &PrefetchRequest) -> (WebhookOutcome, Response) {
+async fn stamp(
+    state: &HttpState,
+    org: &str,
+    req: &PrefetchRequest,
+) -> Result<(WebhookOutcome, Response), StoreError> {
     let ticket = req.ticket_id;
-    let outcome = req
-        .phones
-        .iter()
-        .map(|p| state.sessions().stamp_ticket(org, p, ticket))
-        .find(|o| *o != StampOutcome::NoSession)
-        .unwrap_or(StampOutcome::NoSession);
+    let mut outcome = StampOutcome::NoSession;
+    for phone in &req.phones {
+        outcome = state.sessions().stamp_ticket(org, phone, ticket).await?;
+        if outcome != StampOutcome::NoSession {
+            break;
+        }
+    }
     let (metric, body) = match outcome {
         StampOutcome::Stamped(id) => {
             tracing::info!(path = REDACTED_PATH, org, session = %id, ticket, "ticket stamped");
@@ -266,7 +281,8 @@ fn stamp(state: &HttpState, org: &str, req: &PrefetchRequest) -> (WebhookOutcome
             )
         }
         StampOutcome::AlreadyStamped(id) => {
-            if state.sessions().update(&id, |s| s.contact.is_none()) == Some(true) {
+            let session = state.sessions().get(&id).await?;
+            if session.is_some_and(|s| s.contact.is_none()) {
                 state.enricher().session_stamped(&id, ticket);
             }
             (
@@ -306,7 +322,7 @@ fn stamp(state: &HttpState, org: &str, req: &PrefetchRequest) -> (WebhookOutcome
             )
         }
     };
-    (metric, (StatusCode::OK, Json(body)).into_response())
+    Ok((metric, (StatusCode::OK, Json(body)).into_response()))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use super::auth;
 use super::error::{body_error, require_json, ApiError};
 use super::HttpState;
 use crate::e164::normalize_e164;
-use crate::session::{Session, SessionId};
+use crate::session::{PatchOutcome, Session, SessionId, StoreError};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -175,6 +175,15 @@ fn session_id(path: Result<Path<String>, PathRejection>) -> Result<SessionId, Ap
         })
 }
 
+/// The session store failed: 503, the client may retry.
+fn store_failed(e: StoreError) -> ApiError {
+    tracing::warn!(error = %e, "session API: session store failed");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the session store is unavailable; retry later",
+    )
+}
+
 fn not_found(id: &SessionId) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("no session {id}")).field("id")
 }
@@ -186,7 +195,12 @@ pub async fn get_session(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
     let id = session_id(path)?;
-    let s = state.sessions().get(&id).ok_or_else(|| not_found(&id))?;
+    let s = state
+        .sessions()
+        .get(&id)
+        .await
+        .map_err(store_failed)?
+        .ok_or_else(|| not_found(&id))?;
     Ok(Json(session_json(&s)).into_response())
 }
 
@@ -205,6 +219,8 @@ pub async fn find_sessions(
     let sessions: Vec<Value> = state
         .sessions()
         .live_by_phone(&phone)
+        .await
+        .map_err(store_failed)?
         .iter()
         .map(session_json)
         .collect();
@@ -222,22 +238,24 @@ pub async fn patch_session(
     let body = body.map_err(body_error)?;
     require_json(&headers)?;
     let patch = parse_patch(&body).map_err(|e| ApiError::bad_request(e.field(), e.to_string()))?;
-    let updated = state
+    let change = crate::session::SessionPatch {
+        contact_id: patch.contact_id,
+        custom_data: patch.custom_data,
+        max_custom_data: MAX_ENTRIES,
+    };
+    let updated = match state
         .sessions()
-        .update(&id, |s| {
-            let mut merged = s.custom_data.clone();
-            merged.extend(patch.custom_data.clone());
-            if merged.len() > MAX_ENTRIES {
-                return Err(PatchError::TooMany);
-            }
-            s.custom_data = merged;
-            if let Some(contact) = patch.contact_id.clone() {
-                s.contact_id = contact;
-            }
-            Ok(s.clone())
-        })
-        .ok_or_else(|| not_found(&id))?
-        .map_err(|e| ApiError::bad_request(e.field(), e.to_string()))?;
+        .patch(&id, change)
+        .await
+        .map_err(store_failed)?
+    {
+        PatchOutcome::Patched(s) => s,
+        PatchOutcome::NotFound => return Err(not_found(&id)),
+        PatchOutcome::TooMany => {
+            let e = PatchError::TooMany;
+            return Err(ApiError::bad_request(e.field(), e.to_string()));
+        }
+    };
     Ok(Json(session_json(&updated)).into_response())
 }
 

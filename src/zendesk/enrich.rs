@@ -11,7 +11,7 @@ use super::client::{FetchError, Organization, User, ZendeskClient};
 use crate::e164::normalize_e164;
 use crate::http::ContactEnricher;
 use crate::metrics::Metrics;
-use crate::session::{ContactDetails, SessionId, SessionTable};
+use crate::session::{ContactDetails, SessionId, SessionStore};
 use crate::store::contacts::{ContactStore, ContactStoreError};
 use dashmap::DashMap;
 use serde_json::Value;
@@ -38,6 +38,8 @@ pub enum EnrichError {
     User(FetchError),
     #[error(transparent)]
     Store(#[from] ContactStoreError),
+    #[error(transparent)]
+    Sessions(#[from] crate::session::StoreError),
 }
 
 impl EnrichError {
@@ -98,14 +100,7 @@ pub fn contact_details(
 /// `old` (what the session knew) updated with `new`: what Zendesk has replaces, what
 /// it lacks stays; custom data is merged key by key.
 pub fn merge_contact(old: Option<ContactDetails>, new: ContactDetails) -> ContactDetails {
-    let Some(mut c) = old else { return new };
-    c.name = new.name.or(c.name);
-    c.email = new.email.or(c.email);
-    c.phone = new.phone.or(c.phone);
-    c.zendesk_user_id = new.zendesk_user_id.or(c.zendesk_user_id);
-    c.external_id = new.external_id.or(c.external_id);
-    c.custom_data.extend(new.custom_data);
-    c
+    ContactDetails::merge(old, new)
 }
 
 /// A contact id from the session that the store may take over: token characters,
@@ -121,7 +116,7 @@ pub struct ZendeskEnricher(Arc<Inner>);
 struct Inner {
     client: ZendeskClient,
     contacts: ContactStore,
-    sessions: Arc<SessionTable>,
+    sessions: Arc<dyn SessionStore>,
     metrics: Arc<Metrics>,
     default_country: Option<String>,
     slots: Arc<Semaphore>,
@@ -146,7 +141,7 @@ impl ZendeskEnricher {
     pub fn new(
         client: ZendeskClient,
         contacts: ContactStore,
-        sessions: Arc<SessionTable>,
+        sessions: Arc<dyn SessionStore>,
         metrics: Arc<Metrics>,
         default_country: Option<String>,
     ) -> ZendeskEnricher {
@@ -224,6 +219,7 @@ impl Inner {
         let org = self
             .sessions
             .get(session)
+            .await?
             .ok_or(EnrichError::SessionGone)?
             .org_id;
         let ticket = self
@@ -253,7 +249,7 @@ impl Inner {
             organization.as_ref(),
             self.default_country.as_deref(),
         );
-        let on_session = self.sessions.get(session).and_then(|s| s.contact_id);
+        let on_session = self.sessions.get(session).await?.and_then(|s| s.contact_id);
         let preferred = on_session.clone().filter(|id| storable_contact_id(id));
         let stored = self
             .contacts
@@ -266,13 +262,11 @@ impl Inner {
                 "the session keeps the contact id set through the API; the store keeps its own for this Zendesk user"
             );
         }
+        // One store operation: a contact id set through the session API meanwhile
+        // stays; the details are merged over what the session has.
         self.sessions
-            .update(session, |s| {
-                // Set through the session API meanwhile: that one stays.
-                let id = s.contact_id.get_or_insert_with(|| stored.clone()).clone();
-                s.contact = Some(merge_contact(s.contact.take(), details));
-                id
-            })
+            .attach_contact(session, stored, details)
+            .await?
             .ok_or(EnrichError::SessionGone)
     }
 }

@@ -15,7 +15,7 @@ pub use settings::{ApiAuth, ZendeskApiSettings, ZendeskConfig, ZendeskConfigErro
 use crate::config::Settings;
 use crate::http::{ContactEnricher, NoEnrichment};
 use crate::metrics::Metrics;
-use crate::session::SessionTable;
+use crate::session::SessionStore;
 use crate::store::contacts::ContactStore;
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
@@ -34,7 +34,7 @@ pub enum EnricherSetupError {
 pub fn enricher(
     settings: &Settings,
     store: &Store,
-    sessions: Arc<SessionTable>,
+    sessions: Arc<dyn SessionStore>,
     metrics: Arc<Metrics>,
 ) -> Result<Arc<dyn ContactEnricher>, EnricherSetupError> {
     let Some(api) = &settings.zendesk else {

@@ -1,11 +1,13 @@
 //! The call's lifecycle events: small hooks the call calls where it starts, is
 //! answered, transferred, fails or ends. Payloads are built by the pure functions
-//! of `events::payload` from the session as it is then; `Events::emit` only queues.
+//! of `events::payload` from the call's own record (`Call::record`) and, for
+//! `ended` and `failed`, the stored session read through `store_io`;
+//! `Events::emit` only queues.
 
+use super::store_io::Purpose;
 use super::{Call, Side};
 use crate::events::payload::{self, AgentInfo};
 use crate::events::{EndedBy, Event, EventType, SipOutcome};
-use crate::session::Session;
 use std::time::SystemTime;
 
 /// What the call remembers for its events.
@@ -22,51 +24,56 @@ pub(super) struct Lifecycle {
 }
 
 impl Call {
-    fn session_for(&self, kind: EventType) -> Option<Session> {
-        if !self.sh.events.wants(kind) {
-            // No subscriber takes it: counted, nothing built.
+    /// A subscriber takes `kind`; else it is counted and nothing is built.
+    fn wants(&self, kind: EventType) -> bool {
+        let wanted = self.sh.events.wants(kind);
+        if !wanted {
             self.sh.events.count(kind);
-            return None;
         }
-        self.sh.sessions.get(&self.session_id)
+        wanted
     }
 
     /// `phone_call.started` and `conversation.started`, once the session exists.
     pub(super) fn emit_started(&self) {
-        if let Some(s) = self.session_for(EventType::PhoneCallStarted) {
-            let data = payload::started(&s);
+        if self.wants(EventType::PhoneCallStarted) {
+            let data = payload::started(&self.record);
             self.sh
                 .events
-                .emit(Event::new(EventType::PhoneCallStarted, &s, data));
+                .emit(Event::new(EventType::PhoneCallStarted, &self.record, data));
         }
-        if let Some(s) = self.session_for(EventType::ConversationStarted) {
-            let data = payload::conversation_started(&s);
-            self.sh
-                .events
-                .emit(Event::new(EventType::ConversationStarted, &s, data));
+        if self.wants(EventType::ConversationStarted) {
+            // A session just created has no contact yet.
+            let data = payload::conversation_started(&self.record, None);
+            self.sh.events.emit(Event::new(
+                EventType::ConversationStarted,
+                &self.record,
+                data,
+            ));
         }
     }
 
     pub(super) fn emit_answered(&self) {
-        if let Some(s) = self.session_for(EventType::PhoneCallAnswered) {
-            let data = payload::answered(&s, SystemTime::now());
+        if self.wants(EventType::PhoneCallAnswered) {
+            let data = payload::answered(&self.record, SystemTime::now());
             self.sh
                 .events
-                .emit(Event::new(EventType::PhoneCallAnswered, &s, data));
+                .emit(Event::new(EventType::PhoneCallAnswered, &self.record, data));
         }
     }
 
-    /// A transfer attempt (the session's transfer record `index`) has its outcome.
+    /// A transfer attempt (the call's transfer record `index`) has its outcome.
     pub(super) fn emit_transferred(&mut self, index: usize) {
         if self.lifecycle.transfers_reported.contains(&index) {
             return;
         }
         self.lifecycle.transfers_reported.push(index);
-        if let Some(s) = self.session_for(EventType::PhoneCallTransferred) {
-            if let Some(data) = payload::transferred(&s, index) {
-                self.sh
-                    .events
-                    .emit(Event::new(EventType::PhoneCallTransferred, &s, data));
+        if self.wants(EventType::PhoneCallTransferred) {
+            if let Some(data) = payload::transferred(&self.record, index) {
+                self.sh.events.emit(Event::new(
+                    EventType::PhoneCallTransferred,
+                    &self.record,
+                    data,
+                ));
             }
         }
     }
@@ -105,11 +112,13 @@ impl Call {
         if std::mem::replace(&mut self.lifecycle.closed, true) {
             return;
         }
-        if let Some(s) = self.session_for(EventType::PhoneCallFailed) {
-            let data = payload::failed(&s, &self.lifecycle.agent, outcome, by, SystemTime::now());
-            self.sh
-                .events
-                .emit(Event::new(EventType::PhoneCallFailed, &s, data));
+        if self.wants(EventType::PhoneCallFailed) {
+            // Built once the store has answered (contact, custom data).
+            self.store_io.read(Purpose::Failed {
+                outcome,
+                by,
+                at: SystemTime::now(),
+            });
         }
     }
 
@@ -124,20 +133,16 @@ impl Call {
             return self.emit_failed(SipOutcome::Local(500), by);
         }
         self.lifecycle.closed = true;
-        let count = self
-            .sh
-            .sessions
-            .get(&self.session_id)
-            .map_or(0, |s| s.transfers.len());
-        for i in 0..count {
+        for i in 0..self.record.transfers.len() {
             self.emit_transferred(i);
         }
-        if let Some(s) = self.session_for(EventType::PhoneCallEnded) {
+        if self.wants(EventType::PhoneCallEnded) {
+            // Built once the store has answered (contact, custom data).
             let by = Some(self.lifecycle.ended_by.unwrap_or(EndedBy::System));
-            let data = payload::ended(&s, &self.lifecycle.agent, by, SystemTime::now());
-            self.sh
-                .events
-                .emit(Event::new(EventType::PhoneCallEnded, &s, data));
+            self.store_io.read(Purpose::Ended {
+                by,
+                at: SystemTime::now(),
+            });
         }
     }
 }

@@ -10,6 +10,7 @@ mod pending;
 mod relay;
 mod requests;
 mod setup;
+mod store_io;
 mod transfer;
 mod transfer_target;
 
@@ -116,6 +117,10 @@ pub(super) struct Call {
     transfer: Option<Box<transfer::TransferRun>>,
     /// What the lifecycle events need to know.
     lifecycle: lifecycle::Lifecycle,
+    /// The call's own facts for its events: parties, times, transfer attempts.
+    record: crate::events::CallRecord,
+    /// Session-store work the handlers asked for, done by `run` before the next message.
+    store_io: store_io::StoreIo,
 }
 
 /// What a call needs to start: boxed, so the spawned task's future stays small.
@@ -156,7 +161,7 @@ impl Call {
         let sleep =
             tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::pin!(sleep);
-        self.flush(Instant::now());
+        self.settle(Instant::now()).await;
         loop {
             if self.finished() {
                 break;
@@ -196,8 +201,7 @@ impl Call {
                     now
                 }
             };
-            // Everything the event caused goes out here, once.
-            self.flush(now);
+            self.settle(now).await;
         }
         let mut ids: Vec<String> = self.legs.iter().map(|l| l.call_id().to_owned()).collect();
         ids.append(&mut self.old_call_ids);
@@ -205,7 +209,16 @@ impl Call {
         for l in self.txs.take_lingering(Instant::now()) {
             self.sh.absorber.insert(l);
         }
-        self.sh.sessions.mark_ended(&self.session_id);
+        if self.store_io.pending() {
+            self.drive_store().await;
+        }
+        let ended = self
+            .sh
+            .sessions
+            .mark_ended(&self.session_id, std::time::SystemTime::now());
+        if let Err(e) = ended.await {
+            tracing::warn!(error = %e, "session not marked ended in the store");
+        }
         self.sh.call_finished(&ids);
         if let Some(m) = self.media.take() {
             if let Some(stats) = m.finish().await {
@@ -217,6 +230,21 @@ impl Call {
             duration_ms = self.started.elapsed().as_millis() as u64,
             "call finished"
         );
+    }
+
+    /// Everything an event caused: the session-store work its handlers asked
+    /// for (a read feeds its handler, which may queue more), then what goes
+    /// out, sent once.
+    async fn settle(&mut self, now: Instant) {
+        loop {
+            if self.store_io.pending() {
+                self.drive_store().await;
+            }
+            self.flush(now);
+            if !self.store_io.pending() {
+                break;
+            }
+        }
     }
 
     fn on_media_event(&mut self, ev: crate::media::relay::MediaEvent, now: Instant) {

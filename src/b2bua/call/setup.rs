@@ -10,6 +10,7 @@ use crate::b2bua::policy::{self, AiOutcome, ALLOW};
 use crate::b2bua::Shared;
 use crate::config::Route;
 use crate::e164::normalize_e164;
+use crate::events::CallRecord;
 use crate::events::{EndedBy, SipOutcome};
 use crate::metrics::Metrics;
 use crate::session::{Session, SessionId};
@@ -122,7 +123,18 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         .flatten()
         .filter_map(|p| transport.hold(p))
         .collect();
+    let mut session = Session::new(
+        session_id.clone(),
+        route.org_id.clone(),
+        route.agent_id.clone(),
+        caller_phone,
+        caller_display,
+        called,
+    );
+    session.custom_data = custom_data;
     let mut call = Box::new(Call {
+        record: CallRecord::of(&session),
+        store_io: Default::default(),
         _holds: holds,
         sh: sh.clone(),
         transport,
@@ -161,16 +173,7 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         return Some(call);
     }
 
-    let mut session = Session::new(
-        session_id,
-        route.org_id.clone(),
-        route.agent_id.clone(),
-        caller_phone,
-        caller_display,
-        called,
-    );
-    session.custom_data = custom_data;
-    if let Err(e) = sh.sessions.insert(session) {
+    if let Err(e) = sh.sessions.create(session).await {
         tracing::warn!(error = %e, "cannot create session, refusing call with 503");
         call.refuse(503, now);
         return Some(call);
@@ -381,7 +384,9 @@ impl Call {
         caller.confirm_as_uas();
         caller.retransmit_2xx(caller_seq, bytes, peer, t1, now);
         self.phase = Phase::Answered;
-        self.sh.sessions.mark_answered(&self.session_id);
+        let at = std::time::SystemTime::now();
+        self.record.answered_at = Some(at);
+        self.store_io.write_answered(at);
         self.emit_answered();
         Metrics::inc(&self.sh.metrics.calls_answered_total);
         tracing::info!("AI agent answered");

@@ -10,8 +10,8 @@ use crate::b2bua::transfer::machine::{
     admit_refer, Action, Event, Limits, NotifyState, ReferRefusal, TransferMachine,
 };
 use crate::b2bua::transfer::{notify, parse_refer_to};
+use crate::events::TransferRecord;
 use crate::metrics::Metrics;
-use crate::session::TransferRecord;
 use crate::sip::message::{Message, Method};
 use crate::sip::transaction::set::cancel_for;
 use crate::sip::transaction::TxId;
@@ -186,13 +186,10 @@ impl Call {
         now: Instant,
     ) -> Option<Event<'static>> {
         match action {
-            Action::Dial { generation } => Some(self.dial_target(generation, now)),
+            Action::Dial { generation } => self.dial_target(generation),
             Action::SendInvite => {
-                let peer = self.transfer.as_mut()?.resolved.take()?;
-                Some(match self.send_transfer_invite(peer, now) {
-                    Ok(()) => Event::InviteSent,
-                    Err((status, reason)) => Event::DialFailed { status, reason },
-                })
+                self.invite_resolved();
+                None
             }
             Action::SendInviteWithAuth { header, value } => {
                 Some(self.retry_with_credentials(header, value, now))
@@ -396,21 +393,15 @@ impl Call {
         false
     }
 
-    pub(super) fn record_transfer(&self, record: TransferRecord) -> usize {
-        self.sh
-            .sessions
-            .update(&self.session_id, |s| {
-                s.transfers.push(record);
-                s.transfers.len() - 1
-            })
-            .unwrap_or(0)
+    /// A new transfer attempt in the call's record; its index.
+    pub(super) fn record_transfer(&mut self, record: TransferRecord) -> usize {
+        self.record.transfers.push(record);
+        self.record.transfers.len() - 1
     }
 
-    pub(super) fn update_record(&self, index: usize, f: impl FnOnce(&mut TransferRecord)) {
-        self.sh.sessions.update(&self.session_id, |s| {
-            if let Some(r) = s.transfers.get_mut(index) {
-                f(r);
-            }
-        });
+    pub(super) fn update_record(&mut self, index: usize, f: impl FnOnce(&mut TransferRecord)) {
+        if let Some(r) = self.record.transfers.get_mut(index) {
+            f(r);
+        }
     }
 }

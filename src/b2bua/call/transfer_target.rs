@@ -6,11 +6,13 @@ use super::invite::NewInvite;
 use super::leg::Leg;
 use super::pending::PendingInvite;
 use super::setup::local_host_port;
+use super::store_io::Purpose;
 use super::{Call, CallEvent, Side};
-use crate::b2bua::transfer::machine::Event;
+use crate::b2bua::transfer::machine::{Event, State};
 use crate::b2bua::transfer::TransferPolicy;
 use crate::b2bua::transfer::{transfer_from, transfer_headers, Destination, DestinationKind};
 use crate::metrics::Metrics;
+use crate::session::Session;
 use crate::sip::auth as digest;
 use crate::sip::dialog::Dialog;
 use crate::sip::message::{generate_tag, Message, NameAddr, SipUri};
@@ -52,24 +54,21 @@ impl Call {
     /// UDP goes at once; a name (DNS) or TCP (connect) is done by
     /// `TransportLayer::peer_for_transport` on a task whose result comes back
     /// through the call's inbox.
-    pub(super) fn dial_target(&mut self, generation: u32, now: Instant) -> Event<'static> {
-        let Some(t) = self.transfer.as_ref() else {
-            return Event::DialFailed {
-                status: 500,
-                reason: "Server Internal Error",
-            };
-        };
+    pub(super) fn dial_target(&mut self, generation: u32) -> Option<Event<'static>> {
+        let t = self.transfer.as_ref()?;
         let Some((uri, transport)) = request_target(&self.sh.transfer, t.machine.destination())
         else {
             tracing::warn!("tel: transfer target but no [transfer] pstn_gateway");
             let (status, reason) = NO_GATEWAY;
-            return Event::DialFailed { status, reason };
+            return Some(Event::DialFailed { status, reason });
         };
         if let Some(targets) = Targets::immediate(&uri, transport) {
-            return match self.send_transfer_invite(targets.peer(), now) {
-                Ok(()) => Event::DialStarted { sent: true },
-                Err((status, reason)) => Event::DialFailed { status, reason },
-            };
+            // The INVITE goes once the session is read (`on_transfer_session`).
+            self.store_io.read(Purpose::TransferInvite {
+                peer: targets.peer(),
+                dial: true,
+            });
+            return None;
         }
         if let Some(inbox) = self.inbox() {
             let layer = self.transport.clone();
@@ -86,7 +85,43 @@ impl Call {
                     .await;
             });
         }
-        Event::DialStarted { sent: false }
+        Some(Event::DialStarted { sent: false })
+    }
+
+    /// The lookup's peer is at hand: the INVITE goes once the session is read.
+    pub(super) fn invite_resolved(&mut self) {
+        if let Some(peer) = self.transfer.as_mut().and_then(|t| t.resolved.take()) {
+            self.store_io
+                .read(Purpose::TransferInvite { peer, dial: false });
+        }
+    }
+
+    /// The session as the store has it now (`None`: gone): the transfer INVITE
+    /// to `peer` goes out with its ticket and contact, and the machine hears.
+    pub(super) fn on_transfer_session(
+        &mut self,
+        peer: Peer,
+        dial: bool,
+        session: Option<&Session>,
+        now: Instant,
+    ) {
+        let resolving = self
+            .transfer
+            .as_ref()
+            .is_some_and(|t| t.machine.state() == State::Resolving);
+        if !resolving {
+            return; // Ended or failed while the session was read.
+        }
+        let sent = match session {
+            Some(s) => self.send_transfer_invite(peer, s, now),
+            None => Err((500, "Session gone")),
+        };
+        let event = match sent {
+            Ok(()) if dial => Event::DialStarted { sent: true },
+            Ok(()) => Event::InviteSent,
+            Err((status, reason)) => Event::DialFailed { status, reason },
+        };
+        self.transfer_event(event, now);
     }
 
     /// The target's address is known (or could not be found).
@@ -108,10 +143,11 @@ impl Call {
         );
     }
 
-    /// Build the target leg and its INVITE, and send it.
-    pub(super) fn send_transfer_invite(
+    /// Build the target leg and its INVITE from `session`, and send it.
+    fn send_transfer_invite(
         &mut self,
         peer: Peer,
+        session: &Session,
         now: Instant,
     ) -> Result<(), (u16, &'static str)> {
         let sh = self.sh.clone();
@@ -121,11 +157,6 @@ impl Call {
         };
         let dest = t.machine.destination();
         let (uri, _) = request_target(policy, dest).ok_or(NO_GATEWAY)?;
-        // The session as it is now: a ticket stamped a moment ago goes out.
-        let session = sh
-            .sessions
-            .get(&self.session_id)
-            .ok_or((500, "Session gone"))?;
         let sdp = match self.media.as_mut().map(|m| {
             let pool = &sh.media.as_ref().expect("media mode has a pool").pool;
             m.offer_for_new_leg(pool, Side::Target, &dest.codecs)
@@ -141,7 +172,7 @@ impl Call {
         let (host, port) = local_host_port(&sh, &self.transport, peer);
         let (mut m, contact) = NewInvite {
             request_uri: uri.as_str(),
-            from: transfer_from(&session, &host, &generate_tag(), &policy.fallback_from),
+            from: transfer_from(session, &host, &generate_tag(), &policy.fallback_from),
             to: NameAddr::format(None, uri.as_str(), None),
             transport: peer.transport,
             host: &host,
@@ -150,7 +181,7 @@ impl Call {
             user_agent: &sh.settings.user_agent,
         }
         .build();
-        let headers = transfer_headers(&session, dest, &policy.settings);
+        let headers = transfer_headers(session, dest, &policy.settings);
         for o in &headers.omitted {
             tracing::warn!(header = %o.name, problem = ?o.problem, "transfer header left out");
         }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::session::{ContactDetails, SessionId};
+use crate::session::{ContactDetails, Session, SessionId};
 use std::time::Duration;
 
 fn at(secs: u64) -> SystemTime {
@@ -19,6 +19,11 @@ fn session() -> Session {
     s
 }
 
+/// The call's record of `s` (its org, parties, times).
+fn call(s: &Session) -> CallRecord {
+    CallRecord::of(s)
+}
+
 fn json(d: &EventData) -> Value {
     serde_json::to_value(d).unwrap()
 }
@@ -36,7 +41,7 @@ fn rfc3339_in_utc_with_milliseconds() {
 
 #[test]
 fn envelope_has_id_type_time_org_session_and_data() {
-    let s = session();
+    let s = call(&session());
     let e = Event::new(EventType::PhoneCallStarted, &s, started(&s));
     let v: Value = serde_json::from_slice(&e.to_json()).unwrap();
     assert!(v["id"].as_str().unwrap().starts_with("evt_"));
@@ -59,7 +64,7 @@ fn envelope_has_id_type_time_org_session_and_data() {
 fn conversation_started_is_the_phone_channel() {
     let mut s = session();
     s.contact_id = Some("c-1".into());
-    let v = json(&conversation_started(&s));
+    let v = json(&conversation_started(&call(&s), s.contact_id.as_deref()));
     assert_eq!(v["channel"], "phone");
     assert_eq!(v["contact_id"], "c-1");
 }
@@ -74,7 +79,13 @@ fn ended_carries_the_end_of_call_context() {
         languages: Some(vec!["es".into(), "en".into()]),
         agent_version: Some("v7".into()),
     };
-    let v = json(&ended(&s, &agent, Some(EndedBy::User), at(1_700_000_062)));
+    let v = json(&ended(
+        &call(&s),
+        StoredParts::of(&s),
+        &agent,
+        Some(EndedBy::User),
+        at(1_700_000_062),
+    ));
     assert_eq!(v["call_ended_by"], "user");
     assert_eq!(v["ai_resolution_status"], "resolved");
     assert_eq!(v["human_resolution_status"], Value::Null);
@@ -107,7 +118,8 @@ fn ended_after_a_transfer_is_handed_off_with_the_contact() {
         custom_data: [("tier".to_string(), Value::from("gold"))].into(),
         ..Default::default()
     });
-    s.transfers.push(TransferRecord {
+    let mut c = call(&s);
+    c.transfers.push(TransferRecord {
         target: "sip:support@acme.zendesk.sip.twilio.com".into(),
         destination: None,
         status: Some(200),
@@ -116,7 +128,8 @@ fn ended_after_a_transfer_is_handed_off_with_the_contact() {
         completed_at: Some(at(1_700_000_012)),
     });
     let v = json(&ended(
-        &s,
+        &c,
+        StoredParts::of(&s),
         &AgentInfo::default(),
         Some(EndedBy::Agent),
         at(1_700_000_100),
@@ -136,7 +149,7 @@ fn ended_after_a_transfer_is_handed_off_with_the_contact() {
 
 #[test]
 fn transferred_names_the_target_and_outcome() {
-    let mut s = session();
+    let mut s = call(&session());
     let rec = |target: &str, status| TransferRecord {
         target: target.into(),
         destination: Some("zendesk".into()),
@@ -177,7 +190,8 @@ fn transferred_names_the_target_and_outcome() {
 fn failed_carries_the_category_and_sip_status() {
     let s = session();
     let v = json(&failed(
-        &s,
+        &call(&s),
+        StoredParts::of(&s),
         &AgentInfo::default(),
         SipOutcome::Status(486),
         None,
@@ -190,7 +204,8 @@ fn failed_carries_the_category_and_sip_status() {
     assert_eq!(v["custom_data"]["call_status"], "failed");
     assert_eq!(v["custom_data"]["participant_count"], 1);
     let v = json(&failed(
-        &s,
+        &call(&s),
+        StoredParts::of(&s),
         &AgentInfo::default(),
         SipOutcome::Cancelled,
         Some(EndedBy::User),

@@ -13,7 +13,7 @@ use super::{eventually, Dialog, InviteOpts, Received, Rig, TestUa, CALLED, WAIT}
 use crate::common::media::assert_sdp_relayed;
 use handoff::metrics::Metrics;
 use handoff::server::Server;
-use handoff::session::{Session, SessionId};
+use handoff::session::{Session, SessionId, SessionTable};
 use handoff::sip::message::{Message, Method};
 use std::time::Duration;
 
@@ -154,11 +154,17 @@ pub fn assert_in_dialog(req: &Message, dlg: &Dialog, what: &str) {
     assert_eq!(req.to_tag(), Some(dlg.local_tag.as_str()), "{what}: To tag");
 }
 
+/// The in-memory session table the test servers run with, read synchronously.
+pub fn table(server: &Server) -> &SessionTable {
+    server
+        .sessions()
+        .expect("the test servers use the in-memory session store")
+}
+
 /// The session handoff recorded for the call.
 pub fn session(server: &Server, id: &str) -> Session {
     let sid = SessionId::parse(id).unwrap_or_else(|| panic!("{id:?} is not a session id"));
-    server
-        .sessions()
+    table(server)
         .get(&sid)
         .unwrap_or_else(|| panic!("no session {id} in the table"))
 }
@@ -178,7 +184,7 @@ pub async fn assert_call_gone(server: &Server, session_id: &str, caller_e164: &s
         "session {session_id} is not marked ended"
     );
     assert!(
-        server.sessions().live_by_phone(caller_e164).is_empty(),
+        table(server).live_by_phone(caller_e164).is_empty(),
         "a live session remains for {caller_e164}"
     );
 }
@@ -216,7 +222,7 @@ pub fn assert_live_session(server: &Server, id: &str, caller_e164: &str, display
     assert_eq!(s.called, CALLED);
     assert!(s.answered_at.is_some(), "session marked answered");
     assert!(s.ended_at.is_none(), "session still live");
-    let live = server.sessions().live_by_phone(caller_e164);
+    let live = table(server).live_by_phone(caller_e164);
     assert!(
         live.iter().any(|l| l.id.as_str() == id),
         "live_by_phone({caller_e164}) finds the session"
