@@ -296,6 +296,24 @@ impl Leg {
 
     // ---- our INVITE again -----------------------------------------------------
 
+    /// The INVITE we sent, to the next target of its Request-URI (RFC 3263
+    /// 4.3): the same request on a new transaction (a new branch); the dialog
+    /// now talks to `peer`.
+    pub fn retarget(&mut self, mut invite: Message, peer: Peer) -> Message {
+        self.dialog.peer = peer;
+        invite.set(
+            "Via",
+            Via::ours(
+                peer.transport.via_name(),
+                &self.via_host,
+                self.via_port,
+                &generate_branch(),
+            ),
+        );
+        self.state = LegState::Early;
+        invite
+    }
+
     /// The INVITE we sent, again with credentials (RFC 3261 22.2): a new branch
     /// and the next CSeq, no remote tag; the leg is early again.
     pub fn retry_invite(

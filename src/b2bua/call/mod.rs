@@ -2,6 +2,7 @@
 //! transactions. Everything for the call's Call-IDs arrives in its inbox, in order, so
 //! a 180 is never relayed after the 200 it preceded.
 
+mod failover;
 mod invite;
 mod leg;
 mod lifecycle;
@@ -22,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::session::SessionId;
 use crate::sip::message::{Message, Method};
 use crate::sip::transaction::{TransactionSet, TxEvent, TxId};
-use crate::sip::transport::{Peer, Transport, TransportLayer};
+use crate::sip::transport::{Peer, Targets, Transport, TransportLayer};
 use bytes::Bytes;
 use leg::{Leg, Retransmit};
 use pending::PendingInvite;
@@ -40,8 +41,18 @@ pub enum CallEvent {
     Shutdown,
     /// Where the transfer target is (a DNS lookup or TCP connect finished);
     /// `generation` names the attempt it was for.
-    TargetResolved { generation: u32, peer: Option<Peer> },
+    TargetResolved {
+        generation: u32,
+        targets: Option<Box<Targets>>,
+    },
+    /// The next target of an INVITE that failed (RFC 3263 4.3) is open, or none
+    /// is left.
+    FailedOver(FailedOver),
 }
+
+/// Where an INVITE's failover got to (see `CallEvent::FailedOver`).
+#[derive(Debug)]
+pub struct FailedOver(Box<(Side, Option<Peer>, pending::Failover)>);
 
 /// The legs, by their role: the index of each in `Call::legs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,8 +194,12 @@ impl Call {
                             }
                         }
                         Some(CallEvent::Shutdown) => self.shutdown(now),
-                        Some(CallEvent::TargetResolved { generation, peer }) => {
-                            self.on_target_resolved(generation, peer, now)
+                        Some(CallEvent::TargetResolved { generation, targets }) => {
+                            self.on_target_resolved(generation, targets, now)
+                        }
+                        Some(CallEvent::FailedOver(FailedOver(b))) => {
+                            let (side, peer, failover) = *b;
+                            self.on_failed_over(side, peer, failover, now)
                         }
                         None => break,
                     }
@@ -531,6 +546,9 @@ impl Call {
     /// A client transaction ended with no response: act as if the status came.
     fn on_client_failure(&mut self, tx: TxId, status: u16, now: Instant) {
         if self.ai_invite.as_ref().is_some_and(|p| p.tx() == tx) {
+            if self.try_fail_over(Side::Ai, status, true) {
+                return; // The next target gets the INVITE.
+            }
             self.ai_invite = None;
             self.leg(Side::Ai).end();
             let outcome = if status == 408 {

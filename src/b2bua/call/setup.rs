@@ -73,13 +73,14 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
 
     // The AI leg: where it goes and over what.
     let ai_uri = route.ai_agent_uri.clone();
-    let ai_peer = match transport.peer_for(&ai_uri).await {
-        Ok(targets) => Some(targets.peer()),
+    let ai_targets = match transport.peer_for(&ai_uri).await {
+        Ok(targets) => Some(targets),
         Err(e) => {
             tracing::warn!(uri = %ai_uri, error = %e, "cannot reach the AI agent");
             None
         }
     };
+    let ai_peer = ai_targets.as_ref().map(|t| t.peer());
     let placeholder = ai_peer.unwrap_or(Peer::udp(std::net::SocketAddr::from(([127, 0, 0, 1], 9))));
     let (a_host, a_port) = local_host_port(&sh, &transport, placeholder);
     // Media: ports for both legs and the caller's offer pointed at them.
@@ -189,10 +190,11 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
     // caller's INVITE: finding the AI agent (DNS, TCP connect) may have taken a while.
     let sent = Instant::now();
     let id = call.send_request(Side::Ai, ai_invite, sent);
-    call.ai_invite = Some(PendingInvite::new(
-        id,
-        Some(sent + sh.settings.ai_answer_timeout),
-    ));
+    let mut pending = PendingInvite::new(id, Some(sent + sh.settings.ai_answer_timeout));
+    if let Some(targets) = ai_targets.filter(|t| t.remaining() > 0) {
+        pending = pending.with_failover(targets, call.txs.wire(id));
+    }
+    call.ai_invite = Some(pending);
     Some(call)
 }
 
@@ -325,6 +327,9 @@ impl Call {
                 self.on_ai_answered(tx, resp, now)
             }
             _ => {
+                if self.try_fail_over(Side::Ai, status, false) {
+                    return; // The next target gets the INVITE.
+                }
                 let cancelled = self.ai_invite.take().is_some_and(|p| p.cancelled());
                 self.leg(Side::Ai).end();
                 if !cancelled {

@@ -9,17 +9,17 @@ use super::Call;
 use crate::events::payload;
 use crate::events::{EndedBy, Event, EventType, SipOutcome, StoredParts};
 use crate::session::{Session, StoreError};
-use crate::sip::transport::Peer;
+use crate::sip::transport::Targets;
 use std::time::{Instant, SystemTime};
 
 /// Why the call reads its session.
 #[derive(Debug)]
 pub(super) enum Purpose {
-    /// The transfer INVITE to `peer` carries the ticket and contact as they are now
+    /// The transfer INVITE to the first of `targets` carries the ticket and contact as they are now
     /// (a ticket stamped a moment ago goes out). `dial`: it is the INVITE of a
     /// dial that found its peer at once (the machine hears `DialStarted`), not
     /// one after a lookup (`InviteSent`).
-    TransferInvite { peer: Peer, dial: bool },
+    TransferInvite { targets: Box<Targets>, dial: bool },
     /// `phone_call.ended` carries the contact and custom data.
     Ended { by: Option<EndedBy>, at: SystemTime },
     /// `phone_call.failed` carries the contact id and custom data.
@@ -80,13 +80,13 @@ impl Call {
             tracing::warn!(error = %e, ?purpose, "session store read failed: going on without ticket, contact or custom data");
         });
         match purpose {
-            Purpose::TransferInvite { peer, dial } => {
+            Purpose::TransferInvite { targets, dial } => {
                 let session = match read {
                     Ok(Some(s)) => Some(s),
                     Ok(None) => None,
                     Err(()) => Some(self.record.bare_session()),
                 };
-                self.on_transfer_session(peer, dial, session.as_ref(), now);
+                self.on_transfer_session(*targets, dial, session.as_ref(), now);
             }
             // No session (never created): no event, as before the store seam.
             Purpose::Ended { .. } | Purpose::Failed { .. } if matches!(read, Ok(None)) => {}

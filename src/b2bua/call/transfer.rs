@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::sip::message::{Message, Method};
 use crate::sip::transaction::set::cancel_for;
 use crate::sip::transaction::TxId;
-use crate::sip::transport::Peer;
+use crate::sip::transport::Targets;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::time::{Instant, SystemTime};
@@ -29,8 +29,9 @@ pub(super) struct TransferRun {
     /// be gone when the 401 is handled: TCP has no Timer D). Kept only when the
     /// destination has credentials; a `Bytes` handle, not a copy.
     pub(super) wire: Option<Bytes>,
-    /// Where the lookup of the current attempt found the target.
-    pub(super) resolved: Option<Peer>,
+    /// Where the lookup of the current attempt found the target, and the
+    /// targets after it.
+    pub(super) resolved: Option<Box<Targets>>,
     pub(super) final_notify_tx: Option<TxId>,
     /// Headers from the Refer-To URI copied onto the transfer INVITE.
     pub(super) refer_headers: Vec<(String, String)>,
@@ -381,7 +382,12 @@ impl Call {
             return false;
         };
         if t.invite.as_ref().is_some_and(|p| p.tx() == tx) {
-            t.invite = None;
+            if self.try_fail_over(Side::Target, status, true) {
+                return true; // The next target gets the INVITE.
+            }
+            if let Some(t) = self.transfer.as_mut() {
+                t.invite = None;
+            }
             self.leg(Side::Target).end();
             self.transfer_event(Event::Rejected { status, reason: "" }, now);
             return true;

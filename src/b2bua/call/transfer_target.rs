@@ -17,7 +17,7 @@ use crate::sip::auth as digest;
 use crate::sip::dialog::Dialog;
 use crate::sip::message::{generate_tag, Message, NameAddr, SipUri};
 use crate::sip::transaction::TxId;
-use crate::sip::transport::{Peer, Targets, Transport};
+use crate::sip::transport::{Targets, Transport};
 use rand::Rng;
 use std::time::Instant;
 
@@ -65,7 +65,7 @@ impl Call {
         if let Some(targets) = Targets::immediate(&uri, transport) {
             // The INVITE goes once the session is read (`on_transfer_session`).
             self.store_io.read(Purpose::TransferInvite {
-                peer: targets.peer(),
+                targets: Box::new(targets),
                 dial: true,
             });
             return None;
@@ -73,15 +73,18 @@ impl Call {
         if let Some(inbox) = self.inbox() {
             let layer = self.transport.clone();
             tokio::spawn(async move {
-                let peer = match layer.peer_for_transport(&uri, transport).await {
-                    Ok(targets) => Some(targets.peer()),
+                let targets = match layer.peer_for_transport(&uri, transport).await {
+                    Ok(targets) => Some(Box::new(targets)),
                     Err(e) => {
                         tracing::debug!(uri = %uri, error = %e, "transfer target not reached");
                         None
                     }
                 };
                 let _ = inbox
-                    .send(CallEvent::TargetResolved { generation, peer })
+                    .send(CallEvent::TargetResolved {
+                        generation,
+                        targets,
+                    })
                     .await;
             });
         }
@@ -90,17 +93,20 @@ impl Call {
 
     /// The lookup's peer is at hand: the INVITE goes once the session is read.
     pub(super) fn invite_resolved(&mut self) {
-        if let Some(peer) = self.transfer.as_mut().and_then(|t| t.resolved.take()) {
-            self.store_io
-                .read(Purpose::TransferInvite { peer, dial: false });
+        if let Some(targets) = self.transfer.as_mut().and_then(|t| t.resolved.take()) {
+            self.store_io.read(Purpose::TransferInvite {
+                targets,
+                dial: false,
+            });
         }
     }
 
     /// The session as the store has it now (`None`: gone): the transfer INVITE
-    /// to `peer` goes out with its ticket and contact, and the machine hears.
+    /// to the first of `targets` goes out with its ticket and contact, and the
+    /// machine hears.
     pub(super) fn on_transfer_session(
         &mut self,
-        peer: Peer,
+        targets: Targets,
         dial: bool,
         session: Option<&Session>,
         now: Instant,
@@ -113,7 +119,7 @@ impl Call {
             return; // Ended or failed while the session was read.
         }
         let sent = match session {
-            Some(s) => self.send_transfer_invite(peer, s, now),
+            Some(s) => self.send_transfer_invite(targets, s, now),
             None => Err((500, "Session gone")),
         };
         let event = match sent {
@@ -125,15 +131,20 @@ impl Call {
     }
 
     /// The target's address is known (or could not be found).
-    pub(super) fn on_target_resolved(&mut self, generation: u32, peer: Option<Peer>, now: Instant) {
+    pub(super) fn on_target_resolved(
+        &mut self,
+        generation: u32,
+        targets: Option<Box<Targets>>,
+        now: Instant,
+    ) {
         let Some(t) = self.transfer.as_mut() else {
             return;
         };
-        if peer.is_none() && t.machine.generation() == generation {
+        if targets.is_none() && t.machine.generation() == generation {
             tracing::warn!("transfer target unreachable (DNS or connection)");
         }
-        t.resolved = peer;
-        let reachable = peer.is_some();
+        let reachable = targets.is_some();
+        t.resolved = targets;
         self.transfer_event(
             Event::Resolved {
                 generation,
@@ -146,10 +157,11 @@ impl Call {
     /// Build the target leg and its INVITE from `session`, and send it.
     fn send_transfer_invite(
         &mut self,
-        peer: Peer,
+        targets: Targets,
         session: &Session,
         now: Instant,
     ) -> Result<(), (u16, &'static str)> {
+        let peer = targets.peer();
         let sh = self.sh.clone();
         let policy = &sh.transfer;
         let Some(t) = self.transfer.as_ref() else {
@@ -215,11 +227,12 @@ impl Call {
             return Ok(());
         };
         let deadline = now + sh.transfer.settings.ring_timeout();
-        t.invite = Some(PendingInvite::new(
-            id,
-            Some(t.machine.ring_deadline().unwrap_or(deadline)),
-        ));
-        t.wire = keep_wire.then(|| self.txs.wire(id)).flatten();
+        let wire = self.txs.wire(id);
+        t.invite = Some(
+            PendingInvite::new(id, Some(t.machine.ring_deadline().unwrap_or(deadline)))
+                .with_failover(targets, wire.clone()),
+        );
+        t.wire = wire.filter(|_| keep_wire);
         let latency = now.elapsed() + now.saturating_duration_since(t.machine.refer_at());
         if t.machine.first_invite() {
             self.sh
@@ -309,6 +322,9 @@ impl Call {
                 }
             }
             return;
+        }
+        if status >= 300 && self.try_fail_over(Side::Target, status, false) {
+            return; // The next target gets the INVITE.
         }
         // The INVITE has its final answer: nothing more will come of it.
         if let Some(t) = self.transfer.as_mut() {

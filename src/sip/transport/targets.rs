@@ -26,6 +26,13 @@ pub struct Targets {
 }
 
 impl Targets {
+    /// Requests go to `peer` now; `rest` are the targets left, in the order
+    /// they are to be tried.
+    pub fn new(peer: Peer, mut rest: Vec<Target>) -> Targets {
+        rest.reverse();
+        Targets { peer, rest }
+    }
+
     /// The targets of an IP literal over UDP, at once: no DNS, no connect, no task.
     /// `None` when the URI needs either (a host name, or TCP), or is refused.
     pub fn immediate(uri: &SipUri, transport: Option<Transport>) -> Option<Targets> {
