@@ -86,7 +86,10 @@ impl Call {
                     Some(addr) => layer.connect_tcp(addr).await.ok(),
                 };
                 let _ = inbox
-                    .send(CallEvent::TargetResolved { generation, peer })
+                    .send(CallEvent::TargetResolved {
+                        generation,
+                        peer: peer.map(Box::new),
+                    })
                     .await;
             });
         }
