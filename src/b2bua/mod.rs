@@ -3,6 +3,7 @@
 //! in [`call`].
 
 mod call;
+mod inbox;
 pub mod policy;
 pub mod transfer;
 
@@ -16,11 +17,11 @@ use crate::sip::message::{generate_tag, Message, Method, ParseError};
 use crate::sip::transaction::{Absorb, Absorber, TimerConfig};
 use crate::sip::transport::{response_peer, Peer, Sink, TransportLayer};
 use dashmap::DashMap;
+use inbox::{InboxSender, TrySendError};
 use policy::{method_support, MethodSupport, ALLOW, SUPPORTED};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
-use tokio::sync::mpsc;
 
 /// RTP/RTCP port pairs the media pool keeps bound ahead of need. The refill
 /// thread wakes when half are gone: at 800 transfer calls/s (three pairs
@@ -34,7 +35,7 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     transport: OnceLock<Arc<TransportLayer>>,
     /// Call-ID (of either leg) to the call's inbox.
-    calls: DashMap<String, mpsc::Sender<CallEvent>>,
+    calls: DashMap<String, InboxSender<CallEvent>>,
     active: AtomicUsize,
     draining: AtomicBool,
     cps: Mutex<TokenBucket>,
@@ -258,7 +259,7 @@ impl B2bua {
         let Some(transport) = self.transport().cloned() else {
             return;
         };
-        let (tx, rx) = mpsc::channel(sh.settings.call_inbox_depth);
+        let (tx, rx) = inbox::inbox(sh.settings.call_inbox_depth);
         // Two datagrams of one INVITE racing on two threads must not make two calls.
         match sh.calls.entry(call_id) {
             dashmap::Entry::Occupied(e) => {
@@ -287,7 +288,7 @@ impl B2bua {
 
 impl Shared {
     /// A call registers the Call-ID of a leg it created.
-    fn register_call_id(&self, call_id: String, tx: mpsc::Sender<CallEvent>) {
+    fn register_call_id(&self, call_id: String, tx: InboxSender<CallEvent>) {
         self.calls.insert(call_id, tx);
     }
 
@@ -322,14 +323,14 @@ impl Sink for B2bua {
             let is_ack = msg.method() == Some(&Method::Ack);
             match tx.try_send(CallEvent::Sip(Box::new((msg, from)))) {
                 Ok(()) => return,
-                Err(mpsc::error::TrySendError::Full(ev)) => {
+                Err(TrySendError::Full(ev)) => {
                     Metrics::inc(&self.shared.metrics.sip_messages_dropped_total);
                     if let (CallEvent::Sip(b), true, false) = (ev, is_request, is_ack) {
                         self.reply_503(&b.0, from);
                     }
                     return;
                 }
-                Err(mpsc::error::TrySendError::Closed(CallEvent::Sip(b))) => {
+                Err(TrySendError::Closed(CallEvent::Sip(b))) => {
                     // The call ended between lookup and send: treat as no call.
                     let (msg, from) = *b;
                     if msg.is_request() {
@@ -337,7 +338,7 @@ impl Sink for B2bua {
                     }
                     return;
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(TrySendError::Closed(_)) => return,
             }
         }
         if msg.is_request() {

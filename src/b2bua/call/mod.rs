@@ -15,6 +15,7 @@ mod transfer_target;
 
 pub(super) use media::MediaShared;
 
+use super::inbox::Inbox;
 use super::policy::{AiOutcome, ALLOW};
 use super::Shared;
 use crate::metrics::Metrics;
@@ -27,7 +28,6 @@ use leg::{Leg, Retransmit};
 use pending::PendingInvite;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
 /// What a call's inbox carries.
@@ -133,7 +133,7 @@ pub(super) struct CallStart {
     pub custom_data: std::collections::BTreeMap<String, String>,
 }
 
-pub(super) fn spawn(start: Box<CallStart>, rx: mpsc::Receiver<CallEvent>) {
+pub(super) fn spawn(start: Box<CallStart>, rx: Inbox<CallEvent>) {
     let session_id = SessionId::new_random();
     let span = tracing::info_span!("call", session_id = %session_id.as_str());
     tokio::spawn(
@@ -154,7 +154,7 @@ pub(super) fn spawn(start: Box<CallStart>, rx: mpsc::Receiver<CallEvent>) {
 }
 
 impl Call {
-    async fn run(mut self: Box<Self>, mut rx: mpsc::Receiver<CallEvent>) {
+    async fn run(mut self: Box<Self>, mut rx: Inbox<CallEvent>) {
         let sleep =
             tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::pin!(sleep);

@@ -358,7 +358,7 @@ impl Call {
     }
 
     /// The call's own inbox, for results of work done on other tasks.
-    fn inbox(&self) -> Option<tokio::sync::mpsc::Sender<CallEvent>> {
+    fn inbox(&self) -> Option<crate::b2bua::inbox::InboxSender<CallEvent>> {
         self.sh
             .calls
             .get(self.legs[Side::Caller as usize].call_id())
