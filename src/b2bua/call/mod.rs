@@ -97,8 +97,9 @@ pub(super) struct Call {
     /// Call-IDs of earlier transfer legs, still routed here until the call ends.
     old_call_ids: Vec<String>,
     /// The caller's INVITE while it awaits its final response (dropped then: a held
-    /// call keeps no message it will not send again).
-    caller_invite: Option<Message>,
+    /// call keeps no message it will not send again). Boxed: a `Message` is 320
+    /// bytes, which every held call would carry as `None`.
+    caller_invite: Option<Box<Message>>,
     caller_peer: Peer,
     caller_invite_tx: TxId,
     /// Our INVITE to the AI agent while it awaits its final answer.
