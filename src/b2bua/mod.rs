@@ -3,6 +3,7 @@
 //! in [`call`].
 
 mod call;
+mod inbox;
 pub mod policy;
 mod registry;
 pub mod transfer;
@@ -16,13 +17,13 @@ use crate::session::SessionStore;
 use crate::sip::message::{generate_tag, Message, Method, ParseError};
 use crate::sip::transaction::{Absorb, Absorber, TimerConfig};
 use crate::sip::transport::{response_peer, Peer, Sink, TransportLayer};
+use inbox::TrySendError;
 use policy::{method_support, MethodSupport, ALLOW, SUPPORTED};
 use registry::CallRegistry;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tokio::sync::mpsc;
 
 /// RTP/RTCP port pairs the media pool keeps bound ahead of need. The refill
 /// thread wakes when half are gone: at 800 transfer calls/s (three pairs
@@ -249,7 +250,7 @@ impl B2bua {
         let Some(call_id) = invite.call_id().map(str::to_owned) else {
             return;
         };
-        let (inbox, rx) = mpsc::channel(sh.settings.call_inbox_depth);
+        let (inbox, rx) = inbox::inbox(sh.settings.call_inbox_depth);
         // Two datagrams of one INVITE racing on two threads must not make two calls.
         if let Err(owner) = sh.calls.claim(call_id, &inbox) {
             let _ = owner.try_send(CallEvent::Sip(Box::new((invite, from))));
@@ -305,14 +306,14 @@ impl Sink for B2bua {
             let is_ack = msg.method() == Some(&Method::Ack);
             match tx.try_send(CallEvent::Sip(Box::new((msg, from)))) {
                 Ok(()) => return,
-                Err(mpsc::error::TrySendError::Full(ev)) => {
+                Err(TrySendError::Full(ev)) => {
                     Metrics::inc(&self.shared.metrics.sip_messages_dropped_total);
                     if let (CallEvent::Sip(b), true, false) = (ev, is_request, is_ack) {
                         self.reply_503(t, &b.0, from);
                     }
                     return;
                 }
-                Err(mpsc::error::TrySendError::Closed(CallEvent::Sip(b))) => {
+                Err(TrySendError::Closed(CallEvent::Sip(b))) => {
                     // The call ended between lookup and send: treat as no call.
                     let (msg, from) = *b;
                     if msg.is_request() {
@@ -320,7 +321,7 @@ impl Sink for B2bua {
                     }
                     return;
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(TrySendError::Closed(_)) => return,
             }
         }
         if msg.is_request() {

@@ -2,12 +2,12 @@
 //! the owning call's inbox; a call is registered under the caller's Call-ID when it
 //! is spawned and under the Call-ID of each leg it places, and forgotten when it ends.
 
+use super::inbox::InboxSender;
 use super::CallEvent;
 use dashmap::DashMap;
-use tokio::sync::mpsc;
 
 /// A call's inbox: everything for its Call-IDs, in order.
-pub(super) type Inbox = mpsc::Sender<CallEvent>;
+pub(super) type Inbox = InboxSender<CallEvent>;
 
 /// Call-ID (of any leg) to the inbox of the call that owns it.
 #[derive(Default)]
@@ -62,8 +62,8 @@ mod tests {
     #[test]
     fn a_call_id_is_claimed_once_and_forgotten_with_its_call() {
         let reg = CallRegistry::default();
-        let (first, mut first_rx) = mpsc::channel(4);
-        let (second, _second_rx) = mpsc::channel(4);
+        let (first, mut first_rx) = super::super::inbox::inbox(4);
+        let (second, _second_rx) = super::super::inbox::inbox(4);
         assert!(reg.claim("a".into(), &first).is_ok());
         // The racing second INVITE gets the first call's inbox, not a call of its own.
         let owner = reg.claim("a".into(), &second).expect_err("already claimed");
@@ -71,7 +71,7 @@ mod tests {
         reg.add("b".into(), first.clone());
         assert!(reg.inbox("b").is_some_and(|i| i.same_channel(&first)));
         reg.offer_all(|| CallEvent::Shutdown);
-        assert!(matches!(first_rx.try_recv(), Ok(CallEvent::Shutdown)));
+        assert!(matches!(first_rx.try_recv(), Some(CallEvent::Shutdown)));
         reg.remove(&["a", "b"]);
         assert!(reg.inbox("a").is_none() && reg.inbox("b").is_none());
         assert!(reg.claim("a".into(), &second).is_ok());

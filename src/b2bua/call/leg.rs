@@ -61,7 +61,8 @@ pub(super) struct Leg {
     /// A 2xx to an INVITE we sent here awaits the originator's ACK (late offer:
     /// that ACK carries the SDP answer): its CSeq number and transaction.
     ack_deferred: Option<(u32, TxId)>,
-    retrans: Option<Retrans2xx>,
+    /// Boxed: needed only from a 2xx to its ACK, 144 bytes otherwise held as `None`.
+    retrans: Option<Box<Retrans2xx>>,
 }
 
 impl Leg {
@@ -250,14 +251,14 @@ impl Leg {
         } else {
             t1
         };
-        self.retrans = Some(Retrans2xx {
+        self.retrans = Some(Box::new(Retrans2xx {
             seq,
             bytes,
             peer,
             interval: t1,
             next: now + first,
             give_up: now + t1 * 64,
-        });
+        }));
     }
 
     /// Their ACK arrived: stop retransmitting the 2xx it acknowledges.

@@ -17,6 +17,7 @@ mod transfer_target;
 
 pub(super) use media::MediaShared;
 
+use super::inbox::Inbox;
 use super::policy::{AiOutcome, ALLOW};
 use super::Shared;
 use crate::metrics::Metrics;
@@ -29,7 +30,6 @@ use leg::{Leg, Retransmit};
 use pending::PendingInvite;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
 /// What a call's inbox carries.
@@ -93,7 +93,7 @@ pub(super) struct Call {
     sh: Arc<Shared>,
     transport: Arc<TransportLayer>,
     /// The call's own inbox, for results of work done on other tasks.
-    inbox: mpsc::Sender<CallEvent>,
+    inbox: crate::b2bua::inbox::InboxSender<CallEvent>,
     session_id: SessionId,
     txs: TransactionSet,
     events: Vec<TxEvent>,
@@ -106,8 +106,9 @@ pub(super) struct Call {
     /// Call-IDs of earlier transfer legs, still routed here until the call ends.
     old_call_ids: Vec<String>,
     /// The caller's INVITE while it awaits its final response (dropped then: a held
-    /// call keeps no message it will not send again).
-    caller_invite: Option<Message>,
+    /// call keeps no message it will not send again). Boxed: a `Message` is 320
+    /// bytes, which every held call would carry as `None`.
+    caller_invite: Option<Box<Message>>,
     caller_peer: Peer,
     caller_invite_tx: TxId,
     /// Our INVITE to the AI agent while it awaits its final answer.
@@ -138,7 +139,7 @@ pub(super) struct Call {
 pub(super) struct CallStart {
     pub sh: Arc<Shared>,
     pub transport: Arc<TransportLayer>,
-    pub inbox: mpsc::Sender<CallEvent>,
+    pub inbox: crate::b2bua::inbox::InboxSender<CallEvent>,
     pub invite: Message,
     pub from: Peer,
     pub route: crate::config::Route,
@@ -147,7 +148,7 @@ pub(super) struct CallStart {
     pub custom_data: std::collections::BTreeMap<String, String>,
 }
 
-pub(super) fn spawn(start: Box<CallStart>, rx: mpsc::Receiver<CallEvent>) {
+pub(super) fn spawn(start: Box<CallStart>, rx: Inbox<CallEvent>) {
     let session_id = SessionId::new_random();
     let span = tracing::info_span!("call", session_id = %session_id.as_str());
     tokio::spawn(
@@ -168,7 +169,7 @@ pub(super) fn spawn(start: Box<CallStart>, rx: mpsc::Receiver<CallEvent>) {
 }
 
 impl Call {
-    async fn run(mut self: Box<Self>, mut rx: mpsc::Receiver<CallEvent>) {
+    async fn run(mut self: Box<Self>, mut rx: Inbox<CallEvent>) {
         let sleep =
             tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::pin!(sleep);
@@ -236,7 +237,9 @@ impl Call {
         }
         self.sh.call_finished(&ids);
         if let Some(m) = self.media.take() {
-            if let Some(stats) = m.finish().await {
+            // Boxed: `finish` takes the relay's state by value (5.4 KB of future);
+            // inline, every call task would carry it from its first poll.
+            if let Some(stats) = Box::pin(m.finish()).await {
                 media::record_stats(&self.sh.metrics, &stats);
             }
             Metrics::dec(&self.sh.metrics.media_relays_active);

@@ -151,7 +151,7 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         far: Side::Ai,
         old_call_ids: Vec::new(),
         transfer: None,
-        caller_invite: Some(invite),
+        caller_invite: Some(Box::new(invite)),
         caller_peer: reply_to,
         caller_invite_tx,
         ai_invite: None,

@@ -399,7 +399,7 @@ impl Call {
     }
 
     /// The call's own inbox, for results of work done on other tasks.
-    fn inbox(&self) -> Option<tokio::sync::mpsc::Sender<CallEvent>> {
+    fn inbox(&self) -> Option<crate::b2bua::inbox::InboxSender<CallEvent>> {
         Some(self.inbox.clone())
     }
 }
