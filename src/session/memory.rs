@@ -20,7 +20,9 @@ use super::{ContactDetails, InsertError, Session, SessionId, StampOutcome};
 /// (`SystemTime` can jump; `Instant` cannot).
 #[derive(Debug)]
 struct Entry {
-    session: Session,
+    /// Boxed: the map keeps spare slots, each the size of an entry (a
+    /// `Session` inline made every slot, used or not, 400-odd bytes).
+    session: Box<Session>,
     ended_instant: Option<Instant>,
     /// Insertion order, to break ties between equal `started_at`.
     seq: u64,
@@ -105,7 +107,7 @@ impl SessionTable {
             }
             MapEntry::Vacant(vacant) => {
                 let mut entry = Entry {
-                    session: s,
+                    session: Box::new(s),
                     ended_instant: None,
                     seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
                 };
@@ -126,7 +128,7 @@ impl SessionTable {
 
     /// A copy of the session, live or lingering.
     pub fn get(&self, id: &SessionId) -> Option<Session> {
-        self.entries.get(id).map(|e| e.session.clone())
+        self.entries.get(id).map(|e| (*e.session).clone())
     }
 
     /// Runs `f` on the session under its lock and returns its result. The
@@ -213,7 +215,7 @@ impl SessionTable {
                 let e = self.entries.get(id)?;
                 let matches =
                     e.session.is_live() && e.session.caller_phone.as_deref() == Some(phone_e164);
-                matches.then(|| (e.seq, e.session.clone()))
+                matches.then(|| (e.seq, (*e.session).clone()))
             })
             .collect();
         found.sort_by(|(sa, a), (sb, b)| b.started_at.cmp(&a.started_at).then(sb.cmp(sa)));

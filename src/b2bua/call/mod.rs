@@ -94,7 +94,6 @@ pub(super) struct Call {
     transport: Arc<TransportLayer>,
     /// The call's own inbox, for results of work done on other tasks.
     inbox: crate::b2bua::inbox::InboxSender<CallEvent>,
-    session_id: SessionId,
     txs: TransactionSet,
     events: Vec<TxEvent>,
     phase: Phase,
@@ -231,7 +230,7 @@ impl Call {
         let ended = self
             .sh
             .sessions
-            .mark_ended(&self.session_id, std::time::SystemTime::now());
+            .mark_ended(&self.record.session_id, std::time::SystemTime::now());
         if let Err(e) = ended.await {
             tracing::warn!(error = %e, "session not marked ended in the store");
         }

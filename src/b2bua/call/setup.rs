@@ -140,7 +140,6 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         sh: sh.clone(),
         transport,
         inbox,
-        session_id: session_id.clone(),
         txs,
         events,
         phase: Phase::Inviting,

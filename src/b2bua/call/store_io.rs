@@ -58,13 +58,18 @@ impl Call {
     /// logged: the call goes on (the session API shows the state the store has).
     pub(super) async fn drive_store(&mut self) {
         if let Some(at) = self.store_io.answered.take() {
-            if let Err(e) = self.sh.sessions.mark_answered(&self.session_id, at).await {
+            if let Err(e) = self
+                .sh
+                .sessions
+                .mark_answered(&self.record.session_id, at)
+                .await
+            {
                 tracing::warn!(error = %e, "session not marked answered in the store");
             }
         }
         while !self.store_io.reads.is_empty() {
             let purpose = self.store_io.reads.remove(0);
-            let read = self.sh.sessions.get(&self.session_id).await;
+            let read = self.sh.sessions.get(&self.record.session_id).await;
             self.on_session_read(purpose, read, Instant::now());
         }
     }
