@@ -5,13 +5,13 @@
 
 mod common;
 
-use common::dns::{FakeDns, Zone};
+use common::dns::{rig_with_dns, FakeDns, Zone};
 use common::scenarios::media::establish_media;
 use common::scenarios::transfer::{
     answer_target, expect_notify, expect_target_invite, refer, transfer_rig_with,
 };
 use common::scenarios::{bye_from_caller, establish};
-use common::{bounded, handoff_addr, start_handoff, InviteOpts, Rig, TestUa, Transport, WAIT};
+use common::{bounded, InviteOpts, TestUa, Transport, WAIT};
 use handoff::sip::message::Method;
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -36,23 +36,24 @@ async fn ai_invite_answered_503_goes_to_the_next_srv_target() {
         let mut dead = TestUa::agent(Transport::Udp).await;
         let agent = TestUa::agent(Transport::Udp).await;
         let zone = Zone::default()
-            .srv("_sip._udp.ai.test", 10, 0, dead.local_addr().port(), "a.ai.test")
-            .srv("_sip._udp.ai.test", 20, 0, agent.local_addr().port(), "b.ai.test")
+            .srv(
+                "_sip._udp.ai.test",
+                10,
+                0,
+                dead.local_addr().port(),
+                "a.ai.test",
+            )
+            .srv(
+                "_sip._udp.ai.test",
+                20,
+                0,
+                agent.local_addr().port(),
+                "b.ai.test",
+            )
             .a("a.ai.test", LOOPBACK)
             .a("b.ai.test", LOOPBACK);
         let dns = FakeDns::start(zone, Duration::ZERO).await;
-        let extra = format!(
-            "{}\n[[route]]\ndefault = true\norg_id = \"org-test\"\nagent_id = \"agent-test\"\nai_agent_uri = \"sip:agent@ai.test\"\n",
-            dns.config_key()
-        );
-        let server = start_handoff(Transport::Udp, agent.local_addr().port(), &extra).await;
-        let caller = TestUa::carrier(Transport::Udp, handoff_addr(&server, Transport::Udp)).await;
-        let mut rig = Rig {
-            server,
-            caller,
-            agent,
-            transport: Transport::Udp,
-        };
+        let mut rig = rig_with_dns(Transport::Udp, agent, &dns, "sip:agent@ai.test").await;
         let (mut call, (call_id, via)) = tokio::join!(
             establish(&mut rig, InviteOpts::default()),
             refuse_first_invite(&mut dead)

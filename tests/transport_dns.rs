@@ -7,13 +7,13 @@
 mod common;
 
 use common::build::AI_SDP;
-use common::dns::{FakeDns, Zone};
+use common::dns::{rig_with_dns, FakeDns, Zone};
 use common::scenarios::media::establish_media;
 use common::scenarios::transfer::{
     answer_target, expect_notify, expect_target_invite, refer, transfer_rig_with,
 };
 use common::scenarios::{bye_from_caller, establish};
-use common::{bounded, handoff_addr, start_handoff, Dialog, InviteOpts, Rig, TestUa, Transport};
+use common::{bounded, Dialog, InviteOpts, TestUa, Transport};
 use handoff::metrics::Metrics;
 use handoff::sip::message::{Method, SipUri};
 use handoff::sip::transport::{
@@ -24,23 +24,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
-
-/// handoff with its AI agent at `ai_uri`, asking `dns` for host names; the carrier
-/// and the agent over `transport`.
-async fn rig_with_dns(transport: Transport, agent: TestUa, dns: &FakeDns, ai_uri: &str) -> Rig {
-    let extra = format!(
-        "{}\n[[route]]\ndefault = true\norg_id = \"org-test\"\nagent_id = \"agent-test\"\nai_agent_uri = \"{ai_uri}\"\n",
-        dns.config_key()
-    );
-    let server = start_handoff(transport, agent.local_addr().port(), &extra).await;
-    let caller = TestUa::carrier(transport, handoff_addr(&server, transport)).await;
-    Rig {
-        server,
-        caller,
-        agent,
-        transport,
-    }
-}
 
 #[tokio::test]
 async fn trying_goes_out_before_a_slow_dns_answer_and_the_call_completes() {

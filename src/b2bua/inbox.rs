@@ -73,29 +73,26 @@ impl<T> InboxSender<T> {
 
     /// Queue `value` unless `depth` values already wait or the receiver is gone.
     pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
-        let mut s = self.0.lock();
-        if s.receiver_gone {
-            return Err(TrySendError::Closed(value));
-        }
-        if s.queue.len() >= self.0.depth {
-            return Err(TrySendError::Full(value));
-        }
-        s.queue.push_back(value);
-        let waker = s.waker.take();
-        drop(s);
-        if let Some(w) = waker {
-            w.wake();
-        }
-        Ok(())
+        self.push(value, true)
     }
 
     /// Queue `value` past the bound: for the call's own rare events (a
     /// resolved transfer target), which must not be lost to a burst of
     /// messages. Async only to read like the channel it replaced.
     pub async fn send(&self, value: T) -> Result<(), Closed<T>> {
+        self.push(value, false).map_err(|e| match e {
+            TrySendError::Full(v) | TrySendError::Closed(v) => Closed(v),
+        })
+    }
+
+    /// Queue `value` (refused at `depth` when `bounded`) and wake the receiver.
+    fn push(&self, value: T, bounded: bool) -> Result<(), TrySendError<T>> {
         let mut s = self.0.lock();
         if s.receiver_gone {
-            return Err(Closed(value));
+            return Err(TrySendError::Closed(value));
+        }
+        if bounded && s.queue.len() >= self.0.depth {
+            return Err(TrySendError::Full(value));
         }
         s.queue.push_back(value);
         let waker = s.waker.take();

@@ -129,3 +129,25 @@ fn answer(zone: &Zone, query: &Message) -> Vec<u8> {
     }
     reply.to_vec().expect("DNS reply encodes")
 }
+
+/// handoff with its AI agent at `ai_uri`, asking `dns` for host names; the carrier
+/// and the agent over `transport`.
+pub async fn rig_with_dns(
+    transport: super::Transport,
+    agent: super::TestUa,
+    dns: &FakeDns,
+    ai_uri: &str,
+) -> super::Rig {
+    let extra = format!(
+        "{}\n[[route]]\ndefault = true\norg_id = \"org-test\"\nagent_id = \"agent-test\"\nai_agent_uri = \"{ai_uri}\"\n",
+        dns.config_key()
+    );
+    let server = super::start_handoff(transport, agent.local_addr().port(), &extra).await;
+    let caller = super::TestUa::carrier(transport, super::handoff_addr(&server, transport)).await;
+    super::Rig {
+        server,
+        caller,
+        agent,
+        transport,
+    }
+}

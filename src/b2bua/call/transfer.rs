@@ -83,14 +83,6 @@ impl Call {
         tracing::info!(target = %dest.uri, destination = dest.name.as_deref().unwrap_or(""), "transfer accepted");
 
         let wall = SystemTime::now();
-        let record = self.record_transfer(TransferRecord {
-            target: dest.uri.as_str().to_owned(),
-            destination: dest.name.clone(),
-            status: None,
-            requested_at: wall,
-            invite_sent_at: None,
-            completed_at: None,
-        });
         let copied = policy.copy.copy(&target);
         for o in &copied.omitted {
             tracing::warn!(header = %o.name, problem = ?o.problem, "Refer-To header not copied");
@@ -105,6 +97,7 @@ impl Call {
         let refer_cseq = req.cseq().map_or(0, |c| c.seq);
         let (machine, actions) =
             TransferMachine::start(dest, target_text, refer_cseq, subscribe, limits, now, wall);
+        let record = self.record_transfer(machine.attempt().clone());
         self.transfer = Some(Box::new(TransferRun {
             machine,
             invite: None,
@@ -236,12 +229,11 @@ impl Call {
             }
             Action::Report(attempt) => {
                 let record = self.transfer.as_ref()?.record;
-                self.update_record(record, |r| {
-                    r.status = attempt.status;
-                    r.invite_sent_at = attempt.invite_sent_at;
-                    r.completed_at = attempt.completed_at;
-                });
-                if attempt.status.is_some() {
+                let done = attempt.status.is_some();
+                if let Some(r) = self.record.transfers.get_mut(record) {
+                    *r = attempt;
+                }
+                if done {
                     self.emit_transferred(record);
                 }
                 None
@@ -403,11 +395,5 @@ impl Call {
     pub(super) fn record_transfer(&mut self, record: TransferRecord) -> usize {
         self.record.transfers.push(record);
         self.record.transfers.len() - 1
-    }
-
-    pub(super) fn update_record(&mut self, index: usize, f: impl FnOnce(&mut TransferRecord)) {
-        if let Some(r) = self.record.transfers.get_mut(index) {
-            f(r);
-        }
     }
 }

@@ -54,19 +54,9 @@ pub enum NotifyState {
     Terminated,
 }
 
-/// The record of one transfer attempt, reported by `phone_call.transferred`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attempt {
-    /// The target as the REFER named it (after the allow-list).
-    pub target: String,
-    /// The `[[transfer.destination]]` it matched.
-    pub destination: Option<String>,
-    /// The target's final status; `None` while running or when cut short.
-    pub status: Option<u16>,
-    pub requested_at: SystemTime,
-    pub invite_sent_at: Option<SystemTime>,
-    pub completed_at: Option<SystemTime>,
-}
+/// The record of one transfer attempt, reported by `phone_call.transferred`:
+/// the call's own record type, kept here while the attempt runs.
+pub use crate::events::TransferRecord as Attempt;
 
 /// The settings a transfer runs by (`[transfer]`).
 #[derive(Debug, Clone, Copy)]

@@ -47,6 +47,22 @@ fn inviting(now: Instant) -> TransferMachine {
     m
 }
 
+/// The target's 200 OK.
+fn answer(m: &mut TransferMachine, now: Instant) -> Vec<Action> {
+    m.handle(
+        Event::Answered {
+            status: 200,
+            reason: "OK",
+        },
+        now,
+    )
+}
+
+/// A final non-2xx answer from the target.
+fn reject(m: &mut TransferMachine, status: u16, reason: &str, now: Instant) -> Vec<Action> {
+    m.handle(Event::Rejected { status, reason }, now)
+}
+
 fn notify(status: u16, reason: &str, last: bool) -> Action {
     Action::Notify {
         id: 7,
@@ -111,13 +127,7 @@ fn refer_with_refer_sub_false_sends_no_notify() {
         wall(),
     );
     assert!(m.handle(Event::DialStarted { sent: true }, now).is_empty());
-    let out = m.handle(
-        Event::Answered {
-            status: 200,
-            reason: "OK",
-        },
-        now,
-    );
+    let out = answer(&mut m, now);
     assert_eq!(out, vec![Action::SwitchMedia]);
     let out = m.handle(Event::MediaSwitched(Ok(())), now);
     assert!(!out.iter().any(|a| matches!(a, Action::Notify { .. })));
@@ -184,13 +194,7 @@ fn target_provisional_changes_nothing_and_a_stale_lookup_is_ignored() {
 fn target_2xx_switches_media_notifies_200_and_releases_the_ai_on_the_answer() {
     let now = Instant::now();
     let mut m = inviting(now);
-    let out = m.handle(
-        Event::Answered {
-            status: 200,
-            reason: "OK",
-        },
-        now,
-    );
+    let out = answer(&mut m, now);
     assert_eq!(out, vec![Action::SwitchMedia]);
     let out = m.handle(Event::MediaSwitched(Ok(())), now);
     assert_eq!(out[0], Action::Count { succeeded: true });
@@ -233,13 +237,7 @@ fn final_notify_unanswered_releases_the_ai_at_the_timeout() {
 fn media_switch_failure_hangs_up_the_target_and_fails_488() {
     let now = Instant::now();
     let mut m = inviting(now);
-    m.handle(
-        Event::Answered {
-            status: 200,
-            reason: "OK",
-        },
-        now,
-    );
+    answer(&mut m, now);
     let out = m.handle(Event::MediaSwitched(Err((488, "Not Acceptable Here"))), now);
     assert_eq!(out[0], Action::ByeTarget);
     assert!(out.contains(&notify(488, "Not Acceptable Here", true)));
@@ -399,13 +397,7 @@ fn ring_timeout_fails_408_and_cancels_then_waits_for_the_final_answer() {
     assert_eq!(m.state(), State::Abandoned);
     assert!(!m.running(), "a new REFER may come once this one has ended");
     // The 487 to our CANCEL ends it, quietly.
-    let out = m.handle(
-        Event::Rejected {
-            status: 487,
-            reason: "",
-        },
-        now,
-    );
+    let out = reject(&mut m, 487, "", now);
     assert_eq!(out, vec![Action::DropMedia]);
     assert_eq!(m.state(), State::Done);
 }
@@ -415,13 +407,7 @@ fn answer_crossing_the_cancel_is_hung_up() {
     let now = Instant::now();
     let mut m = inviting(now);
     m.handle(Event::RingTimeout, now);
-    let out = m.handle(
-        Event::Answered {
-            status: 200,
-            reason: "OK",
-        },
-        now,
-    );
+    let out = answer(&mut m, now);
     assert_eq!(out, vec![Action::ByeTarget]);
     assert_eq!(m.state(), State::Done);
 }
@@ -463,13 +449,7 @@ fn ai_bye_while_the_target_rings_lets_the_transfer_go_on() {
     assert!(m.handle(Event::AiGone, now).is_empty());
     assert!(m.running());
     // Answered: no NOTIFY to anyone, nothing to release.
-    m.handle(
-        Event::Answered {
-            status: 200,
-            reason: "OK",
-        },
-        now,
-    );
+    answer(&mut m, now);
     let out = m.handle(Event::MediaSwitched(Ok(())), now);
     assert!(!out.iter().any(|a| matches!(a, Action::Notify { .. })));
     assert_eq!(m.state(), State::Done);
@@ -480,13 +460,7 @@ fn ai_bye_then_target_failure_ends_the_call() {
     let now = Instant::now();
     let mut m = inviting(now);
     m.handle(Event::AiGone, now);
-    let out = m.handle(
-        Event::Rejected {
-            status: 486,
-            reason: "Busy Here",
-        },
-        now,
-    );
+    let out = reject(&mut m, 486, "Busy Here", now);
     assert!(!out.iter().any(|a| matches!(a, Action::Notify { .. })));
     assert_eq!(out.last(), Some(&Action::EndCall));
 }
@@ -495,13 +469,7 @@ fn ai_bye_then_target_failure_ends_the_call() {
 fn ai_bye_while_the_final_notify_waits_ends_the_transfer() {
     let now = Instant::now();
     let mut m = inviting(now);
-    m.handle(
-        Event::Answered {
-            status: 200,
-            reason: "OK",
-        },
-        now,
-    );
+    answer(&mut m, now);
     m.handle(Event::MediaSwitched(Ok(())), now);
     assert!(m.handle(Event::AiGone, now).is_empty());
     assert_eq!(m.state(), State::Done);
@@ -517,13 +485,7 @@ fn second_refer_while_one_runs_gets_491_and_after_it_ended_is_accepted() {
         Err(ReferRefusal::Busy)
     );
     assert_eq!(ReferRefusal::Busy.status(), 491);
-    m.handle(
-        Event::Rejected {
-            status: 486,
-            reason: "",
-        },
-        now,
-    );
+    reject(&mut m, 486, "", now);
     assert_eq!(admit_refer(true, true, true, Some(&m), true), Ok(()));
     assert_eq!(admit_refer(true, true, true, None, true), Ok(()));
 }

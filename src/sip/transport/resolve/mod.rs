@@ -179,20 +179,8 @@ impl Resolver {
         let mut until: Option<Instant> = None;
         let mut note = |v: Instant| until = Some(until.map_or(v, |u| u.min(v)));
         if let Some(port) = key.port {
-            let transport = key.transports.first().copied().unwrap_or(Transport::Udp);
-            return match self.addresses(host, port).await {
-                Ok((addrs, v)) => {
-                    note(v);
-                    let c = Candidate {
-                        priority: 0,
-                        weight: 0,
-                        transport,
-                        addrs,
-                    };
-                    (Ok(Arc::from(vec![c])), until)
-                }
-                Err(e) => (Err(e), None),
-            };
+            // An explicit port: the host's addresses, no SRV (RFC 3263 4.2).
+            return self.host_only(host, port, key.transports).await;
         }
         for &transport in key.transports {
             let service = match transport {
@@ -237,17 +225,30 @@ impl Resolver {
             }
         }
         // RFC 3263 4.2: no SRV records: the host's own addresses at the default port.
-        let transport = key.transports.first().copied().unwrap_or(Transport::Udp);
-        match self.addresses(host, DEFAULT_PORT).await {
+        let (answer, expiry) = self.host_only(host, DEFAULT_PORT, key.transports).await;
+        if let Some(v) = expiry {
+            note(v);
+        }
+        (answer, expiry.and(until))
+    }
+
+    /// The host's own addresses at `port`, as one candidate, and their expiry.
+    async fn host_only(
+        &self,
+        host: &str,
+        port: u16,
+        transports: &[Transport],
+    ) -> (Answer, Option<Instant>) {
+        let transport = transports.first().copied().unwrap_or(Transport::Udp);
+        match self.addresses(host, port).await {
             Ok((addrs, v)) => {
-                note(v);
                 let c = Candidate {
                     priority: 0,
                     weight: 0,
                     transport,
                     addrs,
                 };
-                (Ok(Arc::from(vec![c])), until)
+                (Ok(Arc::from(vec![c])), Some(v))
             }
             Err(e) => (Err(e), None),
         }
