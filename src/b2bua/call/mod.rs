@@ -658,3 +658,28 @@ fn contact_for(host: &str, port: u16, transport: Transport) -> String {
     let host = crate::sip::message::bracket_v6(host);
     format!("<sip:handoff@{host}:{port}{}>", transport.uri_param())
 }
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// Memory per held call is designed, not discovered (BENCHMARKS.md: at most
+    /// 6 KB, about 200 bytes to spare): what every held call carries inline may
+    /// not grow unnoticed. Cold state goes behind a `Box`.
+    #[test]
+    fn a_held_call_stays_small() {
+        assert!(
+            std::mem::size_of::<Call>() <= 768,
+            "Call: {}",
+            std::mem::size_of::<Call>()
+        );
+        assert!(
+            std::mem::size_of::<Leg>() <= 384,
+            "Leg: {}",
+            std::mem::size_of::<Leg>()
+        );
+        // Each inbox slot is one event: the large ones are boxed.
+        assert_eq!(std::mem::size_of::<CallEvent>(), 16);
+        assert!(std::mem::size_of::<PendingInvite>() <= 32);
+    }
+}
