@@ -229,6 +229,27 @@ async fn targets_fail_over_in_priority_order_then_run_out() {
 }
 
 #[tokio::test]
+async fn a_name_with_many_targets_is_tried_on_its_first_eight_only() {
+    bounded(Duration::from_secs(10), async {
+        let mut zone = Zone::default().a("h.pool.test", LOOPBACK);
+        for i in 0..12u16 {
+            zone = zone.srv("_sip._udp.many.test", 10 + i, 0, 6001 + i, "h.pool.test");
+        }
+        let dns = FakeDns::start(zone, Duration::ZERO).await;
+        let layer = transport_layer(&dns).await;
+        let uri = SipUri::parse("sip:agent@many.test").expect("URI");
+        let targets = layer.peer_for(&uri).await.expect("resolves");
+        assert_eq!(targets.peer().addr.port(), 6001);
+        assert_eq!(
+            targets.remaining(),
+            handoff::sip::transport::MAX_TARGETS - 1,
+            "the rest of the first eight, by priority"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn unknown_name_and_sips_are_errors() {
     bounded(Duration::from_secs(10), async {
         let dns = FakeDns::start(Zone::default(), Duration::ZERO).await;

@@ -10,7 +10,7 @@ mod udp;
 
 pub use framing::{Frame, Framer, FramingError};
 pub use resolve::{ResolveError, Target};
-pub use targets::{PeerError, Targets};
+pub use targets::{PeerError, Targets, MAX_TARGETS};
 
 use crate::metrics::Metrics;
 use crate::sip::message::{parse, Message, ParseError};

@@ -15,6 +15,10 @@ pub enum PeerError {
     Unreachable { tried: usize, last: SendError },
 }
 
+/// Targets of one URI tried at the most (the first and its failovers), in the
+/// order RFC 3263 gives them.
+pub const MAX_TARGETS: usize = 8;
+
 /// The peer in use for a URI and the targets left to fail over to (RFC 3263 4.3:
 /// on a transport error or a 503, the next one). Small on purpose: it may live in
 /// every pending INVITE.
@@ -83,6 +87,9 @@ impl TransportLayer {
         if rest.is_empty() {
             return Err(ResolveError::NotFound(uri.host.clone()).into());
         }
+        // DNS is not ours: a name with hundreds of targets must not make one
+        // INVITE try (and connect to) each of them.
+        rest.truncate(MAX_TARGETS);
         rest.reverse();
         let peer = self.open_first(&mut rest).await?;
         Ok(Targets { peer, rest })
