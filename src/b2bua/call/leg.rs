@@ -297,20 +297,22 @@ impl Leg {
 
     // ---- our INVITE again -----------------------------------------------------
 
+    /// Our Via for a new transaction on this leg: a fresh branch.
+    fn new_via(&self) -> String {
+        Via::ours(
+            self.dialog.peer.transport.via_name(),
+            &self.via_host,
+            self.via_port,
+            &generate_branch(),
+        )
+    }
+
     /// The INVITE we sent, to the next target of its Request-URI (RFC 3263
     /// 4.3): the same request on a new transaction (a new branch); the dialog
     /// now talks to `peer`.
     pub fn retarget(&mut self, mut invite: Message, peer: Peer) -> Message {
         self.dialog.peer = peer;
-        invite.set(
-            "Via",
-            Via::ours(
-                peer.transport.via_name(),
-                &self.via_host,
-                self.via_port,
-                &generate_branch(),
-            ),
-        );
+        invite.set("Via", self.new_via());
         self.state = LegState::Early;
         invite
     }
@@ -324,15 +326,7 @@ impl Leg {
         value: String,
     ) -> Message {
         self.dialog.local_cseq = self.dialog.local_cseq.wrapping_add(1);
-        invite.set(
-            "Via",
-            Via::ours(
-                self.dialog.peer.transport.via_name(),
-                &self.via_host,
-                self.via_port,
-                &generate_branch(),
-            ),
-        );
+        invite.set("Via", self.new_via());
         invite.set("CSeq", format!("{} INVITE", self.dialog.local_cseq));
         invite.push(header, value);
         self.dialog.remote_tag = None;

@@ -70,24 +70,22 @@ impl Call {
             });
             return None;
         }
-        if let Some(inbox) = self.inbox() {
-            let layer = self.transport.clone();
-            tokio::spawn(async move {
-                let targets = match layer.peer_for_transport(&uri, transport).await {
-                    Ok(targets) => Some(Box::new(targets)),
-                    Err(e) => {
-                        tracing::debug!(uri = %uri, error = %e, "transfer target not reached");
-                        None
-                    }
-                };
-                let _ = inbox
-                    .send(CallEvent::TargetResolved {
-                        generation,
-                        targets,
-                    })
-                    .await;
-            });
-        }
+        let (layer, inbox) = (self.transport.clone(), self.inbox.clone());
+        tokio::spawn(async move {
+            let targets = match layer.peer_for_transport(&uri, transport).await {
+                Ok(targets) => Some(Box::new(targets)),
+                Err(e) => {
+                    tracing::debug!(uri = %uri, error = %e, "transfer target not reached");
+                    None
+                }
+            };
+            let _ = inbox
+                .send(CallEvent::TargetResolved {
+                    generation,
+                    targets,
+                })
+                .await;
+        });
         Some(Event::DialStarted { sent: false })
     }
 
@@ -216,9 +214,7 @@ impl Call {
         } else {
             self.legs.push(leg);
         }
-        if let Some(inbox) = self.inbox() {
-            self.sh.register_call_id(call_id, inbox);
-        }
+        self.sh.register_call_id(call_id, self.inbox.clone());
         if let Some(hold) = self.transport.hold(&peer) {
             self._holds.push(hold);
         }
@@ -396,10 +392,5 @@ impl Call {
             tracing::warn!("transfer target's challenge cannot be answered");
         }
         Some((kind.authorization_header(), answer?))
-    }
-
-    /// The call's own inbox, for results of work done on other tasks.
-    fn inbox(&self) -> Option<crate::b2bua::inbox::InboxSender<CallEvent>> {
-        Some(self.inbox.clone())
     }
 }
