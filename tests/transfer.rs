@@ -22,6 +22,7 @@ mod udp {
         transfer::ai_hangup_during_transfer_lets_it_complete,
         transfer::redirect_is_followed_to_an_allowed_target,
         transfer::digest_challenge_is_answered_with_the_destination_credentials,
+        transfer::unanswerable_challenge_and_unfollowable_redirect_clear_the_transfer,
     }
 }
 
@@ -44,5 +45,6 @@ mod tcp {
         transfer::ai_hangup_during_transfer_lets_it_complete,
         transfer::redirect_is_followed_to_an_allowed_target,
         transfer::digest_challenge_is_answered_with_the_destination_credentials,
+        transfer::unanswerable_challenge_and_unfollowable_redirect_clear_the_transfer,
     }
 }

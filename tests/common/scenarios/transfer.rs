@@ -633,6 +633,54 @@ pub async fn redirect_is_followed_to_an_allowed_target(t: Transport) {
             |x| x.method() == Some(&Method::Invite),
         )
         .await;
+    // The transfer is over: the caller stays with the AI agent, which may try again.
+    again_after_a_failed_transfer(&mut tr, &mut m, &target).await;
+}
+
+/// A 407 handoff has no credentials for and a 3xx with nothing to follow each
+/// end the transfer: final NOTIFY with the target's status, the caller stays
+/// with the AI agent, and the next REFER is accepted.
+pub async fn unanswerable_challenge_and_unfollowable_redirect_clear_the_transfer(t: Transport) {
+    let mut tr = transfer_rig(t, "transfer.max_redirects = 0").await;
+    let mut m = establish_media(&mut tr.rig).await;
+    let target = format!("<{}>", tr.target);
+    let challenge = "Digest realm=\"zendesk\", nonce=\"n1\", qop=\"auth\"";
+    let cases: [(u16, &str, &str); 3] = [
+        (407, "Proxy-Authenticate", challenge),
+        (302, "Contact", "<sip:tier2@127.0.0.1:9>"),
+        (301, "X-Nothing", "no Contact at all"),
+    ];
+    for (status, name, value) in cases {
+        let refer_msg = refer(&mut tr, &mut m, &target, 202).await;
+        expect_notify(&mut tr, &m, &refer_msg).await;
+        let inv = expect_target_invite(&mut tr).await;
+        tr.zendesk.respond(&inv, status, &[(name, value)], None).await;
+        let (frag, state) = expect_notify(&mut tr, &m, &refer_msg).await;
+        assert!(frag.starts_with(&format!("SIP/2.0 {status} ")), "{frag}");
+        assert_eq!(state, "terminated;reason=noresource");
+    }
+    assert_eq!(count(&tr.rig.server, |x| &x.transfers_failed_total), 3);
+    again_after_a_failed_transfer(&mut tr, &mut m, &target).await;
+}
+
+/// After a transfer that failed, the caller is still with the AI agent and
+/// its next REFER starts a new transfer (a transfer that never cleared made
+/// every later REFER get 491).
+async fn again_after_a_failed_transfer(tr: &mut TransferRig, m: &mut MediaCall, target: &str) {
+    m.caller
+        .rtp
+        .send_to(&rtp(9, 0x2222), m.relay_for_caller)
+        .await
+        .expect("send");
+    let (p, _) = Phone::recv(&m.agent.rtp, WAIT, "caller still with the AI agent").await;
+    assert_eq!(p, rtp(9, 0x2222));
+    let refer_msg = refer(tr, m, target, 202).await;
+    expect_notify(tr, m, &refer_msg).await;
+    let inv = expect_target_invite(tr).await;
+    tr.zendesk.respond(&inv, 486, &[], None).await;
+    let (frag, state) = expect_notify(tr, m, &refer_msg).await;
+    assert_eq!(frag, "SIP/2.0 486 Busy Here\r\n");
+    assert_eq!(state, "terminated;reason=noresource");
 }
 
 /// A destination with credentials answers a 401 digest challenge (SHA-256,
@@ -673,4 +721,5 @@ pub async fn digest_challenge_is_answered_with_the_destination_credentials(t: Tr
         .await;
     let (frag, _) = expect_notify(&mut tr, &m, &refer_msg).await;
     assert!(frag.starts_with("SIP/2.0 401 "), "{frag}");
+    again_after_a_failed_transfer(&mut tr, &mut m, &format!("<{target}>")).await;
 }
