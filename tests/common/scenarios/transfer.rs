@@ -654,7 +654,9 @@ pub async fn unanswerable_challenge_and_unfollowable_redirect_clear_the_transfer
         let refer_msg = refer(&mut tr, &mut m, &target, 202).await;
         expect_notify(&mut tr, &m, &refer_msg).await;
         let inv = expect_target_invite(&mut tr).await;
-        tr.zendesk.respond(&inv, status, &[(name, value)], None).await;
+        tr.zendesk
+            .respond(&inv, status, &[(name, value)], None)
+            .await;
         let (frag, state) = expect_notify(&mut tr, &m, &refer_msg).await;
         assert!(frag.starts_with(&format!("SIP/2.0 {status} ")), "{frag}");
         assert_eq!(state, "terminated;reason=noresource");
