@@ -143,6 +143,7 @@ impl Default for SessionConfig {
 pub struct LogConfig {
     pub level: String,
     pub format: String,
+    pub redact_phone_numbers: bool,
 }
 
 impl Default for LogConfig {
@@ -150,6 +151,7 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             format: "text".into(),
+            redact_phone_numbers: true,
         }
     }
 }
@@ -236,6 +238,8 @@ pub struct Settings {
     pub default_country: Option<String>,
     pub log_level: String,
     pub log_json: bool,
+    /// Log lines show only the last four digits of phone numbers.
+    pub redact_phone_numbers: bool,
     pub routes: Vec<Route>,
     pub http: HttpSettings,
     /// `None`: `[media] mode = "passthrough"`.
@@ -576,6 +580,7 @@ impl Config {
             default_country: s.default_country.clone(),
             log_level: level,
             log_json,
+            redact_phone_numbers: self.log.redact_phone_numbers,
             routes,
         })
     }

@@ -111,6 +111,7 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    handoff::redact::set_phone_redaction(settings.redact_phone_numbers);
     init_logging(&settings.log_level, settings.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -232,7 +232,10 @@ impl B2bua {
             .route_for(&called, called_e164.as_deref())
             .cloned()
         else {
-            tracing::info!(called = %called, "no route for called number, 404");
+            tracing::info!(
+                called = %crate::redact::Phone(&called),
+                "no route for called number, 404"
+            );
             return self.reply(t, &invite, from, 404, &[]);
         };
         // Before the X-OPENCX-* headers go: X-OPENCX-SESSION-CUSTOM-DATA is data.

@@ -57,8 +57,8 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         .and_then(|f| f.uri.user.clone())
         .and_then(|u| normalize_e164(&u, sh.settings.default_country.as_deref()));
     tracing::info!(
-        caller = caller_phone.as_deref().unwrap_or("anonymous"),
-        called = %called,
+        caller = %crate::redact::Phone(caller_phone.as_deref().unwrap_or_default()),
+        called = %crate::redact::Phone(&called),
         org_id = %route.org_id,
         "call received"
     );
