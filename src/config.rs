@@ -7,7 +7,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+pub mod http_access;
 mod media;
+pub mod outbound;
+pub use http_access::{ApiKeyConfig, HttpAccess, OrgApiKey};
 pub use media::{MediaConfig, MediaSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +168,12 @@ pub struct HttpConfig {
     pub api_key: Option<String>,
     pub signing_keys: Vec<SigningKeyConfig>,
     pub token_ttl_secs: Option<u64>,
+    /// `[[http.api_keys]]`, `dashboard_jwt_*` and the outbound flag: see
+    /// `config/http_access.rs` and `config/outbound.rs`.
+    pub api_keys: Vec<ApiKeyConfig>,
+    pub dashboard_jwt_issuer: Option<String>,
+    pub dashboard_jwt_audience: Option<String>,
+    pub require_https_outbound: bool,
 }
 
 impl Default for HttpConfig {
@@ -176,6 +185,10 @@ impl Default for HttpConfig {
             api_key: None,
             signing_keys: Vec::new(),
             token_ttl_secs: None,
+            api_keys: Vec::new(),
+            dashboard_jwt_issuer: None,
+            dashboard_jwt_audience: None,
+            require_https_outbound: false,
         }
     }
 }
@@ -287,6 +300,8 @@ pub struct HttpSettings {
     pub token_ttl: Option<Duration>,
     pub zendesk_signing_secret: Option<Secret>,
     pub signature_max_age: Duration,
+    /// Per-org session-API keys and the dashboard JWT's issuer and audience.
+    pub access: HttpAccess,
 }
 
 #[derive(Debug, Clone)]
@@ -550,6 +565,8 @@ impl Config {
             .events
             .compile(&self.webhooks)
             .map_err(|e| bad(&e.key, e.problem))?;
+        outbound::require_https(self.http.require_https_outbound, zendesk.as_ref(), &events)
+            .map_err(|(key, problem)| bad(&key, problem))?;
         Ok(Settings {
             zendesk,
             events,
@@ -688,7 +705,10 @@ impl Config {
                 "must be between 1 and 86400".into(),
             ));
         }
+        let access =
+            self.validate_http_access(bad, api_key.as_ref(), dashboard_jwt_secret.is_some())?;
         Ok(HttpSettings {
+            access,
             listen,
             public_base_url: base.to_owned(),
             dashboard_jwt_secret,

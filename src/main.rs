@@ -68,7 +68,10 @@ fn main() -> ExitCode {
 
 fn check_config(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
-        Ok(_) => {
+        Ok(settings) => {
+            for w in settings.startup_warnings() {
+                eprintln!("handoff: warning: {w}");
+            }
             println!("{}: ok", path.display());
             ExitCode::SUCCESS
         }

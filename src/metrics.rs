@@ -123,6 +123,14 @@ metrics! {
     /// Transfers that failed (target refused, timed out, unreachable); the caller
     /// stayed with the AI agent.
     counter transfers_failed_total,
+    // Session API scope, dashboard JWT and outbound HTTP (issue 12).
+    /// Session API requests with an org's key for another org's session (answered 404).
+    counter session_api_cross_org_refused_total,
+    /// Dashboard JWTs refused (bad signature, algorithm, claims or times).
+    counter dashboard_tokens_refused_total,
+    /// Outbound HTTP answers with a 3xx (Zendesk API, OAuth token, event delivery):
+    /// never followed, the request fails.
+    counter outbound_redirects_refused_total,
 }
 
 /// The method label values: the methods SIP defines that handoff meets, then

@@ -77,6 +77,9 @@ impl Server {
         memory: Option<Arc<SessionTable>>,
     ) -> Result<Server, StartError> {
         let settings = Arc::new(settings);
+        for w in settings.startup_warnings() {
+            tracing::warn!("{w}");
+        }
         let store = Store::open(settings.store_path.as_deref())?;
         if !store.is_durable() {
             tracing::warn!("no [store] path: contacts and queued events live in memory and are lost on restart");

@@ -33,6 +33,9 @@ pub enum Verdict {
     Retry(Option<Duration>),
     /// A 4xx other than 408 and 429: sending again would not help.
     Final,
+    /// A 3xx: never followed (the signed event would go where the answer points)
+    /// nor sent again.
+    Redirect,
 }
 
 /// `status` None: no answer (connection refused or reset, timeout).
@@ -42,6 +45,7 @@ pub fn verdict(status: Option<u16>, retry_after: Option<&str>) -> Verdict {
         Some(200..=299) => Verdict::Delivered,
         Some(429) => Verdict::Retry(retry_after.and_then(parse_retry_after)),
         Some(408) | Some(500..=599) => Verdict::Retry(None),
+        Some(s) if crate::outbound_http::is_redirect(s) => Verdict::Redirect,
         Some(_) => Verdict::Final,
     }
 }
@@ -212,6 +216,12 @@ async fn deliver(ctx: &Ctx, job: &Job) -> crate::store::outbox::DeliveryState {
                 Metrics::inc(&ev.failed_total);
                 return DeliveryState::Failed;
             }
+            Verdict::Redirect => {
+                tracing::error!(url = %ctx.sub.url, event_id = %job.id, status, "subscriber answered a redirect; not followed, not sent again (fix the [[webhooks]] url)");
+                Metrics::inc(&ctx.metrics.outbound_redirects_refused_total);
+                Metrics::inc(&ev.failed_total);
+                return DeliveryState::Failed;
+            }
             Verdict::Retry(Some(asked)) => asked.min(ctx.settings.retry_after_max),
             Verdict::Retry(None) => backoff(
                 ctx.settings.retry_base,
@@ -255,7 +265,9 @@ mod tests {
         for s in [400, 401, 403, 404, 410, 413, 422] {
             assert_eq!(verdict(Some(s), None), Verdict::Final, "{s}");
         }
-        assert_eq!(verdict(Some(301), None), Verdict::Final);
+        for s in [301, 302, 303, 307, 308] {
+            assert_eq!(verdict(Some(s), None), Verdict::Redirect, "{s}");
+        }
     }
 
     #[test]

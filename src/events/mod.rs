@@ -110,11 +110,8 @@ impl Events {
         let outbox = Outbox::new(store.connect()?);
         let stored = outbox.event_count()?;
         let pending = outbox.pending()?;
-        let client = reqwest::Client::builder()
-            .timeout(settings.request_timeout)
-            .connect_timeout(settings.request_timeout)
-            .user_agent(concat!("handoff/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        // Redirects never followed: a 3xx is a final failure (delivery.rs).
+        let client = crate::outbound_http::client_builder(settings.request_timeout).build()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("events-delivery")

@@ -99,7 +99,7 @@ pub fn mint_prefetch_token(
 
 /// The JOSE header, read before any key is chosen: the algorithm is pinned to HS256
 /// here, so `none` and every other algorithm are refused whatever the library does.
-fn pinned_header_kid(token: &str) -> Result<Option<String>, TokenError> {
+pub(super) fn pinned_header_kid(token: &str) -> Result<Option<String>, TokenError> {
     if token.len() > MAX_TOKEN_LEN || token.split('.').count() != 3 {
         return Err(TokenError::Malformed);
     }
@@ -165,20 +165,7 @@ pub fn verify_prefetch_token(token: &str, keys: &[SigningKey]) -> Result<String,
     checked_org(data.claims.org_id)
 }
 
-/// Check a dashboard JWT (HS256 with the dashboard secret, `exp` honoured when
-/// present); returns its org id.
-pub fn verify_dashboard_token(token: &str, secret: &Secret) -> Result<String, TokenError> {
-    pinned_header_kid(token)?;
-    let mut v = hs256_validation();
-    v.validate_aud = false;
-    let data = jsonwebtoken::decode::<OrgClaims>(
-        token,
-        &DecodingKey::from_secret(secret.expose().as_bytes()),
-        &v,
-    )
-    .map_err(map_jwt_error)?;
-    checked_org(data.claims.org_id)
-}
+// The dashboard JWT is checked in `super::dashboard_jwt`.
 
 fn checked_org(org: Option<String>) -> Result<String, TokenError> {
     org.filter(|o| valid_org_id(o)).ok_or(TokenError::OrgId)

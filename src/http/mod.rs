@@ -3,7 +3,9 @@
 //! metrics. It shares only the session store and the metrics with the SIP side, and
 //! its handlers never wait on a call: a stamp is one store operation.
 
+pub mod api_scope;
 pub mod auth;
+pub mod dashboard_jwt;
 mod error;
 mod health;
 pub mod prefetch;

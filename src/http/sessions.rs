@@ -1,9 +1,13 @@
 //! The session API for the AI agent and operators, behind `Authorization: Bearer
-//! <[http] api_key>`. Without an api_key configured the API does not exist (404).
+//! <key>`: an org's key (`[[http.api_keys]]`) reads and writes only that org's
+//! sessions (another org's session answers 404, as a missing one does), the
+//! operator key (`[http] api_key`) every org's. Without any key configured the API
+//! does not exist (404).
 //!
 //! `GET /v1/sessions/{id}`, `GET /v1/sessions?phone=...`, and `PATCH
 //! /v1/sessions/{id}` with `{"contact_id": ..., "custom_data": {...}}`.
 
+use super::api_scope::{self, Scope};
 use super::auth;
 use super::error::{body_error, require_json, ApiError};
 use super::HttpState;
@@ -146,17 +150,23 @@ pub fn session_json(s: &Session) -> Value {
     })
 }
 
-/// 404 when the API is disabled (no api_key), 401 for a missing or wrong key.
-fn authorize(state: &HttpState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(key) = &state.settings().http.api_key else {
+/// 404 when the API is disabled (no key at all), 401 for a missing or wrong key;
+/// else whose sessions the key reaches.
+fn authorize(state: &HttpState, headers: &HeaderMap) -> Result<Scope, ApiError> {
+    let http = &state.settings().http;
+    if http.api_key.is_none() && http.access.api_keys.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "the session API is disabled: no [http] api_key is configured",
+            "the session API is disabled: no [http] api_key or [[http.api_keys]] is configured",
         ));
-    };
+    }
     match auth::bearer(headers) {
-        Some(presented) if auth::api_key_matches(presented, key) => Ok(()),
-        Some(_) => Err(ApiError::unauthorized("wrong API key").field("authorization")),
+        Some(presented) => api_scope::resolve(
+            presented,
+            http.api_key.as_ref(),
+            &http.access.api_keys,
+        )
+        .ok_or_else(|| ApiError::unauthorized("wrong API key").field("authorization")),
         None => Err(
             ApiError::unauthorized("Authorization: Bearer <api_key> is required")
                 .field("authorization"),
@@ -188,19 +198,36 @@ fn not_found(id: &SessionId) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("no session {id}")).field("id")
 }
 
+/// The session when this caller may see it. Another org's session is answered
+/// exactly as a missing one (404, same body): a key never learns that an id
+/// exists elsewhere. The refusal is counted and logged.
+async fn visible_session(
+    state: &HttpState,
+    scope: &Scope,
+    id: &SessionId,
+) -> Result<Session, ApiError> {
+    let s = state
+        .sessions()
+        .get(id)
+        .await
+        .map_err(store_failed)?
+        .ok_or_else(|| not_found(id))?;
+    if !scope.reaches(&s.org_id) {
+        crate::metrics::Metrics::inc(&state.metrics().session_api_cross_org_refused_total);
+        tracing::info!(key = scope.name(), session = %id, "session API: key asked for another org's session; answered 404");
+        return Err(not_found(id));
+    }
+    Ok(s)
+}
+
 pub async fn get_session(
     State(state): State<HttpState>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+    let scope = authorize(&state, &headers)?;
     let id = session_id(path)?;
-    let s = state
-        .sessions()
-        .get(&id)
-        .await
-        .map_err(store_failed)?
-        .ok_or_else(|| not_found(&id))?;
+    let s = visible_session(&state, &scope, &id).await?;
     Ok(Json(session_json(&s)).into_response())
 }
 
@@ -209,7 +236,7 @@ pub async fn find_sessions(
     headers: HeaderMap,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+    let scope = authorize(&state, &headers)?;
     let raw = query
         .ok()
         .and_then(|Query(q)| q.get("phone").cloned())
@@ -222,6 +249,7 @@ pub async fn find_sessions(
         .await
         .map_err(store_failed)?
         .iter()
+        .filter(|s| scope.reaches(&s.org_id))
         .map(session_json)
         .collect();
     Ok(Json(json!({ "phone": phone, "sessions": sessions })).into_response())
@@ -233,11 +261,13 @@ pub async fn patch_session(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+    let scope = authorize(&state, &headers)?;
     let id = session_id(path)?;
     let body = body.map_err(body_error)?;
     require_json(&headers)?;
     let patch = parse_patch(&body).map_err(|e| ApiError::bad_request(e.field(), e.to_string()))?;
+    // A session's org never changes, so checking it before the patch is enough.
+    visible_session(&state, &scope, &id).await?;
     let change = crate::session::SessionPatch {
         contact_id: patch.contact_id,
         custom_data: patch.custom_data,

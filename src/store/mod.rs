@@ -12,6 +12,7 @@
 //! start-up says so in a warning.
 
 pub mod contacts;
+pub mod file_mode;
 pub mod outbox;
 
 use rusqlite::Connection;
@@ -56,6 +57,12 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("store {path}: cannot make it readable by handoff's user only (0600): {source}")]
+    Permissions {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Where the store lives; cheap to clone.
@@ -66,8 +73,23 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating when missing) the store and its tables, so that a bad path or
-    /// a corrupt file stops start-up with a message naming the file.
+    /// a corrupt file stops start-up with a message naming the file. The file is
+    /// created 0600; one found readable by others is tightened, with a warning.
     pub fn open(path: Option<&Path>) -> Result<Store, StoreError> {
+        if let Some(p) = path {
+            let tightened =
+                file_mode::secure_store_files(p).map_err(|source| StoreError::Permissions {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+            for t in tightened {
+                tracing::warn!(
+                    file = %t.path.display(),
+                    was = format!("{:o}", t.was),
+                    "store file was readable by other users; its mode is now 0600"
+                );
+            }
+        }
         let store = Store {
             path: path.map(Path::to_path_buf),
         };

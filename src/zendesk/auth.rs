@@ -25,6 +25,8 @@ pub enum TokenError {
     Connect(String),
     #[error("token endpoint answered {status}: {detail}")]
     Refused { status: u16, detail: String },
+    #[error("token endpoint answered {status}, a redirect: not followed (the request carries the client secret)")]
+    Redirect { status: u16 },
     #[error("token response is unusable: {0}")]
     BadResponse(&'static str),
 }
@@ -156,6 +158,9 @@ impl Authorizer {
                 Ok(header)
             }
             Err(e) => {
+                if matches!(e, TokenError::Redirect { .. }) {
+                    Metrics::inc(&self.metrics.outbound_redirects_refused_total);
+                }
                 if matches!(
                     e,
                     TokenError::Refused {
@@ -208,6 +213,9 @@ impl TokenSource {
                 }
             })?;
         let status = resp.status().as_u16();
+        if crate::outbound_http::is_redirect(status) {
+            return Err(TokenError::Redirect { status });
+        }
         let ctype = resp
             .headers()
             .get("content-type")

@@ -3,7 +3,8 @@
 //! connection errors retried with backoff and jitter a bounded number of times,
 //! `401`/`403` logged loudly and never retried, `404` reported as such. Error bodies
 //! are read as JSON when they are, as text when not (Zendesk sometimes answers
-//! `text/plain`).
+//! `text/plain`). A `3xx` is never followed (the credentials would go with it):
+//! it is an error naming the status, counted.
 
 use super::auth::{Authorizer, TokenError};
 use super::settings::ZendeskApiSettings;
@@ -34,6 +35,8 @@ pub enum FetchError {
     },
     #[error("Zendesk answered {status}: {detail}")]
     Status { status: u16, detail: String },
+    #[error("Zendesk answered {status}, a redirect: not followed (the request carries credentials)")]
+    Redirect { status: u16 },
     #[error("no answer within {timeout:?}, {attempts} attempts")]
     Timeout { timeout: Duration, attempts: u32 },
     #[error("cannot reach Zendesk after {attempts} attempts: {error}")]
@@ -55,6 +58,8 @@ pub enum Verdict {
     RateLimited,
     /// 5xx: retried with backoff.
     Transient,
+    /// 3xx: never followed, never retried.
+    Redirect,
     /// Any other status: not retried.
     Failed,
 }
@@ -65,6 +70,7 @@ pub fn classify(status: u16) -> Verdict {
         404 => Verdict::NotFound,
         401 | 403 => Verdict::AuthFailed,
         429 => Verdict::RateLimited,
+        s if crate::outbound_http::is_redirect(s) => Verdict::Redirect,
         500..=599 => Verdict::Transient,
         _ => Verdict::Failed,
     }
@@ -248,10 +254,7 @@ impl ZendeskClient {
         settings: ZendeskApiSettings,
         metrics: Arc<Metrics>,
     ) -> Result<ZendeskClient, ClientBuildError> {
-        let http = reqwest::Client::builder()
-            .timeout(settings.request_timeout)
-            .connect_timeout(settings.request_timeout)
-            .user_agent(concat!("handoff/", env!("CARGO_PKG_VERSION")))
+        let http = crate::outbound_http::client_builder(settings.request_timeout)
             .build()
             .map_err(|e| ClientBuildError(describe(&e)))?;
         let auth = Authorizer::new(&settings.auth, http.clone(), metrics.clone());
@@ -337,6 +340,12 @@ impl ZendeskClient {
                             detail,
                         };
                         (Verdict::Transient, None, failure)
+                    }
+                    Verdict::Redirect => {
+                        Metrics::inc(&m.outbound_redirects_refused_total);
+                        Metrics::inc(&m.zendesk_request_failures_total);
+                        tracing::error!(path, status, "Zendesk API answered a redirect; not followed (check zendesk.subdomain / zendesk.base_url)");
+                        return Err(FetchError::Redirect { status });
                     }
                     Verdict::Failed => {
                         Metrics::inc(&m.zendesk_request_failures_total);
@@ -449,7 +458,9 @@ mod tests {
         assert_eq!(classify(429), Verdict::RateLimited);
         assert_eq!(classify(503), Verdict::Transient);
         assert_eq!(classify(400), Verdict::Failed);
-        assert_eq!(classify(302), Verdict::Failed);
+        assert_eq!(classify(302), Verdict::Redirect);
+        assert_eq!(classify(307), Verdict::Redirect);
+        assert_eq!(classify(301), Verdict::Redirect);
     }
 
     #[test]
@@ -509,6 +520,7 @@ mod tests {
         assert_eq!(retry_delay(Verdict::Transient, 4, None, &s, 1.0), None);
         for v in [
             Verdict::AuthFailed,
+            Verdict::Redirect,
             Verdict::NotFound,
             Verdict::Failed,
             Verdict::Ok,

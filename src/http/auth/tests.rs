@@ -243,35 +243,6 @@ fn alg_none_and_other_algorithms_are_refused() {
 }
 
 #[test]
-fn dashboard_token_needs_the_dashboard_secret_and_an_org() {
-    let secret = Secret::new(SECRET);
-    let good = raw_token(
-        serde_json::json!({"alg": "HS256", "typ": "JWT"}),
-        serde_json::json!({"org_id": "org-a", "exp": now() + 60}),
-        SECRET,
-    );
-    assert_eq!(verify_dashboard_token(&good, &secret), Ok("org-a".into()));
-    let other = raw_token(
-        serde_json::json!({"alg": "HS256"}),
-        serde_json::json!({"org_id": "org-a"}),
-        "another-secret-another-secret",
-    );
-    assert_eq!(
-        verify_dashboard_token(&other, &secret),
-        Err(TokenError::Signature)
-    );
-    let no_org = raw_token(
-        serde_json::json!({"alg": "HS256"}),
-        serde_json::json!({"sub": "x"}),
-        SECRET,
-    );
-    assert_eq!(
-        verify_dashboard_token(&no_org, &secret),
-        Err(TokenError::OrgId)
-    );
-}
-
-#[test]
 fn api_key_comparison() {
     let k = Secret::new("the-api-key-0123456789");
     assert!(api_key_matches("the-api-key-0123456789", &k));
