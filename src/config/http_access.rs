@@ -186,7 +186,10 @@ mod tests {
     fn bad_org_keys_name_the_key() {
         for (http, needle) in [
             (keys(&[("org a", KEY_A, "a")]), "http.api_keys[0].org_id"),
-            (keys(&[("org-a", "too-short-0123", "a")]), "http.api_keys[0].key"),
+            (
+                keys(&[("org-a", "too-short-0123", "a")]),
+                "http.api_keys[0].key",
+            ),
             (keys(&[("org-a", KEY_A, "")]), "http.api_keys[0].name"),
             (
                 keys(&[("org-a", KEY_A, "a"), ("org-b", KEY_A, "b")]),
@@ -208,7 +211,10 @@ mod tests {
         ] {
             let e = parse(&http).expect_err(&http);
             assert!(e.contains(needle), "{http}: {e}");
-            assert!(!e.contains(KEY_A) && !e.contains(KEY_B), "key in error: {e}");
+            assert!(
+                !e.contains(KEY_A) && !e.contains(KEY_B),
+                "key in error: {e}"
+            );
         }
     }
 
@@ -220,7 +226,10 @@ mod tests {
         ))
         .unwrap();
         let shown = format!("{:?}", s.http);
-        assert!(!shown.contains(KEY_A) && !shown.contains("operator-key"), "{shown}");
+        assert!(
+            !shown.contains(KEY_A) && !shown.contains("operator-key"),
+            "{shown}"
+        );
         let raw: super::ApiKeyConfig =
             toml::from_str(&format!("org_id = \"o\"\nkey = \"{KEY_A}\"\nname = \"n\"")).unwrap();
         assert!(!format!("{raw:?}").contains(KEY_A));

@@ -87,7 +87,8 @@ impl Settings {
     /// What start-up (and `check-config`) warns about: nothing here stops
     /// handoff, each says what to change.
     pub fn startup_warnings(&self) -> Vec<String> {
-        let mut w = super::http_access::access_warnings(self.http.listen, self.http.api_key.is_some());
+        let mut w =
+            super::http_access::access_warnings(self.http.listen, self.http.api_key.is_some());
         for (key, msg) in plain_outbound(self.zendesk.as_ref(), &self.events) {
             w.push(format!(
                 "{key}: {msg} (http.require_https_outbound = true makes this an error)"
@@ -170,7 +171,11 @@ mod tests {
         .to_string();
         assert!(e.contains("webhooks[0].url"), "{e}");
         Config::parse(
-            &text(true, "https://hooks.example.com/h", "https://zd.example.com"),
+            &text(
+                true,
+                "https://hooks.example.com/h",
+                "https://zd.example.com",
+            ),
             "c",
         )
         .unwrap();

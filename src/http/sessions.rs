@@ -161,12 +161,10 @@ fn authorize(state: &HttpState, headers: &HeaderMap) -> Result<Scope, ApiError> 
         ));
     }
     match auth::bearer(headers) {
-        Some(presented) => api_scope::resolve(
-            presented,
-            http.api_key.as_ref(),
-            &http.access.api_keys,
-        )
-        .ok_or_else(|| ApiError::unauthorized("wrong API key").field("authorization")),
+        Some(presented) => {
+            api_scope::resolve(presented, http.api_key.as_ref(), &http.access.api_keys)
+                .ok_or_else(|| ApiError::unauthorized("wrong API key").field("authorization"))
+        }
         None => Err(
             ApiError::unauthorized("Authorization: Bearer <api_key> is required")
                 .field("authorization"),

@@ -35,7 +35,9 @@ pub enum FetchError {
     },
     #[error("Zendesk answered {status}: {detail}")]
     Status { status: u16, detail: String },
-    #[error("Zendesk answered {status}, a redirect: not followed (the request carries credentials)")]
+    #[error(
+        "Zendesk answered {status}, a redirect: not followed (the request carries credentials)"
+    )]
     Redirect { status: u16 },
     #[error("no answer within {timeout:?}, {attempts} attempts")]
     Timeout { timeout: Duration, attempts: u32 },

@@ -11,6 +11,7 @@ pub mod build;
 pub mod capture;
 pub mod dns;
 pub mod expect;
+pub mod http_security;
 pub mod media;
 pub mod scenarios;
 pub mod ua;
