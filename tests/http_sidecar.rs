@@ -20,12 +20,14 @@ const NEW_SECRET: &str = "new-signing-secret-0123456789abcdef";
 const ISSUER: &str = "handoff-test";
 const API_KEY: &str = "test-api-key-0123456789";
 const DASHBOARD_SECRET: &str = "test-dashboard-secret-0123456789";
+const DASHBOARD_ISSUER: &str = "test-dashboard";
+const DASHBOARD_AUDIENCE: &str = "handoff-test";
 const ZENDESK_SECRET: &str = "dGhpc19zZWNyZXRfaXNfZm9yX3Rlc3Rpbmdfb25seQ==";
 const ORG: &str = "org-test";
 
 fn keys_config() -> String {
     format!(
-        "http.api_key = \"{API_KEY}\"\nhttp.dashboard_jwt_secret = \"{DASHBOARD_SECRET}\"\nhttp.signing_keys = [{{ kid = \"old\", secret = \"{OLD_SECRET}\", issuer = \"{ISSUER}\" }}, {{ kid = \"new\", secret = \"{NEW_SECRET}\", issuer = \"{ISSUER}\" }}]\n"
+        "http.api_key = \"{API_KEY}\"\nhttp.dashboard_jwt_secret = \"{DASHBOARD_SECRET}\"\nhttp.dashboard_jwt_issuer = \"{DASHBOARD_ISSUER}\"\nhttp.dashboard_jwt_audience = \"{DASHBOARD_AUDIENCE}\"\nhttp.signing_keys = [{{ kid = \"old\", secret = \"{OLD_SECRET}\", issuer = \"{ISSUER}\" }}, {{ kid = \"new\", secret = \"{NEW_SECRET}\", issuer = \"{ISSUER}\" }}]\n"
     )
 }
 
@@ -449,7 +451,7 @@ async fn webhook_url_endpoint_needs_a_good_dashboard_jwt() {
         let path = "/backend/zendesk-v2/voice-prefetch-url";
         let dashboard = forged(
             json!({"alg": "HS256", "typ": "JWT"}),
-            json!({"org_id": ORG, "exp": now() + 600}),
+            json!({"org_id": ORG, "exp": now() + 600, "iss": DASHBOARD_ISSUER, "aud": DASHBOARD_AUDIENCE}),
             DASHBOARD_SECRET,
         );
         let (status, v) = http.get(path, Some(&dashboard)).await;
