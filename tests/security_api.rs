@@ -378,3 +378,59 @@ async fn store_file_and_its_side_files_are_0600() {
     })
     .await;
 }
+
+/// `handoff check-config` on `text`: exit code and stderr.
+fn check_config(tag: &str, text: &str) -> (Option<i32>, String) {
+    let dir = temp_dir(tag);
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .args(["check-config", path.to_str().expect("utf-8 path")])
+        .output()
+        .expect("run handoff");
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn plain_http_outbound_off_loopback_warns_or_refuses() {
+    let route = "[[route]]\ndefault = true\norg_id = \"o\"\nagent_id = \"a\"\nai_agent_uri = \"sip:ai@127.0.0.1:5080\"\n";
+    let hooks = |url: &str| {
+        format!("[[webhooks]]\nurl = \"{url}\"\nsecret = \"events-secret-0123456789\"\n")
+    };
+    // Off loopback in clear: a warning naming the key, start-up allowed.
+    let (code, stderr) = check_config(
+        "outbound-warn",
+        &format!("{}{route}", hooks("http://hooks.example.com/h")),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("webhooks[0].url"),
+        "{stderr}"
+    );
+    // With http.require_https_outbound: refused, naming the key.
+    let (code, stderr) = check_config(
+        "outbound-refuse",
+        &format!(
+            "[http]\nrequire_https_outbound = true\n{}{route}",
+            hooks("http://hooks.example.com/h")
+        ),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("webhooks[0].url"), "{stderr}");
+    // https://, or loopback: nothing to say.
+    for url in ["https://hooks.example.com/h", "http://127.0.0.1:9/h"] {
+        let (code, stderr) = check_config(
+            "outbound-ok",
+            &format!(
+                "[http]\nrequire_https_outbound = true\n{}{route}",
+                hooks(url)
+            ),
+        );
+        assert_eq!(code, Some(0), "{url}: {stderr}");
+        assert!(!stderr.contains("webhooks[0].url"), "{url}: {stderr}");
+    }
+}
