@@ -224,7 +224,14 @@ mod tests {
         "#;
         let s = crate::config::Config::parse(text, "t").unwrap();
         let hosts: Vec<String> = peer_uris(&s).into_iter().map(|u| u.host).collect();
-        for h in ["192.0.2.60", "pbx.example.com", "192.0.2.70", "192.0.2.71", "192.0.2.72", "gw.example.net"] {
+        for h in [
+            "192.0.2.60",
+            "pbx.example.com",
+            "192.0.2.70",
+            "192.0.2.71",
+            "192.0.2.72",
+            "gw.example.net",
+        ] {
             assert!(hosts.iter().any(|x| x == h), "{h} missing from {hosts:?}");
         }
         assert!(!hosts.iter().any(|h| h.contains('*')), "{hosts:?}");

@@ -61,11 +61,7 @@ impl TrunkLimits {
     }
 
     /// A new call from trunk `index`: a slot, or which limit refuses it (counted).
-    pub fn admit(
-        self: &Arc<Self>,
-        index: usize,
-        now: Instant,
-    ) -> Result<TrunkSlot, TrunkRefusal> {
+    pub fn admit(self: &Arc<Self>, index: usize, now: Instant) -> Result<TrunkSlot, TrunkRefusal> {
         let Some(t) = self.trunks.get(index) else {
             // Not a configured trunk: nothing of ours limits it.
             return Err(TrunkRefusal::MaxCalls);
@@ -180,7 +176,10 @@ mod tests {
         assert_eq!(l.active(0), 0);
         let counters = m.trunks.get(0).unwrap();
         assert_eq!(counters.calls_active.load(Ordering::Relaxed), 0);
-        assert_eq!(counters.calls_rejected_limit_total.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            counters.calls_rejected_limit_total.load(Ordering::Relaxed),
+            2
+        );
     }
 
     #[test]
@@ -193,7 +192,11 @@ mod tests {
         assert_eq!(l.active(0), 2, "a refused call holds no slot");
         assert!(l.admit(0, t0 + Duration::from_millis(600)).is_ok());
         assert_eq!(
-            m.trunks.get(0).unwrap().calls_rejected_limit_total.load(Ordering::Relaxed),
+            m.trunks
+                .get(0)
+                .unwrap()
+                .calls_rejected_limit_total
+                .load(Ordering::Relaxed),
             1
         );
     }
@@ -201,7 +204,9 @@ mod tests {
     #[test]
     fn no_limit_configured_admits_all_and_the_slot_carries_the_media_cidrs() {
         let (l, _) = limits(None, None);
-        let slots: Vec<_> = (0..100).map(|_| l.admit(0, Instant::now()).unwrap()).collect();
+        let slots: Vec<_> = (0..100)
+            .map(|_| l.admit(0, Instant::now()).unwrap())
+            .collect();
         assert_eq!(slots[0].media().len(), 1);
         assert_eq!(slots[0].trunk(), 0);
         assert_eq!(l.active(0), 100);

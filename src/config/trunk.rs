@@ -62,9 +62,9 @@ fn bad(key: impl Into<String>, problem: impl Into<String>) -> TrunkConfigError {
 pub fn parse_net(s: &str) -> Result<IpNet, String> {
     let s = s.trim();
     if s.contains('/') {
-        s.parse::<IpNet>()
-            .map(|n| n.trunc())
-            .map_err(|_| format!("{s:?} is not a CIDR such as \"192.0.2.0/24\" or \"2001:db8::/32\""))
+        s.parse::<IpNet>().map(|n| n.trunc()).map_err(|_| {
+            format!("{s:?} is not a CIDR such as \"192.0.2.0/24\" or \"2001:db8::/32\"")
+        })
     } else {
         s.parse::<IpAddr>()
             .map(IpNet::from)
@@ -201,12 +201,22 @@ mod tests {
     #[test]
     fn a_bare_ip_is_one_host_and_a_cidr_loses_its_host_bits() {
         assert_eq!(parse_net("192.0.2.7").unwrap().to_string(), "192.0.2.7/32");
-        assert_eq!(parse_net("2001:db8::1").unwrap().to_string(), "2001:db8::1/128");
+        assert_eq!(
+            parse_net("2001:db8::1").unwrap().to_string(),
+            "2001:db8::1/128"
+        );
         assert_eq!(
             parse_net(" 192.0.2.77/24 ").unwrap().to_string(),
             "192.0.2.0/24"
         );
-        for bad in ["", "192.0.2.0/33", "example.com", "192.0.2/24", "1.2.3.4/", "::/129"] {
+        for bad in [
+            "",
+            "192.0.2.0/33",
+            "example.com",
+            "192.0.2/24",
+            "1.2.3.4/",
+            "::/129",
+        ] {
             assert!(parse_net(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -235,7 +245,10 @@ mod tests {
             "trunk[1].name"
         );
         assert_eq!(key(&[cfg("a", &[])]), "trunk[0].sources");
-        assert_eq!(key(&[cfg("a", &["10.0.0.1", "nope"])]), "trunk[0].sources[1]");
+        assert_eq!(
+            key(&[cfg("a", &["10.0.0.1", "nope"])]),
+            "trunk[0].sources[1]"
+        );
         let mut m = cfg("a", &["10.0.0.1"]);
         m.media = vec!["10.0.0.0/99".into()];
         assert_eq!(key(&[m]), "trunk[0].media[0]");
@@ -272,6 +285,9 @@ mod tests {
         let e = route_trunks(Some(&["c".to_owned()]), &t, 3).unwrap_err();
         assert_eq!(e.key, "route[3].trunks");
         assert!(e.problem.contains("\"c\""));
-        assert_eq!(route_trunks(Some(&[]), &t, 1).unwrap_err().key, "route[1].trunks");
+        assert_eq!(
+            route_trunks(Some(&[]), &t, 1).unwrap_err().key,
+            "route[1].trunks"
+        );
     }
 }

@@ -92,8 +92,14 @@ mod tests {
         m.render(&mut out);
         assert!(out.is_empty(), "no trunk, no series");
         m.init(["carrier-a", "carrier-b"]);
-        m.get(1).unwrap().calls_started_total.fetch_add(3, Ordering::Relaxed);
-        m.by_name("carrier-a").unwrap().calls_active.fetch_add(1, Ordering::Relaxed);
+        m.get(1)
+            .unwrap()
+            .calls_started_total
+            .fetch_add(3, Ordering::Relaxed);
+        m.by_name("carrier-a")
+            .unwrap()
+            .calls_active
+            .fetch_add(1, Ordering::Relaxed);
         m.render(&mut out);
         assert!(out.contains("handoff_trunk_calls_started_total{trunk=\"carrier-b\"} 3\n"));
         assert!(out.contains("handoff_trunk_calls_active{trunk=\"carrier-a\"} 1\n"));

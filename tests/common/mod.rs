@@ -13,6 +13,7 @@ pub mod dns;
 pub mod expect;
 pub mod media;
 pub mod scenarios;
+pub mod trunks;
 pub mod ua;
 pub mod zendesk;
 
