@@ -289,7 +289,8 @@ impl B2bua {
             acl::Source::Trunk(i) => match sh.trunks.admit(i, Instant::now()) {
                 Ok(slot) => Some(slot),
                 Err(why) => {
-                    tracing::debug!(trunk = %sh.settings.trunks[i].name, ?why, "trunk limit reached, refusing INVITE with 503");
+                    let trunk = sh.settings.trunks.get(i).map_or("", |t| t.name.as_str());
+                    tracing::debug!(trunk, ?why, "trunk limit reached, refusing INVITE with 503");
                     return self.reply_503(t, &invite, from);
                 }
             },

@@ -291,3 +291,52 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod config_tests {
+    use crate::config::Config;
+
+    const ROUTE: &str = "[[route]]\ndefault = true\norg_id = \"o\"\nagent_id = \"a\"\nai_agent_uri = \"sip:ai@127.0.0.1:5080\"\n";
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "t").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_whole_config_with_trunks_and_a_restricted_route() {
+        let text = format!(
+            "[[trunk]]\nname = \"a\"\nsources = [\"10.0.0.0/8\"]\nmax_calls = 5\n\
+             [[trunk]]\nname = \"b\"\nsources = [\"192.0.2.1\"]\nmedia = [\"192.0.2.0/24\"]\n\
+             {ROUTE}trunks = [\"b\"]\n"
+        );
+        let s = Config::parse(&text, "t").unwrap();
+        assert_eq!(s.trunks.len(), 2);
+        assert_eq!(s.routes[0].trunks, vec![1]);
+        assert_eq!(s.trunks[1].media.len(), 1);
+        assert!(!s.allow_any_source);
+    }
+
+    #[test]
+    fn bad_trunk_keys_stop_start_up_naming_them() {
+        let e = err(&format!(
+            "[[trunk]]\nname = \"a\"\nsources = [\"10.0.0.0/8\"]\ncolour = 1\n{ROUTE}"
+        ));
+        assert!(e.contains("colour"), "{e}");
+        let e = err(&format!("[[trunk]]\nname = \"a\"\n{ROUTE}"));
+        assert!(e.contains("sources"), "{e}");
+        let e = err(&format!(
+            "[[trunk]]\nname = \"a\"\nsources = [\"10.0.0.300\"]\n{ROUTE}"
+        ));
+        assert!(e.contains("trunk[0].sources[0]"), "{e}");
+        let e = err(&format!("{ROUTE}trunks = [\"ghost\"]\n"));
+        assert!(e.contains("route[0].trunks"), "{e}");
+        let e = err(&format!("[sip]\nlisten_tcp = [\"0.0.0.0:5060\"]\n{ROUTE}"));
+        assert!(
+            e.contains("key `trunk`") && e.contains("sip.allow_any_source"),
+            "{e}"
+        );
+        let open =
+            format!("[sip]\nlisten_tcp = [\"0.0.0.0:5060\"]\nallow_any_source = true\n{ROUTE}");
+        assert!(Config::parse(&open, "t").is_ok());
+    }
+}
