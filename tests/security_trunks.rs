@@ -7,8 +7,11 @@
 
 mod common;
 
+use common::dns::{FakeDns, Zone};
 use common::scenarios::{establish, place_call};
-use common::trunks::{trunk_counts, trunk_rig, udp_ua_on, untrusted_dropped, CARRIER_TRUNK};
+use common::trunks::{
+    trunk_counts, trunk_rig, trunk_rig_with, udp_ua_on, untrusted_dropped, CARRIER_TRUNK,
+};
 use common::{bounded, eventually, InviteOpts, TestUa, WAIT};
 use handoff::sip::message::Method;
 use std::net::Ipv4Addr;
@@ -269,6 +272,49 @@ async fn ai_agent_outside_every_trunk_keeps_its_requests() {
         assert!(eventually(WAIT, || server.active_calls() == 0).await);
         assert_eq!(untrusted_dropped(server), 1, "only the stranger's OPTIONS");
         assert_eq!(trunk_counts(server, "carrier").2, 0);
+    })
+    .await;
+}
+
+/// Peers named by host name are looked up (through `sip.dns_servers`) and trusted:
+/// the AI agent `ai.test` at 127.0.0.9 and the transfer destination `pbx.test` at
+/// 127.0.0.11 get answers to their OPTIONS; 127.0.0.12, in no DNS answer, does not.
+#[tokio::test]
+async fn peers_named_by_host_name_are_resolved_and_trusted() {
+    bounded(LIMIT, async {
+        let dns = FakeDns::start(
+            Zone::default()
+                .a("ai.test", Ipv4Addr::new(127, 0, 0, 9))
+                .a("pbx.test", Ipv4Addr::new(127, 0, 0, 11)),
+            Duration::ZERO,
+        )
+        .await;
+        let agent = TestUa::udp_bound((Ipv4Addr::new(127, 0, 0, 9), 0).into()).await;
+        let uri = format!("sip:ai@ai.test:{}", agent.local_addr().port());
+        let keys = format!(
+            "{}transfer.destination = [{{ name = \"pbx\", uri = \"sip:desk@pbx.test\" }}]",
+            dns.config_key()
+        );
+        let rig = trunk_rig_with(agent, &uri, TRUNK_IP, &keys, CARRIER_TRUNK, "").await;
+        let handoff = rig.server.udp_addrs()[0];
+        for ip in [Ipv4Addr::new(127, 0, 0, 9), Ipv4Addr::new(127, 0, 0, 11)] {
+            let mut peer = udp_ua_on(ip, handoff).await;
+            // The first lookup runs beside start-up: ask until it has landed.
+            let mut answered = false;
+            for _ in 0..20 {
+                peer.send_raw(OPTIONS).await;
+                if peer.recv(Duration::from_millis(100)).await.is_some() {
+                    answered = true;
+                    break;
+                }
+            }
+            assert!(answered, "OPTIONS from the peer at {ip} answered");
+        }
+        let mut stranger = udp_ua_on(Ipv4Addr::new(127, 0, 0, 12), handoff).await;
+        stranger.send_raw(OPTIONS).await;
+        stranger
+            .expect_silence("answer to a stranger", SILENCE, |_| true)
+            .await;
     })
     .await;
 }

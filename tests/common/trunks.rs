@@ -29,12 +29,32 @@ pub async fn trunk_rig(
     route_extra: &str,
 ) -> Rig {
     let agent = TestUa::udp_bound(SocketAddr::from((agent_ip, 0))).await;
+    let uri = format!("sip:ai@{}", agent.local_addr());
+    trunk_rig_with(
+        agent,
+        &uri,
+        caller_ip,
+        keys,
+        &format!("{tables}\n"),
+        route_extra,
+    )
+    .await
+}
+
+/// The same with a given AI agent UA reached at `ai_uri` (a host name, say).
+pub async fn trunk_rig_with(
+    agent: TestUa,
+    ai_uri: &str,
+    caller_ip: Ipv4Addr,
+    keys: &str,
+    tables: &str,
+    route_extra: &str,
+) -> Rig {
     let route = format!(
         "[[route]]\ndefault = true\norg_id = \"org-test\"\nagent_id = \"agent-test\"\n\
-         ai_agent_uri = \"sip:ai@{}\"\n{route_extra}\n",
-        agent.local_addr()
+         ai_agent_uri = \"{ai_uri}\"\n{route_extra}\n"
     );
-    let extra = format!("{keys}\n{tables}\n{route}");
+    let extra = format!("{keys}\n{tables}{route}");
     let text = config_text(Transport::Udp, agent.local_addr().port(), &extra);
     let server = start_with_config(&text).await;
     let caller = udp_ua_on(caller_ip, server.udp_addrs()[0]).await;
