@@ -92,6 +92,46 @@ async fn untrusted_source_gets_no_answer_to_any_request_outside_a_dialog() {
     .await;
 }
 
+/// The same over TCP: the connection from 127.0.0.7 carries an OPTIONS and an
+/// INVITE and gets not one byte back.
+#[tokio::test]
+async fn untrusted_source_over_tcp_gets_no_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    bounded(LIMIT, async {
+        let rig = trunk_rig(TRUNK_IP, TRUNK_IP, "", CARRIER_TRUNK, "").await;
+        let handoff = rig.server.tcp_addrs()[0];
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind((ATTACKER_IP, 0).into()).unwrap();
+        let mut conn = sock.connect(handoff).await.expect("connect to handoff");
+        let local = conn.local_addr().unwrap();
+        for (method, cseq) in [("OPTIONS", 1), ("INVITE", 2)] {
+            let msg = format!(
+                "{method} sip:+18005550100@{handoff} SIP/2.0\r\n\
+                 Via: SIP/2.0/TCP {local};branch=z9hG4bK-tcp-{cseq}\r\n\
+                 Max-Forwards: 70\r\n\
+                 From: <sip:probe@scanner.example>;tag=t{cseq}\r\n\
+                 To: <sip:+18005550100@{handoff}>\r\n\
+                 Call-ID: tcp-probe-{cseq}@scanner\r\n\
+                 CSeq: {cseq} {method}\r\n\
+                 Contact: <sip:probe@{local};transport=tcp>\r\n\
+                 Content-Length: 0\r\n\r\n"
+            );
+            conn.write_all(msg.as_bytes()).await.unwrap();
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(SILENCE, conn.read(&mut buf)).await {
+            Err(_) | Ok(Ok(0)) | Ok(Err(_)) => {}
+            Ok(Ok(n)) => panic!(
+                "untrusted TCP source got an answer: {}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+        }
+        assert_eq!(untrusted_dropped(&rig.server), 2);
+        assert_eq!(rig.server.active_calls(), 0);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn trunk_source_places_a_call_and_its_slot_is_given_back_when_it_ends() {
     bounded(LIMIT, async {

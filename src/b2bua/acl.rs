@@ -113,7 +113,7 @@ impl Acl {
 }
 
 /// `host` as an IP address, brackets of an IPv6 reference removed.
-fn literal_ip(host: &str) -> Option<IpAddr> {
+pub(super) fn literal_ip(host: &str) -> Option<IpAddr> {
     host.trim_start_matches('[')
         .trim_end_matches(']')
         .parse()

@@ -3,7 +3,7 @@
 //! at start and then every [`REFRESH`]. A lookup that fails keeps that peer's last
 //! addresses. Only run when trunks are configured (without them everyone is taken).
 
-use super::acl::{peer_uris, Acl};
+use super::acl::{literal_ip, peer_uris, Acl};
 use crate::sip::transport::TransportLayer;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -23,7 +23,11 @@ pub async fn refresh_loop(
     every: Duration,
 ) {
     let uris = peer_uris(&settings);
-    let mut known: Vec<Vec<IpAddr>> = vec![Vec::new(); uris.len()];
+    // IP literals are known without a lookup (and stay known if one fails).
+    let mut known: Vec<Vec<IpAddr>> = uris
+        .iter()
+        .map(|u| literal_ip(&u.host).into_iter().collect())
+        .collect();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
