@@ -97,6 +97,15 @@ impl B2bua {
         };
         let transfer = settings.transfer.clone();
         let acl = Arc::new(acl::Acl::new(&settings));
+        if !settings.trunks.is_empty() {
+            tracing::info!(
+                trunks = settings.trunks.len(),
+                allow_any_source = settings.allow_any_source,
+                "source ACL on: requests outside a dialog from a source in no trunk are dropped"
+            );
+        } else if settings.allow_any_source {
+            tracing::warn!("sip.allow_any_source = true and no [[trunk]]: anyone who reaches the SIP port can call in");
+        }
         let trunks = trunk::TrunkLimits::new(&settings.trunks, metrics.clone());
         Ok(B2bua {
             shared: Arc::new(Shared {
