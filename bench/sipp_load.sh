@@ -11,7 +11,9 @@
 # every port a random free one, every process stopped by PID on exit.
 #
 # Tunables (environment): RATES, STEP_SECS, HOLD_CALLS, HOLD_RATE,
-# KAMAILIO_CHILDREN, HANDOFF_BIN (skip the build and run this binary).
+# KAMAILIO_CHILDREN, HANDOFF_BIN (skip the build and run this binary),
+# TRUNKS=1 (handoff with three [[trunk]]s, the carrier's last, and the route
+# restricted to it: the source ACL and per-trunk accounting on every call).
 set -euo pipefail
 
 usage() {
@@ -32,6 +34,7 @@ SETTLE_SECS=${SETTLE_SECS:-6}     # after a step, before reading CPU (Kamailio's
 HOLD_CALLS=${HOLD_CALLS:-5000}    # concurrent calls in the memory step
 HOLD_RATE=${HOLD_RATE:-250}       # calls/s while they accumulate
 KAMAILIO_CHILDREN=${KAMAILIO_CHILDREN:-1}
+TRUNKS=${TRUNKS:-0}
 CALLED=+18005550100
 
 for tool in sipp python3 ss getconf; do
@@ -188,6 +191,24 @@ org_id = "org-bench"
 agent_id = "agent-bench"
 ai_agent_uri = "sip:ai@127.0.0.1:$UAS_PORT"
 EOF
+	if [[ $TRUNKS == 1 ]]; then
+		cat >>"$WORK/handoff.toml" <<EOF
+trunks = ["carrier"]
+
+[[trunk]]
+name = "other-a"
+sources = ["198.51.100.0/24", "2001:db8::/32"]
+
+[[trunk]]
+name = "other-b"
+sources = ["203.0.113.0/24"]
+
+[[trunk]]
+name = "carrier"
+sources = ["10.0.0.0/8", "127.0.0.1/32"]
+EOF
+		TARGET_VERSION="$TARGET_VERSION, 3 trunks"
+	fi
 	"$bin" run --config "$WORK/handoff.toml" >"$WORK/handoff.out" 2>"$WORK/handoff.err" &
 	TARGET_PID=$!
 	PIDS+=("$TARGET_PID")

@@ -11,7 +11,9 @@ pub mod http_access;
 mod media;
 pub mod outbound;
 pub use http_access::{ApiKeyConfig, HttpAccess, OrgApiKey};
+pub mod trunk;
 pub use media::{MediaConfig, MediaSettings};
+pub use trunk::Trunk;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -58,6 +60,8 @@ pub struct Config {
     pub events: crate::events::settings::EventsConfig,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+    #[serde(default, rename = "trunk")]
+    pub trunks: Vec<trunk::TrunkConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -77,6 +81,8 @@ pub struct SipConfig {
     pub user_agent: String,
     /// DNS servers (`ip:port`) for the hosts of SIP URIs; empty: the system's.
     pub dns_servers: Vec<String>,
+    /// With no `[[trunk]]`, take requests from any source even off loopback (labs only).
+    pub allow_any_source: bool,
 }
 
 impl Default for SipConfig {
@@ -94,6 +100,7 @@ impl Default for SipConfig {
             ai_answer_timeout_secs: 60,
             user_agent: "handoff".into(),
             dns_servers: Vec::new(),
+            allow_any_source: false,
         }
     }
 }
@@ -221,6 +228,8 @@ pub struct RouteConfig {
     pub languages: Option<Vec<String>>,
     /// The agent's version, for `phone_call.ended` (`custom_data.agent_version`).
     pub agent_version: Option<String>,
+    /// The `[[trunk]]` names this route takes calls from; none: every source.
+    pub trunks: Option<Vec<String>>,
 }
 
 /// The validated, ready-to-use form of the configuration.
@@ -254,6 +263,10 @@ pub struct Settings {
     /// Log lines show only the last four digits of phone numbers.
     pub redact_phone_numbers: bool,
     pub routes: Vec<Route>,
+    /// `[[trunk]]`: who may send requests outside a dialog, with their limits.
+    pub trunks: Vec<Trunk>,
+    /// `[sip] allow_any_source`: with no trunk, every source is taken.
+    pub allow_any_source: bool,
     pub http: HttpSettings,
     /// `None`: `[media] mode = "passthrough"`.
     pub media: Option<MediaSettings>,
@@ -319,6 +332,8 @@ pub struct Route {
     pub agent_id: String,
     pub ai_agent_uri: SipUri,
     pub agent: crate::events::payload::AgentInfo,
+    /// Indices into `Settings::trunks` of the trunks it takes calls from; empty: any.
+    pub trunks: Vec<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -481,6 +496,11 @@ impl Config {
                 "no [[route]] configured: at least one route with an ai_agent_uri is needed".into(),
             ));
         }
+        let trunks = trunk::compile(&self.trunks).map_err(|e| bad(&e.key, e.problem))?;
+        let every_listener: Vec<SocketAddr> =
+            listen_udp.iter().chain(&listen_tcp).copied().collect();
+        trunk::check_exposure(&trunks, sip.allow_any_source, &every_listener)
+            .map_err(|e| bad(&e.key, e.problem))?;
         let mut routes = Vec::new();
         let mut defaults = 0;
         for (i, r) in self.routes.iter().enumerate() {
@@ -533,7 +553,10 @@ impl Config {
             };
             let agent = crate::events::settings::route_agent_info(r, i)
                 .map_err(|e| bad(&e.key, e.problem))?;
+            let route_trunks = trunk::route_trunks(r.trunks.as_deref(), &trunks, i)
+                .map_err(|e| bad(&e.key, e.problem))?;
             routes.push(Route {
+                trunks: route_trunks,
                 matcher,
                 org_id: r.org_id.clone(),
                 agent_id: r.agent_id.clone(),
@@ -599,6 +622,8 @@ impl Config {
             log_json,
             redact_phone_numbers: self.log.redact_phone_numbers,
             routes,
+            trunks,
+            allow_any_source: sip.allow_any_source,
         })
     }
 }

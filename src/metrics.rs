@@ -19,6 +19,8 @@ macro_rules! metrics {
             pub sip: SipTraffic,
             /// Lifecycle events: emitted, delivered, queued, dropped.
             pub events: EventMetrics,
+            /// Per-trunk calls started, refused by the trunk's limits, active.
+            pub trunks: TrunkMetrics,
         }
 
         impl Metrics {
@@ -34,6 +36,7 @@ macro_rules! metrics {
                 self.webhook.render(&mut out);
                 self.sip.render(&mut out);
                 self.events.render(&mut out);
+                self.trunks.render(&mut out);
                 self.transfer_setup_seconds.render(
                     &mut out,
                     "handoff_transfer_setup_seconds",
@@ -131,7 +134,14 @@ metrics! {
     /// Outbound HTTP answers with a 3xx (Zendesk API, OAuth token, event delivery):
     /// never followed, the request fails.
     counter outbound_redirects_refused_total,
+    // Trunks (issue 12): the source ACL.
+    /// Requests outside any dialog (and malformed messages) from a source in no trunk
+    /// that is not a configured AI agent or transfer destination, dropped unanswered.
+    counter sip_untrusted_dropped_total,
 }
+
+mod trunk;
+pub use trunk::{TrunkCounters, TrunkMetrics};
 
 /// The method label values: the methods SIP defines that handoff meets, then
 /// "other" (so a peer cannot grow the label set).

@@ -27,6 +27,8 @@ pub struct Server {
     store: Store,
     events: crate::events::Events,
     sweeper: tokio::task::JoinHandle<()>,
+    /// Keeps the source ACL's peer addresses current (only with trunks).
+    peer_refresh: Option<tokio::task::JoinHandle<()>>,
     http: HttpServer,
     http_state: HttpState,
 }
@@ -110,6 +112,16 @@ impl Server {
             metrics.clone(),
         )
         .await?;
+        // With trunks, the AI agents' and transfer destinations' addresses are
+        // trusted too: looked up now and every minute.
+        let peer_refresh = (!b2bua.acl().takes_everyone()).then(|| {
+            tokio::spawn(crate::b2bua::peers::refresh_loop(
+                b2bua.acl().clone(),
+                settings.clone(),
+                transport.clone(),
+                crate::b2bua::peers::REFRESH,
+            ))
+        });
         let sweeping = b2bua.clone();
         let swept_sessions = sessions.clone();
         let sweeper = tokio::spawn(async move {
@@ -133,6 +145,9 @@ impl Server {
             Ok(h) => h,
             Err(e) => {
                 sweeper.abort();
+                if let Some(p) = &peer_refresh {
+                    p.abort();
+                }
                 return Err(e.into());
             }
         };
@@ -147,6 +162,7 @@ impl Server {
             store,
             events,
             sweeper,
+            peer_refresh,
             http,
             http_state,
         })
@@ -229,5 +245,8 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.sweeper.abort();
+        if let Some(p) = &self.peer_refresh {
+            p.abort();
+        }
     }
 }

@@ -2,11 +2,14 @@
 //! answers what needs no call, and enforces the limits; the call actors themselves live
 //! in [`call`].
 
+pub mod acl;
 mod call;
 mod inbox;
+pub mod peers;
 pub mod policy;
 mod registry;
 pub mod transfer;
+pub mod trunk;
 
 pub use call::CallEvent;
 
@@ -49,6 +52,10 @@ pub struct Shared {
     transfer: transfer::TransferPolicy,
     /// Lifecycle events to the webhook subscribers.
     events: crate::events::Events,
+    /// Who may send requests outside a dialog (`[[trunk]]`, the peers).
+    acl: Arc<acl::Acl>,
+    /// The trunks' own `max_calls` and `max_calls_per_second`.
+    trunks: Arc<trunk::TrunkLimits>,
 }
 
 /// The dispatcher: what the transport hands every message to (with itself, to answer
@@ -89,8 +96,21 @@ impl B2bua {
             None => None,
         };
         let transfer = settings.transfer.clone();
+        let acl = Arc::new(acl::Acl::new(&settings));
+        if !settings.trunks.is_empty() {
+            tracing::info!(
+                trunks = settings.trunks.len(),
+                allow_any_source = settings.allow_any_source,
+                "source ACL on: requests outside a dialog from a source in no trunk are dropped"
+            );
+        } else if settings.allow_any_source {
+            tracing::warn!("sip.allow_any_source = true and no [[trunk]]: anyone who reaches the SIP port can call in");
+        }
+        let trunks = trunk::TrunkLimits::new(&settings.trunks, metrics.clone());
         Ok(B2bua {
             shared: Arc::new(Shared {
+                acl,
+                trunks,
                 events,
                 transfer,
                 media,
@@ -115,6 +135,24 @@ impl B2bua {
 
     pub fn active_calls(&self) -> usize {
         self.shared.active.load(Ordering::Relaxed)
+    }
+
+    /// The source ACL, for the task that keeps its peers' addresses current.
+    pub fn acl(&self) -> &Arc<acl::Acl> {
+        &self.shared.acl
+    }
+
+    /// The ACL's verdict on a request outside any dialog; an untrusted source is
+    /// counted and gets nothing (`None`): no answer tells a scanner handoff is here.
+    fn admit_source(&self, from: &Peer, what: &str) -> Option<acl::Source> {
+        match self.shared.acl.classify(from.addr.ip()) {
+            acl::Source::Untrusted => {
+                Metrics::inc(&self.shared.metrics.sip_untrusted_dropped_total);
+                tracing::debug!(peer = %from.addr, what, "message from a source in no trunk dropped unanswered");
+                None
+            }
+            source => Some(source),
+        }
     }
 
     /// Stop taking new calls (they get 503).
@@ -154,10 +192,13 @@ impl B2bua {
         let Some(method) = msg.method().cloned() else {
             return;
         };
+        let Some(source) = self.admit_source(&from, method.as_str()) else {
+            return;
+        };
         match method {
             // The ACK of a stateless rejection, or a stray: nothing to answer.
             Method::Ack => {}
-            Method::Invite if msg.to_tag().is_none() => self.new_call(t, msg, from),
+            Method::Invite if msg.to_tag().is_none() => self.new_call(t, msg, from, source),
             Method::Options => self.reply(
                 t,
                 &msg,
@@ -185,7 +226,13 @@ impl B2bua {
         }
     }
 
-    fn new_call(&self, t: &Arc<TransportLayer>, mut invite: Message, from: Peer) {
+    fn new_call(
+        &self,
+        t: &Arc<TransportLayer>,
+        mut invite: Message,
+        from: Peer,
+        source: acl::Source,
+    ) {
         let sh = &self.shared;
         if sh.draining.load(Ordering::Relaxed) {
             return self.reply_503(t, &invite, from);
@@ -238,6 +285,26 @@ impl B2bua {
             );
             return self.reply(t, &invite, from, 404, &[]);
         };
+        // A route that names its trunks takes calls from those alone.
+        if !route.trunks.is_empty()
+            && !matches!(source, acl::Source::Trunk(i) if route.trunks.contains(&i))
+        {
+            tracing::info!(peer = %from.addr, org_id = %route.org_id, "route does not take calls from this source, 403");
+            return self.reply(t, &invite, from, 403, &[]);
+        }
+        // The trunk's own limits, beside the global ones; the slot is held by the
+        // call's task until it ends.
+        let trunk_slot = match source {
+            acl::Source::Trunk(i) => match sh.trunks.admit(i, Instant::now()) {
+                Ok(slot) => Some(slot),
+                Err(why) => {
+                    let trunk = sh.settings.trunks.get(i).map_or("", |t| t.name.as_str());
+                    tracing::debug!(trunk, ?why, "trunk limit reached, refusing INVITE with 503");
+                    return self.reply_503(t, &invite, from);
+                }
+            },
+            _ => None,
+        };
         // Before the X-OPENCX-* headers go: X-OPENCX-SESSION-CUSTOM-DATA is data.
         let custom_data = crate::events::custom_data::from_invite_logged(&invite, &sh.metrics);
         let stripped = policy::strip_spoofed_headers(&mut invite);
@@ -262,6 +329,9 @@ impl B2bua {
         sh.active.fetch_add(1, Ordering::Relaxed);
         sh.metrics.calls_active.fetch_add(1, Ordering::Relaxed);
         Metrics::inc(&sh.metrics.calls_started_total);
+        if let Some(slot) = &trunk_slot {
+            slot.started();
+        }
         let start = call::CallStart {
             sh: self.shared.clone(),
             transport: t.clone(),
@@ -272,7 +342,7 @@ impl B2bua {
             called,
             custom_data,
         };
-        call::spawn(Box::new(start), rx);
+        call::spawn(Box::new(start), rx, trunk_slot);
     }
 }
 
@@ -336,6 +406,10 @@ impl Sink for B2bua {
     }
 
     fn on_bad_message(&self, err: ParseError, from: Peer, t: &Arc<TransportLayer>) {
+        // Nobody we know: not even a 400 (it would tell a scanner handoff is here).
+        if self.admit_source(&from, "malformed").is_none() {
+            return;
+        }
         let status = err.status();
         match err.partial() {
             Some(req)
@@ -402,6 +476,7 @@ fn media_shared(m: &crate::config::MediaSettings) -> Result<call::MediaShared, B
 }
 
 /// Calls-per-second limit: a bucket of one second's worth of calls, refilled smoothly.
+#[derive(Debug)]
 struct TokenBucket {
     rate: f64,
     tokens: f64,

@@ -14,6 +14,7 @@ pub mod expect;
 pub mod http_security;
 pub mod media;
 pub mod scenarios;
+pub mod trunks;
 pub mod ua;
 pub mod zendesk;
 

@@ -147,11 +147,18 @@ pub(super) struct CallStart {
     pub custom_data: std::collections::BTreeMap<String, String>,
 }
 
-pub(super) fn spawn(start: Box<CallStart>, rx: Inbox<CallEvent>) {
+/// `trunk_slot`: the call's place in its trunk's `max_calls`, held by the task and
+/// given back when it ends, whichever way.
+pub(super) fn spawn(
+    start: Box<CallStart>,
+    rx: Inbox<CallEvent>,
+    trunk_slot: Option<crate::b2bua::trunk::TrunkSlot>,
+) {
     let session_id = SessionId::new_random();
     let span = tracing::info_span!("call", session_id = %session_id.as_str());
     tokio::spawn(
         async move {
+            let _trunk_slot = trunk_slot;
             let sh = start.sh.clone();
             let a_call_id = start.invite.call_id().unwrap_or_default().to_owned();
             // Boxed: the set-up future is large and needed once; the task keeps only

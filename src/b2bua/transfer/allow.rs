@@ -428,6 +428,30 @@ impl AllowList {
         let n = self.named.iter().find(|n| n.name == name)?;
         self.check_uri(&n.uri).ok()
     }
+
+    /// The sip: URIs of the destinations that name one host: the named ones, the
+    /// `sip:` patterns and the exact hosts (a wildcard names no address). The source
+    /// ACL treats their addresses as handoff's own peers.
+    pub fn peer_uris(&self) -> Vec<SipUri> {
+        let named = self.named.iter().map(|n| n.uri.clone());
+        let patterns = self.patterns.iter().filter_map(|p| match p {
+            Pattern::Uri(u) => Some(u.clone()),
+            Pattern::Host { host, port } => {
+                let host = match host {
+                    HostName::Ip(IpAddr::V6(v6)) => format!("[{v6}]"),
+                    HostName::Ip(ip) => ip.to_string(),
+                    HostName::Name(n) => n.clone(),
+                };
+                let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+                SipUri::parse(&format!("sip:{host}{port}"))
+            }
+            Pattern::Wildcard(_) | Pattern::Tel { .. } => None,
+        });
+        named
+            .chain(patterns)
+            .filter(|u| u.scheme == "sip")
+            .collect()
+    }
 }
 
 fn default_codecs() -> Vec<String> {

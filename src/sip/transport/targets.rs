@@ -95,6 +95,21 @@ impl TransportLayer {
         Ok(Targets { peer, rest })
     }
 
+    /// Every address `uri` resolves to (RFC 3263, as [`Self::peer_for`] would try
+    /// them), without opening anything: the source ACL's view of a peer.
+    pub async fn addresses_of(&self, uri: &SipUri) -> Result<Vec<std::net::IpAddr>, ResolveError> {
+        let mut ips: Vec<std::net::IpAddr> = self
+            .resolver
+            .resolve(uri, None)
+            .await?
+            .iter()
+            .map(|t| t.addr.ip())
+            .collect();
+        ips.sort_unstable();
+        ips.dedup();
+        Ok(ips)
+    }
+
     /// Pop targets (the next one last) until one opens.
     async fn open_first(&self, rest: &mut Vec<Target>) -> Result<Peer, PeerError> {
         let mut tried = 0;
