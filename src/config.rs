@@ -8,7 +8,10 @@ use std::path::Path;
 use std::time::Duration;
 
 mod media;
+pub mod shipped;
+mod webhook;
 pub use media::{MediaConfig, MediaSettings};
+pub use webhook::{RevokedToken, RevokedTokenConfig, DEFAULT_TOKEN_LIFETIME_DAYS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -165,6 +168,8 @@ pub struct HttpConfig {
     pub api_key: Option<String>,
     pub signing_keys: Vec<SigningKeyConfig>,
     pub token_ttl_secs: Option<u64>,
+    pub token_lifetime_days: u64,
+    pub revoked_tokens: Vec<RevokedTokenConfig>,
 }
 
 impl Default for HttpConfig {
@@ -176,6 +181,8 @@ impl Default for HttpConfig {
             api_key: None,
             signing_keys: Vec::new(),
             token_ttl_secs: None,
+            token_lifetime_days: DEFAULT_TOKEN_LIFETIME_DAYS,
+            revoked_tokens: Vec::new(),
         }
     }
 }
@@ -284,7 +291,10 @@ pub struct HttpSettings {
     pub api_key: Option<Secret>,
     /// In configuration order; the last one signs new tokens.
     pub signing_keys: Vec<SigningKey>,
-    pub token_ttl: Option<Duration>,
+    /// Lifetime (`exp` - `iat`) of newly minted webhook-URL tokens.
+    pub token_ttl: Duration,
+    /// `[[http.revoked_tokens]]`: refused even when their signature verifies.
+    pub revoked_tokens: Vec<RevokedToken>,
     pub zendesk_signing_secret: Option<Secret>,
     pub signature_max_age: Duration,
 }
@@ -662,11 +672,7 @@ impl Config {
                 issuer: k.issuer.clone(),
             });
         }
-        let token_ttl = match h.token_ttl_secs {
-            Some(0) => return Err(bad("http.token_ttl_secs", "must be at least 1".into())),
-            Some(n) => Some(Duration::from_secs(n)),
-            None => None,
-        };
+        let trust = self.validate_webhook_trust(bad)?;
         let z = &self.zendesk;
         let zendesk_signing_secret = z
             .webhook_signing_secret
@@ -688,16 +694,19 @@ impl Config {
                 "must be between 1 and 86400".into(),
             ));
         }
-        Ok(HttpSettings {
+        let settings = HttpSettings {
             listen,
             public_base_url: base.to_owned(),
             dashboard_jwt_secret,
             api_key,
             signing_keys,
-            token_ttl,
+            token_ttl: trust.token_ttl,
+            revoked_tokens: trust.revoked_tokens,
             zendesk_signing_secret,
             signature_max_age: Duration::from_secs(z.signature_max_age_secs),
-        })
+        };
+        webhook::check_exposed(&settings, z.allow_unsigned_webhooks, bad)?;
+        Ok(settings)
     }
 }
 
