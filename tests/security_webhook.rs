@@ -37,7 +37,9 @@ async fn run<F: Future<Output = ()>>(f: F) {
 }
 
 fn signing_key() -> String {
-    format!("http.signing_keys = [{{ kid = \"k1\", secret = \"{SIGNING_SECRET}\", issuer = \"t\" }}]\n")
+    format!(
+        "http.signing_keys = [{{ kid = \"k1\", secret = \"{SIGNING_SECRET}\", issuer = \"t\" }}]\n"
+    )
 }
 
 /// A config file in its own temp directory.
@@ -96,8 +98,13 @@ fn dev_signing_key_off_loopback_refuses_to_start_naming_the_key() {
         &["http.signing_keys[0].secret", "0.0.0.0:8080"],
     );
     // The commented examples are public too, once uncommented.
-    let own = "[http]\nlisten = \"0.0.0.0:8080\"\napi_key = \"change-me-to-a-long-random-string\"\n";
-    assert_refused("example-api-key", &format!("{own}{ROUTE}"), &["http.api_key"]);
+    let own =
+        "[http]\nlisten = \"0.0.0.0:8080\"\napi_key = \"change-me-to-a-long-random-string\"\n";
+    assert_refused(
+        "example-api-key",
+        &format!("{own}{ROUTE}"),
+        &["http.api_key"],
+    );
     let own = "[http]\nlisten = \"[::]:8080\"\ndashboard_jwt_secret = \"change-me-to-a-long-random-string\"\n";
     assert_refused(
         "example-dashboard",
@@ -190,9 +197,15 @@ async fn a_token_past_its_default_exp_is_refused() {
         let (status, v) = post(&old, &body(10, CALLER_E164), &[]).await;
         assert_eq!(status, 401, "{v}");
         assert_eq!(v["field"], "token");
-        assert!(v["error"].as_str().is_some_and(|e| e.contains("expired")), "{v}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| e.contains("expired")),
+            "{v}"
+        );
         assert_eq!(count(&rig.server, |m| &m.webhook_tokens_expired_total), 1);
-        assert_eq!(session(&rig.server, &call.session_id).zendesk_ticket_id, None);
+        assert_eq!(
+            session(&rig.server, &call.session_id).zendesk_ticket_id,
+            None
+        );
         // One minted now works.
         let fresh = minted_url(&rig, &keys, ORG, now());
         let (status, v) = post(&fresh, &body(10, CALLER_E164), &[]).await;
@@ -233,7 +246,10 @@ async fn revoked_tokens_by_jti_and_by_issued_before_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_zendesk_signature_is_refused() {
     run(async {
-        let extra = format!("{}zendesk.webhook_signing_secret = \"{ZENDESK_SECRET}\"\n", signing_key());
+        let extra = format!(
+            "{}zendesk.webhook_signing_secret = \"{ZENDESK_SECRET}\"\n",
+            signing_key()
+        );
         let mut rig = Rig::new(Transport::Udp, &extra).await;
         let url = minted_url(&rig, &extra, ORG, now());
         // Signed for another caller's phone: no session, nothing stamped, but
@@ -243,7 +259,10 @@ async fn a_replayed_zendesk_signature_is_refused() {
         let signed = |b: &str| {
             vec![
                 ("x-zendesk-webhook-signature-timestamp", ts.clone()),
-                ("x-zendesk-webhook-signature", zendesk_signature(ZENDESK_SECRET, &ts, b.as_bytes())),
+                (
+                    "x-zendesk-webhook-signature",
+                    zendesk_signature(ZENDESK_SECRET, &ts, b.as_bytes()),
+                ),
             ]
         };
         let (status, v) = post(&url, &other, &signed(&other)).await;
@@ -257,11 +276,23 @@ async fn a_replayed_zendesk_signature_is_refused() {
             let (status, v) = post(&url, b, &signed(b)).await;
             assert_eq!(status, 401, "{v}");
             assert_eq!(v["field"], "x-zendesk-webhook-signature");
-            assert!(v["error"].as_str().is_some_and(|e| e.contains("replay")), "{v}");
+            assert!(
+                v["error"].as_str().is_some_and(|e| e.contains("replay")),
+                "{v}"
+            );
         }
         assert_eq!(count(&rig.server, |m| &m.webhook_replays_refused_total), 2);
-        assert_eq!(rig.server.metrics().webhook.get(WebhookOutcome::BadSignature), 2);
-        assert_eq!(session(&rig.server, &call.session_id).zendesk_ticket_id, Some(31));
+        assert_eq!(
+            rig.server
+                .metrics()
+                .webhook
+                .get(WebhookOutcome::BadSignature),
+            2
+        );
+        assert_eq!(
+            session(&rig.server, &call.session_id).zendesk_ticket_id,
+            Some(31)
+        );
     })
     .await;
 }
@@ -295,17 +326,32 @@ async fn a_stamp_for_a_ticket_of_another_phone_is_refused_and_nothing_changes() 
         assert_eq!((status, v["success"].as_bool()), (200, Some(false)), "{v}");
         let msg = v["message"].as_str().expect("message");
         assert!(msg.contains("500") && msg.contains("requester"), "{msg}");
-        assert!(!msg.contains("2125550100"), "the ticket's phone is not told: {msg}");
+        assert!(
+            !msg.contains("2125550100"),
+            "the ticket's phone is not told: {msg}"
+        );
         let s = session(&rig.server, &call.session_id);
         assert_eq!(s.zendesk_ticket_id, None, "not stamped");
         assert_eq!(s.contact, None, "nothing enriched");
-        assert_eq!(count(&rig.server, |m| &m.webhook_stamps_unconfirmed_total), 1);
-        assert_eq!(rig.server.metrics().webhook.get(WebhookOutcome::Unconfirmed), 1);
+        assert_eq!(
+            count(&rig.server, |m| &m.webhook_stamps_unconfirmed_total),
+            1
+        );
+        assert_eq!(
+            rig.server
+                .metrics()
+                .webhook
+                .get(WebhookOutcome::Unconfirmed),
+            1
+        );
         assert_eq!(count(&rig.server, |m| &m.enrichments_total), 0);
         // A ticket Zendesk does not have is refused the same way.
         let (status, v) = post(&url, &body(404, CALLER_E164), &[]).await;
         assert_eq!((status, v["success"].as_bool()), (200, Some(false)), "{v}");
-        assert_eq!(session(&rig.server, &call.session_id).zendesk_ticket_id, None);
+        assert_eq!(
+            session(&rig.server, &call.session_id).zendesk_ticket_id,
+            None
+        );
 
         // The caller's own ticket (the channel shows no phone; the requester's
         // matches) is stamped, then enriched without fetching the ticket twice.
@@ -313,7 +359,10 @@ async fn a_stamp_for_a_ticket_of_another_phone_is_refused_and_nothing_changes() 
         z.user(70, json!({"name": "Ada", "phone": "(415) 555-1212"}));
         let (status, v) = post(&url, &body(501, CALLER_E164), &[]).await;
         assert_eq!((status, v["success"].as_bool()), (200, Some(true)), "{v}");
-        assert_eq!(session(&rig.server, &call.session_id).zendesk_ticket_id, Some(501));
+        assert_eq!(
+            session(&rig.server, &call.session_id).zendesk_ticket_id,
+            Some(501)
+        );
         let enriched = common::eventually(Duration::from_secs(10), || {
             session(&rig.server, &call.session_id).contact.is_some()
         })

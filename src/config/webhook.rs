@@ -69,7 +69,10 @@ impl Config {
             Some(n) if n > MAX_TOKEN_LIFETIME_DAYS * 86_400 => {
                 return Err(bad(
                     "http.token_ttl_secs",
-                    format!("must be at most {} (ten years)", MAX_TOKEN_LIFETIME_DAYS * 86_400),
+                    format!(
+                        "must be at most {} (ten years)",
+                        MAX_TOKEN_LIFETIME_DAYS * 86_400
+                    ),
                 ))
             }
             Some(n) => Duration::from_secs(n),
@@ -210,9 +213,18 @@ mod tests {
         assert!(!r[1].revokes("o1", 0, None));
         for (text, key) in [
             ("org_id = \"o\"\n", "revoked_tokens[0].jti"),
-            ("org_id = \"o\"\njti = \"a\"\nissued_before = \"2026-12-01T00:00:00Z\"\n", "revoked_tokens[0].jti"),
-            ("org_id = \"o\"\nissued_before = \"yesterday\"\n", "revoked_tokens[0].issued_before"),
-            ("org_id = \"o o\"\njti = \"a\"\n", "revoked_tokens[0].org_id"),
+            (
+                "org_id = \"o\"\njti = \"a\"\nissued_before = \"2026-12-01T00:00:00Z\"\n",
+                "revoked_tokens[0].jti",
+            ),
+            (
+                "org_id = \"o\"\nissued_before = \"yesterday\"\n",
+                "revoked_tokens[0].issued_before",
+            ),
+            (
+                "org_id = \"o o\"\njti = \"a\"\n",
+                "revoked_tokens[0].org_id",
+            ),
         ] {
             let e = parse(&format!("[[http.revoked_tokens]]\n{text}")).expect_err(text);
             assert!(e.contains(key), "{e}");
@@ -228,7 +240,8 @@ mod tests {
         let e = parse(&keys("0.0.0.0:8080", dev, signed)).expect_err("dev key");
         assert!(e.contains("http.signing_keys[0].secret"), "{e}");
         assert!(!e.contains(dev), "the secret is not repeated: {e}");
-        let text = "[http]\nlisten = \"0.0.0.0:8080\"\napi_key = \"change-me-to-a-long-random-string\"\n";
+        let text =
+            "[http]\nlisten = \"0.0.0.0:8080\"\napi_key = \"change-me-to-a-long-random-string\"\n";
         let e = parse(text).expect_err("example api key");
         assert!(e.contains("http.api_key"), "{e}");
         let text = "[http]\nlisten = \"0.0.0.0:8080\"\ndashboard_jwt_secret = \"change-me-to-a-long-random-string\"\n";
@@ -248,10 +261,16 @@ mod tests {
     fn unsigned_webhooks_off_loopback_need_saying_so() {
         let e = parse(&keys("192.0.2.1:8080", OWN, "")).expect_err("unsigned");
         assert!(
-            e.contains("zendesk.webhook_signing_secret") && e.contains("zendesk.allow_unsigned_webhooks"),
+            e.contains("zendesk.webhook_signing_secret")
+                && e.contains("zendesk.allow_unsigned_webhooks"),
             "{e}"
         );
-        assert!(parse(&keys("192.0.2.1:8080", OWN, "allow_unsigned_webhooks = true\n")).is_ok());
+        assert!(parse(&keys(
+            "192.0.2.1:8080",
+            OWN,
+            "allow_unsigned_webhooks = true\n"
+        ))
+        .is_ok());
         assert!(parse(&keys("127.0.0.1:8080", OWN, "")).is_ok(), "loopback");
         // No signing key: the webhook is off, nothing to sign.
         assert!(parse("[http]\nlisten = \"0.0.0.0:8080\"\n").is_ok());

@@ -14,8 +14,8 @@ pub mod sessions;
 mod store_down_tests;
 mod webhook_url;
 
-pub use error::ApiError;
 pub use confirm::StampConfirmer;
+pub use error::ApiError;
 pub use prefetch::{ContactEnricher, NoEnrichment};
 pub use webhook_url::{webhook_url, WebhookUrlError};
 

@@ -4,8 +4,8 @@
 
 use super::auth::{self, SignatureError, TokenError};
 use super::confirm::ConfirmError;
-use super::replay::ReplayError;
 use super::error::{body_error, require_json, ApiError};
+use super::replay::ReplayError;
 use super::HttpState;
 use crate::metrics::{Metrics, WebhookOutcome};
 use crate::redact::Phone;
@@ -87,9 +87,11 @@ async fn handle(
         );
         return (WebhookOutcome::Unavailable, e.into_response());
     }
-    let org = match token.map_err(|_| TokenError::Malformed).and_then(|Path(t)| {
-        auth::verify_unrevoked_prefetch_token(&t, &http.signing_keys, &http.revoked_tokens)
-    }) {
+    let org = match token
+        .map_err(|_| TokenError::Malformed)
+        .and_then(|Path(t)| {
+            auth::verify_unrevoked_prefetch_token(&t, &http.signing_keys, &http.revoked_tokens)
+        }) {
         Ok(t) => t.org_id,
         Err(e) => {
             let m = state.metrics();
@@ -147,13 +149,21 @@ async fn handle(
             Ok(()) => replay_key = Some(key),
             Err(e @ ReplayError::Replayed) => {
                 Metrics::inc(&state.metrics().webhook_replays_refused_total);
-                tracing::warn!(path = REDACTED_PATH, org, "voice-prefetch refused: signature replayed");
+                tracing::warn!(
+                    path = REDACTED_PATH,
+                    org,
+                    "voice-prefetch refused: signature replayed"
+                );
                 let e = ApiError::unauthorized(e.to_string()).field("x-zendesk-webhook-signature");
                 return (WebhookOutcome::BadSignature, e.into_response());
             }
             Err(e @ ReplayError::Full) => {
                 Metrics::inc(&state.metrics().webhook_replay_table_full_total);
-                tracing::warn!(path = REDACTED_PATH, org, "voice-prefetch refused: replay table full");
+                tracing::warn!(
+                    path = REDACTED_PATH,
+                    org,
+                    "voice-prefetch refused: replay table full"
+                );
                 return unavailable(e.to_string());
             }
         }
@@ -197,7 +207,11 @@ async fn handle_signed(state: &HttpState, org: &str, headers: &HeaderMap, body: 
 
 /// The phones whose session may carry the ticket: with Zendesk API credentials,
 /// those the ticket itself names; without, those of the body (as documented).
-async fn confirm(state: &HttpState, org: &str, req: &PrefetchRequest) -> Result<Vec<String>, Answer> {
+async fn confirm(
+    state: &HttpState,
+    org: &str,
+    req: &PrefetchRequest,
+) -> Result<Vec<String>, Answer> {
     let Some(confirmer) = state.confirmer() else {
         return Ok(req.phones.clone());
     };
@@ -209,7 +223,10 @@ async fn confirm(state: &HttpState, org: &str, req: &PrefetchRequest) -> Result<
             "ticket_id": ticket,
             "message": format!("ticket {ticket} was not stamped: {why}"),
         });
-        (WebhookOutcome::Unconfirmed, (StatusCode::OK, Json(body)).into_response())
+        (
+            WebhookOutcome::Unconfirmed,
+            (StatusCode::OK, Json(body)).into_response(),
+        )
     };
     match confirmer.confirm(ticket, &req.phones).await {
         Ok(phones) if !phones.is_empty() => Ok(phones),
@@ -228,7 +245,12 @@ async fn confirm(state: &HttpState, org: &str, req: &PrefetchRequest) -> Result<
             )))
         }
         Err(ConfirmError::TicketNotFound) => {
-            tracing::warn!(path = REDACTED_PATH, org, ticket, "stamp refused: no such ticket in Zendesk");
+            tracing::warn!(
+                path = REDACTED_PATH,
+                org,
+                ticket,
+                "stamp refused: no such ticket in Zendesk"
+            );
             Err(refused("Zendesk has no such ticket".into()))
         }
         Err(ConfirmError::Unavailable(e)) => {

@@ -60,8 +60,10 @@ mod tests {
     use super::*;
 
     fn ticket(via: Value) -> Ticket {
-        serde_json::from_value(serde_json::json!({"id": 1, "requester_id": 2, "organization_id": null, "via": via}))
-            .expect("ticket")
+        serde_json::from_value(
+            serde_json::json!({"id": 1, "requester_id": 2, "organization_id": null, "via": via}),
+        )
+        .expect("ticket")
     }
 
     #[test]

@@ -46,7 +46,9 @@ pub fn hooks(
     metrics: Arc<Metrics>,
 ) -> Result<ZendeskHooks, EnricherSetupError> {
     let Some(api) = &settings.zendesk else {
-        tracing::info!("no Zendesk API credentials: contact enrichment and stamp confirmation are off");
+        tracing::info!(
+            "no Zendesk API credentials: contact enrichment and stamp confirmation are off"
+        );
         return Ok(ZendeskHooks {
             enricher: Arc::new(NoEnrichment),
             confirmer: None,

@@ -355,7 +355,10 @@ fn revoked_by_jti_or_issued_before_is_refused() {
         serde_json::json!({"iss": "handoff-test", "aud": PREFETCH_AUDIENCE, "org_id": "org-a", "iat": at, "jti": 5}),
         SECRET,
     );
-    assert_eq!(verify_prefetch_token(&bad, keys), Err(TokenError::Malformed));
+    assert_eq!(
+        verify_prefetch_token(&bad, keys),
+        Err(TokenError::Malformed)
+    );
 }
 
 #[test]

@@ -330,21 +330,40 @@ mod duplicate_tests {
             "caller_phone"
         );
         for (body, key) in [
-            (r#"{"ticket_id": 1, "ticket_id": 2, "caller_phone": "+14155551212"}"#, "ticket_id"),
-            (r#"{"ticket_id": 1, "requester_phone": "", "requester_phone": "+14155551212"}"#, "requester_phone"),
+            (
+                r#"{"ticket_id": 1, "ticket_id": 2, "caller_phone": "+14155551212"}"#,
+                "ticket_id",
+            ),
+            (
+                r#"{"ticket_id": 1, "requester_phone": "", "requester_phone": "+14155551212"}"#,
+                "requester_phone",
+            ),
             // The same key written with an escape is the same key.
-            (r#"{"ticket_id": 1, "caller_phone": "+14155551212", "caller\u005fphone": "+14155559999"}"#, "caller_phone"),
+            (
+                r#"{"ticket_id": 1, "caller_phone": "+14155551212", "caller\u005fphone": "+14155559999"}"#,
+                "caller_phone",
+            ),
             // Null twice is still twice.
-            (r#"{"ticket_id": 1, "caller_phone": null, "caller_phone": "+14155559999"}"#, "caller_phone"),
+            (
+                r#"{"ticket_id": 1, "caller_phone": null, "caller_phone": "+14155559999"}"#,
+                "caller_phone",
+            ),
         ] {
-            assert_eq!(parse(body), Err(PrefetchBodyError::DuplicateKey(key)), "{body}");
+            assert_eq!(
+                parse(body),
+                Err(PrefetchBodyError::DuplicateKey(key)),
+                "{body}"
+            );
         }
     }
 
     #[test]
     fn repeated_fields_handoff_does_not_read_are_fine() {
         let body = r#"{"ticket_id": 1, "caller_phone": "+14155551212", "subject": "a", "subject": "b", "nested": {"caller_phone": "+14155559999"}}"#;
-        assert_eq!(parse(body).map(|r| r.phones), Ok(vec!["+14155551212".into()]));
+        assert_eq!(
+            parse(body).map(|r| r.phones),
+            Ok(vec!["+14155551212".into()])
+        );
     }
 
     #[test]
@@ -357,6 +376,9 @@ mod duplicate_tests {
         );
         // A key named in the free text without the colon is not a key.
         let body = "{\"ticket_id\": 1, \"caller_phone\": \"+14155551212\", \"subject\": \"about \"caller_phone\" \"}";
-        assert_eq!(parse(body).map(|r| r.phones), Ok(vec!["+14155551212".into()]));
+        assert_eq!(
+            parse(body).map(|r| r.phones),
+            Ok(vec!["+14155551212".into()])
+        );
     }
 }
