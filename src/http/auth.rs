@@ -113,6 +113,15 @@ pub fn mint_prefetch_token(
     .map_err(|e| TokenError::Sign(e.to_string()))
 }
 
+/// The `jti` and `exp` of a token just minted, read back without verifying (to
+/// tell the operator what identifies it): None when it lacks either.
+pub fn minted_id_and_expiry(token: &str) -> Option<(String, u64)> {
+    let claims = token.split('.').nth(1)?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).ok()?).ok()?;
+    Some((claims["jti"].as_str()?.to_owned(), claims["exp"].as_u64()?))
+}
+
 /// The JOSE header, read before any key is chosen: the algorithm is pinned to HS256
 /// here, so `none` and every other algorithm are refused whatever the library does.
 fn pinned_header_kid(token: &str) -> Result<Option<String>, TokenError> {

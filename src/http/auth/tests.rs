@@ -297,6 +297,15 @@ fn minted_tokens_carry_iat_exp_and_a_unique_jti() {
     assert_eq!(ca["exp"], at + 365 * 86_400);
     let jti = ca["jti"].as_str().expect("jti");
     assert_eq!(jti.len(), 32);
+    assert_eq!(
+        minted_id_and_expiry(&a),
+        Some((jti.to_owned(), at + 365 * 86_400))
+    );
+    assert_eq!(
+        minted_id_and_expiry(&mint_prefetch_token(&k, "org-a", at, None).unwrap()).map(|x| x.1),
+        None,
+        "no exp"
+    );
     assert_ne!(ca["jti"], cb["jti"], "each token its own id");
     assert_eq!(
         verify_prefetch_claims(&a, std::slice::from_ref(&k)),
