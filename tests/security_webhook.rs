@@ -322,6 +322,10 @@ async fn a_stamp_for_a_ticket_of_another_phone_is_refused_and_nothing_changes() 
         let mut rig = Rig::new(Transport::Udp, &extra).await;
         let call = establish(&mut rig, InviteOpts::default()).await;
         let url = minted_url(&rig, &extra, ORG, now());
+        // A phone with no live call: answered at once, Zendesk not asked.
+        let (status, v) = post(&url, &body(500, "+14155550000"), &[]).await;
+        assert_eq!((status, v["success"].as_bool()), (200, Some(false)), "{v}");
+        assert!(z.hits().is_empty(), "{:?}", z.hits());
         let (status, v) = post(&url, &body(500, CALLER_E164), &[]).await;
         assert_eq!((status, v["success"].as_bool()), (200, Some(false)), "{v}");
         let msg = v["message"].as_str().expect("message");

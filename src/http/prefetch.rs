@@ -205,8 +205,24 @@ async fn handle_signed(state: &HttpState, org: &str, headers: &HeaderMap, body: 
     }
 }
 
+/// `200 {"success": false}`: no live session of the org for these phones (Zendesk
+/// is not to retry; the trigger is re-fired once the call is up).
+fn no_session(org: &str, ticket: u64, phones: &[String]) -> Answer {
+    tracing::info!(path = REDACTED_PATH, org, ticket, "no live phone session");
+    let body = json!({
+        "success": false,
+        "message": format!("no live phone session for {}", phones.join(" or ")),
+    });
+    (
+        WebhookOutcome::NoSession,
+        (StatusCode::OK, Json(body)).into_response(),
+    )
+}
+
 /// The phones whose session may carry the ticket: with Zendesk API credentials,
 /// those the ticket itself names; without, those of the body (as documented).
+/// Zendesk is asked only when one of the phones has a live session of the org
+/// (the webhook often comes before the call: no API request is spent on it).
 async fn confirm(
     state: &HttpState,
     org: &str,
@@ -216,6 +232,19 @@ async fn confirm(
         return Ok(req.phones.clone());
     };
     let ticket = req.ticket_id;
+    let mut live = Vec::new();
+    for phone in &req.phones {
+        let sessions = state.sessions().live_by_phone(phone).await.map_err(|e| {
+            tracing::warn!(path = REDACTED_PATH, org, error = %e, "voice-prefetch: session store failed");
+            unavailable("the session store is unavailable; retry later")
+        })?;
+        if sessions.iter().any(|s| s.org_id == org) {
+            live.push(phone.clone());
+        }
+    }
+    if live.is_empty() {
+        return Err(no_session(org, ticket, &req.phones));
+    }
     let refused = |why: String| {
         Metrics::inc(&state.metrics().webhook_stamps_unconfirmed_total);
         let body = json!({
@@ -228,10 +257,10 @@ async fn confirm(
             (StatusCode::OK, Json(body)).into_response(),
         )
     };
-    match confirmer.confirm(ticket, &req.phones).await {
+    match confirmer.confirm(ticket, &live).await {
         Ok(phones) if !phones.is_empty() => Ok(phones),
         Ok(_) => {
-            let claimed: Vec<String> = req.phones.iter().map(|p| Phone(p).to_string()).collect();
+            let claimed: Vec<String> = live.iter().map(|p| Phone(p).to_string()).collect();
             tracing::warn!(
                 path = REDACTED_PATH,
                 org,
@@ -241,7 +270,7 @@ async fn confirm(
             );
             Err(refused(format!(
                 "neither its caller (via.source.from.phone) nor its requester's phone is {}",
-                req.phones.join(" or ")
+                live.join(" or ")
             )))
         }
         Err(ConfirmError::TicketNotFound) => {
@@ -315,16 +344,7 @@ async fn stamp(
                 }),
             )
         }
-        StampOutcome::NoSession => {
-            tracing::info!(path = REDACTED_PATH, org, ticket, "no live phone session");
-            (
-                WebhookOutcome::NoSession,
-                json!({
-                    "success": false,
-                    "message": format!("no live phone session for {}", phones.join(" or ")),
-                }),
-            )
-        }
+        StampOutcome::NoSession => return Ok(no_session(org, ticket, phones)),
     };
     Ok((metric, (StatusCode::OK, Json(body)).into_response()))
 }
