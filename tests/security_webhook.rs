@@ -403,3 +403,51 @@ async fn duplicate_keys_get_400_naming_the_key() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zendesks_retry_after_our_503_is_not_a_replay() {
+    run(async {
+        let z = FakeZendesk::start().await;
+        ticket_from(&z, 600, CALLER_E164);
+        z.user(70, json!({"phone": CALLER_E164}));
+        // Zendesk cannot be asked the first time: nothing is done, 503.
+        z.script(
+            &ticket_path(600),
+            vec![Reply::error(401, "Couldn't authenticate you", "")],
+        );
+        let extra = format!(
+            "{}zendesk.webhook_signing_secret = \"{ZENDESK_SECRET}\"\n{}",
+            signing_key(),
+            z.config()
+        );
+        let mut rig = Rig::new(Transport::Udp, &extra).await;
+        let call = establish(&mut rig, InviteOpts::default()).await;
+        let url = minted_url(&rig, &extra, ORG, now());
+        let b = body(600, CALLER_E164);
+        let ts = format_iso8601(now() as i64);
+        let signed = vec![
+            ("x-zendesk-webhook-signature-timestamp", ts.clone()),
+            (
+                "x-zendesk-webhook-signature",
+                zendesk_signature(ZENDESK_SECRET, &ts, b.as_bytes()),
+            ),
+        ];
+        let (status, v) = post(&url, &b, &signed).await;
+        assert_eq!(status, 503, "{v}");
+        assert_eq!(
+            session(&rig.server, &call.session_id).zendesk_ticket_id,
+            None
+        );
+        // Zendesk retries the very same request: carried out, not a replay.
+        let (status, v) = post(&url, &b, &signed).await;
+        assert_eq!((status, v["success"].as_bool()), (200, Some(true)), "{v}");
+        assert_eq!(
+            session(&rig.server, &call.session_id).zendesk_ticket_id,
+            Some(600)
+        );
+        // Once carried out, it is used up.
+        let (status, _) = post(&url, &b, &signed).await;
+        assert_eq!(status, 401);
+    })
+    .await;
+}

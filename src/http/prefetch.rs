@@ -18,6 +18,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+/// Longest a stamp waits for Zendesk to confirm the ticket. Zendesk gives up on a
+/// webhook after 10 s; a 503 before that makes it retry, and that retry is not
+/// taken for a replay.
+const CONFIRM_DEADLINE: std::time::Duration = std::time::Duration::from_secs(8);
+
 /// The path as logged: the token is a credential and never reaches a log.
 pub const REDACTED_PATH: &str = "/backend/zendesk-v2/voice-prefetch/<redacted>";
 
@@ -257,7 +262,13 @@ async fn confirm(
             (StatusCode::OK, Json(body)).into_response(),
         )
     };
-    match confirmer.confirm(ticket, &live).await {
+    let asked = tokio::time::timeout(CONFIRM_DEADLINE, confirmer.confirm(ticket, &live)).await;
+    let asked = asked.unwrap_or_else(|_| {
+        Err(ConfirmError::Unavailable(format!(
+            "no answer within {CONFIRM_DEADLINE:?}"
+        )))
+    });
+    match asked {
         Ok(phones) if !phones.is_empty() => Ok(phones),
         Ok(_) => {
             let claimed: Vec<String> = live.iter().map(|p| Phone(p).to_string()).collect();
