@@ -12,8 +12,11 @@ mod media;
 pub mod outbound;
 pub use http_access::{ApiKeyConfig, HttpAccess, OrgApiKey};
 pub mod trunk;
-pub use media::{MediaConfig, MediaSettings};
 pub use trunk::Trunk;
+pub mod shipped;
+mod webhook;
+pub use media::{MediaConfig, MediaSettings};
+pub use webhook::{RevokedToken, RevokedTokenConfig, DEFAULT_TOKEN_LIFETIME_DAYS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -181,6 +184,8 @@ pub struct HttpConfig {
     pub dashboard_jwt_issuer: Option<String>,
     pub dashboard_jwt_audience: Option<String>,
     pub require_https_outbound: bool,
+    pub token_lifetime_days: u64,
+    pub revoked_tokens: Vec<RevokedTokenConfig>,
 }
 
 impl Default for HttpConfig {
@@ -196,6 +201,8 @@ impl Default for HttpConfig {
             dashboard_jwt_issuer: None,
             dashboard_jwt_audience: None,
             require_https_outbound: false,
+            token_lifetime_days: DEFAULT_TOKEN_LIFETIME_DAYS,
+            revoked_tokens: Vec::new(),
         }
     }
 }
@@ -310,7 +317,10 @@ pub struct HttpSettings {
     pub api_key: Option<Secret>,
     /// In configuration order; the last one signs new tokens.
     pub signing_keys: Vec<SigningKey>,
-    pub token_ttl: Option<Duration>,
+    /// Lifetime (`exp` - `iat`) of newly minted webhook-URL tokens.
+    pub token_ttl: Duration,
+    /// `[[http.revoked_tokens]]`: refused even when their signature verifies.
+    pub revoked_tokens: Vec<RevokedToken>,
     pub zendesk_signing_secret: Option<Secret>,
     pub signature_max_age: Duration,
     /// Per-org session-API keys and the dashboard JWT's issuer and audience.
@@ -704,11 +714,7 @@ impl Config {
                 issuer: k.issuer.clone(),
             });
         }
-        let token_ttl = match h.token_ttl_secs {
-            Some(0) => return Err(bad("http.token_ttl_secs", "must be at least 1".into())),
-            Some(n) => Some(Duration::from_secs(n)),
-            None => None,
-        };
+        let trust = self.validate_webhook_trust(bad)?;
         let z = &self.zendesk;
         let zendesk_signing_secret = z
             .webhook_signing_secret
@@ -732,17 +738,20 @@ impl Config {
         }
         let access =
             self.validate_http_access(bad, api_key.as_ref(), dashboard_jwt_secret.is_some())?;
-        Ok(HttpSettings {
+        let settings = HttpSettings {
             access,
             listen,
             public_base_url: base.to_owned(),
             dashboard_jwt_secret,
             api_key,
             signing_keys,
-            token_ttl,
+            token_ttl: trust.token_ttl,
+            revoked_tokens: trust.revoked_tokens,
             zendesk_signing_secret,
             signature_max_age: Duration::from_secs(z.signature_max_age_secs),
-        })
+        };
+        webhook::check_exposed(&settings, z.allow_unsigned_webhooks, bad)?;
+        Ok(settings)
     }
 }
 

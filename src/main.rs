@@ -97,6 +97,12 @@ fn webhook_url(path: &std::path::Path, org: &str) -> ExitCode {
     match handoff::http::webhook_url(&settings.http, org, now) {
         Ok(url) => {
             println!("{url}");
+            // What [[http.revoked_tokens]] needs to revoke this URL later.
+            let token = url.rsplit('/').next().unwrap_or_default();
+            if let Some((jti, exp)) = handoff::http::auth::minted_id_and_expiry(token) {
+                let exp = handoff::http::auth::format_iso8601(exp as i64);
+                eprintln!("handoff: token jti {jti}, expires {exp} (org {org})");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

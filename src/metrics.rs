@@ -138,6 +138,19 @@ metrics! {
     /// Requests outside any dialog (and malformed messages) from a source in no trunk
     /// that is not a configured AI agent or transfer destination, dropped unanswered.
     counter sip_untrusted_dropped_total,
+    // Webhook and tokens (issue 12).
+    /// Webhook-URL tokens refused because they are past their exp.
+    counter webhook_tokens_expired_total,
+    /// Webhook-URL tokens refused because [[http.revoked_tokens]] names them.
+    counter webhook_tokens_revoked_total,
+    /// Zendesk webhook signatures refused because they were already used (replay).
+    counter webhook_replays_refused_total,
+    /// Signed webhooks refused (503) because the replay table was full.
+    counter webhook_replay_table_full_total,
+    /// Stamps refused because the ticket names another caller or does not exist.
+    counter webhook_stamps_unconfirmed_total,
+    /// Webhook bodies refused because a field handoff reads appeared twice.
+    counter webhook_duplicate_keys_total,
 }
 
 mod trunk;
@@ -354,12 +367,15 @@ pub enum WebhookOutcome {
     BadSignature,
     /// Body refused: bad JSON, field, content type or size.
     BadRequest,
-    /// No signing key configured, or the session store failed (503).
+    /// No signing key configured, the session store failed, or Zendesk could not
+    /// be asked to confirm the ticket (503).
     Unavailable,
+    /// The ticket names another caller (or does not exist): not stamped.
+    Unconfirmed,
 }
 
 impl WebhookOutcome {
-    pub const ALL: [WebhookOutcome; 8] = [
+    pub const ALL: [WebhookOutcome; 9] = [
         WebhookOutcome::Stamped,
         WebhookOutcome::AlreadyStamped,
         WebhookOutcome::Conflict,
@@ -368,6 +384,7 @@ impl WebhookOutcome {
         WebhookOutcome::BadSignature,
         WebhookOutcome::BadRequest,
         WebhookOutcome::Unavailable,
+        WebhookOutcome::Unconfirmed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -380,6 +397,7 @@ impl WebhookOutcome {
             WebhookOutcome::BadSignature => "bad_signature",
             WebhookOutcome::BadRequest => "bad_request",
             WebhookOutcome::Unavailable => "unavailable",
+            WebhookOutcome::Unconfirmed => "unconfirmed",
         }
     }
 }

@@ -89,8 +89,7 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let events = crate::events::Events::start(&settings.events, &store, metrics.clone())?;
         // Before any listener: a setup failure leaves nothing bound.
-        let enricher =
-            crate::zendesk::enricher(&settings, &store, sessions.clone(), metrics.clone())?;
+        let zendesk = crate::zendesk::hooks(&settings, &store, sessions.clone(), metrics.clone())?;
         let b2bua = B2bua::new(
             settings.clone(),
             sessions.clone(),
@@ -139,8 +138,11 @@ impl Server {
             settings.clone(),
             sessions.clone(),
             metrics.clone(),
-            enricher,
+            zendesk.enricher,
         );
+        if let Some(c) = zendesk.confirmer {
+            http_state.set_confirmer(c);
+        }
         let http = match HttpServer::start(settings.http.listen, http_state.clone()).await {
             Ok(h) => h,
             Err(e) => {

@@ -302,6 +302,11 @@ fn webhook_url_prints_a_url_signed_with_the_newest_key() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("token jti ") && stderr.contains("expires "),
+        "what revoking it needs: {stderr}"
+    );
     let url = String::from_utf8(out.stdout).expect("utf-8");
     let token = url
         .trim()

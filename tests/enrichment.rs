@@ -7,12 +7,12 @@ mod common;
 
 use common::scenarios::media::establish_media;
 use common::scenarios::transfer::{
-    expect_notify, expect_target_invite, refer, stamp_via_webhook, transfer_rig, webhook_url,
-    TransferRig,
+    expect_notify, expect_target_invite, post_webhook, refer, stamp_via_webhook, transfer_rig,
+    webhook_url, TransferRig,
 };
 use common::scenarios::{bye_from_caller, count, establish, session, table};
 use common::zendesk::{org_path, ticket_path, user_path, FakeZendesk, Reply};
-use common::{bounded, eventually, InviteOpts, Transport};
+use common::{bounded, eventually, InviteOpts, Transport, CALLER_E164};
 use handoff::metrics::Metrics;
 use handoff::server::Server;
 use handoff::session::{Session, SessionId};
@@ -205,15 +205,17 @@ async fn unauthorized_401_is_counted_not_retried_and_changes_nothing() {
     run(async {
         let z = FakeZendesk::start().await;
         acme(&z);
+        // The ticket confirmed the stamp; the requester's fetch is refused.
         z.script(
-            &ticket_path(100),
+            &user_path(7),
             vec![Reply::error(401, "Couldn't authenticate you", "")],
         );
         let mut tr = rig(&z, "").await;
         let call = establish(&mut tr.rig, InviteOpts::default()).await;
         stamp_via_webhook(&tr.rig, 100).await;
         assert_changed_nothing(&tr.rig.server, &call.session_id).await;
-        assert_eq!(z.hits().len(), 1, "not retried");
+        assert_eq!(z.hits_on(&user_path(7)).len(), 1, "not retried");
+        assert_eq!(z.hits().len(), 2, "the ticket, once");
         assert_eq!(count(&tr.rig.server, |m| &m.zendesk_auth_failures_total), 1);
         assert_eq!(count(&tr.rig.server, |m| &m.zendesk_retries_total), 0);
     })
@@ -226,7 +228,7 @@ async fn refire_of_the_same_ticket_retries_a_failed_enrichment() {
         let z = FakeZendesk::start().await;
         acme(&z);
         z.script(
-            &ticket_path(100),
+            &user_path(7),
             vec![Reply::error(401, "Couldn't authenticate you", "")],
         );
         let mut tr = rig(&z, "").await;
@@ -239,13 +241,18 @@ async fn refire_of_the_same_ticket_retries_a_failed_enrichment() {
         let s = enriched(&tr.rig.server, &call.session_id).await;
         assert_eq!(s.zendesk_ticket_id, Some(100));
         let hits = z.hits().len();
-        // Once enriched, a further re-fire fetches nothing more.
+        // Once enriched, a further re-fire fetches only the ticket, to confirm
+        // the stamp (issue 12): not the requester or the organization again.
         stamp_via_webhook(&tr.rig, 100).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(
             z.hits().len(),
-            hits,
+            hits + 1,
             "an enriched session is not fetched again"
+        );
+        assert_eq!(
+            z.hits().last().map(|h| h.path.clone()),
+            Some(ticket_path(100))
         );
     })
     .await;
@@ -255,12 +262,51 @@ async fn refire_of_the_same_ticket_retries_a_failed_enrichment() {
 async fn ticket_gone_404_changes_nothing() {
     run(async {
         let z = FakeZendesk::start().await;
+        // The ticket confirmed the stamp; its requester is gone by enrichment.
+        z.ticket(100, 7, None);
         let mut tr = rig(&z, "").await;
         let call = establish(&mut tr.rig, InviteOpts::default()).await;
-        stamp_via_webhook(&tr.rig, 404).await;
+        stamp_via_webhook(&tr.rig, 100).await;
         assert_changed_nothing(&tr.rig.server, &call.session_id).await;
-        assert_eq!(z.hits().len(), 1);
+        assert_eq!(z.hits().len(), 2);
         assert_eq!(count(&tr.rig.server, |m| &m.zendesk_not_found_total), 1);
+        // A ticket Zendesk does not have is not stamped at all (issue 12).
+        let resp = post_webhook(
+            &tr.rig,
+            format!(r#"{{"ticket_id": 404, "caller_phone": "{CALLER_E164}"}}"#),
+        )
+        .await;
+        let v: serde_json::Value = resp.json().await.expect("json");
+        assert_eq!(v["success"], false, "{v}");
+        assert_eq!(
+            session(&tr.rig.server, &call.session_id).zendesk_ticket_id,
+            Some(100)
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zendesk_failing_at_confirmation_answers_503_and_stamps_nothing() {
+    run(async {
+        let z = FakeZendesk::start().await;
+        acme(&z);
+        z.script(
+            &ticket_path(100),
+            vec![Reply::error(401, "Couldn't authenticate you", "")],
+        );
+        let mut tr = rig(&z, "").await;
+        let call = establish(&mut tr.rig, InviteOpts::default()).await;
+        let body = format!(r#"{{"ticket_id": 100, "caller_phone": "{CALLER_E164}"}}"#);
+        let resp = post_webhook(&tr.rig, body).await;
+        assert_eq!(resp.status().as_u16(), 503, "Zendesk is told to retry");
+        let s = session(&tr.rig.server, &call.session_id);
+        assert_eq!((s.zendesk_ticket_id, s.contact), (None, None));
+        assert_eq!(z.hits().len(), 1, "a 401 is not retried");
+        assert_eq!(count(&tr.rig.server, |m| &m.zendesk_auth_failures_total), 1);
+        // Zendesk's retry, once the credentials work again, stamps and enriches.
+        stamp_via_webhook(&tr.rig, 100).await;
+        enriched(&tr.rig.server, &call.session_id).await;
     })
     .await;
 }
@@ -271,14 +317,14 @@ async fn text_plain_error_body_is_handled() {
         let z = FakeZendesk::start().await;
         acme(&z);
         z.set(
-            &ticket_path(100),
+            &user_path(7),
             Reply::text(400, "Bad Request\r\nsomething went wrong"),
         );
         let mut tr = rig(&z, "").await;
         let call = establish(&mut tr.rig, InviteOpts::default()).await;
         stamp_via_webhook(&tr.rig, 100).await;
         assert_changed_nothing(&tr.rig.server, &call.session_id).await;
-        assert_eq!(z.hits().len(), 1, "a 400 is not retried");
+        assert_eq!(z.hits_on(&user_path(7)).len(), 1, "a 400 is not retried");
         // handoff is still serving.
         let h = reqwest::get(format!("http://{}/healthz", tr.rig.server.http_addr()))
             .await
@@ -294,7 +340,7 @@ async fn slow_zendesk_hits_the_timeout_and_gives_up() {
         let z = FakeZendesk::start().await;
         acme(&z);
         z.set(
-            &ticket_path(100),
+            &user_path(7),
             Reply::json(200, json!({})).delayed(Duration::from_secs(5)),
         );
         let extra = "zendesk.request_timeout_ms = 300\nzendesk.max_retries = 1\n";
@@ -308,7 +354,11 @@ async fn slow_zendesk_hits_the_timeout_and_gives_up() {
             "gave up after {:?}",
             start.elapsed()
         );
-        assert_eq!(z.hits().len(), 2, "one retry after the timeout");
+        assert_eq!(
+            z.hits_on(&user_path(7)).len(),
+            2,
+            "one retry after the timeout"
+        );
         assert_eq!(
             count(&tr.rig.server, |m| &m.zendesk_request_failures_total),
             1
@@ -357,7 +407,7 @@ async fn oauth_token_is_refreshed_before_expiry_and_once_for_50_concurrent_enric
                 "+18005550100".into(),
             );
             table(server).insert(s).expect("insert");
-            z.ticket(1000 + n as u64, 7, Some(50));
+            z.ticket_from(1000 + n as u64, 7, Some(50), &phone(n));
             ids.push(id);
         }
         let url = webhook_url(&tr.rig);

@@ -167,7 +167,7 @@ fn http_defaults_and_keys() {
         s.http.signing_keys.last().map(|k| k.kid.as_str()),
         Some("b")
     );
-    assert_eq!(s.http.token_ttl, Some(Duration::from_secs(60)));
+    assert_eq!(s.http.token_ttl, Duration::from_secs(60));
     assert!(
         !format!("{:?}", s.http).contains("0123456789abcdef"),
         "secrets stay out of Debug"

@@ -2,7 +2,7 @@
 //! dashboard JWT, and Zendesk's webhook signature. Pure functions; the handlers only
 //! pass them headers and bytes.
 
-use crate::config::{Secret, SigningKey};
+use crate::config::{RevokedToken, Secret, SigningKey};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -36,6 +36,8 @@ pub enum TokenError {
     Signature,
     #[error("token has expired")]
     Expired,
+    #[error("token has been revoked ([[http.revoked_tokens]])")]
+    Revoked,
     #[error("token audience is not {PREFETCH_AUDIENCE}")]
     Audience,
     #[error("token issuer does not match its key")]
@@ -55,14 +57,26 @@ struct PrefetchClaims<'a> {
     iat: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     exp: Option<u64>,
+    jti: String,
 }
 
 /// Claims read back; `aud` and `iss` are checked by the validation.
 #[derive(Debug, Deserialize)]
 struct OrgClaims {
     org_id: Option<String>,
-    #[allow(dead_code)]
     iat: Option<u64>,
+    /// Tokens minted before ids were added have none; a dashboard JWT's may be of
+    /// any type (it is not read).
+    jti: Option<serde_json::Value>,
+}
+
+/// A webhook-URL token that verified: whose it is and what identifies it for
+/// revocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefetchToken {
+    pub org_id: String,
+    pub iat: u64,
+    pub jti: Option<String>,
 }
 
 /// An org id as routes have them: 1-128 SIP token characters.
@@ -70,7 +84,8 @@ pub fn valid_org_id(org: &str) -> bool {
     (1..=128).contains(&org.len()) && org.bytes().all(crate::sip::message::is_token_char)
 }
 
-/// Mint a webhook-URL token for `org_id` with `key` (HS256, `kid` in the header).
+/// Mint a webhook-URL token for `org_id` with `key` (HS256, `kid` in the header),
+/// with `iat`, a random `jti` (128 bits, hex) and, given a lifetime, `exp`.
 pub fn mint_prefetch_token(
     key: &SigningKey,
     org_id: &str,
@@ -88,6 +103,7 @@ pub fn mint_prefetch_token(
         org_id,
         iat: now_unix,
         exp: ttl.map(|t| now_unix.saturating_add(t.as_secs())),
+        jti: format!("{:032x}", rand::random::<u128>()),
     };
     jsonwebtoken::encode(
         &header,
@@ -95,6 +111,15 @@ pub fn mint_prefetch_token(
         &EncodingKey::from_secret(key.secret.expose().as_bytes()),
     )
     .map_err(|e| TokenError::Sign(e.to_string()))
+}
+
+/// The `jti` and `exp` of a token just minted, read back without verifying (to
+/// tell the operator what identifies it): None when it lacks either.
+pub fn minted_id_and_expiry(token: &str) -> Option<(String, u64)> {
+    let claims = token.split('.').nth(1)?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).ok()?).ok()?;
+    Some((claims["jti"].as_str()?.to_owned(), claims["exp"].as_u64()?))
 }
 
 /// The JOSE header, read before any key is chosen: the algorithm is pinned to HS256
@@ -144,6 +169,30 @@ fn hs256_validation() -> Validation {
 /// Check a webhook-URL token against the configured keys; returns its org id.
 /// The key is chosen by `kid`, so a URL stays valid while its key is configured.
 pub fn verify_prefetch_token(token: &str, keys: &[SigningKey]) -> Result<String, TokenError> {
+    verify_prefetch_claims(token, keys).map(|t| t.org_id)
+}
+
+/// The same, refusing a token that `revoked` names.
+pub fn verify_unrevoked_prefetch_token(
+    token: &str,
+    keys: &[SigningKey],
+    revoked: &[RevokedToken],
+) -> Result<PrefetchToken, TokenError> {
+    let t = verify_prefetch_claims(token, keys)?;
+    if revoked
+        .iter()
+        .any(|r| r.revokes(&t.org_id, t.iat, t.jti.as_deref()))
+    {
+        return Err(TokenError::Revoked);
+    }
+    Ok(t)
+}
+
+/// Check a webhook-URL token; returns its org id, `iat` and `jti`.
+pub fn verify_prefetch_claims(
+    token: &str,
+    keys: &[SigningKey],
+) -> Result<PrefetchToken, TokenError> {
     let kid = pinned_header_kid(token)?.ok_or(TokenError::NoKeyId)?;
     let key = keys
         .iter()
@@ -159,10 +208,21 @@ pub fn verify_prefetch_token(token: &str, keys: &[SigningKey]) -> Result<String,
         &v,
     )
     .map_err(map_jwt_error)?;
-    if data.claims.iat.is_none() {
-        return Err(TokenError::Malformed);
-    }
-    checked_org(data.claims.org_id)
+    let iat = data.claims.iat.ok_or(TokenError::Malformed)?;
+    let jti = match data.claims.jti {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(j))
+            if (1..=128).contains(&j.len()) && j.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Some(j)
+        }
+        Some(_) => return Err(TokenError::Malformed),
+    };
+    Ok(PrefetchToken {
+        org_id: checked_org(data.claims.org_id)?,
+        iat,
+        jti,
+    })
 }
 
 // The dashboard JWT is checked in `super::dashboard_jwt`.
@@ -206,6 +266,11 @@ pub enum SignatureError {
     Stale,
     #[error("X-Zendesk-Webhook-Signature does not match the body")]
     Mismatch,
+}
+
+/// The 32 bytes of a presented Zendesk signature (base64), the replay guard's key.
+pub fn signature_bytes(signature: &str) -> Option<[u8; 32]> {
+    STANDARD.decode(signature.trim()).ok()?.try_into().ok()
 }
 
 /// base64(HMAC-SHA256(secret, timestamp + body)), as Zendesk signs a webhook. The

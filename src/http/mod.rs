@@ -6,14 +6,17 @@
 pub mod api_scope;
 pub mod auth;
 pub mod dashboard_jwt;
+pub mod confirm;
 mod error;
 mod health;
 pub mod prefetch;
+pub mod replay;
 pub mod sessions;
 #[cfg(test)]
 mod store_down_tests;
 mod webhook_url;
 
+pub use confirm::StampConfirmer;
 pub use error::ApiError;
 pub use prefetch::{ContactEnricher, NoEnrichment};
 pub use webhook_url::{webhook_url, WebhookUrlError};
@@ -43,6 +46,10 @@ struct Inner {
     metrics: Arc<Metrics>,
     ready: AtomicBool,
     enricher: Arc<dyn ContactEnricher>,
+    /// Set when Zendesk API credentials are configured: stamps are confirmed.
+    confirmer: std::sync::OnceLock<Arc<dyn StampConfirmer>>,
+    /// Zendesk signatures seen within their window.
+    replays: std::sync::Mutex<replay::ReplayGuard>,
 }
 
 impl HttpState {
@@ -58,7 +65,27 @@ impl HttpState {
             metrics,
             ready: AtomicBool::new(false),
             enricher,
+            confirmer: std::sync::OnceLock::new(),
+            replays: std::sync::Mutex::new(replay::ReplayGuard::default()),
         }))
+    }
+
+    /// Confirm every stamp with `confirmer` from now on (set once; later calls
+    /// change nothing).
+    pub fn set_confirmer(&self, confirmer: Arc<dyn StampConfirmer>) {
+        let _ = self.0.confirmer.set(confirmer);
+    }
+
+    pub fn confirmer(&self) -> Option<&dyn StampConfirmer> {
+        self.0.confirmer.get().map(|c| c.as_ref())
+    }
+
+    /// The replay guard; a panic elsewhere while it was held leaves it usable.
+    pub fn replays(&self) -> std::sync::MutexGuard<'_, replay::ReplayGuard> {
+        self.0
+            .replays
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn settings(&self) -> &Settings {

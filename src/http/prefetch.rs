@@ -3,10 +3,12 @@
 //! transfer to Zendesk SIP-IN can carry it.
 
 use super::auth::{self, SignatureError, TokenError};
+use super::confirm::ConfirmError;
 use super::error::{body_error, require_json, ApiError};
+use super::replay::ReplayError;
 use super::HttpState;
-use crate::e164::normalize_e164;
-use crate::metrics::WebhookOutcome;
+use crate::metrics::{Metrics, WebhookOutcome};
+use crate::redact::Phone;
 use crate::session::{SessionId, StampOutcome, StoreError};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -14,7 +16,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Map, Value};
+use serde_json::json;
+
+/// Longest a stamp waits for Zendesk to confirm the ticket. Zendesk gives up on a
+/// webhook after 10 s; a 503 before that makes it retry, and that retry is not
+/// taken for a replay.
+const CONFIRM_DEADLINE: std::time::Duration = std::time::Duration::from_secs(8);
 
 /// The path as logged: the token is a credential and never reaches a log.
 pub const REDACTED_PATH: &str = "/backend/zendesk-v2/voice-prefetch/<redacted>";
@@ -38,123 +45,8 @@ impl ContactEnricher for NoEnrichment {
     fn session_stamped(&self, _session: &SessionId, _ticket_id: u64) {}
 }
 
-/// A webhook body, validated: the ticket id and the phones to try, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PrefetchRequest {
-    pub ticket_id: u64,
-    /// E.164; `caller_phone` first, then `requester_phone`, without repeats.
-    pub phones: Vec<String>,
-}
-
-/// Why a webhook body was refused (400); each names its field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PrefetchBodyError {
-    #[error("body is not a JSON object")]
-    NotJson,
-    #[error("ticket_id is missing")]
-    MissingTicketId,
-    #[error("ticket_id must be a positive whole number or a string of digits")]
-    BadTicketId,
-    #[error("{0} must be a string")]
-    NotAString(&'static str),
-    #[error("{0} is not a phone number")]
-    BadPhone(&'static str),
-    #[error("caller_phone and requester_phone are both blank: one of them is required")]
-    NoPhone,
-}
-
-impl PrefetchBodyError {
-    pub fn field(&self) -> &'static str {
-        match self {
-            PrefetchBodyError::NotJson => "body",
-            PrefetchBodyError::MissingTicketId | PrefetchBodyError::BadTicketId => "ticket_id",
-            PrefetchBodyError::NotAString(f) | PrefetchBodyError::BadPhone(f) => f,
-            PrefetchBodyError::NoPhone => "caller_phone",
-        }
-    }
-}
-
-/// Validate a webhook body. Zendesk does not JSON-escape placeholders, so a subject
-/// with a quote or a line break makes the body invalid JSON: then the three fields we
-/// need are read from the text as long as they themselves are plain.
-pub fn parse_prefetch_body(
-    body: &[u8],
-    default_country: Option<&str>,
-) -> Result<PrefetchRequest, PrefetchBodyError> {
-    let fields = match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => return Err(PrefetchBodyError::NotJson),
-        Err(_) => salvage(body).ok_or(PrefetchBodyError::NotJson)?,
-    };
-    let ticket_id = ticket_id(fields.get("ticket_id"))?;
-    let mut phones = Vec::new();
-    let mut bad = None;
-    for field in ["caller_phone", "requester_phone"] {
-        let raw = match fields.get(field) {
-            None | Some(Value::Null) => continue,
-            Some(Value::String(s)) => s.trim(),
-            Some(_) => return Err(PrefetchBodyError::NotAString(field)),
-        };
-        if raw.is_empty() {
-            continue;
-        }
-        match normalize_e164(raw, default_country) {
-            Some(p) if !phones.contains(&p) => phones.push(p),
-            Some(_) => {}
-            // An unusable phone is an error only when the other one cannot stand in.
-            None => bad = bad.or(Some(field)),
-        }
-    }
-    match (phones.is_empty(), bad) {
-        (false, _) => Ok(PrefetchRequest { ticket_id, phones }),
-        (true, Some(field)) => Err(PrefetchBodyError::BadPhone(field)),
-        (true, None) => Err(PrefetchBodyError::NoPhone),
-    }
-}
-
-/// A JSON number or a string of 1-20 ASCII digits, as a positive u64.
-fn ticket_id(v: Option<&Value>) -> Result<u64, PrefetchBodyError> {
-    let id = match v {
-        None | Some(Value::Null) => return Err(PrefetchBodyError::MissingTicketId),
-        Some(Value::Number(n)) => n.as_u64(),
-        Some(Value::String(s)) if (1..=20).contains(&s.len()) => s
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| s.parse::<u64>().ok())
-            .flatten(),
-        Some(_) => None,
-    };
-    id.filter(|&n| n > 0).ok_or(PrefetchBodyError::BadTicketId)
-}
-
-/// The fields we need from a body that is not valid JSON: each `"key": value` where
-/// the value is a bare word or a string without escapes.
-fn salvage(body: &[u8]) -> Option<Map<String, Value>> {
-    let text = std::str::from_utf8(body).ok()?;
-    let mut map = Map::new();
-    for key in ["ticket_id", "caller_phone", "requester_phone"] {
-        if let Some(v) = raw_field(text, key) {
-            map.insert(key.into(), v);
-        }
-    }
-    map.contains_key("ticket_id").then_some(map)
-}
-
-fn raw_field(text: &str, key: &str) -> Option<Value> {
-    let at = text.find(&format!("\"{key}\""))?;
-    let rest = text[at + key.len() + 2..].trim_start();
-    let rest = rest.strip_prefix(':')?.trim_start();
-    if let Some(s) = rest.strip_prefix('"') {
-        let end = s.find('"')?;
-        let value = &s[..end];
-        return (!value.contains('\\')).then(|| Value::String(value.to_owned()));
-    }
-    let end = rest
-        .find(|c: char| c == ',' || c == '}' || c.is_whitespace())
-        .unwrap_or(rest.len());
-    let word = &rest[..end];
-    Some(serde_json::from_str(word).unwrap_or_else(|_| Value::String(word.to_owned())))
-}
+mod body;
+pub use body::{parse_prefetch_body, PrefetchBodyError, PrefetchRequest};
 
 fn now_unix() -> i64 {
     std::time::SystemTime::now()
@@ -178,6 +70,14 @@ pub async fn voice_prefetch(
     response
 }
 
+/// A request refused or answered: its outcome for the metrics, and the answer.
+type Answer = (WebhookOutcome, Response);
+
+fn unavailable(message: impl Into<String>) -> Answer {
+    let e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message);
+    (WebhookOutcome::Unavailable, e.into_response())
+}
+
 async fn handle(
     state: &HttpState,
     token: Result<Path<String>, PathRejection>,
@@ -194,10 +94,17 @@ async fn handle(
     }
     let org = match token
         .map_err(|_| TokenError::Malformed)
-        .and_then(|Path(t)| auth::verify_prefetch_token(&t, &http.signing_keys))
-    {
-        Ok(org) => org,
+        .and_then(|Path(t)| {
+            auth::verify_unrevoked_prefetch_token(&t, &http.signing_keys, &http.revoked_tokens)
+        }) {
+        Ok(t) => t.org_id,
         Err(e) => {
+            let m = state.metrics();
+            match e {
+                TokenError::Expired => Metrics::inc(&m.webhook_tokens_expired_total),
+                TokenError::Revoked => Metrics::inc(&m.webhook_tokens_revoked_total),
+                _ => {}
+            }
             tracing::info!(path = REDACTED_PATH, error = %e, "voice-prefetch refused");
             let e = ApiError::unauthorized(e.to_string()).field("token");
             return (WebhookOutcome::Unauthorized, e.into_response());
@@ -212,13 +119,16 @@ async fn handle(
             )
         }
     };
+    let mut replay_key = None;
     if let Some(secret) = &http.zendesk_signing_secret {
+        let now = now_unix();
+        let signature = header(headers, "x-zendesk-webhook-signature");
         if let Err(e) = auth::verify_zendesk_signature(
             secret.expose(),
             header(headers, "x-zendesk-webhook-signature-timestamp"),
-            header(headers, "x-zendesk-webhook-signature"),
+            signature,
             &body,
-            now_unix(),
+            now,
             http.signature_max_age,
         ) {
             tracing::info!(path = REDACTED_PATH, org, error = %e, "voice-prefetch signature refused");
@@ -233,27 +143,161 @@ async fn handle(
             let e = ApiError::unauthorized(e.to_string()).field(field);
             return (WebhookOutcome::BadSignature, e.into_response());
         }
+        // It verified, so it is the 32 bytes of an HMAC-SHA256.
+        let Some(key) = signature.and_then(auth::signature_bytes) else {
+            return unavailable("signature could not be recorded; retry later");
+        };
+        let seen = state
+            .replays()
+            .check(key, now, http.signature_max_age.as_secs());
+        match seen {
+            Ok(()) => replay_key = Some(key),
+            Err(e @ ReplayError::Replayed) => {
+                Metrics::inc(&state.metrics().webhook_replays_refused_total);
+                tracing::warn!(
+                    path = REDACTED_PATH,
+                    org,
+                    "voice-prefetch refused: signature replayed"
+                );
+                let e = ApiError::unauthorized(e.to_string()).field("x-zendesk-webhook-signature");
+                return (WebhookOutcome::BadSignature, e.into_response());
+            }
+            Err(e @ ReplayError::Full) => {
+                Metrics::inc(&state.metrics().webhook_replay_table_full_total);
+                tracing::warn!(
+                    path = REDACTED_PATH,
+                    org,
+                    "voice-prefetch refused: replay table full"
+                );
+                return unavailable(e.to_string());
+            }
+        }
     }
+    let answer = handle_signed(state, &org, headers, &body).await;
+    // Nothing was done: Zendesk's retry of this very request is not a replay.
+    if let (WebhookOutcome::Unavailable, Some(key)) = (answer.0, replay_key) {
+        state.replays().forget(&key);
+    }
+    answer
+}
+
+/// The rest, once the token (and the signature when required) passed.
+async fn handle_signed(state: &HttpState, org: &str, headers: &HeaderMap, body: &[u8]) -> Answer {
     if let Err(e) = require_json(headers) {
         return (WebhookOutcome::BadRequest, e.into_response());
     }
-    let request = match parse_prefetch_body(&body, state.settings().default_country.as_deref()) {
+    let request = match parse_prefetch_body(body, state.settings().default_country.as_deref()) {
         Ok(r) => r,
         Err(e) => {
+            if matches!(e, PrefetchBodyError::DuplicateKey(_)) {
+                Metrics::inc(&state.metrics().webhook_duplicate_keys_total);
+            }
             tracing::info!(path = REDACTED_PATH, org, error = %e, "voice-prefetch body refused");
             let e = ApiError::bad_request(e.field(), e.to_string());
             return (WebhookOutcome::BadRequest, e.into_response());
         }
     };
-    match stamp(state, &org, &request).await {
+    let phones = match confirm(state, org, &request).await {
+        Ok(phones) => phones,
+        Err(answer) => return answer,
+    };
+    match stamp(state, org, request.ticket_id, &phones).await {
         Ok(answer) => answer,
         Err(e) => {
             tracing::warn!(path = REDACTED_PATH, org, error = %e, "voice-prefetch: session store failed");
-            let e = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the session store is unavailable; retry later",
+            unavailable("the session store is unavailable; retry later")
+        }
+    }
+}
+
+/// `200 {"success": false}`: no live session of the org for these phones (Zendesk
+/// is not to retry; the trigger is re-fired once the call is up).
+fn no_session(org: &str, ticket: u64, phones: &[String]) -> Answer {
+    tracing::info!(path = REDACTED_PATH, org, ticket, "no live phone session");
+    let body = json!({
+        "success": false,
+        "message": format!("no live phone session for {}", phones.join(" or ")),
+    });
+    (
+        WebhookOutcome::NoSession,
+        (StatusCode::OK, Json(body)).into_response(),
+    )
+}
+
+/// The phones whose session may carry the ticket: with Zendesk API credentials,
+/// those the ticket itself names; without, those of the body (as documented).
+/// Zendesk is asked only when one of the phones has a live session of the org
+/// (the webhook often comes before the call: no API request is spent on it).
+async fn confirm(
+    state: &HttpState,
+    org: &str,
+    req: &PrefetchRequest,
+) -> Result<Vec<String>, Answer> {
+    let Some(confirmer) = state.confirmer() else {
+        return Ok(req.phones.clone());
+    };
+    let ticket = req.ticket_id;
+    let mut live = Vec::new();
+    for phone in &req.phones {
+        let sessions = state.sessions().live_by_phone(phone).await.map_err(|e| {
+            tracing::warn!(path = REDACTED_PATH, org, error = %e, "voice-prefetch: session store failed");
+            unavailable("the session store is unavailable; retry later")
+        })?;
+        if sessions.iter().any(|s| s.org_id == org) {
+            live.push(phone.clone());
+        }
+    }
+    if live.is_empty() {
+        return Err(no_session(org, ticket, &req.phones));
+    }
+    let refused = |why: String| {
+        Metrics::inc(&state.metrics().webhook_stamps_unconfirmed_total);
+        let body = json!({
+            "success": false,
+            "ticket_id": ticket,
+            "message": format!("ticket {ticket} was not stamped: {why}"),
+        });
+        (
+            WebhookOutcome::Unconfirmed,
+            (StatusCode::OK, Json(body)).into_response(),
+        )
+    };
+    let asked = tokio::time::timeout(CONFIRM_DEADLINE, confirmer.confirm(ticket, &live)).await;
+    let asked = asked.unwrap_or_else(|_| {
+        Err(ConfirmError::Unavailable(format!(
+            "no answer within {CONFIRM_DEADLINE:?}"
+        )))
+    });
+    match asked {
+        Ok(phones) if !phones.is_empty() => Ok(phones),
+        Ok(_) => {
+            let claimed: Vec<String> = live.iter().map(|p| Phone(p).to_string()).collect();
+            tracing::warn!(
+                path = REDACTED_PATH,
+                org,
+                ticket,
+                claimed = claimed.join(" or "),
+                "stamp refused: the ticket's caller and requester phones are not the phone named"
             );
-            (WebhookOutcome::Unavailable, e.into_response())
+            Err(refused(format!(
+                "neither its caller (via.source.from.phone) nor its requester's phone is {}",
+                live.join(" or ")
+            )))
+        }
+        Err(ConfirmError::TicketNotFound) => {
+            tracing::warn!(
+                path = REDACTED_PATH,
+                org,
+                ticket,
+                "stamp refused: no such ticket in Zendesk"
+            );
+            Err(refused("Zendesk has no such ticket".into()))
+        }
+        Err(ConfirmError::Unavailable(e)) => {
+            tracing::warn!(path = REDACTED_PATH, org, ticket, error = %e, "stamp not confirmed: Zendesk could not be asked");
+            Err(unavailable(format!(
+                "ticket {ticket} could not be confirmed with Zendesk; retry later"
+            )))
         }
     }
 }
@@ -261,11 +305,11 @@ async fn handle(
 async fn stamp(
     state: &HttpState,
     org: &str,
-    req: &PrefetchRequest,
-) -> Result<(WebhookOutcome, Response), StoreError> {
-    let ticket = req.ticket_id;
+    ticket: u64,
+    phones: &[String],
+) -> Result<Answer, StoreError> {
     let mut outcome = StampOutcome::NoSession;
-    for phone in &req.phones {
+    for phone in phones {
         outcome = state.sessions().stamp_ticket(org, phone, ticket).await?;
         if outcome != StampOutcome::NoSession {
             break;
@@ -311,116 +355,7 @@ async fn stamp(
                 }),
             )
         }
-        StampOutcome::NoSession => {
-            tracing::info!(path = REDACTED_PATH, org, ticket, "no live phone session");
-            (
-                WebhookOutcome::NoSession,
-                json!({
-                    "success": false,
-                    "message": format!("no live phone session for {}", req.phones.join(" or ")),
-                }),
-            )
-        }
+        StampOutcome::NoSession => return Ok(no_session(org, ticket, phones)),
     };
     Ok((metric, (StatusCode::OK, Json(body)).into_response()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(body: &str) -> Result<PrefetchRequest, PrefetchBodyError> {
-        parse_prefetch_body(body.as_bytes(), Some("US"))
-    }
-
-    #[test]
-    fn zendesk_body_with_number_or_digit_string_ticket() {
-        let r = parse(
-            r#"{"ticket_id": 123, "caller_phone": "(415) 555-1212", "requester_phone": "+14155550000", "subject": "Call"}"#,
-        );
-        assert_eq!(
-            r,
-            Ok(PrefetchRequest {
-                ticket_id: 123,
-                phones: vec!["+14155551212".into(), "+14155550000".into()]
-            })
-        );
-        let r =
-            parse(r#"{"ticket_id": "456", "caller_phone": "", "requester_phone": "+14155550000"}"#);
-        assert_eq!(
-            r.map(|r| (r.ticket_id, r.phones)),
-            Ok((456, vec!["+14155550000".into()]))
-        );
-    }
-
-    #[test]
-    fn bad_ticket_ids_name_the_field() {
-        for t in [
-            r#""12\r\n34""#,
-            r#""12a""#,
-            r#""abc""#,
-            "-5",
-            "0",
-            "1.5",
-            r#""-5""#,
-            "18446744073709551616",
-            r#""18446744073709551616""#,
-            r#""""#,
-            "true",
-            "[1]",
-        ] {
-            let body = format!(r#"{{"ticket_id": {t}, "caller_phone": "+14155551212"}}"#);
-            let e = parse(&body).expect_err(t);
-            assert_eq!(e, PrefetchBodyError::BadTicketId, "{t}");
-            assert_eq!(e.field(), "ticket_id");
-        }
-        assert_eq!(
-            parse(r#"{"caller_phone": "+14155551212"}"#),
-            Err(PrefetchBodyError::MissingTicketId)
-        );
-    }
-
-    #[test]
-    fn phones_blank_bad_or_of_wrong_type() {
-        let e =
-            parse(r#"{"ticket_id": 1, "caller_phone": " ", "requester_phone": ""}"#).unwrap_err();
-        assert_eq!(e, PrefetchBodyError::NoPhone);
-        assert!(e.to_string().contains("requester_phone"));
-        assert_eq!(
-            parse(r#"{"ticket_id": 1}"#),
-            Err(PrefetchBodyError::NoPhone)
-        );
-        assert_eq!(
-            parse(r#"{"ticket_id": 1, "caller_phone": "call me\r\n"}"#),
-            Err(PrefetchBodyError::BadPhone("caller_phone"))
-        );
-        assert_eq!(
-            parse(r#"{"ticket_id": 1, "caller_phone": 4155551212}"#),
-            Err(PrefetchBodyError::NotAString("caller_phone"))
-        );
-        // A bad caller phone is not fatal when the requester phone stands in.
-        assert_eq!(
-            parse(r#"{"ticket_id": 1, "caller_phone": "anonymous", "requester_phone": "+14155550000"}"#)
-                .map(|r| r.phones),
-            Ok(vec!["+14155550000".into()])
-        );
-        assert_eq!(parse("[1]"), Err(PrefetchBodyError::NotJson));
-        assert_eq!(parse("nonsense"), Err(PrefetchBodyError::NotJson));
-    }
-
-    #[test]
-    fn unescaped_subject_does_not_lose_the_stamp() {
-        let body = "{\n  \"ticket_id\": 789,\n  \"caller_phone\": \"+14155551212\",\n  \"requester_phone\": \"\",\n  \"subject\": \"Call from \"Bob\"\r\n\"\n}";
-        assert!(serde_json::from_str::<Value>(body).is_err());
-        assert_eq!(
-            parse(body),
-            Ok(PrefetchRequest {
-                ticket_id: 789,
-                phones: vec!["+14155551212".into()]
-            })
-        );
-        let bad =
-            "{\"ticket_id\": 78x9, \"caller_phone\": \"+14155551212\", \"subject\": \"a\"b\"}";
-        assert_eq!(parse(bad), Err(PrefetchBodyError::BadTicketId));
-    }
 }

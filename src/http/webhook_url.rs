@@ -32,7 +32,7 @@ pub fn webhook_url(
         .signing_keys
         .last()
         .ok_or(WebhookUrlError::NoSigningKey)?;
-    let token = auth::mint_prefetch_token(key, org_id, now_unix, http.token_ttl)?;
+    let token = auth::mint_prefetch_token(key, org_id, now_unix, Some(http.token_ttl))?;
     Ok(format!(
         "{}/backend/zendesk-v2/voice-prefetch/{token}",
         http.public_base_url

@@ -7,7 +7,7 @@
 //! and a Zendesk user met for the first time is recorded under that id. A REFER
 //! never waits for an enrichment: it reads the session as it is.
 
-use super::client::{FetchError, Organization, User, ZendeskClient};
+use super::client::{FetchError, Organization, Ticket, User, ZendeskClient};
 use crate::e164::normalize_e164;
 use crate::http::ContactEnricher;
 use crate::metrics::Metrics;
@@ -21,6 +21,12 @@ use tracing::Instrument;
 
 /// Enrichments running at once; a stamp beyond it is not enriched (and counted).
 pub const MAX_IN_FLIGHT: usize = 256;
+
+/// Tickets kept between a stamp's confirmation and its enrichment, at most.
+const MAX_CONFIRMED: usize = 1024;
+
+/// How long a confirmed ticket is kept for the enrichment that follows.
+const CONFIRMED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Longest contact id taken over from the session into the store.
 const MAX_CONTACT_ID: usize = 128;
@@ -123,6 +129,8 @@ struct Inner {
     /// Sessions with an enrichment under way: a webhook re-fire while one runs
     /// does not start a second.
     running: DashMap<SessionId, ()>,
+    /// Tickets fetched to confirm a stamp, for the enrichment that follows.
+    confirmed: DashMap<u64, (std::time::Instant, Ticket)>,
 }
 
 /// Takes the session off `running` when its enrichment ends, however it ends.
@@ -153,7 +161,29 @@ impl ZendeskEnricher {
             default_country,
             slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             running: DashMap::new(),
+            confirmed: DashMap::new(),
         }))
+    }
+
+    pub(super) fn client(&self) -> &ZendeskClient {
+        &self.0.client
+    }
+
+    pub(super) fn default_country(&self) -> Option<&str> {
+        self.0.default_country.as_deref()
+    }
+
+    /// Keep a ticket just fetched for a confirmation, so the enrichment of the
+    /// stamp does not fetch it again. Bounded: when full of fresh tickets, it is
+    /// not kept (the enrichment fetches it).
+    pub(super) fn keep_confirmed(&self, ticket: Ticket) {
+        let c = &self.0.confirmed;
+        if c.len() >= MAX_CONFIRMED {
+            c.retain(|_, (at, _)| at.elapsed() < CONFIRMED_FOR);
+        }
+        if c.len() < MAX_CONFIRMED {
+            c.insert(ticket.id, (std::time::Instant::now(), ticket));
+        }
     }
 
     /// Enrich the session from the ticket now, on this task; returns the contact id.
@@ -222,11 +252,19 @@ impl Inner {
             .await?
             .ok_or(EnrichError::SessionGone)?
             .org_id;
-        let ticket = self
-            .client
-            .ticket(ticket_id)
-            .await
-            .map_err(EnrichError::Ticket)?;
+        let kept = self
+            .confirmed
+            .remove(&ticket_id)
+            .map(|(_, kept)| kept)
+            .filter(|(at, _)| at.elapsed() < CONFIRMED_FOR);
+        let ticket = match kept {
+            Some((_, t)) => t,
+            None => self
+                .client
+                .ticket(ticket_id)
+                .await
+                .map_err(EnrichError::Ticket)?,
+        };
         let requester = ticket.requester_id.ok_or(EnrichError::NoRequester)?;
         let user = self
             .client

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod confirm;
 pub mod enrich;
 pub mod settings;
 
@@ -13,7 +14,7 @@ pub use enrich::{contact_details, merge_contact, EnrichError, ZendeskEnricher};
 pub use settings::{ApiAuth, ZendeskApiSettings, ZendeskConfig, ZendeskConfigError};
 
 use crate::config::Settings;
-use crate::http::{ContactEnricher, NoEnrichment};
+use crate::http::{ContactEnricher, NoEnrichment, StampConfirmer};
 use crate::metrics::Metrics;
 use crate::session::SessionStore;
 use crate::store::contacts::ContactStore;
@@ -29,26 +30,42 @@ pub enum EnricherSetupError {
     Store(#[from] StoreError),
 }
 
-/// The enricher for these settings: Zendesk's when API credentials are configured,
+/// What the webhook asks of Zendesk: contact enrichment, and stamp confirmation
+/// against the ticket (None: stamps are not confirmed).
+pub struct ZendeskHooks {
+    pub enricher: Arc<dyn ContactEnricher>,
+    pub confirmer: Option<Arc<dyn StampConfirmer>>,
+}
+
+/// The hooks for these settings: Zendesk's when API credentials are configured,
 /// else none.
-pub fn enricher(
+pub fn hooks(
     settings: &Settings,
     store: &Store,
     sessions: Arc<dyn SessionStore>,
     metrics: Arc<Metrics>,
-) -> Result<Arc<dyn ContactEnricher>, EnricherSetupError> {
+) -> Result<ZendeskHooks, EnricherSetupError> {
     let Some(api) = &settings.zendesk else {
-        tracing::info!("no Zendesk API credentials: contact enrichment is off");
-        return Ok(Arc::new(NoEnrichment));
+        tracing::info!(
+            "no Zendesk API credentials: contact enrichment and stamp confirmation are off"
+        );
+        return Ok(ZendeskHooks {
+            enricher: Arc::new(NoEnrichment),
+            confirmer: None,
+        });
     };
     let client = ZendeskClient::new(api.clone(), metrics.clone())?;
     let contacts = ContactStore::open(store)?;
-    tracing::info!(base_url = %api.base_url, "contact enrichment from Zendesk is on");
-    Ok(Arc::new(ZendeskEnricher::new(
+    tracing::info!(base_url = %api.base_url, "stamp confirmation and contact enrichment from Zendesk are on");
+    let zendesk = Arc::new(ZendeskEnricher::new(
         client,
         contacts,
         sessions,
         metrics,
         settings.default_country.clone(),
-    )))
+    ));
+    Ok(ZendeskHooks {
+        enricher: zendesk.clone(),
+        confirmer: Some(zendesk),
+    })
 }

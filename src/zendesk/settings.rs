@@ -11,6 +11,9 @@ use std::time::Duration;
 #[serde(deny_unknown_fields, default)]
 pub struct ZendeskConfig {
     pub webhook_signing_secret: Option<String>,
+    /// Off loopback, webhooks without a Zendesk signature are accepted only when
+    /// this says so.
+    pub allow_unsigned_webhooks: bool,
     pub signature_max_age_secs: u64,
     /// `https://{subdomain}.zendesk.com` is the API's base URL.
     pub subdomain: Option<String>,
@@ -40,6 +43,7 @@ impl Default for ZendeskConfig {
     fn default() -> Self {
         ZendeskConfig {
             webhook_signing_secret: None,
+            allow_unsigned_webhooks: false,
             signature_max_age_secs: 300,
             subdomain: None,
             base_url: None,

@@ -300,8 +300,14 @@ impl FakeZendesk {
             .extend(replies);
     }
 
-    /// A phone-call ticket with this requester (and organization).
+    /// A phone-call ticket with this requester (and organization), called from
+    /// the tests' caller, +14155551212.
     pub fn ticket(&self, id: u64, requester: u64, org: Option<u64>) {
+        self.ticket_from(id, requester, org, "+14155551212");
+    }
+
+    /// The same, called from `via_phone` (`via.source.from.phone`).
+    pub fn ticket_from(&self, id: u64, requester: u64, org: Option<u64>, via_phone: &str) {
         self.set(
             &ticket_path(id),
             Reply::json(
@@ -309,12 +315,12 @@ impl FakeZendesk {
                 json!({"ticket": {
                     "id": id,
                     "url": format!("{}/api/v2/tickets/{id}.json", self.base_url()),
-                    "subject": "Call from +14155551212",
+                    "subject": format!("Call from {via_phone}"),
                     "status": "new",
                     "requester_id": requester,
                     "submitter_id": requester,
                     "organization_id": org,
-                    "via": {"channel": "voice_inbound", "source": {"from": {"phone": "+14155551212"}, "to": {}, "rel": "inbound"}},
+                    "via": {"channel": "voice_inbound", "source": {"from": {"phone": via_phone}, "to": {}, "rel": "inbound"}},
                     "tags": [],
                     "custom_fields": []
                 }}),

@@ -249,3 +249,103 @@ fn api_key_comparison() {
     assert!(!api_key_matches("the-api-key-012345678", &k));
     assert!(!api_key_matches("", &k));
 }
+
+/// The claims of a token, unverified (to look at what was minted).
+fn claims_of(token: &str) -> serde_json::Value {
+    let part = token.split('.').nth(1).expect("claims part");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64")).expect("json")
+}
+
+#[test]
+fn minted_tokens_carry_iat_exp_and_a_unique_jti() {
+    let k = key("k1", SECRET);
+    let at = now();
+    let year = Duration::from_secs(365 * 86_400);
+    let a = mint_prefetch_token(&k, "org-a", at, Some(year)).unwrap();
+    let b = mint_prefetch_token(&k, "org-a", at, Some(year)).unwrap();
+    let (ca, cb) = (claims_of(&a), claims_of(&b));
+    assert_eq!(ca["iat"], at);
+    assert_eq!(ca["exp"], at + 365 * 86_400);
+    let jti = ca["jti"].as_str().expect("jti");
+    assert_eq!(jti.len(), 32);
+    assert_eq!(
+        minted_id_and_expiry(&a),
+        Some((jti.to_owned(), at + 365 * 86_400))
+    );
+    assert_eq!(
+        minted_id_and_expiry(&mint_prefetch_token(&k, "org-a", at, None).unwrap()).map(|x| x.1),
+        None,
+        "no exp"
+    );
+    assert_ne!(ca["jti"], cb["jti"], "each token its own id");
+    assert_eq!(
+        verify_prefetch_claims(&a, std::slice::from_ref(&k)),
+        Ok(PrefetchToken {
+            org_id: "org-a".into(),
+            iat: at,
+            jti: Some(jti.to_owned())
+        })
+    );
+}
+
+#[test]
+fn revoked_by_jti_or_issued_before_is_refused() {
+    let k = key("k1", SECRET);
+    let keys = std::slice::from_ref(&k);
+    let at = now();
+    let t = mint_prefetch_token(&k, "org-a", at, Some(Duration::from_secs(600))).unwrap();
+    let jti = claims_of(&t)["jti"].as_str().expect("jti").to_owned();
+    let by_jti = RevokedToken::Jti {
+        org_id: "org-a".into(),
+        jti: jti.clone(),
+    };
+    let other_org = RevokedToken::Jti {
+        org_id: "org-b".into(),
+        jti,
+    };
+    let before = |unix: u64| RevokedToken::IssuedBefore {
+        org_id: "org-a".into(),
+        unix: unix as i64,
+    };
+    let check = |revoked: &[RevokedToken]| {
+        verify_unrevoked_prefetch_token(&t, keys, revoked).map(|t| t.org_id)
+    };
+    assert_eq!(check(&[]), Ok("org-a".into()));
+    assert_eq!(check(&[by_jti]), Err(TokenError::Revoked));
+    assert_eq!(check(std::slice::from_ref(&other_org)), Ok("org-a".into()));
+    assert_eq!(check(&[before(at + 1)]), Err(TokenError::Revoked));
+    assert_eq!(check(&[before(at)]), Ok("org-a".into()));
+    // A token minted without a jti (older handoff) is revoked by time.
+    let old = raw_token(
+        serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": "k1"}),
+        serde_json::json!({"iss": "handoff-test", "aud": PREFETCH_AUDIENCE, "org_id": "org-a", "iat": at - 100}),
+        SECRET,
+    );
+    assert_eq!(
+        verify_unrevoked_prefetch_token(&old, keys, &[other_org]).map(|t| t.jti),
+        Ok(None)
+    );
+    assert_eq!(
+        verify_unrevoked_prefetch_token(&old, keys, &[before(at)]),
+        Err(TokenError::Revoked)
+    );
+    // A jti that is not a string is malformed.
+    let bad = raw_token(
+        serde_json::json!({"alg": "HS256", "kid": "k1"}),
+        serde_json::json!({"iss": "handoff-test", "aud": PREFETCH_AUDIENCE, "org_id": "org-a", "iat": at, "jti": 5}),
+        SECRET,
+    );
+    assert_eq!(
+        verify_prefetch_token(&bad, keys),
+        Err(TokenError::Malformed)
+    );
+}
+
+#[test]
+fn presented_signature_bytes() {
+    let sig = "S/RDdU2ERmj7LHDDoWJ2onPYH+t7/f2+LTM4dL7UiLM=";
+    assert_eq!(signature_bytes(sig).map(|b| b.len()), Some(32));
+    assert_eq!(signature_bytes(&format!(" {sig} ")), signature_bytes(sig));
+    assert_eq!(signature_bytes("AAAA"), None);
+    assert_eq!(signature_bytes("not base64!"), None);
+}
