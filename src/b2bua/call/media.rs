@@ -186,7 +186,10 @@ impl CallMedia {
             None => sdp::audio_stream(&sdp).ok_or(MediaError::NoAudio)?,
         };
         if from == Side::Caller && !offer_within(&sdp, stream, &self.caller_networks) {
-            let ip = sdp.streams().nth(stream).and_then(|s| s.connection_address());
+            let ip = sdp
+                .streams()
+                .nth(stream)
+                .and_then(|s| s.connection_address());
             return Err(MediaError::OutsideMediaNetworks(
                 ip.unwrap_or(IpAddr::from([0, 0, 0, 0])),
             ));
@@ -417,5 +420,58 @@ pub(super) fn describe_error(e: &MediaError, resp: &mut Message, agent: &str) {
                 resp.push("Warning", format!("399 {agent} \"{w}\""));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(c: &str, rtcp: Option<&str>) -> SessionDescription {
+        let rtcp = rtcp.map_or(String::new(), |a| format!("a=rtcp:4001 IN IP4 {a}\r\n"));
+        let text = format!(
+            "v=0\r\no=- 1 1 IN IP4 {c}\r\ns=-\r\nc=IN IP4 {c}\r\nt=0 0\r\n\
+             m=audio 4000 RTP/AVP 0\r\n{rtcp}a=rtpmap:0 PCMU/8000\r\n"
+        );
+        SessionDescription::parse(text.as_bytes()).expect("test SDP parses")
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|n| n.parse().expect("CIDR")).collect()
+    }
+
+    #[test]
+    fn an_offer_is_checked_against_the_trunks_media_networks() {
+        let twilio = nets(&["168.86.128.0/18"]);
+        assert!(offer_within(&offer("168.86.130.7", None), 0, &twilio));
+        assert!(!offer_within(&offer("198.51.100.7", None), 0, &twilio));
+        // Edges of the /18: 168.86.128.0 - 168.86.191.255.
+        assert!(offer_within(&offer("168.86.191.255", None), 0, &twilio));
+        assert!(!offer_within(&offer("168.86.192.0", None), 0, &twilio));
+        // An a=rtcp address outside counts too: the relay would send there.
+        assert!(!offer_within(
+            &offer("168.86.130.7", Some("198.51.100.7")),
+            0,
+            &twilio
+        ));
+    }
+
+    #[test]
+    fn no_networks_allow_any_offer_and_a_hold_address_is_not_checked() {
+        assert!(offer_within(&offer("198.51.100.7", None), 0, &[]));
+        // RFC 2543 hold: nothing is ever sent to 0.0.0.0.
+        assert!(offer_within(
+            &offer("0.0.0.0", None),
+            0,
+            &nets(&["10.0.0.0/8"])
+        ));
+    }
+
+    #[test]
+    fn an_offer_outside_the_networks_gets_488_with_a_warning() {
+        let e = MediaError::OutsideMediaNetworks("198.51.100.7".parse().expect("ip"));
+        assert_eq!(e.status(), 488);
+        assert_eq!(e.warning(), Some("Media address not allowed"));
+        assert!(e.to_string().contains("198.51.100.7"));
     }
 }

@@ -443,7 +443,9 @@ mod tests {
         assert_ne!(sorted, ports, "not handed out in ascending order");
         sorted.dedup();
         assert_eq!(sorted.len(), ports.len(), "no pair handed out twice");
-        assert!(ports.iter().all(|p| (47000..=47998).contains(p) && p % 2 == 0));
+        assert!(ports
+            .iter()
+            .all(|p| (47000..=47998).contains(p) && p % 2 == 0));
         // Two pools from scratch do not start at the same pair.
         let firsts: std::collections::HashSet<u16> = (0..8)
             .map(|_| {

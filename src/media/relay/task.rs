@@ -535,7 +535,11 @@ mod tests {
         // (ringing, on_hold, flowed) -> limit
         assert_eq!(silence_limit(&c, false, false, false), short);
         assert_eq!(silence_limit(&c, false, false, true), short);
-        assert_eq!(silence_limit(&c, false, true, false), short, "held before any RTP");
+        assert_eq!(
+            silence_limit(&c, false, true, false),
+            short,
+            "held before any RTP"
+        );
         assert_eq!(silence_limit(&c, false, true, true), long);
         assert_eq!(silence_limit(&c, true, false, false), long, "ringing");
         assert_eq!(silence_limit(&c, true, true, false), long);

@@ -93,7 +93,10 @@ async fn a_leg_with_no_sdp_address_latches_only_inside_its_networks() {
     assert_silent(&far.rtp).await;
     // 127.0.0.9 is inside: it latches and is heard both ways.
     let inside = stranger().await;
-    inside.send_to(&voice(1, 1), caller_rtp).await.expect("send");
+    inside
+        .send_to(&voice(1, 1), caller_rtp)
+        .await
+        .expect("send");
     assert_eq!(recv(&far.rtp).await, voice(1, 1));
     far.rtp.send_to(&voice(2, 2), far_rtp).await.expect("send");
     assert_eq!(recv(&inside).await, voice(2, 2));
