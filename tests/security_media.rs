@@ -163,6 +163,84 @@ async fn rtp_from_the_sdp_address_on_another_port_is_accepted() {
     .await;
 }
 
+/// A re-INVITE moves the caller's media to another address: from then on
+/// only the new address may latch. The old address's packets, which would
+/// have re-latched the freed latch before, are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reinvite_moves_the_allowed_address() {
+    bounded(async {
+        let mut rig = Rig::new(Transport::Udp, "").await;
+        let mut m = establish_media(&mut rig).await;
+        m.caller
+            .rtp
+            .send_to(&rtp(1, 0x1111), m.relay_for_caller)
+            .await
+            .expect("send");
+        Phone::recv(&m.agent.rtp, WAIT, "caller RTP before the move").await;
+
+        let moved = UdpSocket::bind(("127.0.0.5", 0))
+            .await
+            .expect("bind 127.0.0.5");
+        let port = moved.local_addr().expect("addr").port();
+        let offer = m
+            .caller
+            .sdp(SDP)
+            .replace("c=IN IP4 127.0.0.1", "c=IN IP4 127.0.0.5")
+            .replace("o=carrier 1 1 ", "o=carrier 1 2 ")
+            .replace(
+                &format!("m=audio {} ", m.caller.rtp_port()),
+                &format!("m=audio {port} "),
+            );
+        let reinvite = rig.caller.in_dialog(
+            &mut m.call.caller_dlg,
+            Method::Invite,
+            Some(("application/sdp", &offer)),
+        );
+        rig.caller.send(&reinvite).await;
+        let ai_reinvite = rig.agent.expect_request(Method::Invite, WAIT).await;
+        let answer = m.agent.sdp(common::build::AI_SDP);
+        rig.agent
+            .respond(&ai_reinvite, 200, &[], Some(&answer))
+            .await;
+        rig.caller
+            .expect_response_to(Method::Invite, 200, WAIT)
+            .await;
+        rig.caller
+            .send(&rig.caller.ack(&m.call.caller_dlg, None))
+            .await;
+        rig.agent.expect_request(Method::Ack, WAIT).await;
+
+        // The old address first: refused, the latch stays free.
+        m.caller
+            .rtp
+            .send_to(&rtp(2, 0x1111), m.relay_for_caller)
+            .await
+            .expect("send");
+        Phone::assert_silent(&m.agent.rtp, Duration::from_millis(300), "the old address").await;
+        moved
+            .send_to(&rtp(3, 0x1111), m.relay_for_caller)
+            .await
+            .expect("send");
+        let (p, _) = Phone::recv(&m.agent.rtp, WAIT, "caller RTP from the new address").await;
+        assert_eq!(p, rtp(3, 0x1111));
+        m.agent
+            .rtp
+            .send_to(&rtp(2, 0x2222), m.relay_for_agent)
+            .await
+            .expect("send");
+        let (p, _) = Phone::recv(&moved, WAIT, "AI audio at the new address").await;
+        assert_eq!(p, rtp(2, 0x2222));
+        Phone::assert_silent(
+            &m.caller.rtp,
+            Duration::from_millis(200),
+            "AI audio at the old one",
+        )
+        .await;
+        bye_from_caller(&mut rig, &mut m.call).await;
+    })
+    .await;
+}
+
 /// An offer on hold from the start (`a=inactive`) with no RTP ever: the call
 /// ends with BYE after `timeout_secs`, not after `hold_timeout_secs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
