@@ -117,7 +117,8 @@ listen_udp = ["127.0.0.1:0"]
 listen_tcp = ["127.0.0.1:0"]
 
 [limits]
-max_calls = 20000
+# Two RTP/RTCP pairs (4 ports) a call: what the media range holds.
+max_calls = $(( (MEDIA_PORT_MAX - MEDIA_PORT_MIN + 1) / 4 ))
 max_calls_per_second = 5000
 drain_timeout_secs = 2
 

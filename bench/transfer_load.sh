@@ -138,7 +138,8 @@ listen_udp = ["127.0.0.1:0"]
 listen_tcp = []
 
 [limits]
-max_calls = 20000
+# 10000..29999 holds 5,000 calls (4 ports a call).
+max_calls = 5000
 max_calls_per_second = 5000
 drain_timeout_secs = 2
 

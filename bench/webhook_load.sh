@@ -74,7 +74,8 @@ listen_udp = ["127.0.0.1:0"]
 listen_tcp = []
 
 [limits]
-max_calls = 20000
+# The default media range (20000..59999) holds 10,000 calls.
+max_calls = 10000
 max_calls_per_second = 5000
 
 [log]

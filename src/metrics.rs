@@ -85,6 +85,10 @@ metrics! {
     counter media_ports_exhausted_total,
     /// Calls ended because no RTP arrived within the media timeout.
     counter media_timeouts_total,
+    // ---- media: strict latching (issue 12) ----
+    /// RTP/RTCP packets refused because their source was neither the leg's SDP
+    /// address nor in its allowed media networks (or not where the leg latched).
+    counter media_packets_refused_total,
     /// Offers and answers refused (488, 415) or not rewritable.
     counter sdp_rejected_total,
     /// RTP packets relayed (both directions, counted at call end).

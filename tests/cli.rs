@@ -67,6 +67,16 @@ fn bad_address_stops_start_up_naming_the_key() {
 }
 
 #[test]
+fn media_port_range_smaller_than_max_calls_needs_stops_start_up_naming_the_keys() {
+    // The range shipped before issue 12 against the default max_calls.
+    assert_refused(
+        "media-range",
+        &format!("[limits]\nmax_calls = 10000\n[media]\nport_min = 30000\nport_max = 39999\n{ROUTE}"),
+        "media.port_min..media.port_max = 30000..=39999 holds 5000 RTP/RTCP pairs, enough for 2500 calls (two pairs a call), fewer than limits.max_calls = 10000",
+    );
+}
+
+#[test]
 fn missing_ai_agent_uri_stops_start_up_naming_the_key() {
     assert_refused(
         "noai",
@@ -162,7 +172,8 @@ fn shipped_config_toml_checks_clean() {
 fn assert_media_start_fails(name: &str, media: &str, needles: &[&str]) {
     let path = temp_config(
         name,
-        &format!("[sip]\nlisten_udp = [\"127.0.0.1:0\"]\nlisten_tcp = [\"127.0.0.1:0\"]\n[http]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"error\"\n[media]\n{media}\n{ROUTE}"),
+        // Two pairs: one call.
+        &format!("[sip]\nlisten_udp = [\"127.0.0.1:0\"]\nlisten_tcp = [\"127.0.0.1:0\"]\n[http]\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_calls = 1\n[log]\nlevel = \"error\"\n[media]\n{media}\n{ROUTE}"),
     );
     let out = Command::new(BIN)
         .args(["run", "--config", path.to_str().unwrap()])

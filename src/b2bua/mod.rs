@@ -92,7 +92,7 @@ impl B2bua {
             t4: settings.t4,
         };
         let media = match settings.media.as_ref() {
-            Some(m) => Some(media_shared(m)?),
+            Some(m) => Some(media_shared(m, &metrics)?),
             None => None,
         };
         let transfer = settings.transfer.clone();
@@ -341,6 +341,12 @@ impl B2bua {
             route,
             called,
             custom_data,
+            // The caller's media may come from its trunk's media networks besides the
+            // SDP address; other sources (a peer, an open lab port) latch to the SDP
+            // address only.
+            media_cidrs: trunk_slot
+                .as_ref()
+                .map_or_else(|| Arc::from(Vec::new()), |s| s.media()),
         };
         call::spawn(Box::new(start), rx, trunk_slot);
     }
@@ -439,7 +445,10 @@ impl Sink for B2bua {
 /// The media relay's shared parts; fails when not one port pair of the range can be
 /// bound (an address not on this host, or every port taken), which would otherwise
 /// refuse every call.
-fn media_shared(m: &crate::config::MediaSettings) -> Result<call::MediaShared, B2buaStartError> {
+fn media_shared(
+    m: &crate::config::MediaSettings,
+    metrics: &Arc<Metrics>,
+) -> Result<call::MediaShared, B2buaStartError> {
     use crate::media::relay::{PoolError, PortPool};
     let failed = |problem: String| B2buaStartError::MediaPorts {
         ip: m.ip,
@@ -470,9 +479,19 @@ fn media_shared(m: &crate::config::MediaSettings) -> Result<call::MediaShared, B
             latching: m.latching,
             timeout: m.timeout,
             hold_timeout: m.hold_timeout,
+            on_refused: Some(refused_counter(metrics)),
             ..Default::default()
         },
     })
+}
+
+/// Strict latching's refusals, counted live (a batch at a time) so an attack
+/// shows while it lasts, not when the call ends.
+fn refused_counter(metrics: &Arc<Metrics>) -> crate::media::relay::OnRefused {
+    let metrics = Arc::clone(metrics);
+    crate::media::relay::OnRefused(Arc::new(move |n| {
+        Metrics::add(&metrics.media_packets_refused_total, n)
+    }))
 }
 
 /// Calls-per-second limit: a bucket of one second's worth of calls, refilled smoothly.

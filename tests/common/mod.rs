@@ -109,6 +109,8 @@ pub fn config_text(transport: Transport, ai_port: u16, extra: &str) -> String {
     let (min, max) = media_range(400);
     keys.push(("media.port_min".into(), min.to_string()));
     keys.push(("media.port_max".into(), max.to_string()));
+    // The range must hold limits.max_calls calls (4 ports each): 400 ports, 100 calls.
+    keys.push(("limits.max_calls".into(), "100".into()));
     for line in keys_part
         .lines()
         .map(str::trim)

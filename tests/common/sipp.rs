@@ -129,7 +129,7 @@ listen_udp = ["127.0.0.1:0"]
 listen_tcp = ["127.0.0.1:0"]
 
 [limits]
-max_calls = 20000
+max_calls = 100
 max_calls_per_second = 5000
 drain_timeout_secs = 2
 

@@ -11,7 +11,9 @@ use crate::media::relay::{
 use crate::media::sdp::{self, HoldChange, RelayAddrs, SdpError, SessionDescription};
 use crate::sip::message::Message;
 use bytes::Bytes;
+use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// What every call's media shares: the port pool and how relays behave.
@@ -35,6 +37,8 @@ pub(super) enum MediaError {
     Ports(#[from] PoolError),
     #[error("cannot start the media relay: {0}")]
     Start(String),
+    #[error("the offer's media address {0} is outside the trunk's media networks")]
+    OutsideMediaNetworks(IpAddr),
 }
 
 impl MediaError {
@@ -42,7 +46,9 @@ impl MediaError {
     pub fn status(&self) -> u16 {
         match self {
             MediaError::Sdp(e) => e.status(),
-            MediaError::NoAudio => sdp::STATUS_NOT_ACCEPTABLE_HERE,
+            MediaError::NoAudio | MediaError::OutsideMediaNetworks(_) => {
+                sdp::STATUS_NOT_ACCEPTABLE_HERE
+            }
             MediaError::NotSdp(_) => 415,
             MediaError::Ports(_) | MediaError::Start(_) => 503,
         }
@@ -53,6 +59,7 @@ impl MediaError {
         match self {
             MediaError::Sdp(e) => Some(e.reason()),
             MediaError::NoAudio => Some("No RTP audio stream offered"),
+            MediaError::OutsideMediaNetworks(_) => Some("Media address not allowed"),
             _ => None,
         }
     }
@@ -99,13 +106,38 @@ pub(super) struct CallMedia {
     /// The index of the m= line the relay anchors.
     stream: Option<usize>,
     on_hold: bool,
+    /// Not answered yet: the relay has the long timeout, hold changes wait.
+    ringing: bool,
+    /// Where the caller's (trunk's) media may come from besides its SDP
+    /// address; when not empty its offers must lie inside (else 488).
+    caller_networks: Arc<[IpNet]>,
+}
+
+/// Whether an SDP's anchored stream points inside `networks`: an empty list
+/// allows any address, and so does a stream with no live address (rejected,
+/// `c=0.0.0.0` hold), which the relay never sends to.
+pub(super) fn offer_within(sdp: &SessionDescription, stream: usize, networks: &[IpNet]) -> bool {
+    if networks.is_empty() {
+        return true;
+    }
+    let Some(remote) = remote_of(sdp, stream) else {
+        return true;
+    };
+    [remote.rtp, remote.rtcp].into_iter().flatten().all(|a| {
+        let ip = a.ip().to_canonical();
+        networks.iter().any(|n| n.contains(&ip))
+    })
 }
 
 impl CallMedia {
     /// Ports for the caller and the AI agent, and a relay between them. The
-    /// relay starts "on hold" (the long silence timeout): nobody need talk
-    /// until the AI agent answers.
-    pub fn start(shared: &MediaShared) -> Result<CallMedia, MediaError> {
+    /// relay starts ringing (the long silence timeout): nobody need talk
+    /// until the AI agent answers. The caller's media may also come from
+    /// `caller_networks` (its trunk's media CIDRs).
+    pub fn start(
+        shared: &MediaShared,
+        caller_networks: Arc<[IpNet]>,
+    ) -> Result<CallMedia, MediaError> {
         let caller = shared.pool.allocate()?;
         let ai = shared.pool.allocate()?;
         let mut facing = [None; LEGS];
@@ -113,11 +145,11 @@ impl CallMedia {
         facing[Side::Ai as usize] = Some(ai.rtp_port());
         let (relay, events) = MediaRelay::start(
             shared.relay.clone(),
-            RelayLeg::new(caller, Remote::unknown()),
+            RelayLeg::new(caller, Remote::unknown()).allow(caller_networks.clone()),
             RelayLeg::new(ai, Remote::unknown()),
         )
         .map_err(|e| MediaError::Start(e.to_string()))?;
-        let _ = relay.hold(true);
+        let _ = relay.ringing();
         Ok(CallMedia {
             relay,
             events: Some(events),
@@ -128,7 +160,9 @@ impl CallMedia {
             sent: Default::default(),
             received: Default::default(),
             stream: None,
-            on_hold: true,
+            on_hold: false,
+            ringing: true,
+            caller_networks,
         })
     }
 
@@ -151,6 +185,15 @@ impl CallMedia {
             Some(_) => return Err(MediaError::NoAudio),
             None => sdp::audio_stream(&sdp).ok_or(MediaError::NoAudio)?,
         };
+        if from == Side::Caller && !offer_within(&sdp, stream, &self.caller_networks) {
+            let ip = sdp
+                .streams()
+                .nth(stream)
+                .and_then(|s| s.connection_address());
+            return Err(MediaError::OutsideMediaNetworks(
+                ip.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            ));
+        }
         self.stream = Some(stream);
         let out = self.for_leg(to, &sdp, stream)?;
         self.learn(from, &sdp, stream);
@@ -220,13 +263,18 @@ impl CallMedia {
             .iter()
             .flatten()
             .any(SessionDescription::is_hold);
-        self.set_hold(held);
+        // Always told: this also ends the relay's ringing phase.
+        self.ringing = false;
+        self.on_hold = held;
+        let _ = self.relay.hold(held);
     }
 
     fn set_hold(&mut self, on: bool) {
         if on != self.on_hold {
             self.on_hold = on;
-            let _ = self.relay.hold(on);
+            if !self.ringing {
+                let _ = self.relay.hold(on);
+            }
         }
     }
 
@@ -347,6 +395,8 @@ pub(super) fn record_stats(metrics: &crate::metrics::Metrics, stats: &RelayStats
         far_lost = f.lost,
         far_jitter_ms = f.jitter_ms,
         far_dropped = f.dropped,
+        caller_refused = c.refused,
+        far_refused = f.refused,
         "media stats"
     );
 }
@@ -370,5 +420,58 @@ pub(super) fn describe_error(e: &MediaError, resp: &mut Message, agent: &str) {
                 resp.push("Warning", format!("399 {agent} \"{w}\""));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(c: &str, rtcp: Option<&str>) -> SessionDescription {
+        let rtcp = rtcp.map_or(String::new(), |a| format!("a=rtcp:4001 IN IP4 {a}\r\n"));
+        let text = format!(
+            "v=0\r\no=- 1 1 IN IP4 {c}\r\ns=-\r\nc=IN IP4 {c}\r\nt=0 0\r\n\
+             m=audio 4000 RTP/AVP 0\r\n{rtcp}a=rtpmap:0 PCMU/8000\r\n"
+        );
+        SessionDescription::parse(text.as_bytes()).expect("test SDP parses")
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|n| n.parse().expect("CIDR")).collect()
+    }
+
+    #[test]
+    fn an_offer_is_checked_against_the_trunks_media_networks() {
+        let twilio = nets(&["168.86.128.0/18"]);
+        assert!(offer_within(&offer("168.86.130.7", None), 0, &twilio));
+        assert!(!offer_within(&offer("198.51.100.7", None), 0, &twilio));
+        // Edges of the /18: 168.86.128.0 - 168.86.191.255.
+        assert!(offer_within(&offer("168.86.191.255", None), 0, &twilio));
+        assert!(!offer_within(&offer("168.86.192.0", None), 0, &twilio));
+        // An a=rtcp address outside counts too: the relay would send there.
+        assert!(!offer_within(
+            &offer("168.86.130.7", Some("198.51.100.7")),
+            0,
+            &twilio
+        ));
+    }
+
+    #[test]
+    fn no_networks_allow_any_offer_and_a_hold_address_is_not_checked() {
+        assert!(offer_within(&offer("198.51.100.7", None), 0, &[]));
+        // RFC 2543 hold: nothing is ever sent to 0.0.0.0.
+        assert!(offer_within(
+            &offer("0.0.0.0", None),
+            0,
+            &nets(&["10.0.0.0/8"])
+        ));
+    }
+
+    #[test]
+    fn an_offer_outside_the_networks_gets_488_with_a_warning() {
+        let e = MediaError::OutsideMediaNetworks("198.51.100.7".parse().expect("ip"));
+        assert_eq!(e.status(), 488);
+        assert_eq!(e.warning(), Some("Media address not allowed"));
+        assert!(e.to_string().contains("198.51.100.7"));
     }
 }

@@ -145,6 +145,10 @@ pub(super) struct CallStart {
     pub called: String,
     /// The INVITE's X- headers and X-OPENCX-SESSION-CUSTOM-DATA values.
     pub custom_data: std::collections::BTreeMap<String, String>,
+    /// Where the caller's (trunk's) media may come from besides its SDP
+    /// address; when not empty, an offer outside them gets 488. Empty: the
+    /// SDP address only.
+    pub media_cidrs: Arc<[ipnet::IpNet]>,
 }
 
 /// `trunk_slot`: the call's place in its trunk's `max_calls`, held by the task and

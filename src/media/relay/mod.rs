@@ -13,9 +13,13 @@ mod task;
 #[cfg(test)]
 mod tests;
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use ipnet::IpNet;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -47,22 +51,39 @@ pub enum MediaEvent {
     Stopped { stats: Box<RelayStats> },
 }
 
+/// Told how many packets a relay refused because they came from a source
+/// the leg may not use (strict latching); called once per received batch
+/// that had any, never per packet.
+#[derive(Clone)]
+pub struct OnRefused(pub Arc<dyn Fn(u64) + Send + Sync>);
+
+impl fmt::Debug for OnRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OnRefused(..)")
+    }
+}
+
 /// Relay behaviour for one call (from `[media]` in config.toml).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct RelayConfig {
     /// Symmetric RTP: send to where the peer's packets come from, and once
-    /// latched accept nothing else. Default on.
+    /// latched accept nothing else. Latching is strict: only from the
+    /// peer's SDP address (any port) or the leg's allowed networks.
+    /// Default on.
     pub latching: bool,
     /// No RTP from a side for this long ends the relay; zero disables.
     /// Default 60 s.
     pub timeout: Duration,
-    /// The same while the call is on hold (a held side may stay silent).
-    /// Zero disables. Default 1 hour.
+    /// The same while the call is on hold (a held side may stay silent),
+    /// for a side whose RTP has flowed: a side that never sent any has
+    /// `timeout` even on hold. Zero disables. Default 1 hour.
     pub hold_timeout: Duration,
     /// RTP clock rate of the negotiated codec, for jitter. Default 8000 (G.711).
     pub clock_rate: u32,
     /// RFC 4733 telephone-event payload type, left out of jitter. Default 101.
     pub telephone_event_pt: Option<u8>,
+    /// Where refused packets are counted (a metric); none by default.
+    pub on_refused: Option<OnRefused>,
 }
 
 impl Default for RelayConfig {
@@ -73,6 +94,7 @@ impl Default for RelayConfig {
             hold_timeout: Duration::from_secs(3600),
             clock_rate: 8000,
             telephone_event_pt: Some(101),
+            on_refused: None,
         }
     }
 }
@@ -111,17 +133,28 @@ impl Remote {
     }
 }
 
-/// One side of a relay: the ports handoff offered to it and the peer's
-/// addresses.
+/// One side of a relay: the ports handoff offered to it, the peer's
+/// addresses, and the networks besides its SDP address its media may come
+/// from (a trunk's media CIDRs; none by default).
 #[derive(Debug)]
 pub struct RelayLeg {
     ports: PortPair,
     remote: Remote,
+    allowed: Arc<[IpNet]>,
 }
 
 impl RelayLeg {
     pub fn new(ports: PortPair, remote: Remote) -> Self {
-        RelayLeg { ports, remote }
+        RelayLeg {
+            ports,
+            remote,
+            allowed: Arc::from(Vec::new()),
+        }
+    }
+
+    /// Also accept (and latch to) sources in `allowed`.
+    pub fn allow(self, allowed: Arc<[IpNet]>) -> Self {
+        RelayLeg { allowed, ..self }
     }
 
     // Hand the sockets to tokio; needs a runtime, and says so instead of panicking.
@@ -134,6 +167,7 @@ impl RelayLeg {
             rtp: register(rtp)?,
             rtcp: register(rtcp)?,
             remote: self.remote,
+            allowed: self.allowed,
             lease,
         })
     }
@@ -220,11 +254,19 @@ impl MediaRelay {
             .map_err(|_| RelayStopped)
     }
 
-    /// On hold the longer `hold_timeout` applies; both sides' silence clocks
-    /// restart.
+    /// On hold the longer `hold_timeout` applies to a side whose RTP has
+    /// flowed; both sides' silence clocks restart. Ends the ringing phase.
     pub fn hold(&self, on_hold: bool) -> Result<(), RelayStopped> {
         self.commands
             .send(Command::Hold { on_hold })
+            .map_err(|_| RelayStopped)
+    }
+
+    /// Not answered yet: nobody need talk, `hold_timeout` applies to both
+    /// sides (the call's answer timeout bounds this phase) until `hold`.
+    pub fn ringing(&self) -> Result<(), RelayStopped> {
+        self.commands
+            .send(Command::Ringing)
             .map_err(|_| RelayStopped)
     }
 

@@ -1,6 +1,11 @@
 //! The RTP/RTCP port pool: even port for RTP, the next odd one for RTCP
 //! (RFC 3550 11), both bound when handed out and returned on drop.
 //!
+//! Pairs are taken at random from the free set (a shuffled free list: O(1)
+//! to take and to give back), so the next call's ports cannot be guessed from
+//! this one's: a call on 25100 says nothing of where the next one is (issue
+//! 12; sequential pairs let an attacker aim RTP at a call not yet set up).
+//!
 //! Creating and binding two sockets costs tens of microseconds of system
 //! time, on the path of every call set-up and of every transfer INVITE. With
 //! `keep_spares` the pool keeps a few pairs bound ahead of need, refilled by
@@ -11,6 +16,8 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, Weak};
+
+use rand::Rng;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
@@ -62,9 +69,10 @@ struct Spare {
 #[derive(Debug)]
 struct State {
     in_use: Vec<bool>,
-    // Round-robin start, so a just-freed pair is not reused at once (late
-    // packets from the previous call would land in the next one).
-    next: usize,
+    // The indices with `in_use` false, in no particular order; a pair is
+    // taken from a random position. A just-freed pair is as likely as any
+    // other to be next, one in `free.len()`.
+    free: Vec<usize>,
     count: usize,
 }
 
@@ -79,20 +87,17 @@ impl Inner {
         (u32::from(self.first) + 2 * index as u32) as u16
     }
 
-    // Mark the next free pair as ours (round robin from `next`), if more than
-    // `keep_free` pairs are free.
+    // Mark a free pair, chosen at random, as ours, if more than `keep_free`
+    // pairs are free.
     fn reserve_index(&self, keep_free: usize) -> Option<usize> {
         let mut state = self.lock();
-        let pairs = state.in_use.len();
-        if pairs - state.count <= keep_free {
+        if state.free.len() <= keep_free {
             return None;
         }
-        let index = (0..pairs)
-            .map(|i| (state.next + i) % pairs)
-            .find(|&i| !state.in_use[i])?;
+        let at = rand::thread_rng().gen_range(0..state.free.len());
+        let index = state.free.swap_remove(at);
         state.in_use[index] = true;
         state.count += 1;
-        state.next = (index + 1) % pairs;
         Some(index)
     }
 
@@ -102,6 +107,7 @@ impl Inner {
             if *slot {
                 *slot = false;
                 state.count -= 1;
+                state.free.push(index);
             }
         }
     }
@@ -168,7 +174,7 @@ impl PortPool {
                 first: first as u16,
                 state: Mutex::new(State {
                     in_use: vec![false; pairs],
-                    next: 0,
+                    free: (0..pairs).collect(),
                     count: 0,
                 }),
                 spares: Mutex::new(VecDeque::new()),
@@ -235,15 +241,17 @@ impl PortPool {
         })
     }
 
-    /// Bind the next free pair. Pairs some other process holds are skipped.
-    /// `Exhausted` means every pair is taken (the call gets 503).
+    /// Bind a free pair, chosen at random. Pairs some other process holds
+    /// are skipped. `Exhausted` means every pair is taken (the call gets 503).
     pub fn allocate(&self) -> Result<PortPair, PoolError> {
         if let Some(pair) = self.take_spare() {
             return Ok(pair);
         }
-        let pairs = self.capacity();
-        for _ in 0..pairs {
-            let Some(lease) = self.reserve() else { break };
+        // Pairs found in use elsewhere stay reserved until this allocation
+        // ends, so the random choice does not come back to them; each try
+        // takes a new pair, so this ends.
+        let mut skipped = Vec::new();
+        while let Some(lease) = self.reserve() {
             match bind_pair(self.inner.ip, lease.rtp_port) {
                 Ok((rtp, rtcp)) => return Ok(PortPair { rtp, rtcp, lease }),
                 Err((_, e)) if e.kind() == io::ErrorKind::AddrInUse => {
@@ -251,10 +259,12 @@ impl PortPool {
                         port = lease.rtp_port,
                         "media port pair in use elsewhere, skipped"
                     );
+                    skipped.push(lease);
                 }
                 Err((addr, source)) => return Err(PoolError::Bind { addr, source }),
             }
         }
+        drop(skipped);
         // The last free pair may have been on its way to being a spare.
         drop(self.inner.binding.lock().unwrap_or_else(|e| e.into_inner()));
         if let Some(pair) = self.take_spare() {
@@ -265,7 +275,7 @@ impl PortPool {
         Err(PoolError::Exhausted { port_min, port_max })
     }
 
-    // Mark the next free pair as ours; the lease frees it again on drop.
+    // Mark a random free pair as ours; the lease frees it again on drop.
     fn reserve(&self) -> Option<PortLease> {
         let index = self.inner.reserve_index(0)?;
         Some(PortLease {
@@ -414,6 +424,56 @@ mod tests {
     }
 
     #[test]
+    fn pairs_are_taken_at_random_not_in_sequence() {
+        // 500 pairs; 40 taken one after another.
+        let pool = PortPool::new(LOCALHOST, 47000, 47999).expect("valid range");
+        let held: Vec<PortPair> = (0..40)
+            .map(|i| pool.allocate().unwrap_or_else(|e| panic!("pair {i}: {e}")))
+            .collect();
+        let ports: Vec<u16> = held.iter().map(PortPair::rtp_port).collect();
+        // Sequential allocation made every step +2 (one pair on): the next
+        // call's ports were this one's + 4. Random picks almost never are.
+        let next_pair_steps = ports.windows(2).filter(|w| w[1] == w[0] + 2).count();
+        assert!(
+            next_pair_steps < 5,
+            "{next_pair_steps} of 39 steps to the next pair: {ports:?}"
+        );
+        let mut sorted = ports.clone();
+        sorted.sort_unstable();
+        assert_ne!(sorted, ports, "not handed out in ascending order");
+        sorted.dedup();
+        assert_eq!(sorted.len(), ports.len(), "no pair handed out twice");
+        assert!(ports
+            .iter()
+            .all(|p| (47000..=47998).contains(p) && p % 2 == 0));
+        // Two pools from scratch do not start at the same pair.
+        let firsts: std::collections::HashSet<u16> = (0..8)
+            .map(|_| {
+                let p = PortPool::new(LOCALHOST, 47000, 47999).expect("valid range");
+                p.inner.reserve_index(0).map_or(0, |i| p.inner.rtp_port(i))
+            })
+            .collect();
+        assert!(firsts.len() > 1, "the first pair is not fixed: {firsts:?}");
+    }
+
+    #[test]
+    fn every_pair_of_a_range_is_handed_out_once_then_the_pool_is_exhausted() {
+        // Indices only (no sockets): the free list covers the whole range.
+        let pool = PortPool::new(LOCALHOST, 20000, 20199).expect("valid range");
+        let mut seen = vec![false; pool.capacity()];
+        while let Some(i) = pool.inner.reserve_index(0) {
+            assert!(!std::mem::replace(&mut seen[i], true), "pair {i} twice");
+        }
+        assert!(seen.iter().all(|s| *s), "every pair handed out");
+        assert_eq!(pool.in_use(), 100);
+        pool.inner.release_index(7);
+        pool.inner.release_index(7);
+        assert_eq!(pool.in_use(), 99, "a double release frees once");
+        assert_eq!(pool.inner.reserve_index(0), Some(7), "the freed pair");
+        assert_eq!(pool.inner.reserve_index(0), None);
+    }
+
+    #[test]
     fn exhausted_pool_recovers_when_a_pair_is_dropped() {
         let (min, max) = free_range_of_two_pairs(46000);
         let pool = PortPool::new(LOCALHOST, min, max).expect("valid range");
@@ -436,6 +496,12 @@ mod tests {
         let pair = pool.allocate().expect("pair 2 is free");
         assert_eq!(pair.rtp_port(), min + 2);
         assert!(matches!(pool.allocate(), Err(PoolError::Exhausted { .. })));
+        assert_eq!(pool.in_use(), 1, "the squatted pair was given back");
+        // Whichever pair the random choice tries first, the free one is found.
+        drop(pair);
+        for _ in 0..8 {
+            assert_eq!(pool.allocate().expect("pair 2").rtp_port(), min + 2);
+        }
     }
 
     // Spares are bound on another thread: wait for them (bounded).

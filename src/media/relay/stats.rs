@@ -28,6 +28,10 @@ pub struct ReceiveStats {
     pub jitter_ms: f64,
     /// Packets dropped: not RTP/RTCP, or from a source other than the peer.
     pub dropped: u64,
+    /// Of `dropped`, those from a source the peer may not use (strict
+    /// latching: neither its SDP address nor an allowed network, or not
+    /// where it latched).
+    pub refused: u64,
 }
 
 /// What handoff sent to one side's peer.

@@ -9,9 +9,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use rtp_rs::RtpReader;
 use socket2::SockRef;
 use tokio::io::unix::AsyncFd;
@@ -19,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Sleep};
 
 use super::batch::{self, BATCH};
-use super::latch::Latch;
+use super::latch::{Latch, Verdict};
 use super::pool::PortLease;
 use super::stats::{RelayStats, RtpFields, SendStats, SideStats, StreamState};
 use super::{MediaEvent, RelayConfig, Remote, Side};
@@ -38,6 +40,8 @@ pub(crate) struct LegSockets {
     pub(crate) rtp: Socket,
     pub(crate) rtcp: Socket,
     pub(crate) remote: Remote,
+    /// Networks besides the SDP address the peer's media may come from.
+    pub(crate) allowed: Arc<[IpNet]>,
     pub(crate) lease: PortLease,
 }
 
@@ -54,6 +58,7 @@ pub(crate) enum Command {
     Hold {
         on_hold: bool,
     },
+    Ringing,
     Stats {
         ack: oneshot::Sender<RelayStats>,
     },
@@ -76,6 +81,9 @@ struct Leg {
     stream: StreamState,
     stats: SideStats,
     last_rtp: Instant,
+    // Whether this peer's RTP has come at all: until it has, the normal
+    // timeout applies even on hold (an a=inactive call holds no ports for long).
+    flowed: bool,
     _lease: PortLease,
 }
 
@@ -84,11 +92,12 @@ impl Leg {
         Leg {
             rtp: s.rtp,
             rtcp: s.rtcp,
-            rtp_peer: Latch::new(config.latching, s.remote.rtp),
-            rtcp_peer: Latch::new(config.latching, s.remote.rtcp),
+            rtp_peer: Latch::new(config.latching, s.remote.rtp, s.allowed.clone()),
+            rtcp_peer: Latch::new(config.latching, s.remote.rtcp, s.allowed),
             stream: StreamState::new(config.clock_rate, config.telephone_event_pt),
             stats: SideStats::default(),
             last_rtp: now,
+            flowed: false,
             _lease: s.lease,
         }
     }
@@ -114,6 +123,8 @@ pub(crate) struct RelayTask {
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<MediaEvent>,
     on_hold: bool,
+    // Not answered yet: the hold timeout applies to both sides.
+    ringing: bool,
     // Arrival times for jitter are measured from here.
     epoch: Instant,
 }
@@ -149,6 +160,7 @@ impl RelayTask {
             commands,
             events,
             on_hold: false,
+            ringing: false,
             epoch: now,
         }
     }
@@ -198,7 +210,7 @@ impl RelayTask {
                     Poll::Pending => break,
                 }
             }
-            if !self.silence_limit().is_zero() {
+            if self.silence_timed() {
                 while timer.as_mut().poll(cx).is_ready() {
                     match self.silent_side(Instant::now()) {
                         Some(side) => return Poll::Ready(End::Timeout(side)),
@@ -260,6 +272,7 @@ impl RelayTask {
                 }
             };
             drop(guard);
+            let refused_before = src.stats.received.refused;
             let now = Instant::now();
             let arrival = now - self.epoch;
             batch::with_batch(|b| {
@@ -275,6 +288,12 @@ impl RelayTask {
                     }
                 }
             });
+            let refused = src.stats.received.refused - refused_before;
+            if refused > 0 {
+                if let Some(hook) = &self.config.on_refused {
+                    (hook.0)(refused);
+                }
+            }
             taken += n;
         }
         Ok(true)
@@ -301,13 +320,20 @@ impl RelayTask {
                 false
             }
             Command::Hold { on_hold } => {
-                let changed = on_hold != self.on_hold;
+                let changed = on_hold != self.on_hold || self.ringing;
                 if changed {
                     self.on_hold = on_hold;
+                    self.ringing = false;
                     self.caller.last_rtp = now;
                     self.far.last_rtp = now;
                 }
                 changed
+            }
+            Command::Ringing => {
+                self.ringing = true;
+                self.caller.last_rtp = now;
+                self.far.last_rtp = now;
+                true
             }
             Command::Stats { ack } => {
                 let _ = ack.send(self.snapshot());
@@ -332,24 +358,52 @@ impl RelayTask {
         }
     }
 
-    fn silence_limit(&self) -> Duration {
-        if self.on_hold {
-            self.config.hold_timeout
-        } else {
-            self.config.timeout
-        }
+    // How long `leg` may be silent; zero: for ever.
+    fn silence_limit(&self, leg: &Leg) -> Duration {
+        silence_limit(&self.config, self.ringing, self.on_hold, leg.flowed)
+    }
+
+    // Whether either side has a silence limit now.
+    fn silence_timed(&self) -> bool {
+        !self.silence_limit(&self.caller).is_zero() || !self.silence_limit(&self.far).is_zero()
+    }
+
+    fn sides(&self) -> [(Side, &Leg); 2] {
+        [(Side::Caller, &self.caller), (Side::Far, &self.far)]
     }
 
     fn earliest_deadline(&self) -> Instant {
-        self.caller.last_rtp.min(self.far.last_rtp) + self.silence_limit()
+        self.sides()
+            .into_iter()
+            .filter_map(|(_, leg)| {
+                let limit = self.silence_limit(leg);
+                (!limit.is_zero()).then(|| leg.last_rtp + limit)
+            })
+            .min()
+            // No limit: the timer is not polled; any instant will do.
+            .unwrap_or_else(|| self.caller.last_rtp + Duration::from_secs(86_400))
     }
 
     fn silent_side(&self, now: Instant) -> Option<Side> {
-        let limit = self.silence_limit();
-        [(Side::Caller, &self.caller), (Side::Far, &self.far)]
+        self.sides()
             .into_iter()
-            .find(|(_, leg)| now >= leg.last_rtp + limit)
+            .find(|(_, leg)| {
+                let limit = self.silence_limit(leg);
+                !limit.is_zero() && now >= leg.last_rtp + limit
+            })
             .map(|(side, _)| side)
+    }
+}
+
+/// How long one side may send no RTP. Ringing (not answered yet): the hold
+/// timeout. On hold: the hold timeout, but only for a side whose RTP has
+/// flowed; one that never sent any gets the normal timeout, so an offer on
+/// hold from the start (`a=inactive`) cannot hold ports for an hour.
+fn silence_limit(config: &RelayConfig, ringing: bool, on_hold: bool, flowed: bool) -> Duration {
+    if ringing || (on_hold && flowed) {
+        config.hold_timeout
+    } else {
+        config.timeout
     }
 }
 
@@ -368,6 +422,7 @@ fn forward_rtp(
     };
     if !accept(&mut src.rtp_peer, source, "RTP") {
         src.stats.received.dropped += 1;
+        src.stats.received.refused += 1;
         return;
     }
     let received = &mut src.stats.received;
@@ -385,6 +440,7 @@ fn forward_rtp(
         };
         src.stream.update(fields, arrival);
         src.last_rtp = now;
+        src.flowed = true;
     }
     send(
         &dst.rtp,
@@ -398,8 +454,13 @@ fn forward_rtp(
 fn forward_rtcp(src: &mut Leg, dst: &mut Leg, packet: &[u8], source: SocketAddr) {
     // RFC 3550 6.4.1: version 2 and at least a header; forwarded as is.
     let valid = packet.len() >= RTCP_MIN_LEN && packet[0] >> 6 == 2;
-    if !valid || !accept(&mut src.rtcp_peer, source, "RTCP") {
+    if !valid {
         src.stats.received.dropped += 1;
+        return;
+    }
+    if !accept(&mut src.rtcp_peer, source, "RTCP") {
+        src.stats.received.dropped += 1;
+        src.stats.received.refused += 1;
         return;
     }
     src.stats.received.rtcp_packets += 1;
@@ -414,14 +475,15 @@ fn forward_rtcp(src: &mut Leg, dst: &mut Leg, packet: &[u8], source: SocketAddr)
 }
 
 fn accept(peer: &mut Latch, source: SocketAddr, what: &'static str) -> bool {
-    let was_latched = peer.latched().is_some();
-    let accepted = peer.accept(source);
-    if !accepted {
-        tracing::trace!(%source, what, "packet from an unexpected source dropped");
-    } else if !was_latched && peer.latched().is_some() {
-        tracing::debug!(%source, what, "latched to peer");
+    let verdict = peer.accept(source);
+    match verdict {
+        Verdict::Accept => {}
+        Verdict::Latched => tracing::debug!(%source, what, "latched to peer"),
+        Verdict::Refused => {
+            tracing::trace!(%source, what, "packet from a source the peer may not use refused")
+        }
     }
-    accepted
+    verdict.accepted()
 }
 
 // RFC 5761 4: RTCP multiplexed on the RTP port has payload types 64-95
@@ -461,6 +523,27 @@ fn send(socket: &Socket, to: Option<SocketAddr>, packet: &[u8], sent: &mut SendS
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn on_hold_the_long_timeout_is_only_for_a_side_whose_rtp_flowed() {
+        let c = RelayConfig {
+            timeout: Duration::from_secs(5),
+            hold_timeout: Duration::from_secs(3600),
+            ..RelayConfig::default()
+        };
+        let (short, long) = (c.timeout, c.hold_timeout);
+        // (ringing, on_hold, flowed) -> limit
+        assert_eq!(silence_limit(&c, false, false, false), short);
+        assert_eq!(silence_limit(&c, false, false, true), short);
+        assert_eq!(
+            silence_limit(&c, false, true, false),
+            short,
+            "held before any RTP"
+        );
+        assert_eq!(silence_limit(&c, false, true, true), long);
+        assert_eq!(silence_limit(&c, true, false, false), long, "ringing");
+        assert_eq!(silence_limit(&c, true, true, false), long);
+    }
 
     #[test]
     fn muxed_rtcp_is_recognised_by_payload_type() {

@@ -228,12 +228,26 @@ pub async fn media_timeout_ends_the_call_with_bye(t: Transport) {
     super::assert_call_gone(&rig.server, &m.call.session_id, crate::common::CALLER_E164).await;
 }
 
-/// On hold the long timeout applies: a held call stays silent past the
-/// normal one and lives.
+/// On hold the long timeout applies: a held call whose media has flowed
+/// stays silent past the normal one and lives. (Until a side's first RTP
+/// packet the normal timeout applies even on hold: issue 12.)
 pub async fn held_call_outlives_the_media_timeout(t: Transport) {
     let extra = "media.timeout_secs = 1\nmedia.hold_timeout_secs = 30";
     let mut rig = Rig::new(t, extra).await;
     let mut m = establish_media(&mut rig).await;
+    // Both sides speak once before the hold.
+    m.caller
+        .rtp
+        .send_to(&rtp(1, 0x1111), m.relay_for_caller)
+        .await
+        .expect("send");
+    Phone::recv(&m.agent.rtp, WAIT, "caller RTP").await;
+    m.agent
+        .rtp
+        .send_to(&rtp(1, 0x2222), m.relay_for_agent)
+        .await
+        .expect("send");
+    Phone::recv(&m.caller.rtp, WAIT, "agent RTP").await;
     let hold = m.caller.sdp(SDP_SENDONLY);
     let reinvite = rig.caller.in_dialog(
         &mut m.call.caller_dlg,
@@ -265,11 +279,17 @@ pub async fn held_call_outlives_the_media_timeout(t: Transport) {
     assert_eq!(count(&rig.server, |x| &x.media_timeouts_total), 0);
 }
 
-/// A range with room for one call: the second gets 503 and never reaches the
-/// AI agent; once the first ends its ports serve a third.
+/// Ports run out before limits.max_calls (another process holds some of the
+/// range): the second call gets 503 and never reaches the AI agent; once the
+/// first ends its ports serve a third.
 pub async fn port_exhaustion_gives_503(t: Transport) {
-    let (min, max) = media_range(4);
-    let extra = format!("media.port_min = {min}\nmedia.port_max = {max}");
+    // Four pairs, room for two calls (the range must hold limits.max_calls);
+    // two pairs are held here, so one call's worth is left.
+    let (min, max) = media_range(8);
+    let _held: Vec<std::net::UdpSocket> = (min..min + 4)
+        .map(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).expect("hold a media port"))
+        .collect();
+    let extra = format!("media.port_min = {min}\nmedia.port_max = {max}\nlimits.max_calls = 2");
     let mut rig = Rig::new(t, &extra).await;
     let mut first = establish_media(&mut rig).await;
 

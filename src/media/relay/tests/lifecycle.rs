@@ -46,6 +46,18 @@ async fn hold_uses_the_hold_timeout() {
         ..RelayConfig::default()
     };
     let mut call = start(&pool, config, caller.remote(), far.remote());
+    // Media flowed on both sides before the hold: the hold timeout is theirs.
+    caller
+        .rtp
+        .send_to(&voice(0, 1), call.caller_rtp)
+        .await
+        .expect("send");
+    far.rtp
+        .send_to(&voice(0, 2), call.far_rtp)
+        .await
+        .expect("send");
+    recv(&far.rtp).await;
+    recv(&caller.rtp).await;
     call.relay.hold(true).expect("running");
     assert!(
         timeout(Duration::from_millis(400), call.events.recv())

@@ -4,6 +4,7 @@
 
 mod forwarding;
 mod lifecycle;
+mod strict;
 
 pub(super) use super::*;
 pub(super) use std::sync::Arc;
