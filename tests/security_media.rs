@@ -282,3 +282,84 @@ async fn an_inactive_call_with_no_rtp_ends_after_the_media_timeout() {
     })
     .await;
 }
+
+/// A trunk's `media` networks: an offer whose connection address lies outside
+/// them is refused with 488 and reaches no AI agent; inside them, the caller's
+/// relay port latches to another host of those networks (a carrier's media
+/// server beside the one its SDP names) while a stranger stays refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trunk_media_networks_bound_the_offer_and_the_latch() {
+    use common::build::AI_SDP;
+    use common::trunks::trunk_rig;
+    use common::Dialog;
+    use std::net::Ipv4Addr;
+    bounded(async {
+        let trunk = "[[trunk]]\nname = \"carrier\"\nsources = [\"127.0.0.1/32\"]\n\
+                     media = [\"127.0.0.64/26\"]\n";
+        let mut rig = trunk_rig(Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST, "", trunk, "").await;
+
+        // c=127.0.0.1: outside 127.0.0.64/26.
+        let outside = InviteOpts {
+            sdp: Some(SDP.to_owned()),
+            ..InviteOpts::default()
+        };
+        rig.caller.send(&rig.caller.invite(&outside)).await;
+        rig.caller
+            .expect_response_to(Method::Invite, 488, WAIT)
+            .await;
+        rig.agent
+            .expect_silence("an AI leg for a refused offer", Duration::from_millis(300), |m| {
+                m.method() == Some(&Method::Invite)
+            })
+            .await;
+
+        // c=127.0.0.70: inside.
+        let media_server = UdpSocket::bind(("127.0.0.70", 0)).await.expect("bind");
+        let port = media_server.local_addr().expect("addr").port();
+        let sdp = SDP
+            .replace("IN IP4 127.0.0.1", "IN IP4 127.0.0.70")
+            .replace("m=audio 40000", &format!("m=audio {port}"));
+        let inside = InviteOpts {
+            sdp: Some(sdp),
+            ..InviteOpts::default()
+        };
+        let (invite, ai_invite) = place_call(&mut rig, &inside).await;
+        let agent = common::media::Phone::new().await;
+        let agent_sdp = agent.sdp(AI_SDP);
+        rig.agent
+            .respond(&ai_invite, 200, &[], Some(&agent_sdp))
+            .await;
+        let ok = rig
+            .caller
+            .expect_response_to(Method::Invite, 200, WAIT)
+            .await
+            .msg;
+        let relay_for_caller = assert_sdp_relayed(ok.body(), &agent_sdp, "answer to the caller");
+        rig.caller
+            .send(&rig.caller.ack(&Dialog::as_uac(&invite, &ok), None))
+            .await;
+
+        let before = refused(&rig);
+        attacker()
+            .await
+            .send_to(&rtp(1, 0x0bad), relay_for_caller)
+            .await
+            .expect("send");
+        Phone::assert_silent(
+            &agent.rtp,
+            Duration::from_millis(300),
+            "a stranger's RTP at the AI agent",
+        )
+        .await;
+        assert!(refused(&rig) > before, "the stranger's packet is counted");
+
+        let neighbour = UdpSocket::bind(("127.0.0.71", 0)).await.expect("bind");
+        neighbour
+            .send_to(&rtp(1, 0x1111), relay_for_caller)
+            .await
+            .expect("send");
+        let (p, _) = Phone::recv(&agent.rtp, WAIT, "the trunk's media at the AI agent").await;
+        assert_eq!(p, rtp(1, 0x1111));
+    })
+    .await;
+}
