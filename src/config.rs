@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+mod conns;
 mod media;
+pub use conns::{ConnSettings, HttpConnsConfig, HttpLimits, SipConnsConfig, SipTcpLimits};
 pub use media::{MediaConfig, MediaSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,9 @@ pub struct SipConfig {
     pub user_agent: String,
     /// DNS servers (`ip:port`) for the hosts of SIP URIs; empty: the system's.
     pub dns_servers: Vec<String>,
+    /// `tcp_max_connections`, `tcp_max_connections_per_ip`, `tcp_message_timeout_ms`.
+    #[serde(flatten)]
+    pub conns: SipConnsConfig,
 }
 
 impl Default for SipConfig {
@@ -91,6 +96,7 @@ impl Default for SipConfig {
             ai_answer_timeout_secs: 60,
             user_agent: "handoff".into(),
             dns_servers: Vec::new(),
+            conns: SipConnsConfig::default(),
         }
     }
 }
@@ -165,6 +171,9 @@ pub struct HttpConfig {
     pub api_key: Option<String>,
     pub signing_keys: Vec<SigningKeyConfig>,
     pub token_ttl_secs: Option<u64>,
+    /// Timeouts, concurrency and connection caps (`src/config/conns.rs`).
+    #[serde(flatten)]
+    pub conns: HttpConnsConfig,
 }
 
 impl Default for HttpConfig {
@@ -176,6 +185,7 @@ impl Default for HttpConfig {
             api_key: None,
             signing_keys: Vec::new(),
             token_ttl_secs: None,
+            conns: HttpConnsConfig::default(),
         }
     }
 }
@@ -252,6 +262,8 @@ pub struct Settings {
     pub zendesk: Option<crate::zendesk::ZendeskApiSettings>,
     /// `[[webhooks]]` and `[events]`: lifecycle-event subscribers and delivery.
     pub events: crate::events::settings::EventSettings,
+    /// HTTP and SIP/TCP connection limits, as configured.
+    pub conns: ConnSettings,
 }
 
 /// A secret from the configuration; `Debug` never shows it.
@@ -534,6 +546,7 @@ impl Config {
         }
         let http = self.validate_http(&bad)?;
         let media = self.validate_media(&bad)?;
+        let conns = conns::validate(&self.http.conns, &self.sip.conns, &bad)?;
         let transfer = self
             .transfer
             .compile()
@@ -551,6 +564,7 @@ impl Config {
             .compile(&self.webhooks)
             .map_err(|e| bad(&e.key, e.problem))?;
         Ok(Settings {
+            conns,
             zendesk,
             events,
             store_path,

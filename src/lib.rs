@@ -8,6 +8,7 @@ pub mod events;
 pub mod http;
 pub mod media;
 pub mod metrics;
+pub mod net;
 pub mod redact;
 pub mod server;
 pub mod session;

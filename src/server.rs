@@ -77,6 +77,8 @@ impl Server {
         memory: Option<Arc<SessionTable>>,
     ) -> Result<Server, StartError> {
         let settings = Arc::new(settings);
+        // Before anything opens a descriptor: the caps that fit beside the media reserve.
+        let conns = crate::net::fd_budget::fit_to_descriptors(&settings);
         let store = Store::open(settings.store_path.as_deref())?;
         if !store.is_durable() {
             tracing::warn!("no [store] path: contacts and queued events live in memory and are lost on restart");
@@ -102,6 +104,7 @@ impl Server {
                 tcp_idle_timeout: settings.tcp_idle_timeout,
                 tcp_connect_timeout: settings.tcp_connect_timeout,
                 dns_servers: settings.dns_servers.clone(),
+                tcp_limits: conns.sip_tcp,
             },
             Arc::new(b2bua.clone()),
             metrics.clone(),
@@ -126,13 +129,14 @@ impl Server {
             metrics.clone(),
             enricher,
         );
-        let http = match HttpServer::start(settings.http.listen, http_state.clone()).await {
-            Ok(h) => h,
-            Err(e) => {
-                sweeper.abort();
-                return Err(e.into());
-            }
-        };
+        let http =
+            match HttpServer::start(settings.http.listen, http_state.clone(), conns.http).await {
+                Ok(h) => h,
+                Err(e) => {
+                    sweeper.abort();
+                    return Err(e.into());
+                }
+            };
         http_state.set_ready(true);
         Ok(Server {
             b2bua,
