@@ -723,6 +723,8 @@ fn one_line(e: &toml::de::Error, text: &str) -> String {
         Some(span) => {
             let before = &text.as_bytes()[..span.start.min(text.len())];
             let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+            // A flattened table's error spans the table: find the key's own line.
+            let line = conns::line_of_key(text, span.clone(), &msg).unwrap_or(line);
             let key = text
                 .get(span.clone())
                 .filter(|k| k.len() < 80 && !k.contains('\n'))

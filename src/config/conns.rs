@@ -6,22 +6,51 @@ use super::ConfigError;
 use serde::Deserialize;
 use std::time::Duration;
 
+/// These structs are flattened into `[http]` and `[sip]`, where serde no longer knows
+/// the key of a value of the wrong type: each field's reader names its key itself.
+macro_rules! named_readers {
+    ($($fn:ident: $ty:ty = $key:literal),* $(,)?) => {$(
+        fn $fn<'de, D: serde::Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+            <$ty>::deserialize(d)
+                .map_err(|e| serde::de::Error::custom(format!("key `{}`: {e}", $key)))
+        }
+    )*};
+}
+
+named_readers! {
+    header_timeout_ms: u64 = "http.header_timeout_ms",
+    request_timeout_ms: u64 = "http.request_timeout_ms",
+    body_timeout_ms: u64 = "http.body_timeout_ms",
+    max_concurrent_requests: usize = "http.max_concurrent_requests",
+    max_connections: usize = "http.max_connections",
+    max_connections_per_ip: usize = "http.max_connections_per_ip",
+    tcp_max_connections: usize = "sip.tcp_max_connections",
+    tcp_max_connections_per_ip: usize = "sip.tcp_max_connections_per_ip",
+    tcp_message_timeout_ms: u64 = "sip.tcp_message_timeout_ms",
+}
+
 /// The `[http]` keys of this area.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct HttpConnsConfig {
     /// A request's header block must arrive within this, from the connection's
     /// accept or the end of its previous request (slowloris).
+    #[serde(deserialize_with = "header_timeout_ms")]
     pub header_timeout_ms: u64,
     /// A whole request, body and handler included; over it: `408`.
+    #[serde(deserialize_with = "request_timeout_ms")]
     pub request_timeout_ms: u64,
     /// The longest wait for the next piece of a request body.
+    #[serde(deserialize_with = "body_timeout_ms")]
     pub body_timeout_ms: u64,
     /// Requests in progress at once; more get `503` at once, never a queue.
+    #[serde(deserialize_with = "max_concurrent_requests")]
     pub max_concurrent_requests: usize,
     /// Open connections in total; one more is closed at once.
+    #[serde(deserialize_with = "max_connections")]
     pub max_connections: usize,
     /// Open connections from one source IP; one more is closed at once.
+    #[serde(deserialize_with = "max_connections_per_ip")]
     pub max_connections_per_ip: usize,
 }
 
@@ -43,11 +72,14 @@ impl Default for HttpConnsConfig {
 #[serde(default)]
 pub struct SipConnsConfig {
     /// Open SIP/TCP connections in total (accepted and our own).
+    #[serde(deserialize_with = "tcp_max_connections")]
     pub tcp_max_connections: usize,
     /// Open SIP/TCP connections from one source IP.
+    #[serde(deserialize_with = "tcp_max_connections_per_ip")]
     pub tcp_max_connections_per_ip: usize,
     /// A message must be complete this long after its first byte; later bytes do not
     /// extend it.
+    #[serde(deserialize_with = "tcp_message_timeout_ms")]
     pub tcp_message_timeout_ms: u64,
 }
 
@@ -184,6 +216,27 @@ pub(super) fn validate(
     Ok(ConnSettings { http, sip_tcp })
 }
 
+/// The line of the key an error names (`unknown field `k`` or `key `t.k``) inside
+/// `span`: serde reports errors of a table with flattened fields at the table's start.
+pub(super) fn line_of_key(text: &str, span: std::ops::Range<usize>, msg: &str) -> Option<usize> {
+    let named = |marker: &str| {
+        let rest = &msg[msg.find(marker)? + marker.len()..];
+        Some(&rest[..rest.find('`')?])
+    };
+    let key = named("unknown field `")
+        .or_else(|| named("key `").map(|k| k.rsplit_once('.').map_or(k, |(_, last)| last)))?;
+    let region = text.get(span.start..span.end.min(text.len()))?;
+    let mut offset = span.start;
+    for line in region.split_inclusive('\n') {
+        let name = line.split('=').next().unwrap_or("").trim();
+        if line.contains('=') && (name == key || name.trim_matches('"') == key) {
+            return Some(text[..offset].matches('\n').count() + 1);
+        }
+        offset += line.len();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::{Config, ConfigError};
@@ -275,7 +328,10 @@ mod tests {
 
     #[test]
     fn a_wrong_type_is_an_error() {
-        let e = parse("[http]\nmax_connections = \"many\"").expect_err("string");
-        assert!(e.to_string().contains("max_connections"), "{e}");
+        let e = parse("[limits]\nmax_calls = 5\n[http]\nmax_connections = \"many\"")
+            .expect_err("string")
+            .to_string();
+        assert!(e.contains("key `http.max_connections`"), "{e}");
+        assert!(e.contains("line 4"), "the key's line: {e}");
     }
 }
