@@ -1,0 +1,141 @@
+//! Floods and slow clients for the connection-limit tests: many idle connections
+//! from one loopback source address (Linux answers for all of 127/8, so a second
+//! address plays the attacker), a byte-at-a-time sender, and a check of which
+//! connections the server has closed.
+
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Raise this test process's soft descriptor limit as far as the hard limit allows;
+/// the soft limit now in force.
+pub fn raise_nofile() -> u64 {
+    rlimit::increase_nofile_limit(u64::MAX)
+        .or_else(|_| rlimit::Resource::NOFILE.get().map(|(soft, _)| soft))
+        .unwrap_or(1024)
+}
+
+/// How many connections each of `floods` floods may open: `want`, or fewer so the
+/// test process (the clients and the in-process server's ends, two descriptors per
+/// admitted connection) stays under `nofile` with room for everything else. The
+/// tests set their caps well below what this returns at any sane limit.
+pub fn flood_size(want: usize, nofile: u64, floods: usize) -> usize {
+    let room = nofile.saturating_sub(400) / (2 * floods.max(1) as u64);
+    want.min(usize::try_from(room).unwrap_or(usize::MAX))
+}
+
+/// One TCP connection from `from` (any port) to `to`.
+pub async fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = TcpSocket::new_v4()?;
+    sock.bind(SocketAddr::new(from, 0))?;
+    sock.connect(to).await
+}
+
+/// `n` connections from `from` to `to`, opened one after the other and left idle.
+/// A connect that fails (the server's backlog, say) is not kept.
+pub async fn flood(from: IpAddr, to: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        if let Ok(Ok(c)) =
+            tokio::time::timeout(Duration::from_secs(2), connect_from(from, to)).await
+        {
+            conns.push(c);
+        }
+    }
+    conns
+}
+
+/// Whether the server still holds `c` open: no EOF and no reset seen yet.
+pub fn is_open(c: &TcpStream) -> bool {
+    let mut buf = [0u8; 512];
+    loop {
+        match c.try_read(&mut buf) {
+            Ok(0) => return false,
+            // Something the server sent (an error answer): read on to see the close.
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// How many of `conns` the server holds open.
+pub fn count_open(conns: &[TcpStream]) -> usize {
+    conns.iter().filter(|c| is_open(c)).count()
+}
+
+/// Send `bytes` one at a time every `every` on `c` while waiting for the server to
+/// close it; how long it took from the first byte, or `None` if still open at `limit`.
+/// What the server said before closing is returned too.
+pub async fn dribble_until_closed(
+    c: TcpStream,
+    bytes: &[u8],
+    every: Duration,
+    limit: Duration,
+) -> (Option<Duration>, String) {
+    let (mut rd, mut wr) = c.into_split();
+    let bytes = bytes.to_vec();
+    let writer = tokio::spawn(async move {
+        for b in bytes {
+            if wr.write_all(&[b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(every).await;
+        }
+        // Out of bytes: keep the connection open without sending.
+        std::future::pending::<()>().await;
+    });
+    let start = Instant::now();
+    let mut said = Vec::new();
+    let closed = tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return start.elapsed(),
+                Ok(n) => said.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok();
+    writer.abort();
+    (closed, String::from_utf8_lossy(&said).into_owned())
+}
+
+/// Send `head` at once, then nothing; what the server answered and when it closed
+/// (`None` if it had not within `limit`).
+pub async fn send_and_wait(
+    mut c: TcpStream,
+    head: &[u8],
+    limit: Duration,
+) -> (Option<Duration>, String) {
+    let start = Instant::now();
+    if c.write_all(head).await.is_err() {
+        return (Some(start.elapsed()), String::new());
+    }
+    let mut said = Vec::new();
+    let closed = tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match c.read(&mut buf).await {
+                Ok(0) | Err(_) => return start.elapsed(),
+                Ok(n) => said.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok();
+    (closed, String::from_utf8_lossy(&said).into_owned())
+}
+
+/// An HTTP client whose connections come from `from`.
+pub fn http_client_from(from: IpAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(from)
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("HTTP client")
+}
