@@ -148,6 +148,7 @@ async fn slowloris_http_headers_are_cut_off_at_the_header_timeout() {
         let head = b"GET /healthz HTTP/1.1\r\nHost: handoff\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
         let (closed, _) = dribble_until_closed(
             c,
+            b"",
             head,
             Duration::from_millis(200),
             Duration::from_secs(6),
@@ -192,21 +193,23 @@ async fn slow_bodies_get_408_at_the_body_deadline_and_the_request_timeout() {
 
         // A byte every 300 ms keeps the body deadline away; the request timeout does not move.
         let c = connect_from(HONEST, addr).await.expect("connect");
-        let mut all = head.into_bytes();
-        all.extend_from_slice(&[b' '; 100]);
         let (closed, said) = dribble_until_closed(
             c,
-            &all,
-            Duration::from_millis(5),
+            head.as_bytes(),
+            &[b' '; 100],
+            Duration::from_millis(300),
             Duration::from_secs(6),
         )
         .await;
-        // The head goes out in a burst (5 ms a byte), then spaces keep coming.
-        let _ = closed;
         assert!(said.starts_with("HTTP/1.1 408"), "{said}");
         assert!(
-            said.contains("application/json") && said.contains("in time"),
+            said.contains("application/json") && said.contains("request not completed in time"),
             "{said}"
+        );
+        let closed = closed.expect("closed after the 408");
+        assert!(
+            (Duration::from_millis(1400)..Duration::from_millis(3000)).contains(&closed),
+            "408 and close after {closed:?}, request timeout 1.5 s"
         );
     })
     .await;
@@ -286,6 +289,7 @@ async fn sip_tcp_dribbling_one_byte_at_a_time_is_closed_at_the_message_deadline(
         let msg = "OPTIONS sip:handoff@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.66:5060;branch=z9hG4bKdribble\r\nMax-Forwards: 70\r\nTo: <sip:handoff@127.0.0.1>\r\nFrom: <sip:a@127.0.0.66>;tag=1\r\nCall-ID: dribble\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
         let (closed, _) = dribble_until_closed(
             c,
+            b"",
             msg.as_bytes(),
             Duration::from_millis(200),
             Duration::from_secs(6),

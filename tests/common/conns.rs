@@ -66,18 +66,23 @@ pub fn count_open(conns: &[TcpStream]) -> usize {
     conns.iter().filter(|c| is_open(c)).count()
 }
 
-/// Send `bytes` one at a time every `every` on `c` while waiting for the server to
-/// close it; how long it took from the first byte, or `None` if still open at `limit`.
-/// What the server said before closing is returned too.
+/// Send `prefix` at once, then `bytes` one at a time every `every`, on `c` while
+/// waiting for the server to close it; how long that took from the first byte, or
+/// `None` if still open at `limit`. What the server said before closing comes too.
 pub async fn dribble_until_closed(
     c: TcpStream,
+    prefix: &[u8],
     bytes: &[u8],
     every: Duration,
     limit: Duration,
 ) -> (Option<Duration>, String) {
     let (mut rd, mut wr) = c.into_split();
     let bytes = bytes.to_vec();
+    let prefix = prefix.to_vec();
     let writer = tokio::spawn(async move {
+        if wr.write_all(&prefix).await.is_err() {
+            return;
+        }
         for b in bytes {
             if wr.write_all(&[b]).await.is_err() {
                 return;
