@@ -5,8 +5,8 @@
 mod common;
 
 use common::conns::{
-    connect_from, count_open, dribble_until_closed, flood, flood_size, http_client_from,
-    is_open, raise_nofile, send_and_wait,
+    connect_from, count_open, dribble_until_closed, flood, flood_size, http_client_from, is_open,
+    raise_nofile, send_and_wait,
 };
 use common::scenarios::{establish, session};
 use common::{bounded, InviteOpts, Rig, Transport};
@@ -189,7 +189,10 @@ async fn slow_bodies_get_408_at_the_body_deadline_and_the_request_timeout() {
         let (closed, said) = send_and_wait(c, head.as_bytes(), Duration::from_secs(6)).await;
         assert!(said.starts_with("HTTP/1.1 408"), "{said}");
         assert!(said.contains("body not received in time"), "{said}");
-        assert!(closed.is_some_and(|d| d < Duration::from_secs(3)), "{closed:?}");
+        assert!(
+            closed.is_some_and(|d| d < Duration::from_secs(3)),
+            "{closed:?}"
+        );
 
         // A byte every 300 ms keeps the body deadline away; the request timeout does not move.
         let c = connect_from(HONEST, addr).await.expect("connect");
@@ -341,8 +344,14 @@ async fn over_the_sip_tcp_cap_an_idle_connection_gives_way_else_the_new_one_is_r
         assert!(!is_open(&extra_one));
         assert_eq!(count_open(&new), 3);
         let m = rig.server.metrics();
-        assert_eq!(m.sip_tcp_connections_evicted_total.load(Ordering::Relaxed), 3);
-        assert_eq!(m.sip_tcp_connections_refused_total.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            m.sip_tcp_connections_evicted_total.load(Ordering::Relaxed),
+            3
+        );
+        assert_eq!(
+            m.sip_tcp_connections_refused_total.load(Ordering::Relaxed),
+            1
+        );
     })
     .await;
 }

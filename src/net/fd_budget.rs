@@ -25,6 +25,10 @@ pub struct FdPlanInput {
     pub http_max_connections: usize,
     /// `sip.tcp_max_connections` as configured.
     pub sip_tcp_max_connections: usize,
+    /// `http.max_connections_per_ip` as configured.
+    pub http_max_connections_per_ip: usize,
+    /// `sip.tcp_max_connections_per_ip` as configured.
+    pub sip_tcp_max_connections_per_ip: usize,
 }
 
 /// The caps to use and what was kept back.
@@ -34,6 +38,8 @@ pub struct FdPlan {
     pub reserve: u64,
     pub http_max_connections: usize,
     pub sip_tcp_max_connections: usize,
+    pub http_max_connections_per_ip: usize,
+    pub sip_tcp_max_connections_per_ip: usize,
     /// A cap was lowered.
     pub clamped: bool,
     /// The limit is too low to keep the whole media reserve and still leave a quarter
@@ -45,7 +51,8 @@ pub struct FdPlan {
 /// reserve is bounded by the port range (a call cannot hold ports the range does not
 /// have); connections always keep at least a quarter of the limit, so a low limit
 /// with a large `max_calls` still serves HTTP and SIP/TCP. When both caps do not fit
-/// they are lowered in proportion, each to at least 1.
+/// they are lowered in proportion, each to at least 1, and each per-source cap with
+/// its total (rounded up): one source must not fill a lowered total by itself.
 pub fn plan_fds(input: FdPlanInput) -> FdPlan {
     let media = input.media_ports.map_or(0, |ports| {
         (input.max_calls as u64)
@@ -65,6 +72,8 @@ pub fn plan_fds(input: FdPlanInput) -> FdPlan {
             reserve,
             http_max_connections: input.http_max_connections,
             sip_tcp_max_connections: input.sip_tcp_max_connections,
+            http_max_connections_per_ip: input.http_max_connections_per_ip,
+            sip_tcp_max_connections_per_ip: input.sip_tcp_max_connections_per_ip,
             clamped: false,
             media_short,
         };
@@ -76,9 +85,23 @@ pub fn plan_fds(input: FdPlanInput) -> FdPlan {
         reserve,
         http_max_connections: usize::try_from(http_new).unwrap_or(usize::MAX),
         sip_tcp_max_connections: usize::try_from(tcp_new).unwrap_or(usize::MAX),
+        http_max_connections_per_ip: scale(input.http_max_connections_per_ip, http_new, http),
+        sip_tcp_max_connections_per_ip: scale(input.sip_tcp_max_connections_per_ip, tcp_new, tcp),
         clamped: true,
         media_short,
     }
+}
+
+/// `per_source` in the proportion `new_total / old_total`, rounded up, at least 1 and
+/// never more than it was or than the new total.
+fn scale(per_source: usize, new_total: u64, old_total: u64) -> usize {
+    let p = per_source as u64;
+    let scaled = p
+        .saturating_mul(new_total)
+        .div_ceil(old_total.max(1))
+        .clamp(1, p.max(1))
+        .min(new_total.max(1));
+    usize::try_from(scaled).unwrap_or(usize::MAX)
 }
 
 /// Raise the soft `RLIMIT_NOFILE` to the hard limit; the soft limit now in force.
@@ -109,6 +132,8 @@ pub fn fit_to_descriptors(settings: &crate::config::Settings) -> crate::config::
             .map(|m| u64::from(m.port_max - m.port_min) + 1),
         http_max_connections: conns.http.max_connections,
         sip_tcp_max_connections: conns.sip_tcp.max_connections,
+        http_max_connections_per_ip: conns.http.max_connections_per_ip,
+        sip_tcp_max_connections_per_ip: conns.sip_tcp.max_connections_per_ip,
     });
     if plan.media_short {
         tracing::warn!(
@@ -123,23 +148,22 @@ pub fn fit_to_descriptors(settings: &crate::config::Settings) -> crate::config::
             nofile,
             reserve = plan.reserve,
             http_max_connections = plan.http_max_connections,
+            http_max_connections_per_ip = plan.http_max_connections_per_ip,
             sip_tcp_max_connections = plan.sip_tcp_max_connections,
-            "http.max_connections ({}) and sip.tcp_max_connections ({}) lowered to fit the \
-             descriptor limit after the reserve for media (limits.max_calls) and the store",
+            sip_tcp_max_connections_per_ip = plan.sip_tcp_max_connections_per_ip,
+            "http.max_connections ({}), http.max_connections_per_ip ({}), \
+             sip.tcp_max_connections ({}) and sip.tcp_max_connections_per_ip ({}) lowered to \
+             fit the descriptor limit after the reserve for media (limits.max_calls) and the store",
             conns.http.max_connections,
+            conns.http.max_connections_per_ip,
             conns.sip_tcp.max_connections,
+            conns.sip_tcp.max_connections_per_ip,
         );
     }
     conns.http.max_connections = plan.http_max_connections;
-    conns.http.max_connections_per_ip = conns
-        .http
-        .max_connections_per_ip
-        .min(plan.http_max_connections);
+    conns.http.max_connections_per_ip = plan.http_max_connections_per_ip;
     conns.sip_tcp.max_connections = plan.sip_tcp_max_connections;
-    conns.sip_tcp.max_connections_per_ip = conns
-        .sip_tcp
-        .max_connections_per_ip
-        .min(plan.sip_tcp_max_connections);
+    conns.sip_tcp.max_connections_per_ip = plan.sip_tcp_max_connections_per_ip;
     tracing::debug!(nofile, reserve = plan.reserve, "descriptor budget");
     conns
 }
@@ -155,6 +179,8 @@ mod tests {
             media_ports: ports,
             http_max_connections: 1024,
             sip_tcp_max_connections: 4096,
+            http_max_connections_per_ip: 64,
+            sip_tcp_max_connections_per_ip: 256,
         }
     }
 
@@ -193,6 +219,32 @@ mod tests {
     }
 
     #[test]
+    fn per_source_caps_shrink_with_their_totals_so_one_source_cannot_fill_them() {
+        // ulimit -n 512 and max_calls 20: 176 descriptors for connections.
+        let p = plan_fds(input(512, 20, Some(400)));
+        assert_eq!(p.http_max_connections, 176 * 1024 / 5120);
+        assert_eq!(
+            p.http_max_connections_per_ip, 3,
+            "64 * 35 / 1024, rounded up"
+        );
+        assert_eq!(p.sip_tcp_max_connections, 176 - 35);
+        assert_eq!(
+            p.sip_tcp_max_connections_per_ip, 9,
+            "256 * 141 / 4096, rounded up"
+        );
+        assert!(p.http_max_connections_per_ip < p.http_max_connections);
+        // Unclamped: the per-source caps stay as configured.
+        let q = plan_fds(input(1 << 20, 20, Some(400)));
+        assert_eq!(
+            (
+                q.http_max_connections_per_ip,
+                q.sip_tcp_max_connections_per_ip
+            ),
+            (64, 256)
+        );
+    }
+
+    #[test]
     fn connections_keep_a_quarter_when_media_would_take_everything() {
         // ulimit -n 1024 with the shipped max_calls: the reserve cannot be kept whole.
         let p = plan_fds(input(1024, 10_000, Some(10_000)));
@@ -219,8 +271,13 @@ mod tests {
                 media_ports: Some(40),
                 http_max_connections: 5,
                 sip_tcp_max_connections: 7,
+                http_max_connections_per_ip: 5,
+                sip_tcp_max_connections_per_ip: 2,
             });
             assert!(p.http_max_connections <= 5 && p.sip_tcp_max_connections <= 7);
+            assert!(p.http_max_connections_per_ip <= p.http_max_connections);
+            assert!(p.sip_tcp_max_connections_per_ip <= 2);
+            assert!(p.http_max_connections_per_ip >= 1 && p.sip_tcp_max_connections_per_ip >= 1);
         }
     }
 }
