@@ -355,3 +355,92 @@ async fn over_the_sip_tcp_cap_an_idle_connection_gives_way_else_the_new_one_is_r
     })
     .await;
 }
+
+/// The issue's own reproduction: handoff under a low `ulimit -n`, one source opening
+/// far more idle connections than there are descriptors. The caps, lowered at start
+/// to fit beside the media reserve, keep descriptors for everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_low_descriptor_limit_a_flood_leaves_healthz_webhooks_and_calls_working() {
+    use common::conns::LimitedHandoff;
+    use common::build::AI_SDP;
+    use common::{TestUa, WAIT};
+    use handoff::sip::message::Method;
+    const NOFILE: u64 = 512;
+    let mine = raise_nofile();
+    let n = flood_size(2 * NOFILE as usize, mine, 2);
+    assert!(
+        n > NOFILE as usize,
+        "descriptor limit {mine} leaves only {n} connections per flood"
+    );
+    run(async {
+        let agent = TestUa::agent(Transport::Udp).await;
+        let (min, max) = common::media_range(400);
+        let config = format!(
+            "{}http.listen = \"127.0.0.1:0\"\n\
+             [sip]\nlisten_udp = [\"127.0.0.1:0\"]\nlisten_tcp = [\"127.0.0.1:0\"]\n\
+             [limits]\nmax_calls = 20\ndrain_timeout_secs = 1\n\
+             [media]\nport_min = {min}\nport_max = {max}\n[log]\nlevel = \"warn\"\n\
+             [[route]]\ndefault = true\norg_id = \"{ORG}\"\nagent_id = \"a\"\n\
+             ai_agent_uri = \"sip:ai@{}\"\n",
+            keys(),
+            agent.local_addr()
+        );
+        let handoff = LimitedHandoff::start(
+            env!("CARGO_BIN_EXE_handoff"),
+            "conns-nofile",
+            &config,
+            NOFILE,
+        );
+        let http_flood = flood(ATTACKER, handoff.http, n).await;
+        let sip_flood = flood(ATTACKER, handoff.tcp, n).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (http_open, sip_open) = (count_open(&http_flood), count_open(&sip_flood));
+        assert!(
+            http_open + sip_open < NOFILE as usize / 2,
+            "{http_open} HTTP and {sip_open} SIP/TCP idle connections held under ulimit -n {NOFILE}"
+        );
+
+        let client = http_client_from(HONEST);
+        let health = client
+            .get(format!("http://{}/healthz", handoff.http))
+            .send()
+            .await
+            .expect("/healthz answers during the flood");
+        assert_eq!(health.status().as_u16(), 200);
+
+        // A new call binds its media and reaches the AI agent; answered, its webhook stamps.
+        let mut agent = agent;
+        let mut caller = TestUa::carrier(Transport::Udp, handoff.udp).await;
+        caller.send(&caller.invite(&InviteOpts::default())).await;
+        caller.expect_response_to(Method::Invite, 100, WAIT).await;
+        let ai_invite = agent.expect_request(Method::Invite, WAIT).await;
+        assert!(
+            String::from_utf8_lossy(ai_invite.msg.body()).contains("m=audio"),
+            "the AI leg's offer has no media: media ports not bound"
+        );
+        agent.respond(&ai_invite, 200, &[], Some(AI_SDP)).await;
+        caller.expect_response_to(Method::Invite, 200, WAIT).await;
+        let resp = client
+            .post(format!(
+                "http://{}/backend/zendesk-v2/voice-prefetch/{}",
+                handoff.http,
+                token()
+            ))
+            .header("content-type", "application/json")
+            .body(r#"{"ticket_id": 4343, "caller_phone": "+14155551212"}"#)
+            .send()
+            .await
+            .expect("the webhook answers during the flood");
+        assert_eq!(resp.status().as_u16(), 200);
+        let v: Value = resp.json().await.expect("JSON");
+        assert_eq!(v["success"], true, "{v}");
+
+        drop((http_flood, sip_flood));
+        let log = handoff.stop();
+        assert!(
+            log.contains("http.max_connections") && log.contains("sip.tcp_max_connections"),
+            "no warning naming the lowered caps in:\n{log}"
+        );
+    })
+    .await;
+}

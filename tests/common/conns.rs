@@ -144,3 +144,112 @@ pub fn http_client_from(from: IpAddr) -> reqwest::Client {
         .build()
         .expect("HTTP client")
 }
+
+/// The handoff binary run under `ulimit -n` (soft and hard) in its own process, so
+/// its descriptor limit is not the test's. Killed by PID when dropped.
+pub struct LimitedHandoff {
+    child: std::process::Child,
+    _stdout: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    pub http: SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+impl LimitedHandoff {
+    /// Start `bin` with `config` (a whole `config.toml`) under descriptor limit
+    /// `nofile`; returns once it printed its addresses.
+    pub fn start(bin: &str, name: &str, config: &str, nofile: u64) -> LimitedHandoff {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let dir = std::env::temp_dir().join(format!("handoff-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("config.toml");
+        std::fs::write(&path, config).expect("write config");
+        // The shell lowers both limits, then becomes handoff.
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" run --config \"$1\""))
+            .arg(bin)
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start handoff");
+        let mut running = Killed(Some(child));
+        let stdout = running.child().stdout.take().expect("stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let mut addr = |prefix: &str| -> SocketAddr {
+            let Some(line) = lines.next() else {
+                use std::io::Read;
+                let mut err = String::new();
+                if let Some(mut e) = running.child().stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("handoff exited before printing {prefix}ADDR: {err}");
+            };
+            let line = line.expect("utf-8");
+            line.strip_prefix(prefix)
+                .unwrap_or_else(|| panic!("{line:?} is not {prefix}ADDR"))
+                .parse()
+                .expect("an address")
+        };
+        let udp = addr("listening udp ");
+        let tcp = addr("listening tcp ");
+        let http = addr("listening http ");
+        LimitedHandoff {
+            child: running.0.take().expect("child"),
+            _stdout: lines,
+            udp,
+            tcp,
+            http,
+            dir,
+        }
+    }
+
+    /// Stop it (SIGTERM, then SIGKILL after 10 s) and return what it logged.
+    pub fn stop(mut self) -> String {
+        use std::io::Read;
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        let until = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut log = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut log);
+        }
+        log
+    }
+}
+
+impl Drop for LimitedHandoff {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Kills a child that start-up gave up on.
+struct Killed(Option<std::process::Child>);
+
+impl Killed {
+    fn child(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("child")
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
