@@ -34,14 +34,23 @@ pub async fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpSt
 }
 
 /// `n` connections from `from` to `to`, opened one after the other and left idle.
-/// A connect that fails (the server's backlog, say) is not kept.
+/// A connect that fails or hangs (a server that stopped accepting: its backlog is
+/// full) is not kept; after a few in a row the flood stops, the server being down.
 pub async fn flood(from: IpAddr, to: SocketAddr, n: usize) -> Vec<TcpStream> {
     let mut conns = Vec::with_capacity(n);
+    let mut failed_in_a_row = 0;
     for _ in 0..n {
-        if let Ok(Ok(c)) =
-            tokio::time::timeout(Duration::from_secs(2), connect_from(from, to)).await
-        {
-            conns.push(c);
+        match tokio::time::timeout(Duration::from_millis(500), connect_from(from, to)).await {
+            Ok(Ok(c)) => {
+                conns.push(c);
+                failed_in_a_row = 0;
+            }
+            _ => {
+                failed_in_a_row += 1;
+                if failed_in_a_row == 3 {
+                    break;
+                }
+            }
         }
     }
     conns
