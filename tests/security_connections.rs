@@ -361,8 +361,8 @@ async fn over_the_sip_tcp_cap_an_idle_connection_gives_way_else_the_new_one_is_r
 /// to fit beside the media reserve, keep descriptors for everyone else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_a_low_descriptor_limit_a_flood_leaves_healthz_webhooks_and_calls_working() {
-    use common::conns::LimitedHandoff;
     use common::build::AI_SDP;
+    use common::conns::LimitedHandoff;
     use common::{TestUa, WAIT};
     use handoff::sip::message::Method;
     const NOFILE: u64 = 512;
@@ -441,6 +441,45 @@ async fn under_a_low_descriptor_limit_a_flood_leaves_healthz_webhooks_and_calls_
             log.contains("http.max_connections") && log.contains("sip.tcp_max_connections"),
             "no warning naming the lowered caps in:\n{log}"
         );
+    })
+    .await;
+}
+
+/// The sidecar's own accept loop keeps the graceful stop: no new connection once
+/// stopped, and a request already in progress still gets its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_finishes_the_request_in_flight_and_takes_no_new_connection() {
+    run(async {
+        let rig = Rig::new(Transport::Udp, &keys()).await;
+        let addr = rig.server.http_addr();
+        let body = r#"{"ticket_id": 1, "caller_phone": "+14155550000"}"#;
+        let head = format!(
+            "POST /backend/zendesk-v2/voice-prefetch/{} HTTP/1.1\r\nHost: h\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            token(),
+            body.len()
+        );
+        let mut c = connect_from(HONEST, addr).await.expect("connect");
+        tokio::io::AsyncWriteExt::write_all(&mut c, head.as_bytes())
+            .await
+            .expect("head");
+        let (_, said) = tokio::join!(rig.server.drain(), async {
+            // Stopped: a new connection is refused.
+            let mut refused = false;
+            for _ in 0..100 {
+                if connect_from(HONEST, addr).await.is_err() {
+                    refused = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(refused, "the sidecar still accepts after the stop");
+            send_and_wait(c, body.as_bytes(), Duration::from_secs(3)).await
+        });
+        let (closed, said) = said;
+        assert!(said.starts_with("HTTP/1.1 200"), "{said}");
+        assert!(said.contains("\"success\""), "{said}");
+        assert!(closed.is_some(), "the connection stays open after the stop");
     })
     .await;
 }

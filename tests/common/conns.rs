@@ -178,7 +178,9 @@ impl LimitedHandoff {
         // The shell lowers both limits, then becomes handoff.
         let child = Command::new("sh")
             .arg("-c")
-            .arg(format!("ulimit -n {nofile} && exec \"$0\" run --config \"$1\""))
+            .arg(format!(
+                "ulimit -n {nofile} && exec \"$0\" run --config \"$1\""
+            ))
             .arg(bin)
             .arg(&path)
             .stdout(Stdio::piped())
