@@ -151,19 +151,19 @@ async fn slowloris_http_headers_are_cut_off_at_the_header_timeout() {
             b"",
             head,
             Duration::from_millis(200),
-            Duration::from_secs(6),
+            Duration::from_secs(8),
         )
         .await;
-        let closed = closed.expect("a dribbled header block is still open after 6 s");
+        let closed = closed.expect("a dribbled header block is still open after 8 s");
         assert!(
-            (Duration::from_millis(800)..Duration::from_millis(3000)).contains(&closed),
+            (Duration::from_millis(800)..Duration::from_millis(5000)).contains(&closed),
             "closed after {closed:?}, header timeout 1 s"
         );
         // A connection that sends nothing at all goes the same way.
         let idle = connect_from(ATTACKER, addr).await.expect("connect");
-        let (closed, _) = send_and_wait(idle, b"", Duration::from_secs(6)).await;
+        let (closed, _) = send_and_wait(idle, b"", Duration::from_secs(8)).await;
         assert!(
-            closed.is_some_and(|d| d < Duration::from_secs(3)),
+            closed.is_some_and(|d| d < Duration::from_secs(5)),
             "an idle connection lives on: {closed:?}"
         );
     })
@@ -186,11 +186,11 @@ async fn slow_bodies_get_408_at_the_body_deadline_and_the_request_timeout() {
         );
         // Part of the body, then silence: the body deadline answers.
         let c = connect_from(HONEST, addr).await.expect("connect");
-        let (closed, said) = send_and_wait(c, head.as_bytes(), Duration::from_secs(6)).await;
+        let (closed, said) = send_and_wait(c, head.as_bytes(), Duration::from_secs(8)).await;
         assert!(said.starts_with("HTTP/1.1 408"), "{said}");
         assert!(said.contains("body not received in time"), "{said}");
         assert!(
-            closed.is_some_and(|d| d < Duration::from_secs(3)),
+            closed.is_some_and(|d| d < Duration::from_secs(5)),
             "{closed:?}"
         );
 
@@ -201,7 +201,7 @@ async fn slow_bodies_get_408_at_the_body_deadline_and_the_request_timeout() {
             head.as_bytes(),
             &[b' '; 100],
             Duration::from_millis(300),
-            Duration::from_secs(6),
+            Duration::from_secs(8),
         )
         .await;
         assert!(said.starts_with("HTTP/1.1 408"), "{said}");
@@ -211,7 +211,7 @@ async fn slow_bodies_get_408_at_the_body_deadline_and_the_request_timeout() {
         );
         let closed = closed.expect("closed after the 408");
         assert!(
-            (Duration::from_millis(1400)..Duration::from_millis(3000)).contains(&closed),
+            (Duration::from_millis(1400)..Duration::from_millis(5000)).contains(&closed),
             "408 and close after {closed:?}, request timeout 1.5 s"
         );
     })
@@ -249,7 +249,10 @@ async fn requests_over_the_concurrency_limit_get_503_at_once() {
             .await
             .expect("an answer, not a queue");
         assert_eq!(resp.status().as_u16(), 503);
-        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "503 not at once"
+        );
         assert_eq!(
             resp.headers().get("retry-after").map(|v| v.as_bytes()),
             Some(&b"1"[..])
@@ -295,12 +298,12 @@ async fn sip_tcp_dribbling_one_byte_at_a_time_is_closed_at_the_message_deadline(
             b"",
             msg.as_bytes(),
             Duration::from_millis(200),
-            Duration::from_secs(6),
+            Duration::from_secs(8),
         )
         .await;
-        let closed = closed.expect("a dribbling SIP/TCP connection is open after 6 s");
+        let closed = closed.expect("a dribbling SIP/TCP connection is open after 8 s");
         assert!(
-            (Duration::from_millis(900)..Duration::from_millis(3000)).contains(&closed),
+            (Duration::from_millis(900)..Duration::from_millis(5000)).contains(&closed),
             "closed after {closed:?}, message deadline 1 s"
         );
         assert_eq!(
