@@ -15,6 +15,8 @@ pub mod trunk;
 pub use trunk::Trunk;
 pub mod shipped;
 mod webhook;
+mod conns;
+pub use conns::{ConnSettings, HttpConnsConfig, HttpLimits, SipConnsConfig, SipTcpLimits};
 pub use media::{MediaConfig, MediaSettings};
 pub use webhook::{RevokedToken, RevokedTokenConfig, DEFAULT_TOKEN_LIFETIME_DAYS};
 
@@ -86,6 +88,9 @@ pub struct SipConfig {
     pub dns_servers: Vec<String>,
     /// With no `[[trunk]]`, take requests from any source even off loopback (labs only).
     pub allow_any_source: bool,
+    /// `tcp_max_connections`, `tcp_max_connections_per_ip`, `tcp_message_timeout_ms`.
+    #[serde(flatten)]
+    pub conns: SipConnsConfig,
 }
 
 impl Default for SipConfig {
@@ -104,6 +109,7 @@ impl Default for SipConfig {
             user_agent: "handoff".into(),
             dns_servers: Vec::new(),
             allow_any_source: false,
+            conns: SipConnsConfig::default(),
         }
     }
 }
@@ -186,6 +192,9 @@ pub struct HttpConfig {
     pub require_https_outbound: bool,
     pub token_lifetime_days: u64,
     pub revoked_tokens: Vec<RevokedTokenConfig>,
+    /// Timeouts, concurrency and connection caps (`src/config/conns.rs`).
+    #[serde(flatten)]
+    pub conns: HttpConnsConfig,
 }
 
 impl Default for HttpConfig {
@@ -203,6 +212,7 @@ impl Default for HttpConfig {
             require_https_outbound: false,
             token_lifetime_days: DEFAULT_TOKEN_LIFETIME_DAYS,
             revoked_tokens: Vec::new(),
+            conns: HttpConnsConfig::default(),
         }
     }
 }
@@ -285,6 +295,8 @@ pub struct Settings {
     pub zendesk: Option<crate::zendesk::ZendeskApiSettings>,
     /// `[[webhooks]]` and `[events]`: lifecycle-event subscribers and delivery.
     pub events: crate::events::settings::EventSettings,
+    /// HTTP and SIP/TCP connection limits, as configured.
+    pub conns: ConnSettings,
 }
 
 /// A secret from the configuration; `Debug` never shows it.
@@ -582,6 +594,7 @@ impl Config {
         }
         let http = self.validate_http(&bad)?;
         let media = self.validate_media(&bad)?;
+        let conns = conns::validate(&self.http.conns, &self.sip.conns, &bad)?;
         let transfer = self
             .transfer
             .compile()
@@ -601,6 +614,7 @@ impl Config {
         outbound::require_https(self.http.require_https_outbound, zendesk.as_ref(), &events)
             .map_err(|(key, problem)| bad(&key, problem))?;
         Ok(Settings {
+            conns,
             zendesk,
             events,
             store_path,
@@ -763,6 +777,8 @@ fn one_line(e: &toml::de::Error, text: &str) -> String {
         Some(span) => {
             let before = &text.as_bytes()[..span.start.min(text.len())];
             let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+            // A flattened table's error spans the table: find the key's own line.
+            let line = conns::line_of_key(text, span.clone(), &msg).unwrap_or(line);
             let key = text
                 .get(span.clone())
                 .filter(|k| k.len() < 80 && !k.contains('\n'))

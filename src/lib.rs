@@ -9,6 +9,7 @@ pub mod http;
 pub mod media;
 pub mod metrics;
 pub mod outbound_http;
+pub mod net;
 pub mod redact;
 pub mod server;
 pub mod session;

@@ -155,6 +155,20 @@ metrics! {
     counter webhook_stamps_unconfirmed_total,
     /// Webhook bodies refused because a field handoff reads appeared twice.
     counter webhook_duplicate_keys_total,
+
+    // Connections (issue 12): caps, eviction, deadlines.
+    /// HTTP connections open.
+    gauge http_connections,
+    /// HTTP connections closed at accept: over http.max_connections or http.max_connections_per_ip.
+    counter http_connections_refused_total,
+    /// HTTP requests answered 503 at once: http.max_concurrent_requests in progress.
+    counter http_requests_shed_total,
+    /// SIP/TCP connections closed at accept: over a cap with no idle connection to evict.
+    counter sip_tcp_connections_refused_total,
+    /// Idle SIP/TCP connections carrying no dialog closed to make room for a new one.
+    counter sip_tcp_connections_evicted_total,
+    /// SIP/TCP connections closed because a message was not complete within sip.tcp_message_timeout_ms.
+    counter sip_tcp_message_timeouts_total,
 }
 
 mod trunk;

@@ -79,6 +79,8 @@ impl Server {
         memory: Option<Arc<SessionTable>>,
     ) -> Result<Server, StartError> {
         let settings = Arc::new(settings);
+        // Before anything opens a descriptor: the caps that fit beside the media reserve.
+        let conns = crate::net::fd_budget::fit_to_descriptors(&settings);
         for w in settings.startup_warnings() {
             tracing::warn!("{w}");
         }
@@ -106,6 +108,7 @@ impl Server {
                 tcp_idle_timeout: settings.tcp_idle_timeout,
                 tcp_connect_timeout: settings.tcp_connect_timeout,
                 dns_servers: settings.dns_servers.clone(),
+                tcp_limits: conns.sip_tcp,
             },
             Arc::new(b2bua.clone()),
             metrics.clone(),
@@ -143,7 +146,7 @@ impl Server {
         if let Some(c) = zendesk.confirmer {
             http_state.set_confirmer(c);
         }
-        let http = match HttpServer::start(settings.http.listen, http_state.clone()).await {
+        let http = match HttpServer::start(settings.http.listen, http_state.clone(), conns.http).await {
             Ok(h) => h,
             Err(e) => {
                 sweeper.abort();

@@ -196,6 +196,7 @@ async fn transport_layer(dns: &FakeDns) -> Arc<TransportLayer> {
         tcp_idle_timeout: Duration::from_secs(30),
         tcp_connect_timeout: Duration::from_secs(2),
         dns_servers: vec![dns.addr()],
+        tcp_limits: Default::default(),
     };
     TransportLayer::start(cfg, Arc::new(NoSink), Arc::new(Metrics::default()))
         .await

@@ -47,9 +47,12 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A body that could not be read: over the limit (413) or broken (400).
+/// A body that could not be read: over the limit (413), not sent in time (408,
+/// `http.body_timeout_ms`) or broken (400).
 pub fn body_error(rejection: BytesRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+    if timed_out(&rejection) {
+        ApiError::new(StatusCode::REQUEST_TIMEOUT, "body not received in time").field("body")
+    } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("body is over {} bytes", super::MAX_BODY),
@@ -58,6 +61,18 @@ pub fn body_error(rejection: BytesRejection) -> ApiError {
     } else {
         ApiError::bad_request("body", "body could not be read")
     }
+}
+
+/// The body deadline's error somewhere down the rejection's causes.
+fn timed_out(rejection: &BytesRejection) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(e) = cause {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// The request says its body is JSON (`application/json`, parameters allowed).

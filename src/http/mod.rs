@@ -11,6 +11,7 @@ mod error;
 mod health;
 pub mod prefetch;
 pub mod replay;
+mod serve;
 pub mod sessions;
 #[cfg(test)]
 mod store_down_tests;
@@ -100,6 +101,10 @@ impl HttpState {
         &self.0.metrics
     }
 
+    fn metrics_arc(&self) -> Arc<Metrics> {
+        self.0.metrics.clone()
+    }
+
     pub fn enricher(&self) -> &dyn ContactEnricher {
         self.0.enricher.as_ref()
     }
@@ -114,8 +119,10 @@ impl HttpState {
     }
 }
 
-/// Every endpoint of the sidecar.
+/// Every endpoint of the sidecar. A request that takes longer than
+/// `http.request_timeout_ms` (body and handler) gets `408`.
 pub fn router(state: HttpState) -> Router {
+    let request_timeout = state.settings().conns.http.request_timeout;
     Router::new()
         .route(
             "/backend/zendesk-v2/voice-prefetch/:token",
@@ -134,15 +141,23 @@ pub fn router(state: HttpState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
         .layer(axum::middleware::map_response(json_for_bare_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
-/// axum answers a wrong method (405) with an empty body; every error here is JSON.
+/// axum answers a wrong method (405), and the request timeout a slow request (408),
+/// with an empty body; every error here is JSON.
 async fn json_for_bare_errors(response: Response) -> Response {
     let status = response.status();
     let bare = !response.headers().contains_key(header::CONTENT_TYPE);
+    if status == StatusCode::REQUEST_TIMEOUT && bare {
+        return ApiError::new(status, "request not completed in time").into_response();
+    }
     if status == StatusCode::METHOD_NOT_ALLOWED && bare {
         let allow = response.headers().get(header::ALLOW).cloned();
         let mut r = ApiError::new(status, "method not allowed for this endpoint").into_response();
@@ -169,26 +184,21 @@ pub struct HttpBindError {
 }
 
 impl HttpServer {
-    /// Bind `addr` and serve the router on the current runtime.
-    pub async fn start(addr: SocketAddr, state: HttpState) -> Result<HttpServer, HttpBindError> {
+    /// Bind `addr` and serve the router on the current runtime under `limits` (the
+    /// configured ones, their connection caps fitted to the descriptor budget).
+    pub async fn start(
+        addr: SocketAddr,
+        state: HttpState,
+        limits: crate::config::HttpLimits,
+    ) -> Result<HttpServer, HttpBindError> {
         let bind_error = |source| HttpBindError { addr, source };
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(bind_error)?;
         let addr = listener.local_addr().map_err(bind_error)?;
-        let (stop, mut stopped) = tokio::sync::watch::channel(false);
-        let app = router(state);
-        let task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::warn!(error = %e, "HTTP sidecar stopped");
-            }
-        });
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let app = router(state.clone());
+        let task = tokio::spawn(serve::serve(listener, app, state, limits, stopped));
         Ok(HttpServer { addr, stop, task })
     }
 

@@ -51,6 +51,12 @@ impl Framer {
         self.buf.len()
     }
 
+    /// Part of a message is buffered: something besides the CRs and LFs of
+    /// keep-alives, which are no message and have no deadline.
+    pub fn in_message(&self) -> bool {
+        self.buf.iter().any(|b| *b != b'\r' && *b != b'\n')
+    }
+
     /// The next whole frame, `Ok(None)` when more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FramingError> {
         // Keep-alives and stray CRLFs between messages (RFC 3261 7.5, RFC 5626 4.4.1).
@@ -290,6 +296,24 @@ mod tests {
         let mut g = Framer::new(65536);
         g.push(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(g.next_frame(), Err(FramingError::NotSip));
+    }
+
+    #[test]
+    fn in_message_ignores_keep_alive_bytes_and_ends_with_the_message() {
+        let mut f = Framer::new(65536);
+        assert!(!f.in_message());
+        f.push(b"\r\n");
+        assert!(
+            !f.in_message(),
+            "a lone CRLF is a keep-alive, not a message"
+        );
+        let whole = msg("body");
+        f.push(&whole.as_bytes()[..10]);
+        assert_eq!(f.next_frame(), Ok(None));
+        assert!(f.in_message());
+        f.push(&whole.as_bytes()[10..]);
+        assert!(matches!(f.next_frame(), Ok(Some(Frame::Message(_)))));
+        assert!(!f.in_message());
     }
 
     #[test]

@@ -2,12 +2,14 @@
 //! keep-alives, `received`/`rport`. Knows messages only as bytes in and parsed
 //! messages out; knows nothing of transactions or calls.
 
+mod conn_limit;
 mod framing;
 pub mod resolve;
 mod targets;
 mod tcp;
 mod udp;
 
+pub use conn_limit::{choose_victim, Candidate, Over, EVICT_MIN_IDLE};
 pub use framing::{Frame, Framer, FramingError};
 pub use resolve::{ResolveError, Target};
 pub use targets::{PeerError, Targets, MAX_TARGETS};
@@ -108,6 +110,8 @@ pub struct TransportConfig {
     pub tcp_connect_timeout: Duration,
     /// DNS servers for resolving URIs; empty: the system's configuration.
     pub dns_servers: Vec<SocketAddr>,
+    /// Connection caps and the message deadline (`sip.tcp_*`).
+    pub tcp_limits: crate::config::SipTcpLimits,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,20 +1,25 @@
 //! The TCP side: listeners, one reader and one writer task per connection, framing by
-//! Content-Length, keep-alive pongs, idle close, and reuse of open connections.
+//! Content-Length, keep-alive pongs, idle close, and reuse of open connections. Caps
+//! on connections in total and per source (over one, an idle connection with no
+//! dialog gives way, else the new one is closed), and a deadline for each message
+//! from its first byte that later bytes do not move.
 
+use super::conn_limit::{choose_victim, Candidate, Over};
 use super::{
     deliver, BindError, ConnId, Frame, Framer, Peer, SendError, Transport, TransportConfig,
     TransportLayer,
 };
 use crate::metrics::Metrics;
+use crate::net::{source_key, Admission, ConnCaps, ConnCounter, ConnPermit};
 use bytes::Bytes;
 use dashmap::DashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 /// Messages queued for one connection's writer before sends are refused.
 const WRITE_QUEUE: usize = 1024;
@@ -24,6 +29,30 @@ struct Conn {
     tx: mpsc::Sender<Bytes>,
     /// Dialogs using this connection: while any does, idleness does not close it.
     holders: AtomicU64,
+    /// Accepted from a peer (not one we opened): may be evicted.
+    inbound: bool,
+    activity: Arc<Activity>,
+    /// Tells the reader to close (eviction).
+    close: Arc<Notify>,
+    /// Its place under the caps, given back when the connection leaves the table.
+    _permit: ConnPermit,
+}
+
+/// What the reader and writer tasks note for eviction, in ms since the hub's epoch.
+#[derive(Default)]
+struct Activity {
+    last_read: AtomicU64,
+    last_write: AtomicU64,
+    /// Part of a message is buffered.
+    mid_message: AtomicBool,
+}
+
+impl Activity {
+    fn last(&self) -> u64 {
+        self.last_read
+            .load(Ordering::Relaxed)
+            .max(self.last_write.load(Ordering::Relaxed))
+    }
 }
 
 pub(super) struct TcpHub {
@@ -37,6 +66,8 @@ pub(super) struct TcpHub {
     max_message: usize,
     idle: Duration,
     connect_timeout: Duration,
+    message_timeout: Duration,
+    counter: Arc<ConnCounter>,
     epoch: Instant,
 }
 
@@ -79,6 +110,11 @@ impl TcpHub {
             max_message: cfg.max_message_size,
             idle: cfg.tcp_idle_timeout,
             connect_timeout: cfg.tcp_connect_timeout,
+            message_timeout: cfg.tcp_limits.message_timeout,
+            counter: ConnCounter::new(ConnCaps {
+                total: cfg.tcp_limits.max_connections,
+                per_source: cfg.tcp_limits.max_connections_per_ip,
+            }),
             epoch: Instant::now(),
         })
     }
@@ -159,7 +195,8 @@ impl TcpHub {
                 addr,
                 reason: e.to_string(),
             })?;
-        let id = self.register(stream, addr);
+        let permit = self.counter.acquire_own(addr.ip());
+        let id = self.register(stream, addr, permit, false);
         Ok(Peer {
             transport: Transport::Tcp,
             addr,
@@ -167,24 +204,100 @@ impl TcpHub {
         })
     }
 
-    fn register(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr) -> ConnId {
+    /// A connection a peer opened: admitted under the caps, possibly in place of an
+    /// idle one; else closed at once.
+    fn accept(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+        let permit = match self.counter.try_acquire(peer.ip()) {
+            Ok(p) => Some(p),
+            Err(over) => {
+                let over = match over {
+                    Admission::OverPerSource => Over::Source(source_key(peer.ip())),
+                    _ => Over::Total,
+                };
+                match choose_victim(&self.candidates(), over) {
+                    Some(victim) => {
+                        self.evict(victim);
+                        self.counter.try_acquire(peer.ip()).ok()
+                    }
+                    None => None,
+                }
+            }
+        };
+        match permit {
+            Some(p) => {
+                self.register(stream, peer, p, true);
+            }
+            None => {
+                Metrics::inc(&self.metrics.sip_tcp_connections_refused_total);
+                tracing::debug!(source = %peer.ip(), "SIP/TCP connection over its cap and none idle to evict: closed");
+            }
+        }
+    }
+
+    fn candidates(&self) -> Vec<Candidate> {
+        let now = self.millis();
+        self.conns
+            .iter()
+            .map(|e| {
+                let c = e.value();
+                Candidate {
+                    id: *e.key(),
+                    source: source_key(c.peer.ip()),
+                    inbound: c.inbound,
+                    held: c.holders.load(Ordering::Relaxed) > 0,
+                    mid_message: c.activity.mid_message.load(Ordering::Relaxed),
+                    idle_for: Duration::from_millis(now.saturating_sub(c.activity.last())),
+                }
+            })
+            .collect()
+    }
+
+    /// Close `id` to make room: out of the table now (its place is free at once),
+    /// its reader told to stop.
+    fn evict(&self, id: ConnId) {
+        let close = self.conns.get(&id).map(|c| c.close.clone());
+        if let Some(close) = close {
+            tracing::debug!(
+                conn = id,
+                "evicting an idle SIP/TCP connection for a new one"
+            );
+            Metrics::inc(&self.metrics.sip_tcp_connections_evicted_total);
+            self.unregister(id);
+            close.notify_one();
+        }
+    }
+
+    fn register(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        permit: ConnPermit,
+        inbound: bool,
+    ) -> ConnId {
         let _ = stream.set_nodelay(true);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let activity = Arc::new(Activity::default());
+        let now = self.millis();
+        activity.last_read.store(now, Ordering::Relaxed);
+        let close = Arc::new(Notify::new());
         self.conns.insert(
             id,
             Conn {
                 peer,
                 tx,
                 holders: AtomicU64::new(0),
+                inbound,
+                activity: activity.clone(),
+                close: close.clone(),
+                _permit: permit,
             },
         );
         self.by_peer.insert(peer, id);
         self.metrics.tcp_connections.fetch_add(1, Ordering::Relaxed);
         let (rd, wr) = stream.into_split();
-        let last_activity = Arc::new(AtomicU64::new(0));
-        tokio::spawn(writer(wr, rx, last_activity.clone(), self.epoch));
-        tokio::spawn(reader(self.clone(), rd, id, peer, last_activity));
+        tokio::spawn(writer(wr, rx, activity.clone(), self.epoch));
+        tokio::spawn(reader(self.clone(), rd, id, peer, activity, close));
         id
     }
 
@@ -221,9 +334,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub(super) async fn accept_loop(listener: TcpListener, hub: Arc<TcpHub>) {
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => {
-                hub.register(stream, peer);
-            }
+            Ok((stream, peer)) => hub.accept(stream, peer),
             Err(e) => {
                 // Out of descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %e, "tcp accept failed");
@@ -236,14 +347,16 @@ pub(super) async fn accept_loop(listener: TcpListener, hub: Arc<TcpHub>) {
 async fn writer(
     mut wr: tokio::net::tcp::OwnedWriteHalf,
     mut rx: mpsc::Receiver<Bytes>,
-    last_activity: Arc<AtomicU64>,
+    activity: Arc<Activity>,
     epoch: Instant,
 ) {
     while let Some(bytes) = rx.recv().await {
         if wr.write_all(&bytes).await.is_err() {
             break;
         }
-        last_activity.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        activity
+            .last_write
+            .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
     let _ = wr.shutdown().await;
 }
@@ -253,7 +366,8 @@ async fn reader(
     mut rd: tokio::net::tcp::OwnedReadHalf,
     id: ConnId,
     peer: SocketAddr,
-    last_write: Arc<AtomicU64>,
+    activity: Arc<Activity>,
+    close: Arc<Notify>,
 ) {
     let from = Peer {
         transport: Transport::Tcp,
@@ -265,15 +379,26 @@ async fn reader(
         return hub.unregister(id);
     };
     let mut framer = Framer::new(hub.max_message);
-    let mut last_read = hub.millis();
+    // When the message being received must be complete: set by its first byte.
+    let mut message_deadline: Option<Instant> = None;
     'conn: loop {
         framer.buffer_mut().reserve(4096);
-        let read = tokio::time::timeout(hub.idle, rd.read_buf(framer.buffer_mut())).await;
+        let wait = message_deadline.map_or(hub.idle, |d| {
+            hub.idle.min(d.saturating_duration_since(Instant::now()))
+        });
+        let read = tokio::select! {
+            r = tokio::time::timeout(wait, rd.read_buf(framer.buffer_mut())) => r,
+            _ = close.notified() => break,
+        };
         match read {
             Err(_) => {
+                if message_deadline.is_some_and(|d| Instant::now() >= d) {
+                    Metrics::inc(&hub.metrics.sip_tcp_message_timeouts_total);
+                    tracing::debug!(%peer, "SIP/TCP message not complete in time, closing");
+                    break;
+                }
                 // Idle in both directions for the configured time: close.
-                let last = last_read.max(last_write.load(Ordering::Relaxed));
-                let idle_for = hub.millis().saturating_sub(last);
+                let idle_for = hub.millis().saturating_sub(activity.last());
                 if idle_for >= hub.idle.as_millis() as u64 && !hub.is_held(id) {
                     tracing::debug!(%peer, "tcp connection idle, closing");
                     break;
@@ -281,11 +406,15 @@ async fn reader(
                 continue;
             }
             Ok(Ok(0)) | Ok(Err(_)) => break,
-            Ok(Ok(_)) => last_read = hub.millis(),
+            Ok(Ok(_)) => activity.last_read.store(hub.millis(), Ordering::Relaxed),
         }
         loop {
             match framer.next_frame() {
-                Ok(Some(Frame::Message(data))) => deliver(&layer, data, from),
+                Ok(Some(Frame::Message(data))) => {
+                    // The message the deadline was for is complete.
+                    message_deadline = None;
+                    deliver(&layer, data, from);
+                }
                 Ok(Some(Frame::Ping)) => {
                     // RFC 5626 4.4.1: answer a double-CRLF ping with a single CRLF pong.
                     if let Some(conn) = hub.conns.get(&id) {
@@ -299,6 +428,13 @@ async fn reader(
                     break 'conn;
                 }
             }
+        }
+        let mid_message = framer.in_message();
+        activity.mid_message.store(mid_message, Ordering::Relaxed);
+        if !mid_message {
+            message_deadline = None;
+        } else if message_deadline.is_none() {
+            message_deadline = Some(Instant::now() + hub.message_timeout);
         }
     }
     hub.unregister(id);
