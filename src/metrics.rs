@@ -123,6 +123,9 @@ metrics! {
     /// Transfers that failed (target refused, timed out, unreachable); the caller
     /// stayed with the AI agent.
     counter transfers_failed_total,
+    // Strict parsing (issue 12).
+    /// Malformed requests answered 400 (or 416, 505) with the problem in the reason.
+    counter sip_malformed_answered_total,
 }
 
 /// The method label values: the methods SIP defines that handoff meets, then
