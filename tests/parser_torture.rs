@@ -7,10 +7,8 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::{handoff_addr, Rig, Transport};
 use handoff::metrics::Metrics;
-use handoff::sip::message::parse;
 use handoff::sip::transport::{Frame, Framer};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -271,24 +269,4 @@ async fn torture_corpus_over_udp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn torture_corpus_over_tcp() {
     common::bounded(Duration::from_secs(120), run_corpus(Transport::Tcp)).await;
-}
-
-/// The cost of parsing, whole and of the strict checks alone: run with
-/// `cargo test --release --test parser_torture -- --ignored --nocapture parse_cost`.
-#[test]
-#[ignore]
-fn parse_cost() {
-    let raw = Bytes::from(std::fs::read(fixture_dir().join("valid_invite_basic.sip")).unwrap());
-    let n = 200_000;
-    for _ in 0..2 {
-        let start = Instant::now();
-        for _ in 0..n {
-            std::hint::black_box(parse(raw.clone()).expect("parses"));
-        }
-        let whole = start.elapsed();
-        println!(
-            "parse of valid_invite_basic.sip: {:.0} ns per message",
-            whole.as_nanos() as f64 / n as f64
-        );
-    }
 }

@@ -386,4 +386,32 @@ mod tests {
         let k = kind(&BASIC.replace("<sip:a@127.0.0.1>", "< sip:a@127.0.0.1 >"));
         assert!(matches!(k, ParseErrorKind::BadHeader(_)), "{k:?}");
     }
+
+    /// The strict checks' share of a parse: `cargo test --release --lib -- --ignored
+    /// --nocapture strict_checks_cost` (a debug build gives the ratio only roughly).
+    #[test]
+    #[ignore]
+    fn strict_checks_cost() {
+        let raw = Bytes::from_static(include_bytes!(
+            "../../../sip-fixtures/valid_invite_basic.sip"
+        ));
+        let msg = parse(raw.clone()).expect("parses");
+        let n = 100_000u32;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(parse(std::hint::black_box(raw.clone())).is_ok());
+        }
+        let whole = start.elapsed() / n;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            let m = std::hint::black_box(&msg);
+            std::hint::black_box(check_repeated(m).is_ok() && check_values(m).is_ok());
+            std::hint::black_box(check_request_uri(m.request_uri().unwrap_or("")).is_ok());
+        }
+        let strict = start.elapsed() / n;
+        println!(
+            "parse: {whole:?} per message, of which strict checks {strict:?} ({:.1}%)",
+            strict.as_nanos() as f64 * 100.0 / whole.as_nanos() as f64
+        );
+    }
 }
