@@ -190,15 +190,12 @@ pub fn parse(buf: Bytes) -> Result<Message, ParseError> {
     let available = buf.len() - body_start;
     let body_len = match msg.header("Content-Length") {
         // 1*DIGIT (RFC 3261 20.14): no sign, as the stream framer reads it.
-        Some(v) => match v.trim().parse::<usize>().map_err(|_| ()).and_then(|n| {
-            if v.trim().starts_with('+') {
-                Err(())
-            } else {
-                Ok(n)
-            }
-        }) {
-            Ok(n) if n <= available => n,
-            Ok(n) => {
+        Some(v) => match Some(v.trim())
+            .filter(|t| !t.starts_with('+'))
+            .and_then(|t| t.parse::<usize>().ok())
+        {
+            Some(n) if n <= available => n,
+            Some(n) => {
                 return Err(with_partial(
                     msg,
                     ParseErrorKind::BodyShorterThanContentLength {
@@ -207,7 +204,7 @@ pub fn parse(buf: Bytes) -> Result<Message, ParseError> {
                     },
                 ))
             }
-            Err(_) => {
+            None => {
                 return Err(with_partial(
                     msg,
                     ParseErrorKind::BadHeader("Content-Length"),

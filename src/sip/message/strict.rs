@@ -269,6 +269,14 @@ mod tests {
     }
 
     #[test]
+    fn signed_or_negative_content_length_is_refused() {
+        for v in ["+0", "-0", "-999", "0x0"] {
+            let k = kind(&BASIC.replace("Content-Length: 0", &format!("Content-Length: {v}")));
+            assert_eq!(k.reason(), "Bad Content-Length", "{v}");
+        }
+    }
+
+    #[test]
     fn repeated_call_id_from_to_cseq_are_refused() {
         for (line, name) in [
             ("Call-ID: other\r\n", "Call-ID"),
