@@ -62,7 +62,7 @@ pub fn malformed_response(err: &ParseError, source: SocketAddr, server: &str) ->
 
 /// A header copied into our response: control characters become spaces.
 fn clean(name: &HeaderName, value: &str) -> Header {
-    let value = if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+    let value = if super::check_value(value).is_err() {
         value
             .chars()
             .map(|c| {
