@@ -169,6 +169,9 @@ metrics! {
     counter sip_tcp_connections_evicted_total,
     /// SIP/TCP connections closed because a message was not complete within sip.tcp_message_timeout_ms.
     counter sip_tcp_message_timeouts_total,
+    // Strict parsing (issue 12).
+    /// Malformed requests answered 400 (or 416, 505) with the problem in the reason.
+    counter sip_malformed_answered_total,
 }
 
 mod trunk;

@@ -17,7 +17,7 @@ use crate::config::Settings;
 use crate::e164::normalize_e164;
 use crate::metrics::Metrics;
 use crate::session::SessionStore;
-use crate::sip::message::{generate_tag, Message, Method, ParseError};
+use crate::sip::message::{generate_tag, malformed_response, Message, Method, ParseError};
 use crate::sip::transaction::{Absorb, Absorber, TimerConfig};
 use crate::sip::transport::{response_peer, Peer, Sink, TransportLayer};
 use inbox::TrySendError;
@@ -416,25 +416,16 @@ impl Sink for B2bua {
         if self.admit_source(&from, "malformed").is_none() {
             return;
         }
-        let status = err.status();
-        match err.partial() {
-            Some(req)
-                if req.is_request()
-                    && req.method() != Some(&Method::Ack)
-                    && req.header("Via").is_some()
-                    && req.top_via().is_some() =>
-            {
-                tracing::info!(peer = %from.addr, error = %err, "malformed request answered {status}");
-                let mut resp = Message::response_to(req, status, Some(&generate_tag()));
-                resp.set_reason(format!(
-                    "{} ({})",
-                    crate::sip::message::default_reason(status),
-                    err.kind
-                ));
-                resp.push("Server", self.shared.settings.user_agent.clone());
-                let _ = t.send(&response_peer(req, from), resp.to_bytes());
+        // RFC 3261 8.2.2, 16.3: a request that can be answered gets its 400 (416, 505)
+        // with the problem named; the rest is a counted drop.
+        let server = &self.shared.settings.user_agent;
+        match malformed_response(&err, from.addr, server) {
+            Some(resp) => {
+                tracing::info!(peer = %from.addr, error = %err, status = err.status(), "malformed request answered");
+                Metrics::inc(&self.shared.metrics.sip_malformed_answered_total);
+                let _ = t.send(&response_peer(&resp, from), resp.to_bytes());
             }
-            _ => {
+            None => {
                 Metrics::inc(&self.shared.metrics.sip_messages_dropped_total);
                 tracing::debug!(peer = %from.addr, error = %err, "malformed message dropped");
             }

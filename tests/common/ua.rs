@@ -357,6 +357,14 @@ fn spawn_connection(
                         }
                     }
                     Ok(Some(Frame::Ping)) => {}
+                    Ok(Some(Frame::Unframeable(_))) => {
+                        let _ = events.send(Event::Unparsed(Unparsed {
+                            text: String::new(),
+                            error: "handoff sent an untrustworthy Content-Length".into(),
+                            from: peer,
+                        }));
+                        break 'conn;
+                    }
                     Ok(None) => break,
                     Err(e) => {
                         let _ = events.send(Event::Unparsed(Unparsed {

@@ -6,12 +6,15 @@
 //! and rsip then checks the start line's URI and the typed headers we read.
 
 mod headers;
+mod malformed;
 mod parse;
+mod strict;
 mod typed;
 
 pub use headers::{
     check_value, is_token_char, split_list, Header, HeaderName, HeaderValueError, MAX_HEADER_LINE,
 };
+pub use malformed::malformed_response;
 pub use parse::{parse, ParseError, ParseErrorKind};
 pub use typed::{
     bracket_v6, generate_branch, generate_call_id, generate_tag, CSeq, NameAddr, SipUri, Via,

@@ -2,6 +2,7 @@
 //! checks RFC 3261 8.2 asks of every request before it is acted on.
 
 use super::headers::{Header, HeaderName};
+use super::strict;
 use super::typed::{CSeq, SipUri};
 use super::{Message, Method, StartLine};
 use bytes::Bytes;
@@ -17,18 +18,66 @@ pub enum ParseErrorKind {
     NoHeaderEnd,
     HeaderNotUtf8,
     BadStartLine,
+    /// Extra spaces between or after the Request-Line's elements (RFC 4475 3.1.2.9,
+    /// 3.1.2.10).
+    BadRequestLine,
     /// A SIP version other than 2.0 (answered 505).
     BadVersion,
+    /// A sip:, sips: or tel: Request-URI that is malformed: spaces, `<>`, headers.
     BadRequestUri,
+    /// A Request-URI in a scheme handoff does not serve (answered 416).
+    UnsupportedUriScheme,
     BadHeaderLine,
     TooManyHeaders,
     MissingHeader(&'static str),
     BadHeader(&'static str),
+    /// A header that may appear once appears again (RFC 3261 7.3.1); `conflicting`
+    /// when the values differ.
+    Repeated {
+        header: &'static str,
+        conflicting: bool,
+    },
+    /// A quoted display name with a bare CR, LF or NUL, unterminated, or an unquoted
+    /// one with characters outside `token` (RFC 3261 25.1, RFC 4475 3.1.2.6, 3.1.2.15).
+    BadDisplayName,
+    /// A control character (other than HTAB) in a header value; the header's name.
+    ControlCharacter(String),
     CSeqMethodMismatch,
     BodyShorterThanContentLength {
         declared: usize,
         actual: usize,
     },
+}
+
+impl ParseErrorKind {
+    /// The reason phrase of the response that refuses the message: the problem named in
+    /// a few words (RFC 3261 21.4.1 leaves the phrase to the server).
+    pub fn reason(&self) -> String {
+        match self {
+            ParseErrorKind::Empty | ParseErrorKind::BadStartLine => "Bad Start Line".into(),
+            ParseErrorKind::NoHeaderEnd => "No Header End".into(),
+            ParseErrorKind::HeaderNotUtf8 => "Header Not UTF-8".into(),
+            ParseErrorKind::BadRequestLine => "Bad Request-Line".into(),
+            ParseErrorKind::BadVersion => "Version Not Supported".into(),
+            ParseErrorKind::BadRequestUri => "Bad Request-URI".into(),
+            ParseErrorKind::UnsupportedUriScheme => "Unsupported URI Scheme".into(),
+            ParseErrorKind::BadHeaderLine => "Bad Header Line".into(),
+            ParseErrorKind::TooManyHeaders => "Too Many Headers".into(),
+            ParseErrorKind::MissingHeader(h) => format!("Missing {h}"),
+            ParseErrorKind::BadHeader(h) => format!("Bad {h}"),
+            ParseErrorKind::Repeated {
+                header: "Content-Length",
+                conflicting: true,
+            } => "Conflicting Content-Length".into(),
+            ParseErrorKind::Repeated { header, .. } => format!("Multiple {header}"),
+            ParseErrorKind::BadDisplayName => "Bad Display Name".into(),
+            ParseErrorKind::ControlCharacter(h) => format!("Control Character in {h}"),
+            ParseErrorKind::CSeqMethodMismatch => "CSeq Method Mismatch".into(),
+            ParseErrorKind::BodyShorterThanContentLength { .. } => {
+                "Body Shorter Than Content-Length".into()
+            }
+        }
+    }
 }
 
 impl fmt::Display for ParseErrorKind {
@@ -38,8 +87,19 @@ impl fmt::Display for ParseErrorKind {
             ParseErrorKind::NoHeaderEnd => f.write_str("no blank line after the headers"),
             ParseErrorKind::HeaderNotUtf8 => f.write_str("header block is not UTF-8"),
             ParseErrorKind::BadStartLine => f.write_str("malformed start line"),
+            ParseErrorKind::BadRequestLine => f.write_str("extra spaces in the Request-Line"),
             ParseErrorKind::BadVersion => f.write_str("unsupported SIP version"),
             ParseErrorKind::BadRequestUri => f.write_str("malformed Request-URI"),
+            ParseErrorKind::UnsupportedUriScheme => f.write_str("unsupported Request-URI scheme"),
+            ParseErrorKind::Repeated {
+                header,
+                conflicting: true,
+            } => write!(f, "conflicting {header} headers"),
+            ParseErrorKind::Repeated { header, .. } => write!(f, "repeated {header} header"),
+            ParseErrorKind::BadDisplayName => f.write_str("malformed display name"),
+            ParseErrorKind::ControlCharacter(h) => {
+                write!(f, "control character in the {h} header")
+            }
             ParseErrorKind::BadHeaderLine => f.write_str("malformed header line"),
             ParseErrorKind::TooManyHeaders => f.write_str("too many header lines"),
             ParseErrorKind::MissingHeader(h) => write!(f, "missing {h} header"),
@@ -78,7 +138,7 @@ impl ParseError {
     pub fn status(&self) -> u16 {
         match self.kind {
             ParseErrorKind::BadVersion => 505,
-            ParseErrorKind::BadRequestUri => 416,
+            ParseErrorKind::UnsupportedUriScheme => 416,
             _ => 400,
         }
     }
@@ -119,13 +179,23 @@ pub fn parse(buf: Bytes) -> Result<Message, ParseError> {
 
     let (mut msg, line_error) = tokenize(head).map_err(ParseError::bare)?;
 
+    // RFC 3261 7.3.1: Call-ID, From, To, CSeq, Max-Forwards and Content-Length appear
+    // once. Checked before the body is cut: two Content-Lengths leave its end unknown.
+    if let Err(kind) = strict::check_repeated(&msg) {
+        return Err(with_partial(msg, kind));
+    }
+
     // RFC 3261 18.3: Content-Length bounds the body; on a datagram extra bytes are
     // discarded, fewer bytes than declared make the message bad.
     let available = buf.len() - body_start;
     let body_len = match msg.header("Content-Length") {
-        Some(v) => match v.trim().parse::<usize>() {
-            Ok(n) if n <= available => n,
-            Ok(n) => {
+        // 1*DIGIT (RFC 3261 20.14): no sign, as the stream framer reads it.
+        Some(v) => match Some(v.trim())
+            .filter(|t| !t.starts_with('+'))
+            .and_then(|t| t.parse::<usize>().ok())
+        {
+            Some(n) if n <= available => n,
+            Some(n) => {
                 return Err(with_partial(
                     msg,
                     ParseErrorKind::BodyShorterThanContentLength {
@@ -134,7 +204,7 @@ pub fn parse(buf: Bytes) -> Result<Message, ParseError> {
                     },
                 ))
             }
-            Err(_) => {
+            None => {
                 return Err(with_partial(
                     msg,
                     ParseErrorKind::BadHeader("Content-Length"),
@@ -218,15 +288,22 @@ fn tokenize(head: &str) -> Result<(Message, Option<ParseErrorKind>), ParseErrorK
             continue;
         }
         last_ok = false;
-        let Some((name, value)) = line.split_once(':') else {
-            error.get_or_insert(ParseErrorKind::BadHeaderLine);
+        let header = line
+            .split_once(':')
+            .map(|(n, v)| (n.trim_end_matches([' ', '\t']), v))
+            .filter(|(n, _)| HeaderName::is_valid_token(n));
+        let Some((name, value)) = header else {
+            // A line that is no header after a value left inside an open quote: a bare
+            // LF cut a quoted string (RFC 3261 25.1 allows LF there only when folded).
+            let kind = match msg.headers.last() {
+                Some(prev) if strict::has_open_quote(&prev.value) => {
+                    strict::open_quote_error(&prev.name)
+                }
+                _ => ParseErrorKind::BadHeaderLine,
+            };
+            error.get_or_insert(kind);
             continue;
         };
-        let name = name.trim_end_matches([' ', '\t']);
-        if !HeaderName::is_valid_token(name) {
-            error.get_or_insert(ParseErrorKind::BadHeaderLine);
-            continue;
-        }
         if msg.headers.len() >= MAX_HEADERS {
             return Err(ParseErrorKind::TooManyHeaders);
         }
@@ -239,8 +316,9 @@ fn tokenize(head: &str) -> Result<(Message, Option<ParseErrorKind>), ParseErrorK
     Ok((msg, error))
 }
 
-/// The start line, and an error that still lets the headers be read (a request in a
-/// SIP version we do not speak is answered 505, which needs its headers).
+/// The start line, and an error that still lets the headers be read: a request in a
+/// SIP version we do not speak is answered 505, a malformed Request-URI or extra spaces
+/// 400, and both need the headers.
 fn parse_start_line(line: &str) -> Result<(StartLine, Option<ParseErrorKind>), ParseErrorKind> {
     if let Some(rest) = line.strip_prefix("SIP/") {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
@@ -262,22 +340,33 @@ fn parse_start_line(line: &str) -> Result<(StartLine, Option<ParseErrorKind>), P
             None,
         ));
     }
-    // Request-Line = Method SP Request-URI SP SIP-Version
-    let mut parts = line.split(' ');
-    let (Some(method), Some(uri), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(ParseErrorKind::BadStartLine);
-    };
+    // Request-Line = Method SP Request-URI SP SIP-Version. The method is the first
+    // word and the version the last, so that a Request-URI with spaces in it is still
+    // read as one (and refused with 400, RFC 4475 3.1.2.8) rather than dropped.
+    let trimmed = line.trim_end_matches([' ', '\t']);
+    let (method, rest) = trimmed
+        .split_once(' ')
+        .ok_or(ParseErrorKind::BadStartLine)?;
+    let (uri, version) = rest.rsplit_once(' ').ok_or(ParseErrorKind::BadStartLine)?;
     let method = Method::parse(method).ok_or(ParseErrorKind::BadStartLine)?;
     if !version.starts_with("SIP/") {
         return Err(ParseErrorKind::BadStartLine);
     }
+    let uri_trimmed = uri.trim_matches([' ', '\t']);
+    let error = if version != "SIP/2.0" {
+        Some(ParseErrorKind::BadVersion)
+    } else if uri_trimmed.is_empty() || uri_trimmed.contains([' ', '\t']) {
+        Some(ParseErrorKind::BadRequestUri)
+    } else if uri_trimmed.len() != uri.len() || trimmed.len() != line.len() {
+        // RFC 4475 3.1.2.9, 3.1.2.10: exactly one SP between the elements.
+        Some(ParseErrorKind::BadRequestLine)
+    } else {
+        None
+    };
     let start = StartLine::Request {
         method,
-        uri: uri.to_owned(),
+        uri: uri_trimmed.to_owned(),
     };
-    let error = (version != "SIP/2.0").then_some(ParseErrorKind::BadVersion);
     Ok((start, error))
 }
 
@@ -291,6 +380,7 @@ fn validate(msg: &Message) -> Result<(), ParseErrorKind> {
     if msg.top_via().is_none() {
         return Err(ParseErrorKind::BadHeader("Via"));
     }
+    strict::check_values(msg)?;
     if msg.from_header().is_none() {
         return Err(ParseErrorKind::BadHeader("From"));
     }
@@ -311,8 +401,9 @@ fn validate(msg: &Message) -> Result<(), ParseErrorKind> {
         if &cseq.method != method {
             return Err(ParseErrorKind::CSeqMethodMismatch);
         }
+        strict::check_request_uri(uri)?;
         if SipUri::parse(uri).is_none() {
-            return Err(ParseErrorKind::BadRequestUri);
+            return Err(strict::request_uri_error(uri));
         }
     }
     Ok(())

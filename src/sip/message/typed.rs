@@ -47,6 +47,14 @@ impl Via {
         } else {
             value
         };
+        // RFC 3261 25.1: SLASH is SWS "/" SWS, and LWS may be any run of blanks.
+        let spaced;
+        let value = if needs_protocol_tightening(value) {
+            spaced = tighten_protocol(value);
+            spaced.as_str()
+        } else {
+            value
+        };
         let (masked, v6) = mask_v6(value)?;
         let inner = rsip::typed::Via::try_from(rsip::headers::Via::from(masked)).ok()?;
         Some(Via { inner, v6 })
@@ -139,6 +147,33 @@ impl Via {
         }
         self.sent_by_port().unwrap_or(5060)
     }
+}
+
+/// Whether the sent-protocol and sent-by (before the first ';') have blanks other than
+/// the one SP between them.
+fn needs_protocol_tightening(value: &str) -> bool {
+    let head = value.split(';').next().unwrap_or(value).trim();
+    head.contains("/ ") || head.contains(" /") || head.contains("  ") || head.contains('\t')
+}
+
+/// `SIP  /  2.0 / UDP   host` as `SIP/2.0/UDP host`: blanks around '/' dropped, the
+/// blanks before sent-by made one SP. Only the part before the first ';' is touched.
+fn tighten_protocol(value: &str) -> String {
+    let value = value.trim();
+    let (head, params) = match value.find(';') {
+        Some(i) => value.split_at(i),
+        None => (value, ""),
+    };
+    let mut out = String::with_capacity(value.len());
+    for (i, part) in head.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let words: Vec<&str> = part.split([' ', '\t']).filter(|w| !w.is_empty()).collect();
+        out.push_str(&words.join(" "));
+    }
+    out.push_str(params);
+    out
 }
 
 /// Drop whitespace around ';' and '=' (outside quoted strings).
@@ -479,6 +514,18 @@ mod tests {
         let s = v.to_string();
         assert!(s.starts_with("SIP/2.0/TCP [2001:db8::7]:5070"), "{s}");
         assert!(s.contains("received=2001:db8::9"), "{s}");
+    }
+
+    #[test]
+    fn via_with_blanks_around_slashes_parses() {
+        // RFC 4475 3.1.1.1 (wsinv).
+        let v = Via::parse("SIP  /   2.0 /UDP 10.0.0.1:5070;branch=z9hG4bKw").unwrap();
+        assert_eq!(v.transport(), "UDP");
+        assert_eq!(v.sent_by_key(), "10.0.0.1:5070");
+        let v = Via::parse("SIP  / 2.0  / TCP     spindle.example.com   ; branch  =   z9hG4bK9")
+            .unwrap();
+        assert_eq!(v.sent_by_host(), "spindle.example.com");
+        assert_eq!(v.branch(), Some("z9hG4bK9"));
     }
 
     #[test]

@@ -10,6 +10,10 @@ pub enum Frame {
     Message(Bytes),
     /// A double-CRLF keep-alive ping (RFC 5626 4.4.1); answer with a single CRLF.
     Ping,
+    /// The header block of a message whose Content-Length is unreadable or given twice
+    /// with different values: where its body ends is unknown, so the stream cannot be
+    /// framed past it. Answer it (400), then close the connection.
+    Unframeable(Bytes),
 }
 
 /// The stream cannot be framed any further; the connection must be closed.
@@ -21,6 +25,8 @@ pub enum FramingError {
     NotSip,
     #[error("unreadable Content-Length")]
     BadContentLength,
+    #[error("conflicting Content-Length values")]
+    ConflictingContentLength,
 }
 
 /// Accumulates stream bytes and yields whole frames.
@@ -28,6 +34,8 @@ pub enum FramingError {
 pub struct Framer {
     buf: BytesMut,
     max_message: usize,
+    /// Set once a frame was [`Frame::Unframeable`]: nothing after it can be read.
+    lost: Option<FramingError>,
 }
 
 impl Framer {
@@ -35,6 +43,7 @@ impl Framer {
         Framer {
             buf: BytesMut::with_capacity(4096),
             max_message,
+            lost: None,
         }
     }
 
@@ -59,6 +68,9 @@ impl Framer {
 
     /// The next whole frame, `Ok(None)` when more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FramingError> {
+        if let Some(e) = &self.lost {
+            return Err(e.clone());
+        }
         // Keep-alives and stray CRLFs between messages (RFC 3261 7.5, RFC 5626 4.4.1).
         loop {
             if self.buf.starts_with(b"\r\n\r\n") {
@@ -92,7 +104,15 @@ impl Framer {
         };
         // A stream message without Content-Length has no body (RFC 3261 18.3 makes the
         // header mandatory on streams; treating it as zero keeps the stream in step).
-        let body_len = content_length(&self.buf[..head_end])?.unwrap_or(0);
+        let body_len = match content_length(&self.buf[..head_end]) {
+            Ok(n) => n.unwrap_or(0),
+            Err(e) => {
+                self.lost = Some(e);
+                return Ok(Some(Frame::Unframeable(
+                    self.buf.split_to(head_end).freeze(),
+                )));
+            }
+        };
         let total = head_end
             .checked_add(body_len)
             .ok_or(FramingError::BadContentLength)?;
@@ -121,6 +141,8 @@ impl Framer {
         }
         if let Some(end) = line_end {
             let line = first.strip_suffix(b"\r").unwrap_or(first);
+            // Trailing spaces are the parser's to refuse with 400 (RFC 4475 3.1.2.10).
+            let line = trim_end(line);
             let is_status = line.starts_with(b"SIP/");
             let is_request = line.ends_with(b" SIP/2.0")
                 || line
@@ -151,8 +173,10 @@ fn find_blank_line(buf: &[u8]) -> Option<usize> {
     None
 }
 
-/// Content-Length (or its compact form `l`) from a header block.
+/// Content-Length (or its compact form `l`) from a header block. Every occurrence is
+/// read: two different values leave the body's end unknown (RFC 4475 3.3.9).
 fn content_length(head: &[u8]) -> Result<Option<usize>, FramingError> {
+    let mut found = None;
     for line in head.split(|b| *b == b'\n') {
         let Some(colon) = line.iter().position(|b| *b == b':') else {
             continue;
@@ -160,14 +184,26 @@ fn content_length(head: &[u8]) -> Result<Option<usize>, FramingError> {
         let name = trim(&line[..colon]);
         if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
             let value = trim(&line[colon + 1..]);
-            let text = std::str::from_utf8(value).map_err(|_| FramingError::BadContentLength)?;
-            return text
-                .parse::<usize>()
-                .map(Some)
-                .map_err(|_| FramingError::BadContentLength);
+            let n = std::str::from_utf8(value)
+                .ok()
+                .filter(|t| t.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|t| t.parse::<usize>().ok())
+                .ok_or(FramingError::BadContentLength)?;
+            match found {
+                Some(seen) if seen != n => return Err(FramingError::ConflictingContentLength),
+                _ => found = Some(n),
+            }
         }
     }
-    Ok(None)
+    Ok(found)
+}
+
+fn trim_end(s: &[u8]) -> &[u8] {
+    let end = s
+        .iter()
+        .rposition(|b| *b != b' ' && *b != b'\t')
+        .map_or(0, |e| e + 1);
+    &s[..end]
 }
 
 fn trim(s: &[u8]) -> &[u8] {
@@ -257,10 +293,44 @@ mod tests {
     }
 
     #[test]
-    fn unreadable_content_length_is_an_error() {
+    fn unreadable_content_length_yields_the_head_then_an_error() {
         let mut f = Framer::new(65536);
-        f.push(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: ten\r\n\r\n");
+        let head = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: ten\r\n\r\n";
+        f.push(head);
+        f.push(msg("").as_bytes());
+        assert_eq!(
+            f.next_frame(),
+            Ok(Some(Frame::Unframeable(Bytes::from_static(head))))
+        );
         assert_eq!(f.next_frame(), Err(FramingError::BadContentLength));
+        let mut g = Framer::new(65536);
+        g.push(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: -999\r\n\r\n");
+        assert!(matches!(g.next_frame(), Ok(Some(Frame::Unframeable(_)))));
+    }
+
+    #[test]
+    fn conflicting_content_lengths_yield_the_head_and_stop_the_stream() {
+        let mut f = Framer::new(65536);
+        let head = b"INVITE sip:a@b SIP/2.0\r\nContent-Length: 4\r\nl: 40\r\n\r\n";
+        f.push(head);
+        f.push(b"abcd");
+        f.push(msg("").as_bytes());
+        assert_eq!(
+            f.next_frame(),
+            Ok(Some(Frame::Unframeable(Bytes::from_static(head))))
+        );
+        assert_eq!(f.next_frame(), Err(FramingError::ConflictingContentLength));
+        // The same value twice frames as usual (the parser refuses it with 400).
+        let mut g = Framer::new(65536);
+        g.push(b"INVITE sip:a@b SIP/2.0\r\nContent-Length: 2\r\nl: 2\r\n\r\nhi");
+        assert!(matches!(g.next_frame(), Ok(Some(Frame::Message(_)))));
+    }
+
+    #[test]
+    fn trailing_space_on_the_request_line_still_frames() {
+        let mut f = Framer::new(65536);
+        f.push(b"OPTIONS sip:a@b SIP/2.0 \r\nContent-Length: 0\r\n\r\n");
+        assert!(matches!(f.next_frame(), Ok(Some(Frame::Message(_)))));
     }
 
     #[test]

@@ -415,6 +415,13 @@ async fn reader(
                     message_deadline = None;
                     deliver(&layer, data, from);
                 }
+                Ok(Some(Frame::Unframeable(head))) => {
+                    // Answered (400) from its header block, then closed: the stream
+                    // cannot be framed past a Content-Length we cannot trust.
+                    deliver(&layer, head, from);
+                    tracing::info!(%peer, "closing tcp connection after a message that cannot be framed");
+                    break 'conn;
+                }
                 Ok(Some(Frame::Ping)) => {
                     // RFC 5626 4.4.1: answer a double-CRLF ping with a single CRLF pong.
                     if let Some(conn) = hub.conns.get(&id) {
