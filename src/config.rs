@@ -13,10 +13,12 @@ pub mod outbound;
 pub use http_access::{ApiKeyConfig, HttpAccess, OrgApiKey};
 pub mod trunk;
 pub use trunk::Trunk;
+mod conns;
+mod http;
 pub mod shipped;
 mod webhook;
-mod conns;
 pub use conns::{ConnSettings, HttpConnsConfig, HttpLimits, SipConnsConfig, SipTcpLimits};
+pub use http::{HttpConfig, HttpSettings, SigningKey, SigningKeyConfig};
 pub use media::{MediaConfig, MediaSettings};
 pub use webhook::{RevokedToken, RevokedTokenConfig, DEFAULT_TOKEN_LIFETIME_DAYS};
 
@@ -175,57 +177,6 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
-    pub listen: String,
-    pub public_base_url: String,
-    pub dashboard_jwt_secret: Option<String>,
-    pub api_key: Option<String>,
-    pub signing_keys: Vec<SigningKeyConfig>,
-    pub token_ttl_secs: Option<u64>,
-    /// `[[http.api_keys]]`, `dashboard_jwt_*` and the outbound flag: see
-    /// `config/http_access.rs` and `config/outbound.rs`.
-    pub api_keys: Vec<ApiKeyConfig>,
-    pub dashboard_jwt_issuer: Option<String>,
-    pub dashboard_jwt_audience: Option<String>,
-    pub require_https_outbound: bool,
-    pub token_lifetime_days: u64,
-    pub revoked_tokens: Vec<RevokedTokenConfig>,
-    /// Timeouts, concurrency and connection caps (`src/config/conns.rs`).
-    #[serde(flatten)]
-    pub conns: HttpConnsConfig,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            listen: "127.0.0.1:8080".into(),
-            public_base_url: "http://127.0.0.1:8080".into(),
-            dashboard_jwt_secret: None,
-            api_key: None,
-            signing_keys: Vec::new(),
-            token_ttl_secs: None,
-            api_keys: Vec::new(),
-            dashboard_jwt_issuer: None,
-            dashboard_jwt_audience: None,
-            require_https_outbound: false,
-            token_lifetime_days: DEFAULT_TOKEN_LIFETIME_DAYS,
-            revoked_tokens: Vec::new(),
-            conns: HttpConnsConfig::default(),
-        }
-    }
-}
-
-/// One `[[http.signing_keys]]`: an HS256 key for the webhook URL tokens.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SigningKeyConfig {
-    pub kid: String,
-    pub secret: String,
-    pub issuer: String,
-}
-
 /// `[zendesk]`: the webhook signature keys and the REST API keys of contact enrichment.
 pub use crate::zendesk::settings::ZendeskConfig;
 
@@ -317,33 +268,6 @@ impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(..)")
     }
-}
-
-/// The HTTP sidecar's validated settings (`[http]` and `[zendesk]`).
-#[derive(Debug, Clone)]
-pub struct HttpSettings {
-    pub listen: SocketAddr,
-    /// Without a trailing slash.
-    pub public_base_url: String,
-    pub dashboard_jwt_secret: Option<Secret>,
-    pub api_key: Option<Secret>,
-    /// In configuration order; the last one signs new tokens.
-    pub signing_keys: Vec<SigningKey>,
-    /// Lifetime (`exp` - `iat`) of newly minted webhook-URL tokens.
-    pub token_ttl: Duration,
-    /// `[[http.revoked_tokens]]`: refused even when their signature verifies.
-    pub revoked_tokens: Vec<RevokedToken>,
-    pub zendesk_signing_secret: Option<Secret>,
-    pub signature_max_age: Duration,
-    /// Per-org session-API keys and the dashboard JWT's issuer and audience.
-    pub access: HttpAccess,
-}
-
-#[derive(Debug, Clone)]
-pub struct SigningKey {
-    pub kid: String,
-    pub secret: Secret,
-    pub issuer: String,
 }
 
 /// One `[[route]]`: which called numbers go to which AI agent.
@@ -649,123 +573,6 @@ impl Config {
             trunks,
             allow_any_source: sip.allow_any_source,
         })
-    }
-}
-
-impl Config {
-    fn validate_http(
-        &self,
-        bad: &dyn Fn(&str, String) -> ConfigError,
-    ) -> Result<HttpSettings, ConfigError> {
-        let h = &self.http;
-        let listen = h.listen.parse::<SocketAddr>().map_err(|_| {
-            bad(
-                "http.listen",
-                format!(
-                    "{:?} is not an IP address with a port, e.g. \"127.0.0.1:8080\"",
-                    h.listen
-                ),
-            )
-        })?;
-        let base = h.public_base_url.trim_end_matches('/');
-        let printable = |v: &str| v.bytes().all(|b| b.is_ascii_graphic());
-        if !(base.starts_with("http://") || base.starts_with("https://"))
-            || base.len() <= "https://".len()
-            || base.len() > 512
-            || !printable(base)
-        {
-            return Err(bad(
-                "http.public_base_url",
-                format!(
-                    "{:?} is not an http:// or https:// URL without spaces",
-                    h.public_base_url
-                ),
-            ));
-        }
-        let secret = |key: &str, v: &str| -> Result<Secret, ConfigError> {
-            if v.len() < 16 || v.len() > 1024 || !printable(v) {
-                return Err(bad(
-                    key,
-                    "must be 16 to 1024 printable characters without spaces".into(),
-                ));
-            }
-            Ok(Secret(v.to_owned()))
-        };
-        let dashboard_jwt_secret = h
-            .dashboard_jwt_secret
-            .as_deref()
-            .map(|v| secret("http.dashboard_jwt_secret", v))
-            .transpose()?;
-        let api_key = h
-            .api_key
-            .as_deref()
-            .map(|v| secret("http.api_key", v))
-            .transpose()?;
-        let mut signing_keys: Vec<SigningKey> = Vec::new();
-        for (i, k) in h.signing_keys.iter().enumerate() {
-            let key = |f: &str| format!("http.signing_keys[{i}].{f}");
-            if k.kid.is_empty()
-                || k.kid.len() > 64
-                || !k.kid.bytes().all(crate::sip::message::is_token_char)
-            {
-                return Err(bad(
-                    &key("kid"),
-                    format!("{:?} must be 1-64 token characters", k.kid),
-                ));
-            }
-            if signing_keys.iter().any(|s| s.kid == k.kid) {
-                return Err(bad(&key("kid"), format!("{:?} is used twice", k.kid)));
-            }
-            if k.issuer.is_empty() || k.issuer.len() > 256 || !printable(&k.issuer) {
-                return Err(bad(
-                    &key("issuer"),
-                    "must be 1-256 printable characters without spaces".into(),
-                ));
-            }
-            signing_keys.push(SigningKey {
-                kid: k.kid.clone(),
-                secret: secret(&key("secret"), &k.secret)?,
-                issuer: k.issuer.clone(),
-            });
-        }
-        let trust = self.validate_webhook_trust(bad)?;
-        let z = &self.zendesk;
-        let zendesk_signing_secret = z
-            .webhook_signing_secret
-            .as_deref()
-            .map(|v| {
-                if v.is_empty() || v.len() > 1024 || !printable(v) {
-                    Err(bad(
-                        "zendesk.webhook_signing_secret",
-                        "must be 1 to 1024 printable characters without spaces".into(),
-                    ))
-                } else {
-                    Ok(Secret(v.to_owned()))
-                }
-            })
-            .transpose()?;
-        if !(1..=86_400).contains(&z.signature_max_age_secs) {
-            return Err(bad(
-                "zendesk.signature_max_age_secs",
-                "must be between 1 and 86400".into(),
-            ));
-        }
-        let access =
-            self.validate_http_access(bad, api_key.as_ref(), dashboard_jwt_secret.is_some())?;
-        let settings = HttpSettings {
-            access,
-            listen,
-            public_base_url: base.to_owned(),
-            dashboard_jwt_secret,
-            api_key,
-            signing_keys,
-            token_ttl: trust.token_ttl,
-            revoked_tokens: trust.revoked_tokens,
-            zendesk_signing_secret,
-            signature_max_age: Duration::from_secs(z.signature_max_age_secs),
-        };
-        webhook::check_exposed(&settings, z.allow_unsigned_webhooks, bad)?;
-        Ok(settings)
     }
 }
 

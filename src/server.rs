@@ -146,16 +146,17 @@ impl Server {
         if let Some(c) = zendesk.confirmer {
             http_state.set_confirmer(c);
         }
-        let http = match HttpServer::start(settings.http.listen, http_state.clone(), conns.http).await {
-            Ok(h) => h,
-            Err(e) => {
-                sweeper.abort();
-                if let Some(p) = &peer_refresh {
-                    p.abort();
+        let http =
+            match HttpServer::start(settings.http.listen, http_state.clone(), conns.http).await {
+                Ok(h) => h,
+                Err(e) => {
+                    sweeper.abort();
+                    if let Some(p) = &peer_refresh {
+                        p.abort();
+                    }
+                    return Err(e.into());
                 }
-                return Err(e.into());
-            }
-        };
+            };
         http_state.set_ready(true);
         Ok(Server {
             b2bua,

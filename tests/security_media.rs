@@ -308,9 +308,11 @@ async fn trunk_media_networks_bound_the_offer_and_the_latch() {
             .expect_response_to(Method::Invite, 488, WAIT)
             .await;
         rig.agent
-            .expect_silence("an AI leg for a refused offer", Duration::from_millis(300), |m| {
-                m.method() == Some(&Method::Invite)
-            })
+            .expect_silence(
+                "an AI leg for a refused offer",
+                Duration::from_millis(300),
+                |m| m.method() == Some(&Method::Invite),
+            )
             .await;
 
         // c=127.0.0.70: inside.

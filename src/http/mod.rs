@@ -5,8 +5,8 @@
 
 pub mod api_scope;
 pub mod auth;
-pub mod dashboard_jwt;
 pub mod confirm;
+pub mod dashboard_jwt;
 mod error;
 mod health;
 pub mod prefetch;
