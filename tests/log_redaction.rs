@@ -2,20 +2,12 @@
 //! digits (`log.redact_phone_numbers`); in full only when an operator says so.
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_handoff");
+mod common;
 
-/// Kills the child by PID if a test ends early.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::cli::{Running, BIN};
 
 /// Runs handoff with `log_section`, sends one INVITE from +14155550123 to
 /// +14155559876, stops it with SIGTERM and returns what it logged.

@@ -379,21 +379,7 @@ async fn store_file_and_its_side_files_are_0600() {
     .await;
 }
 
-/// `handoff check-config` on `text`: exit code and stderr.
-fn check_config(tag: &str, text: &str) -> (Option<i32>, String) {
-    let dir = temp_dir(tag);
-    let path = dir.join("config.toml");
-    std::fs::write(&path, text).expect("config");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_handoff"))
-        .args(["check-config", path.to_str().expect("utf-8 path")])
-        .output()
-        .expect("run handoff");
-    let _ = std::fs::remove_dir_all(&dir);
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::cli::check_config;
 
 #[test]
 fn plain_http_outbound_off_loopback_warns_or_refuses() {

@@ -15,7 +15,6 @@ use common::trunks::{
 use common::{bounded, eventually, InviteOpts, TestUa, WAIT};
 use handoff::sip::message::Method;
 use std::net::Ipv4Addr;
-use std::process::Command;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -372,24 +371,7 @@ async fn without_trunks_on_loopback_every_source_is_answered() {
     .await;
 }
 
-const BIN: &str = env!("CARGO_BIN_EXE_handoff");
-
-fn check_config(name: &str, text: &str) -> (Option<i32>, String) {
-    let path =
-        std::env::temp_dir().join(format!("handoff-trunks-{}-{name}.toml", std::process::id()));
-    std::fs::write(&path, text).expect("write temp config");
-    let out = Command::new(BIN)
-        .args(["check-config", path.to_str().unwrap()])
-        .output()
-        .expect("run handoff check-config");
-    let _ = std::fs::remove_file(&path);
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-const ROUTE: &str = "[[route]]\ndefault = true\norg_id = \"o\"\nagent_id = \"a\"\nai_agent_uri = \"sip:ai@127.0.0.1:5080\"\n";
+use common::cli::{check_config, ROUTE};
 
 #[test]
 fn listener_off_loopback_without_a_trunk_refuses_to_start_naming_the_key() {

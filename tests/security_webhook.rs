@@ -18,12 +18,11 @@ use std::future::Future;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-const BIN: &str = env!("CARGO_BIN_EXE_handoff");
+use common::cli::{temp_config, BIN, ROUTE};
 const SHIPPED: &str = include_str!("../config.toml");
 const SIGNING_SECRET: &str = "security-test-signing-secret-0123";
 const ZENDESK_SECRET: &str = "security-test-zendesk-secret-0123";
 const ORG: &str = "org-test";
-const ROUTE: &str = "[[route]]\ndefault = true\norg_id = \"o\"\nagent_id = \"a\"\nai_agent_uri = \"sip:ai@127.0.0.1:5080\"\n";
 
 fn now() -> u64 {
     SystemTime::now()
@@ -40,15 +39,6 @@ fn signing_key() -> String {
     format!(
         "http.signing_keys = [{{ kid = \"k1\", secret = \"{SIGNING_SECRET}\", issuer = \"t\" }}]\n"
     )
-}
-
-/// A config file in its own temp directory.
-fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("handoff-secwh-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("config.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
 }
 
 /// `check-config` and `run` on `text`: both exit 2 with one line naming every
@@ -70,16 +60,8 @@ fn assert_refused(name: &str, text: &str, needles: &[&str]) {
 }
 
 fn check_config_ok(name: &str, text: &str) {
-    let path = temp_config(name, text);
-    let out = Command::new(BIN)
-        .args(["check-config", path.to_str().expect("path")])
-        .output()
-        .expect("run handoff");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, stderr) = common::cli::check_config(name, text);
+    assert_eq!(code, Some(0), "{stderr}");
 }
 
 /// The shipped config.toml with the sidecar listening on every address.

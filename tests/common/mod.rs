@@ -9,6 +9,7 @@
 
 pub mod build;
 pub mod capture;
+pub mod cli;
 pub mod conns;
 pub mod dns;
 pub mod expect;
