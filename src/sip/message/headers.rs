@@ -184,26 +184,48 @@ impl Header {
 /// RFC 3261 7.3.1 allows several values of a list header on one line.
 pub fn split_list(value: &str) -> impl Iterator<Item = &str> {
     let mut parts = Vec::new();
-    let (mut start, mut quoted, mut angle, mut escaped) = (0usize, false, false, false);
-    for (i, b) in value.bytes().enumerate() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match b {
-            b'\\' if quoted => escaped = true,
-            b'"' => quoted = !quoted,
-            b'<' if !quoted => angle = true,
-            b'>' if !quoted => angle = false,
-            b',' if !quoted && !angle => {
-                parts.push(value[start..i].trim());
-                start = i + 1;
-            }
-            _ => {}
+    let mut start = 0;
+    for (i, b) in top_level(value) {
+        if b == b',' {
+            parts.push(value[start..i].trim());
+            start = i + 1;
         }
     }
     parts.push(value[start..].trim());
     parts.into_iter().filter(|p| !p.is_empty())
+}
+
+/// The bytes of a header value (with their positions) that stand outside quoted
+/// strings (escapes honoured) and `<...>`: where a list's commas and a value's
+/// parameter semicolons mean something. Quotes and angle brackets themselves are
+/// not yielded.
+pub(crate) fn top_level(value: &str) -> impl Iterator<Item = (usize, u8)> + '_ {
+    let (mut quoted, mut angle, mut escaped) = (false, false, false);
+    value.bytes().enumerate().filter(move |&(_, b)| {
+        if escaped {
+            escaped = false;
+            return false;
+        }
+        match b {
+            b'\\' if quoted => {
+                escaped = true;
+                false
+            }
+            b'"' => {
+                quoted = !quoted;
+                false
+            }
+            b'<' if !quoted => {
+                angle = true;
+                false
+            }
+            b'>' if !quoted => {
+                angle = false;
+                false
+            }
+            _ => !quoted && !angle,
+        }
+    })
 }
 
 #[cfg(test)]

@@ -144,32 +144,17 @@ fn check_name_addr(value: &str, header: &'static str) -> Result<usize, ParseErro
 /// another value (RFC 4475 3.1.2.1: `;;,;,,` is malformed).
 fn params_well_formed(value: &str) -> bool {
     let bytes = value.as_bytes();
-    let (mut quoted, mut angle, mut escaped) = (false, false, false);
-    for (i, b) in bytes.iter().enumerate() {
-        if escaped {
-            escaped = false;
-            continue;
+    super::headers::top_level(value).all(|(i, b)| {
+        if b != b';' && b != b',' {
+            return true;
         }
-        match b {
-            b'\\' if quoted => escaped = true,
-            b'"' => quoted = !quoted,
-            b'<' if !quoted => angle = true,
-            b'>' if !quoted => angle = false,
-            b';' | b',' if !quoted && !angle => {
-                let next = bytes[i + 1..].iter().find(|c| !matches!(c, b' ' | b'\t'));
-                let ok = match (b, next) {
-                    (b';', Some(c)) => super::is_token_char(*c),
-                    (b',', Some(c)) => *c != b',' && *c != b';',
-                    _ => false,
-                };
-                if !ok {
-                    return false;
-                }
-            }
-            _ => {}
+        let next = bytes[i + 1..].iter().find(|c| !matches!(c, b' ' | b'\t'));
+        match (b, next) {
+            (b';', Some(c)) => super::is_token_char(*c),
+            (b',', Some(c)) => *c != b',' && *c != b';',
+            _ => false,
         }
-    }
-    true
+    })
 }
 
 /// Whether a header value ends inside a quoted string (escapes honoured).
