@@ -6,7 +6,7 @@
 mod common;
 
 use common::build::SDP;
-use common::media::{assert_sdp_relayed, rtp, Phone};
+use common::media::{assert_sdp_relayed, relayed, rtp, Phone};
 use common::scenarios::media::establish_media;
 use common::scenarios::{bye_from_caller, count, place_call};
 use common::{InviteOpts, Rig, Transport, WAIT};
@@ -55,13 +55,14 @@ async fn rtp_from_another_address_does_not_take_the_calls_media() {
         .await;
 
         // The AI agent speaks: the real caller hears it, the attacker does not.
-        m.agent
-            .rtp
-            .send_to(&rtp(1, 0x2222), m.relay_for_agent)
-            .await
-            .expect("send");
-        let (p, _) = Phone::recv(&m.caller.rtp, WAIT, "AI audio at the real caller").await;
-        assert_eq!(p, rtp(1, 0x2222));
+        relayed(
+            &m.agent.rtp,
+            m.relay_for_agent,
+            &m.caller.rtp,
+            rtp(1, 0x2222),
+            "AI audio at the real caller",
+        )
+        .await;
         Phone::assert_silent(
             &attacker,
             Duration::from_millis(200),
@@ -70,26 +71,28 @@ async fn rtp_from_another_address_does_not_take_the_calls_media() {
         .await;
 
         // The real caller speaks: the AI agent hears it.
-        m.caller
-            .rtp
-            .send_to(&rtp(1, 0x1111), m.relay_for_caller)
-            .await
-            .expect("send");
-        let (p, _) = Phone::recv(&m.agent.rtp, WAIT, "caller audio at the AI agent").await;
-        assert_eq!(p, rtp(1, 0x1111));
+        relayed(
+            &m.caller.rtp,
+            m.relay_for_caller,
+            &m.agent.rtp,
+            rtp(1, 0x1111),
+            "caller audio at the AI agent",
+        )
+        .await;
 
         // And after it has latched, the attacker still gets nothing through.
         attacker
             .send_to(&rtp(4, 0x0bad), m.relay_for_caller)
             .await
             .expect("send");
-        m.agent
-            .rtp
-            .send_to(&rtp(2, 0x2222), m.relay_for_agent)
-            .await
-            .expect("send");
-        let (p, _) = Phone::recv(&m.caller.rtp, WAIT, "AI audio still at the caller").await;
-        assert_eq!(p, rtp(2, 0x2222));
+        relayed(
+            &m.agent.rtp,
+            m.relay_for_agent,
+            &m.caller.rtp,
+            rtp(2, 0x2222),
+            "AI audio still at the caller",
+        )
+        .await;
         Phone::assert_silent(
             &m.agent.rtp,
             Duration::from_millis(200),
@@ -137,20 +140,22 @@ async fn rtp_from_the_sdp_address_on_another_port_is_accepted() {
         // 127.0.0.1 (the SDP's c=), another port than the SDP's m= port.
         let natted = Phone::new().await;
         assert_ne!(natted.rtp_port(), m.caller.rtp_port());
-        natted
-            .rtp
-            .send_to(&rtp(1, 0x1111), m.relay_for_caller)
-            .await
-            .expect("send");
-        let (p, _) = Phone::recv(&m.agent.rtp, WAIT, "caller RTP from the NAT port").await;
-        assert_eq!(p, rtp(1, 0x1111));
-        m.agent
-            .rtp
-            .send_to(&rtp(1, 0x2222), m.relay_for_agent)
-            .await
-            .expect("send");
-        let (p, _) = Phone::recv(&natted.rtp, WAIT, "AI audio at the NAT port").await;
-        assert_eq!(p, rtp(1, 0x2222));
+        relayed(
+            &natted.rtp,
+            m.relay_for_caller,
+            &m.agent.rtp,
+            rtp(1, 0x1111),
+            "caller RTP from the NAT port",
+        )
+        .await;
+        relayed(
+            &m.agent.rtp,
+            m.relay_for_agent,
+            &natted.rtp,
+            rtp(1, 0x2222),
+            "AI audio at the NAT port",
+        )
+        .await;
         Phone::assert_silent(
             &attacker,
             Duration::from_millis(200),
@@ -217,19 +222,22 @@ async fn a_reinvite_moves_the_allowed_address() {
             .await
             .expect("send");
         Phone::assert_silent(&m.agent.rtp, Duration::from_millis(300), "the old address").await;
-        moved
-            .send_to(&rtp(3, 0x1111), m.relay_for_caller)
-            .await
-            .expect("send");
-        let (p, _) = Phone::recv(&m.agent.rtp, WAIT, "caller RTP from the new address").await;
-        assert_eq!(p, rtp(3, 0x1111));
-        m.agent
-            .rtp
-            .send_to(&rtp(2, 0x2222), m.relay_for_agent)
-            .await
-            .expect("send");
-        let (p, _) = Phone::recv(&moved, WAIT, "AI audio at the new address").await;
-        assert_eq!(p, rtp(2, 0x2222));
+        relayed(
+            &moved,
+            m.relay_for_caller,
+            &m.agent.rtp,
+            rtp(3, 0x1111),
+            "caller RTP from the new address",
+        )
+        .await;
+        relayed(
+            &m.agent.rtp,
+            m.relay_for_agent,
+            &moved,
+            rtp(2, 0x2222),
+            "AI audio at the new address",
+        )
+        .await;
         Phone::assert_silent(
             &m.caller.rtp,
             Duration::from_millis(200),
@@ -356,12 +364,14 @@ async fn trunk_media_networks_bound_the_offer_and_the_latch() {
         assert!(refused(&rig) > before, "the stranger's packet is counted");
 
         let neighbour = UdpSocket::bind(("127.0.0.71", 0)).await.expect("bind");
-        neighbour
-            .send_to(&rtp(1, 0x1111), relay_for_caller)
-            .await
-            .expect("send");
-        let (p, _) = Phone::recv(&agent.rtp, WAIT, "the trunk's media at the AI agent").await;
-        assert_eq!(p, rtp(1, 0x1111));
+        relayed(
+            &neighbour,
+            relay_for_caller,
+            &agent.rtp,
+            rtp(1, 0x1111),
+            "the trunk's media at the AI agent",
+        )
+        .await;
     })
     .await;
 }

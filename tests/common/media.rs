@@ -124,3 +124,16 @@ impl Phone {
         }
     }
 }
+
+/// `packet` sent from `from` to the relay port `relay` arrives, unchanged, at `to`.
+pub async fn relayed(
+    from: &UdpSocket,
+    relay: SocketAddr,
+    to: &UdpSocket,
+    packet: Vec<u8>,
+    what: &str,
+) {
+    from.send_to(&packet, relay).await.expect("send");
+    let (p, _) = Phone::recv(to, super::WAIT, what).await;
+    assert_eq!(p, packet, "{what}");
+}
