@@ -172,6 +172,10 @@ metrics! {
     // Strict parsing (issue 12).
     /// Malformed requests answered 400 (or 416, 505) with the problem in the reason.
     counter sip_malformed_answered_total,
+    // Crash recovery (issue 13): calls that die with their node get an end.
+    /// Calls a previous run left live (a crash), ended at start-up by the system
+    /// (phone_call.ended if answered, else phone_call.failed).
+    counter calls_recovered_total,
 }
 
 mod trunk;

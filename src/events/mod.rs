@@ -17,6 +17,7 @@
 pub mod category;
 pub mod custom_data;
 pub mod delivery;
+pub mod live;
 pub mod payload;
 pub mod record;
 pub mod settings;
@@ -27,6 +28,7 @@ pub use payload::{EndedBy, Event, EventData, EventType};
 pub use record::{CallRecord, StoredParts, TransferRecord};
 
 use crate::metrics::Metrics;
+use crate::store::live_calls::LiveChange;
 use crate::store::outbox::{DeliveryState, Finished, NewEvent, Outbox, OutboxError};
 use crate::store::{Store, StoreError};
 use delivery::Job;
@@ -47,7 +49,11 @@ const GROUP_COMMIT_WINDOW: Duration = Duration::from_millis(5);
 /// What the writer thread receives.
 #[derive(Debug)]
 pub enum WriterMsg {
-    Emit(Box<Event>),
+    /// An event, and the change to the live-call table that goes with it (in
+    /// the same transaction; dropped with the event if it is refused).
+    Emit(Box<Event>, Option<LiveChange>),
+    /// A live-call change with no event (its event is not wanted).
+    Live(LiveChange),
     /// A delivery finished (delivered, or failed for good).
     Done {
         seq: i64,
@@ -85,6 +91,11 @@ struct Inner {
     wanted: [bool; 6],
     metrics: Arc<Metrics>,
     refused_logged: AtomicU64,
+    /// Some subscriber takes `phone_call.ended` or `phone_call.failed`: calls
+    /// are recorded live so that a crash does not cost them their end.
+    tracks_live: bool,
+    /// This node's name in the live-call records.
+    node_id: Arc<str>,
     /// The delivery runtime; shut down (without waiting) with the last handle.
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -98,16 +109,49 @@ impl Drop for Inner {
 }
 
 impl Events {
-    /// Open the outbox, start the writer thread and the delivery runtime with one
-    /// dispatcher per subscriber, and queue the deliveries left pending by the
-    /// last run.
+    /// [`Events::start_on_node`] with the hostname as the node's name.
     pub fn start(
         settings: &EventSettings,
         store: &Store,
         metrics: Arc<Metrics>,
     ) -> Result<Events, EventsStartError> {
+        Events::start_on_node(settings, store, metrics, &live::hostname())
+    }
+
+    /// Open the outbox, end the calls the last run left live (each gets one
+    /// `phone_call.ended` or `phone_call.failed` by the `system`), start the
+    /// writer thread and the delivery runtime with one dispatcher per
+    /// subscriber, and queue the deliveries left pending by the last run.
+    pub fn start_on_node(
+        settings: &EventSettings,
+        store: &Store,
+        metrics: Arc<Metrics>,
+        node_id: &str,
+    ) -> Result<Events, EventsStartError> {
         let settings = Arc::new(settings.clone());
-        let outbox = Outbox::new(store.connect()?);
+        let mut outbox = Outbox::new(store.connect()?);
+        // Before any call is taken: every row is a call of a previous run.
+        let recovered = live::recover(
+            &mut outbox,
+            None,
+            &settings,
+            live::Orphaned::NodeRestarted,
+            std::time::SystemTime::now(),
+        )?;
+        if recovered.calls > 0 {
+            Metrics::add(&metrics.calls_recovered_total, recovered.calls as u64);
+            let m = &metrics.events.emitted;
+            m[EventType::PhoneCallEnded as usize]
+                .fetch_add(recovered.ended as u64, Ordering::Relaxed);
+            m[EventType::PhoneCallFailed as usize]
+                .fetch_add(recovered.failed as u64, Ordering::Relaxed);
+            tracing::warn!(
+                calls = recovered.calls,
+                ended = recovered.ended,
+                failed = recovered.failed,
+                "calls left live by the last run (a crash) get their end now, by the system"
+            );
+        }
         let stored = outbox.event_count()?;
         let pending = outbox.pending()?;
         // Redirects never followed: a 3xx is a final failure (delivery.rs).
@@ -166,6 +210,9 @@ impl Events {
                 wanted,
                 metrics,
                 refused_logged: AtomicU64::new(0),
+                tracks_live: wanted[EventType::PhoneCallEnded as usize]
+                    || wanted[EventType::PhoneCallFailed as usize],
+                node_id: node_id.into(),
                 runtime: Some(runtime),
             }),
         })
@@ -182,13 +229,35 @@ impl Events {
         self.inner.metrics.events.emitted[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Whether calls are recorded live (some subscriber takes their end): else
+    /// building a live-call change is wasted work.
+    pub fn tracks_live(&self) -> bool {
+        self.inner.tracks_live
+    }
+
+    /// This node's name, as the live-call records carry it.
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
     /// Queue an event for the outbox. Never blocks: when the queue is full the
     /// event is refused, counted (`handoff_events_dropped_total{reason="queue_full"}`)
     /// and logged.
     pub fn emit(&self, event: Event) {
+        self.emit_with(event, None)
+    }
+
+    /// [`Events::emit`] with a change to the live-call table written in the same
+    /// transaction. An event no subscriber wants still carries its change; a
+    /// refused event drops its change too (a close refused leaves the call live,
+    /// so a restart still ends it).
+    pub fn emit_with(&self, event: Event, live: Option<LiveChange>) {
         let m = &self.inner.metrics.events;
         m.emitted[event.kind as usize].fetch_add(1, Ordering::Relaxed);
         if !self.wants(event.kind) {
+            if let Some(change) = live {
+                self.live(change);
+            }
             return;
         }
         if self.inner.queued.fetch_add(1, Ordering::AcqRel) >= self.inner.capacity {
@@ -203,12 +272,20 @@ impl Events {
         if self
             .inner
             .tx
-            .send(WriterMsg::Emit(Box::new(event)))
+            .send(WriterMsg::Emit(Box::new(event), live))
             .is_err()
         {
             self.inner.queued.fetch_sub(1, Ordering::AcqRel);
             Metrics::inc(&m.dropped_store_error);
             tracing::error!("events writer is gone: event dropped");
+        }
+    }
+
+    /// A live-call change with no event. Not bounded by the events queue: at
+    /// most three per call, and calls are bounded by `limits.max_calls`.
+    pub fn live(&self, change: LiveChange) {
+        if self.inner.tracks_live && self.inner.tx.send(WriterMsg::Live(change)).is_err() {
+            tracing::error!("events writer is gone: live-call change dropped");
         }
     }
 
@@ -310,7 +387,7 @@ impl Writer {
 
     fn run(mut self, rx: Receiver<WriterMsg>) {
         if !self.finished.is_empty() {
-            self.commit(Vec::new(), Vec::new());
+            self.commit(Vec::new(), Vec::new(), Vec::new());
         }
         loop {
             let first = match rx.recv_timeout(Duration::from_secs(1)) {
@@ -320,11 +397,16 @@ impl Writer {
             };
             let mut emits = Vec::new();
             let mut flushes = Vec::new();
+            let mut lives = Vec::new();
             let mut take = |m: WriterMsg, this: &mut Writer| match m {
-                WriterMsg::Emit(e) => {
+                WriterMsg::Emit(e, live) => {
                     this.queued.fetch_sub(1, Ordering::AcqRel);
+                    if let Some(l) = live {
+                        lives.push((Some(e.id.clone()), l));
+                    }
                     emits.push(*e);
                 }
+                WriterMsg::Live(l) => lives.push((None, l)),
                 WriterMsg::Done {
                     seq,
                     subscriber,
@@ -360,12 +442,18 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit(emits, flushes);
+            self.commit(emits, lives, flushes);
         }
     }
 
-    /// One transaction for the batch; then the new events go to their subscribers.
-    fn commit(&mut self, emits: Vec<Event>, flushes: Vec<tokio::sync::oneshot::Sender<()>>) {
+    /// One transaction for the batch (events, finished deliveries, live-call
+    /// changes in the order they came); then the new events go to their subscribers.
+    fn commit(
+        &mut self,
+        emits: Vec<Event>,
+        mut lives: Vec<(Option<String>, LiveChange)>,
+        flushes: Vec<tokio::sync::oneshot::Sender<()>>,
+    ) {
         let ev = &self.metrics.events;
         let mut rows: Vec<(NewEvent, Vec<usize>)> = emits
             .into_iter()
@@ -415,11 +503,16 @@ impl Writer {
             for (r, _) in &rows[room..] {
                 tracing::error!(event_id = %r.id, kind = %r.kind, session_id = %r.session_id, "event outbox full of undelivered events: event dropped (see [events] outbox_capacity)");
             }
+            // A dropped event's live-call change goes with it.
+            let dropped: std::collections::HashSet<&str> =
+                rows[room..].iter().map(|(r, _)| r.id.as_str()).collect();
+            lives.retain(|(id, _)| id.as_deref().is_none_or(|id| !dropped.contains(id)));
             rows.truncate(room);
         }
         let finished = std::mem::take(&mut self.finished);
         let events: Vec<NewEvent> = rows.iter().map(|(r, _)| r.clone()).collect();
-        let seqs: Vec<i64> = match self.outbox.commit(&finished, prune, &events) {
+        let lives: Vec<LiveChange> = lives.into_iter().map(|(_, l)| l).collect();
+        let seqs: Vec<i64> = match self.outbox.commit_with(&finished, prune, &events, &lives) {
             Ok((seqs, pruned)) => {
                 self.stored = self.stored.saturating_sub(pruned) + seqs.len();
                 for (seq, (_, subs)) in seqs.iter().zip(&rows) {

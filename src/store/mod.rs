@@ -1,6 +1,7 @@
 //! The embedded store: one SQLite file (`[store] path`) that outlives calls and
 //! restarts. It holds the contact store (Zendesk users resolved to handoff's own
-//! contact ids) and the lifecycle-event outbox, each in tables of its own.
+//! contact ids), the lifecycle-event outbox and the calls live now (`live_calls`),
+//! each in tables of its own.
 //!
 //! Each subsystem opens its own connection with [`Store::connect`] and owns its
 //! tables; SQLite's WAL mode lets them write without blocking each other's
@@ -13,6 +14,7 @@
 
 pub mod contacts;
 pub mod file_mode;
+pub mod live_calls;
 pub mod outbox;
 
 use rusqlite::Connection;
@@ -132,9 +134,10 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(err)?;
         conn.execute_batch(&format!(
-            "BEGIN;\n{}\n{}\nCOMMIT;",
+            "BEGIN;\n{}\n{}\n{}\nCOMMIT;",
             contacts::SCHEMA,
-            outbox::SCHEMA
+            outbox::SCHEMA,
+            live_calls::SCHEMA
         ))
         .map_err(err)?;
         Ok(conn)

@@ -6,6 +6,7 @@
 //!
 //! Blocking SQLite calls: only the events writer thread uses this.
 
+use super::live_calls::{self, LiveChange, LiveRow};
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// Tables of the outbox, created when missing.
@@ -123,6 +124,18 @@ impl Outbox {
         prune: usize,
         events: &[NewEvent],
     ) -> Result<(Vec<i64>, usize), OutboxError> {
+        self.commit_with(finished, prune, events, &[])
+    }
+
+    /// [`Outbox::commit`], and the live-call changes of the same batch in the same
+    /// transaction (after the events): a call's row goes with its end event.
+    pub fn commit_with(
+        &mut self,
+        finished: &[Finished],
+        prune: usize,
+        events: &[NewEvent],
+        live: &[LiveChange],
+    ) -> Result<(Vec<i64>, usize), OutboxError> {
         let tx = self.conn.transaction()?;
         {
             let mut done = tx.prepare_cached(
@@ -139,31 +152,44 @@ impl Outbox {
             0
         };
         let mut seqs = Vec::with_capacity(events.len());
-        {
-            let mut ins = tx.prepare_cached(
-                "INSERT INTO outbox_events (id, session_id, type, created_ms, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            let mut del = tx.prepare_cached(
-                "INSERT INTO outbox_deliveries (event_seq, subscriber, state) VALUES (?1, ?2, 0)",
-            )?;
-            for e in events {
-                ins.execute(params![
-                    e.id,
-                    e.session_id,
-                    e.kind,
-                    e.created_ms as i64,
-                    e.body
-                ])?;
-                let seq = tx.last_insert_rowid();
-                for s in &e.subscribers {
-                    del.execute(params![seq, s])?;
-                }
-                seqs.push(seq);
+        for e in events {
+            seqs.push(insert_event(&tx, e)?);
+        }
+        live_calls::apply(&tx, live)?;
+        tx.commit()?;
+        Ok((seqs, pruned))
+    }
+
+    /// Start-up: every live call a previous run of this store left (of `node`, or
+    /// of any node) gets its end.
+    /// In one transaction, each row is removed and the event `end` builds for it
+    /// (None: no subscriber wants it) is queued, so a crash during recovery leaves
+    /// either all rows and no end, or all ends and no row. Returns how many calls
+    /// were recovered.
+    pub fn recover_live(
+        &mut self,
+        node: Option<&str>,
+        end: &mut dyn FnMut(&LiveRow) -> Option<NewEvent>,
+    ) -> Result<usize, OutboxError> {
+        let tx = self.conn.transaction()?;
+        let mut rows = live_calls::all(&tx)?;
+        rows.retain(|r| node.is_none_or(|n| r.node_id == n));
+        for r in &rows {
+            live_calls::remove(&tx, &r.session_id)?;
+            if let Some(e) = end(r) {
+                insert_event(&tx, &e)?;
             }
         }
         tx.commit()?;
-        Ok((seqs, pruned))
+        Ok(rows.len())
+    }
+
+    /// Live calls recorded now (for tests and diagnostics).
+    pub fn live_calls(&mut self) -> Result<Vec<LiveRow>, OutboxError> {
+        let tx = self.conn.transaction()?;
+        let rows = live_calls::all(&tx)?;
+        tx.commit()?;
+        Ok(rows)
     }
 
     /// The state of one delivery (for tests and diagnostics).
@@ -178,6 +204,29 @@ impl Outbox {
             )
             .optional()?)
     }
+}
+
+/// Insert one event and its pending deliveries; its sequence number.
+fn insert_event(tx: &rusqlite::Transaction<'_>, e: &NewEvent) -> Result<i64, OutboxError> {
+    let mut ins = tx.prepare_cached(
+        "INSERT INTO outbox_events (id, session_id, type, created_ms, body)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    let mut del = tx.prepare_cached(
+        "INSERT INTO outbox_deliveries (event_seq, subscriber, state) VALUES (?1, ?2, 0)",
+    )?;
+    ins.execute(params![
+        e.id,
+        e.session_id,
+        e.kind,
+        e.created_ms as i64,
+        e.body
+    ])?;
+    let seq = tx.last_insert_rowid();
+    for s in &e.subscribers {
+        del.execute(params![seq, s])?;
+    }
+    Ok(seq)
 }
 
 /// Delete up to `n` of the oldest events none of whose deliveries is pending.

@@ -7,7 +7,9 @@
 use super::store_io::Purpose;
 use super::{Call, Side};
 use crate::events::payload::{self, AgentInfo};
-use crate::events::{EndedBy, Event, EventType, SipOutcome};
+use crate::events::{live, EndedBy, Event, EventType, SipOutcome};
+use crate::store::live_calls::LiveChange;
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 /// What the call remembers for its events.
@@ -21,6 +23,9 @@ pub(super) struct Lifecycle {
     pub closed: bool,
     /// Transfer records already reported by `phone_call.transferred`.
     pub transfers_reported: Vec<usize>,
+    /// The call is recorded live in the store (`events::live`) and its record
+    /// not yet closed.
+    pub live: bool,
 }
 
 impl Call {
@@ -33,13 +38,28 @@ impl Call {
         wanted
     }
 
-    /// `phone_call.started` and `conversation.started`, once the session exists.
-    pub(super) fn emit_started(&self) {
+    /// `phone_call.started` and `conversation.started`, once the session exists;
+    /// the call is recorded live with the first (`custom_data`: the session's, for
+    /// an end built after a crash).
+    pub(super) fn emit_started(&mut self, custom_data: BTreeMap<String, String>) {
+        let events = &self.sh.events;
+        let change = events.tracks_live().then(|| {
+            live::started(
+                &self.record,
+                &self.lifecycle.agent,
+                custom_data,
+                events.node_id(),
+            )
+        });
+        self.lifecycle.live = change.is_some();
         if self.wants(EventType::PhoneCallStarted) {
             let data = payload::started(&self.record);
-            self.sh
-                .events
-                .emit(Event::new(EventType::PhoneCallStarted, &self.record, data));
+            self.sh.events.emit_with(
+                Event::new(EventType::PhoneCallStarted, &self.record, data),
+                change,
+            );
+        } else if let Some(c) = change {
+            self.sh.events.live(c);
         }
         if self.wants(EventType::ConversationStarted) {
             // A session just created has no contact yet.
@@ -53,11 +73,31 @@ impl Call {
     }
 
     pub(super) fn emit_answered(&self) {
+        let change = self.lifecycle.live.then(|| {
+            let at = self.record.answered_at.unwrap_or_else(SystemTime::now);
+            live::answered(&self.record, at)
+        });
         if self.wants(EventType::PhoneCallAnswered) {
             let data = payload::answered(&self.record, SystemTime::now());
-            self.sh
-                .events
-                .emit(Event::new(EventType::PhoneCallAnswered, &self.record, data));
+            self.sh.events.emit_with(
+                Event::new(EventType::PhoneCallAnswered, &self.record, data),
+                change,
+            );
+        } else if let Some(c) = change {
+            self.sh.events.live(c);
+        }
+    }
+
+    /// The change that closes the call's live record, once.
+    pub(super) fn take_live_close(&mut self) -> Option<LiveChange> {
+        std::mem::replace(&mut self.lifecycle.live, false).then(|| live::closed(&self.record))
+    }
+
+    /// Close the call's live record with no event (its end is not wanted, or
+    /// there is none to send).
+    pub(super) fn close_live(&mut self) {
+        if let Some(c) = self.take_live_close() {
+            self.sh.events.live(c);
         }
     }
 
@@ -113,12 +153,15 @@ impl Call {
             return;
         }
         if self.wants(EventType::PhoneCallFailed) {
-            // Built once the store has answered (contact, custom data).
+            // Built once the store has answered (contact, custom data); the live
+            // record is closed with it.
             self.store_io.read(Purpose::Failed {
                 outcome,
                 by,
                 at: SystemTime::now(),
             });
+        } else {
+            self.close_live();
         }
     }
 
@@ -143,6 +186,8 @@ impl Call {
                 by,
                 at: SystemTime::now(),
             });
+        } else {
+            self.close_live();
         }
     }
 }

@@ -238,6 +238,8 @@ impl Call {
         if self.store_io.pending() {
             self.drive_store().await;
         }
+        // However the call went, its live record does not outlive it.
+        self.close_live();
         let ended = self
             .sh
             .sessions

@@ -174,12 +174,18 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         return Some(call);
     }
 
+    // What a crash-time end needs of the session's custom data (events::live).
+    let live_custom = if sh.events.tracks_live() {
+        session.custom_data.clone()
+    } else {
+        Default::default()
+    };
     if let Err(e) = sh.sessions.create(session).await {
         tracing::warn!(error = %e, "cannot create session, refusing call with 503");
         call.refuse(503, now);
         return Some(call);
     }
-    call.emit_started();
+    call.emit_started(live_custom);
     if ai_peer.is_none() {
         call.ai_leg_failed(AiOutcome::Unreachable, now);
         return Some(call);

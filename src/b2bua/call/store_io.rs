@@ -94,23 +94,29 @@ impl Call {
                 self.on_transfer_session(*targets, dial, session.as_ref(), now);
             }
             // No session (never created): no event, as before the store seam.
-            Purpose::Ended { .. } | Purpose::Failed { .. } if matches!(read, Ok(None)) => {}
+            Purpose::Ended { .. } | Purpose::Failed { .. } if matches!(read, Ok(None)) => {
+                self.close_live()
+            }
             Purpose::Ended { by, at } => {
                 let s = read.ok().flatten();
                 let parts = s.as_ref().map(StoredParts::of).unwrap_or_default();
                 let data = payload::ended(&self.record, parts, &self.lifecycle.agent, by, at);
-                self.sh
-                    .events
-                    .emit(Event::new(EventType::PhoneCallEnded, &self.record, data));
+                let close = self.take_live_close();
+                self.sh.events.emit_with(
+                    Event::new(EventType::PhoneCallEnded, &self.record, data),
+                    close,
+                );
             }
             Purpose::Failed { outcome, by, at } => {
                 let s = read.ok().flatten();
                 let parts = s.as_ref().map(StoredParts::of).unwrap_or_default();
                 let data =
                     payload::failed(&self.record, parts, &self.lifecycle.agent, outcome, by, at);
-                self.sh
-                    .events
-                    .emit(Event::new(EventType::PhoneCallFailed, &self.record, data));
+                let close = self.take_live_close();
+                self.sh.events.emit_with(
+                    Event::new(EventType::PhoneCallFailed, &self.record, data),
+                    close,
+                );
             }
         }
     }

@@ -1,0 +1,291 @@
+//! Calls that die with their node get an end. A call is recorded as live
+//! (`store::live_calls`) in the outbox transaction that queues its
+//! `phone_call.started`, and the record goes in the transaction that queues its
+//! `phone_call.ended` or `phone_call.failed`. What is left at start-up are the
+//! calls the last run never ended: each gets exactly one end, built here by
+//! [`orphan_end`] (pure), queued in the transaction that removes its record
+//! (`Outbox::recover_live`).
+//!
+//! The cluster case (another node noticing through Redis that this one died and
+//! ending its calls for it) is the [`OrphanClaim`] seam: an atomic claim of a
+//! node's live calls, one winner, so each call is ended once across the cluster.
+//! Only the local store implements it today (see ARCHITECTURE.md).
+
+use super::payload::{self, AgentInfo, EventData};
+use super::record::{CallRecord, StoredParts};
+use super::settings::EventSettings;
+use super::{EndedBy, Event, EventType, SipOutcome};
+use crate::session::{Session, SessionId};
+use crate::store::live_calls::{LiveChange, LiveRow};
+use crate::store::outbox::{NewEvent, Outbox, OutboxError};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Why a call lost its node: the word its end event carries (`failure_reason` of
+/// `phone_call.failed`, `custom_data.call_status` of `phone_call.ended`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Orphaned {
+    /// The node that held it restarted on the same store.
+    NodeRestarted,
+    /// Another node found it dead and ended its calls (the cluster claim).
+    NodeLost,
+}
+
+impl Orphaned {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Orphaned::NodeRestarted => "node_restarted",
+            Orphaned::NodeLost => "node_lost",
+        }
+    }
+}
+
+/// What a live call's row keeps beyond its columns: what its end event needs
+/// that only the call knew (the parties, the route's agent, the inbound custom
+/// data). Serialised as JSON in `live_calls.record`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveRecord {
+    pub agent_id: String,
+    pub caller_phone: Option<String>,
+    pub caller_name: Option<String>,
+    pub called: String,
+    pub languages: Option<Vec<String>>,
+    pub agent_version: Option<String>,
+    #[serde(default)]
+    pub custom_data: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrphanError {
+    #[error("live call {session_id}: unreadable record: {source}")]
+    Record {
+        session_id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("live call: bad session id {0:?}")]
+    SessionId(String),
+}
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+fn at_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// The row a call writes when it starts.
+pub fn started(
+    call: &CallRecord,
+    agent: &AgentInfo,
+    custom_data: BTreeMap<String, String>,
+    node_id: &str,
+) -> LiveChange {
+    let rec = LiveRecord {
+        agent_id: call.agent_id.clone(),
+        caller_phone: call.caller_phone.clone(),
+        caller_name: call.caller_display_name.clone(),
+        called: call.called.clone(),
+        languages: agent.languages.clone(),
+        agent_version: agent.agent_version.clone(),
+        custom_data,
+    };
+    LiveChange::Started(Box::new(LiveRow {
+        session_id: call.session_id.as_str().to_owned(),
+        org_id: call.org_id.clone(),
+        node_id: node_id.to_owned(),
+        started_ms: ms(call.started_at),
+        answered_ms: call.answered_at.map(ms),
+        // Plain struct, string keys: serialising cannot fail.
+        record: serde_json::to_vec(&rec).unwrap_or_default(),
+    }))
+}
+
+pub fn answered(call: &CallRecord, at: SystemTime) -> LiveChange {
+    LiveChange::Answered {
+        session_id: call.session_id.as_str().to_owned(),
+        at_ms: ms(at),
+    }
+}
+
+pub fn closed(call: &CallRecord) -> LiveChange {
+    LiveChange::Closed {
+        session_id: call.session_id.as_str().to_owned(),
+    }
+}
+
+/// The id of a call's orphan end: derived from its session, so that two nodes
+/// that both ended it (which the claim exists to prevent) would send the same id,
+/// and a subscriber deduplicating on `X-Handoff-Event-Id` would see one.
+pub fn orphan_event_id(session_id: &str) -> String {
+    let d = Sha256::digest(format!("handoff.orphan_end\0{session_id}").as_bytes());
+    let hex: String = d[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("evt_{hex}")
+}
+
+/// The end of a call its node left live: `phone_call.ended` when it was answered,
+/// else `phone_call.failed`, both `call_ended_by: "system"`, ended `now` (when
+/// the loss was noticed; the moment of the crash is not known).
+pub fn orphan_end(row: &LiveRow, why: Orphaned, now: SystemTime) -> Result<Event, OrphanError> {
+    let rec: LiveRecord =
+        serde_json::from_slice(&row.record).map_err(|source| OrphanError::Record {
+            session_id: row.session_id.clone(),
+            source,
+        })?;
+    let sid = SessionId::parse(&row.session_id)
+        .ok_or_else(|| OrphanError::SessionId(row.session_id.clone()))?;
+    let mut s = Session::new(
+        sid,
+        row.org_id.clone(),
+        rec.agent_id,
+        rec.caller_phone,
+        rec.caller_name,
+        rec.called,
+    );
+    s.started_at = at_ms(row.started_ms);
+    s.answered_at = row.answered_ms.map(at_ms);
+    s.custom_data = rec.custom_data;
+    let call = CallRecord::of(&s);
+    let agent = AgentInfo {
+        languages: rec.languages,
+        agent_version: rec.agent_version,
+    };
+    // The contact lived in the session store, which did not outlive the node.
+    let parts = StoredParts {
+        custom_data: Some(&s.custom_data),
+        ..Default::default()
+    };
+    let by = Some(EndedBy::System);
+    let (kind, data) = if call.answered_at.is_some() {
+        let mut data = payload::ended(&call, parts, &agent, by, now);
+        if let EventData::Ended(e) = &mut data {
+            // Whether the AI resolved it or a transfer completed is not known.
+            e.ai_resolution_status = None;
+            e.custom_data
+                .insert("call_status".into(), why.reason().into());
+        }
+        (EventType::PhoneCallEnded, data)
+    } else {
+        let mut data = payload::failed(&call, parts, &agent, SipOutcome::Local(500), by, now);
+        if let EventData::Failed(f) = &mut data {
+            // The caller was answered nothing: the node was gone.
+            f.failure_reason = why.reason();
+            f.sip_status = None;
+        }
+        (EventType::PhoneCallFailed, data)
+    };
+    let mut ev = Event::new(kind, &call, data);
+    ev.id = orphan_event_id(&row.session_id);
+    ev.created_at = now;
+    Ok(ev)
+}
+
+/// The outbox row for `ev`, to the subscribers that want it; None when none does.
+pub fn outbox_row(ev: &Event, settings: &EventSettings) -> Option<NewEvent> {
+    let subscribers: Vec<String> = settings
+        .subscribers
+        .iter()
+        .filter(|s| s.wants(ev.kind))
+        .map(|s| s.url.as_str().to_owned())
+        .collect();
+    (!subscribers.is_empty()).then(|| NewEvent {
+        id: ev.id.clone(),
+        session_id: ev.session_id.clone(),
+        kind: ev.kind.as_str().to_owned(),
+        created_ms: ms(ev.created_at),
+        body: ev.to_json(),
+        subscribers,
+    })
+}
+
+/// The seam for ending a dead node's calls: claim the live calls `node` left
+/// (None: every call this store holds, as at a restart) and queue the end
+/// `end` builds for each, atomically with the claim, so that however many
+/// claimers race, each call is claimed, and ended, once. Returns how many calls
+/// were claimed.
+///
+/// The local SQLite store implements it (a restart on the same file). A shared
+/// implementation (Redis: the node's live set moved to the claimer with one
+/// atomic step, then the ends queued in the claimer's own outbox under
+/// [`orphan_event_id`]) is not built yet.
+pub trait OrphanClaim {
+    type Error;
+    fn claim_orphans(
+        &mut self,
+        node: Option<&str>,
+        end: &mut dyn FnMut(&LiveRow) -> Option<NewEvent>,
+    ) -> Result<usize, Self::Error>;
+}
+
+impl OrphanClaim for Outbox {
+    type Error = OutboxError;
+    fn claim_orphans(
+        &mut self,
+        node: Option<&str>,
+        end: &mut dyn FnMut(&LiveRow) -> Option<NewEvent>,
+    ) -> Result<usize, OutboxError> {
+        self.recover_live(node, end)
+    }
+}
+
+/// What a claim ended: calls, and the ends queued per type.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    pub calls: usize,
+    pub ended: usize,
+    pub failed: usize,
+}
+
+/// Claim through `store` and end every call claimed, as `why`. A record that
+/// cannot be read is claimed without an end (logged): it cannot be rebuilt, and
+/// leaving it would fail every later start the same way.
+pub fn recover<C: OrphanClaim>(
+    store: &mut C,
+    node: Option<&str>,
+    settings: &EventSettings,
+    why: Orphaned,
+    now: SystemTime,
+) -> Result<Recovered, C::Error> {
+    let mut out = Recovered::default();
+    let calls = store.claim_orphans(node, &mut |row| match orphan_end(row, why, now) {
+        Ok(ev) => {
+            match ev.kind {
+                EventType::PhoneCallEnded => out.ended += 1,
+                _ => out.failed += 1,
+            }
+            outbox_row(&ev, settings)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "live call left by the last run cannot be ended: record dropped");
+            None
+        }
+    })?;
+    out.calls = calls;
+    Ok(out)
+}
+
+/// This node's name until `[cluster] node_id` names it: the hostname, or
+/// `localhost` when it cannot be read.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is ours and its length is passed; gethostname writes at most that.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let name = if rc == 0 {
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).trim().to_owned()
+    } else {
+        String::new()
+    };
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
+}
+
+#[cfg(test)]
+#[path = "live_tests.rs"]
+mod tests;
