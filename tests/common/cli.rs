@@ -2,8 +2,10 @@
 //! of its own, `check-config` on it, a running process killed by PID when a test
 //! ends early.
 
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_handoff");
 
@@ -44,4 +46,41 @@ impl Drop for Running {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// `handoff run --config <config>`, its stderr to the file `stderr`; returns it
+/// (killed by PID when dropped) with its UDP and HTTP addresses, once it listens.
+pub async fn spawn_run(config: PathBuf, stderr: PathBuf) -> (Running, SocketAddr, SocketAddr) {
+    tokio::task::spawn_blocking(move || {
+        let err = std::fs::File::create(&stderr).expect("stderr file");
+        let mut child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .expect("start handoff");
+        let out = child.stdout.take().expect("stdout");
+        let running = Running(child);
+        let (mut udp, mut http) = (None, None);
+        for line in BufReader::new(out).lines() {
+            let line = line.expect("utf-8");
+            if let Some(a) = line.strip_prefix("listening udp ") {
+                udp = a.parse().ok();
+            }
+            if let Some(a) = line.strip_prefix("listening http ") {
+                http = a.parse().ok();
+                break;
+            }
+        }
+        let (Some(udp), Some(http)) = (udp, http) else {
+            panic!(
+                "handoff did not start: {}",
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            );
+        };
+        (running, udp, http)
+    })
+    .await
+    .expect("spawn")
 }

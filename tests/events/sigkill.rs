@@ -5,61 +5,12 @@
 use super::{assert_signed, keys, of_session, types, LIMIT, SECRET};
 use crate::common::build::{Dialog, AI_SDP};
 use crate::common::capture::{Capture, Reply};
+use crate::common::cli::spawn_run as spawn_handoff;
 use crate::common::{bounded, config_text, InviteOpts, TestUa, Transport, WAIT};
 use handoff::sip::message::Method;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_handoff");
-
-/// Kills the child (SIGKILL, by PID) if the test ends early.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Start `handoff run`; returns it with its UDP and HTTP addresses.
-async fn spawn_handoff(config: PathBuf, stderr: PathBuf) -> (Running, SocketAddr, SocketAddr) {
-    tokio::task::spawn_blocking(move || {
-        let err = std::fs::File::create(&stderr).expect("stderr file");
-        let mut child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(err)
-            .spawn()
-            .expect("start handoff");
-        let out = child.stdout.take().expect("stdout");
-        let running = Running(child);
-        let (mut udp, mut http) = (None, None);
-        for line in BufReader::new(out).lines() {
-            let line = line.expect("utf-8");
-            if let Some(a) = line.strip_prefix("listening udp ") {
-                udp = a.parse().ok();
-            }
-            if let Some(a) = line.strip_prefix("listening http ") {
-                http = a.parse().ok();
-                break;
-            }
-        }
-        let (Some(udp), Some(http)) = (udp, http) else {
-            panic!(
-                "handoff did not start: {}",
-                std::fs::read_to_string(&stderr).unwrap_or_default()
-            );
-        };
-        (running, udp, http)
-    })
-    .await
-    .expect("spawn")
-}
 
 /// A call answered by the AI agent and hung up by the caller; returns its session id.
 async fn call_through(caller: &mut TestUa, agent: &mut TestUa) -> String {
