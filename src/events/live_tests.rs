@@ -246,3 +246,145 @@ fn an_unreadable_record_is_claimed_without_an_end() {
 fn the_hostname_is_never_empty() {
     assert!(!hostname().is_empty());
 }
+
+// ---- through the events writer ----------------------------------------------
+
+use crate::events::Events;
+use crate::metrics::Metrics;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// A subscriber nothing listens on, retried a minute later: deliveries stay pending.
+fn unreachable(events: Option<Vec<String>>) -> EventSettings {
+    EventsConfig {
+        retry_base_ms: 60_000,
+        retry_max_ms: 60_000,
+        ..Default::default()
+    }
+    .compile(&[WebhookConfig {
+        url: "http://127.0.0.1:1/".into(),
+        secret: "0123456789abcdef".into(),
+        events,
+    }])
+    .unwrap()
+}
+
+fn temp_store() -> (Store, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("handoff-live-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    (Store::open(Some(&dir.join("h.db"))).unwrap(), dir)
+}
+
+fn live_now(store: &Store) -> Vec<LiveRow> {
+    Outbox::new(store.connect().unwrap()).live_calls().unwrap()
+}
+
+fn start_of(c: &CallRecord) -> Event {
+    Event::new(EventType::PhoneCallStarted, c, payload::started(c))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_record_is_written_with_the_started_event_and_goes_with_the_end() {
+    let (store, dir) = temp_store();
+    let events = Events::start_on_node(
+        &unreachable(None),
+        &store,
+        Arc::new(Metrics::default()),
+        "node-x",
+    )
+    .unwrap();
+    assert!(events.tracks_live());
+    assert_eq!(events.node_id(), "node-x");
+    let c = call("s1");
+    let change = started(&c, &agent(), BTreeMap::new(), events.node_id());
+    events.emit_with(start_of(&c), Some(change));
+    assert!(events.flush(Duration::from_secs(10)).await);
+    let rows = live_now(&store);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].node_id, "node-x");
+    let data = payload::failed(
+        &c,
+        StoredParts::default(),
+        &agent(),
+        SipOutcome::Cancelled,
+        Some(EndedBy::User),
+        SystemTime::now(),
+    );
+    events.emit_with(
+        Event::new(EventType::PhoneCallFailed, &c, data),
+        Some(closed(&c)),
+    );
+    assert!(events.flush(Duration::from_secs(10)).await);
+    assert!(live_now(&store).is_empty(), "closed with its end");
+    drop(events);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_started_event_nobody_wants_still_records_the_call() {
+    let (store, dir) = temp_store();
+    let only_failed = unreachable(Some(vec!["phone_call.failed".into()]));
+    let events = Events::start(&only_failed, &store, Arc::new(Metrics::default())).unwrap();
+    assert!(events.tracks_live());
+    let c = call("s1");
+    let change = started(&c, &agent(), BTreeMap::new(), events.node_id());
+    events.emit_with(start_of(&c), Some(change));
+    assert!(events.flush(Duration::from_secs(10)).await);
+    assert_eq!(live_now(&store).len(), 1);
+    assert!(Outbox::new(store.connect().unwrap())
+        .pending()
+        .unwrap()
+        .is_empty());
+    drop(events);
+    // Nobody takes an end: nothing is recorded.
+    let only_started = unreachable(Some(vec!["phone_call.started".into()]));
+    let events = Events::start(&only_started, &store, Arc::new(Metrics::default())).unwrap();
+    assert!(!events.tracks_live());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_ends_each_call_the_last_run_left_live_once_and_counts_it() {
+    let (store, dir) = temp_store();
+    let first = Events::start(&unreachable(None), &store, Arc::new(Metrics::default())).unwrap();
+    let (a, r) = (call("s-a"), call("s-r"));
+    for c in [&a, &r] {
+        let change = started(c, &agent(), BTreeMap::new(), first.node_id());
+        first.emit_with(start_of(c), Some(change));
+    }
+    first.live(answered(&a, SystemTime::now()));
+    assert!(first.flush(Duration::from_secs(10)).await);
+    drop(first); // as a crash leaves it: nothing more is written
+
+    let metrics = Arc::new(Metrics::default());
+    let second = Events::start(&unreachable(None), &store, metrics.clone()).unwrap();
+    assert_eq!(metrics.calls_recovered_total.load(Ordering::Relaxed), 2);
+    let emitted = |t: EventType| metrics.events.emitted[t as usize].load(Ordering::Relaxed);
+    assert_eq!(emitted(EventType::PhoneCallEnded), 1);
+    assert_eq!(emitted(EventType::PhoneCallFailed), 1);
+    assert!(live_now(&store).is_empty());
+    let ends: Vec<(String, String)> = Outbox::new(store.connect().unwrap())
+        .pending()
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.kind != "phone_call.started")
+        .map(|p| (p.session_id, p.kind))
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            ("s-a".to_owned(), "phone_call.ended".to_owned()),
+            ("s-r".to_owned(), "phone_call.failed".to_owned())
+        ]
+    );
+    drop(second);
+
+    let metrics = Arc::new(Metrics::default());
+    let _third = Events::start(&unreachable(None), &store, metrics.clone()).unwrap();
+    assert_eq!(
+        metrics.calls_recovered_total.load(Ordering::Relaxed),
+        0,
+        "nothing left to end"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
