@@ -77,13 +77,39 @@ fn at_ms(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
+/// A live-call change as a call makes it. A start's record is serialised by
+/// the events writer ([`Change::into_store`]), off the call path.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Started {
+        /// The row, its `record` still empty.
+        row: Box<LiveRow>,
+        record: Box<LiveRecord>,
+    },
+    Other(LiveChange),
+}
+
+impl Change {
+    /// The change as the store writes it.
+    pub fn into_store(self) -> LiveChange {
+        match self {
+            Change::Started { mut row, record } => {
+                // Plain struct, string keys: serialising cannot fail.
+                row.record = serde_json::to_vec(&record).unwrap_or_default();
+                LiveChange::Started(row)
+            }
+            Change::Other(c) => c,
+        }
+    }
+}
+
 /// The row a call writes when it starts.
 pub fn started(
     call: &CallRecord,
     agent: &AgentInfo,
     custom_data: BTreeMap<String, String>,
     node_id: &str,
-) -> LiveChange {
+) -> Change {
     let rec = LiveRecord {
         agent_id: call.agent_id.clone(),
         caller_phone: call.caller_phone.clone(),
@@ -93,28 +119,30 @@ pub fn started(
         agent_version: agent.agent_version.clone(),
         custom_data,
     };
-    LiveChange::Started(Box::new(LiveRow {
-        session_id: call.session_id.as_str().to_owned(),
-        org_id: call.org_id.clone(),
-        node_id: node_id.to_owned(),
-        started_ms: ms(call.started_at),
-        answered_ms: call.answered_at.map(ms),
-        // Plain struct, string keys: serialising cannot fail.
-        record: serde_json::to_vec(&rec).unwrap_or_default(),
-    }))
+    Change::Started {
+        row: Box::new(LiveRow {
+            session_id: call.session_id.as_str().to_owned(),
+            org_id: call.org_id.clone(),
+            node_id: node_id.to_owned(),
+            started_ms: ms(call.started_at),
+            answered_ms: call.answered_at.map(ms),
+            record: Vec::new(),
+        }),
+        record: Box::new(rec),
+    }
 }
 
-pub fn answered(call: &CallRecord, at: SystemTime) -> LiveChange {
-    LiveChange::Answered {
+pub fn answered(call: &CallRecord, at: SystemTime) -> Change {
+    Change::Other(LiveChange::Answered {
         session_id: call.session_id.as_str().to_owned(),
         at_ms: ms(at),
-    }
+    })
 }
 
-pub fn closed(call: &CallRecord) -> LiveChange {
-    LiveChange::Closed {
+pub fn closed(call: &CallRecord) -> Change {
+    Change::Other(LiveChange::Closed {
         session_id: call.session_id.as_str().to_owned(),
-    }
+    })
 }
 
 /// The id of a call's orphan end: derived from its session, so that two nodes

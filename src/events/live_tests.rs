@@ -24,8 +24,8 @@ fn agent() -> AgentInfo {
     }
 }
 
-fn row_of(change: LiveChange) -> LiveRow {
-    match change {
+fn row_of(change: Change) -> LiveRow {
+    match change.into_store() {
         LiveChange::Started(r) => *r,
         other => panic!("not a start: {other:?}"),
     }
@@ -99,7 +99,8 @@ fn an_answer_recorded_after_the_start_makes_the_end_an_ended() {
     let c = call("s1");
     let mut row = row_of(started(&c, &agent(), BTreeMap::new(), "n"));
     assert_eq!(row.answered_ms, None);
-    let LiveChange::Answered { at_ms, .. } = answered(&c, UNIX_EPOCH + Duration::from_secs(5))
+    let LiveChange::Answered { at_ms, .. } =
+        answered(&c, UNIX_EPOCH + Duration::from_secs(5)).into_store()
     else {
         panic!("an answer");
     };
@@ -157,7 +158,8 @@ fn recovery_ends_each_live_call_once_and_leaves_no_row() {
         started(&call("s-r"), &agent(), BTreeMap::new(), "n"),
         started(&call("s-done"), &agent(), BTreeMap::new(), "n"),
         closed(&call("s-done")),
-    ];
+    ]
+    .map(Change::into_store);
     ob.commit_with(&[], 0, &[], &live).unwrap();
     let s = settings(None);
     let got = recover(
@@ -205,7 +207,8 @@ fn a_claim_for_one_node_leaves_the_other_nodes_calls() {
     let live = [
         started(&call("s-a"), &agent(), BTreeMap::new(), "node-a"),
         started(&call("s-b"), &agent(), BTreeMap::new(), "node-b"),
-    ];
+    ]
+    .map(Change::into_store);
     ob.commit_with(&[], 0, &[], &live).unwrap();
     let got = recover(
         &mut ob,

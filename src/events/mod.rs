@@ -32,6 +32,7 @@ use crate::store::live_calls::LiveChange;
 use crate::store::outbox::{DeliveryState, Finished, NewEvent, Outbox, OutboxError};
 use crate::store::{Store, StoreError};
 use delivery::Job;
+use live::Change;
 use settings::EventSettings;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -51,9 +52,9 @@ const GROUP_COMMIT_WINDOW: Duration = Duration::from_millis(5);
 pub enum WriterMsg {
     /// An event, and the change to the live-call table that goes with it (in
     /// the same transaction; dropped with the event if it is refused).
-    Emit(Box<Event>, Option<LiveChange>),
+    Emit(Box<Event>, Option<Change>),
     /// A live-call change with no event (its event is not wanted).
-    Live(LiveChange),
+    Live(Change),
     /// A delivery finished (delivered, or failed for good).
     Done {
         seq: i64,
@@ -251,7 +252,7 @@ impl Events {
     /// transaction. An event no subscriber wants still carries its change; a
     /// refused event drops its change too (a close refused leaves the call live,
     /// so a restart still ends it).
-    pub fn emit_with(&self, event: Event, live: Option<LiveChange>) {
+    pub fn emit_with(&self, event: Event, live: Option<Change>) {
         let m = &self.inner.metrics.events;
         m.emitted[event.kind as usize].fetch_add(1, Ordering::Relaxed);
         if !self.wants(event.kind) {
@@ -283,7 +284,7 @@ impl Events {
 
     /// A live-call change with no event. Not bounded by the events queue: at
     /// most three per call, and calls are bounded by `limits.max_calls`.
-    pub fn live(&self, change: LiveChange) {
+    pub fn live(&self, change: Change) {
         if self.inner.tracks_live && self.inner.tx.send(WriterMsg::Live(change)).is_err() {
             tracing::error!("events writer is gone: live-call change dropped");
         }
@@ -451,7 +452,7 @@ impl Writer {
     fn commit(
         &mut self,
         emits: Vec<Event>,
-        mut lives: Vec<(Option<String>, LiveChange)>,
+        mut lives: Vec<(Option<String>, Change)>,
         flushes: Vec<tokio::sync::oneshot::Sender<()>>,
     ) {
         let ev = &self.metrics.events;
@@ -511,7 +512,7 @@ impl Writer {
         }
         let finished = std::mem::take(&mut self.finished);
         let events: Vec<NewEvent> = rows.iter().map(|(r, _)| r.clone()).collect();
-        let lives: Vec<LiveChange> = lives.into_iter().map(|(_, l)| l).collect();
+        let lives: Vec<LiveChange> = lives.into_iter().map(|(_, l)| l.into_store()).collect();
         let seqs: Vec<i64> = match self.outbox.commit_with(&finished, prune, &events, &lives) {
             Ok((seqs, pruned)) => {
                 self.stored = self.stored.saturating_sub(pruned) + seqs.len();

@@ -8,7 +8,6 @@ use super::store_io::Purpose;
 use super::{Call, Side};
 use crate::events::payload::{self, AgentInfo};
 use crate::events::{live, EndedBy, Event, EventType, SipOutcome};
-use crate::store::live_calls::LiveChange;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
@@ -89,7 +88,7 @@ impl Call {
     }
 
     /// The change that closes the call's live record, once.
-    pub(super) fn take_live_close(&mut self) -> Option<LiveChange> {
+    pub(super) fn take_live_close(&mut self) -> Option<live::Change> {
         std::mem::replace(&mut self.lifecycle.live, false).then(|| live::closed(&self.record))
     }
 
