@@ -391,3 +391,30 @@ async fn a_restart_ends_each_call_the_last_run_left_live_once_and_counts_it() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn an_end_already_queued_under_its_id_is_not_queued_twice_and_does_not_stop_the_start() {
+    let mut ob = Outbox::new(Store::in_memory().connect().unwrap());
+    let c = call("s1");
+    let row = row_of(started(&c, &agent(), BTreeMap::new(), "n"));
+    let end = orphan_end(&row, Orphaned::NodeLost, SystemTime::now()).unwrap();
+    let s = settings(None);
+    ob.commit_with(
+        &[],
+        0,
+        &[outbox_row(&end, &s).unwrap()],
+        &[LiveChange::Started(Box::new(row))],
+    )
+    .unwrap();
+    let got = recover(
+        &mut ob,
+        None,
+        &s,
+        Orphaned::NodeRestarted,
+        SystemTime::now(),
+    )
+    .unwrap();
+    assert_eq!(got.calls, 1);
+    assert_eq!(ob.pending().unwrap().len(), 1, "the end once");
+    assert!(ob.live_calls().unwrap().is_empty());
+}

@@ -177,7 +177,18 @@ impl Outbox {
         for r in &rows {
             live_calls::remove(&tx, &r.session_id)?;
             if let Some(e) = end(r) {
-                insert_event(&tx, &e)?;
+                // An end already queued under the same id is not queued again
+                // (and does not fail the start-up).
+                let queued: Option<i64> = tx
+                    .query_row(
+                        "SELECT seq FROM outbox_events WHERE id = ?1",
+                        [&e.id],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
+                if queued.is_none() {
+                    insert_event(&tx, &e)?;
+                }
             }
         }
         tx.commit()?;
