@@ -172,6 +172,9 @@ metrics! {
     // Strict parsing (issue 12).
     /// Malformed requests answered 400 (or 416, 505) with the problem in the reason.
     counter sip_malformed_answered_total,
+    // Node identity and drain (issue 13).
+    /// 1 while this node drains (new calls and OPTIONS get 503, live calls finish), else 0.
+    gauge draining,
 }
 
 mod trunk;

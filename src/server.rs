@@ -211,11 +211,22 @@ impl Server {
         self.b2bua.active_calls()
     }
 
+    /// This node's `[cluster] node_id`.
+    pub fn node_id(&self) -> &str {
+        &self.settings.node_id
+    }
+
+    /// Begin draining without waiting: new calls and OPTIONS get 503, `/readyz`
+    /// answers 503 `"draining"`, live calls go on. `drain` does this first.
+    pub fn start_draining(&self) {
+        self.b2bua.start_draining();
+        self.http_state.set_draining();
+    }
+
     /// Graceful stop: refuse new calls with 503, let live calls finish for up to the
     /// configured drain time, then end the rest with BYE and wait briefly for them.
     pub async fn drain(&self) {
-        self.b2bua.start_draining();
-        self.http_state.set_ready(false);
+        self.start_draining();
         let active = self.active_calls();
         tracing::info!(
             active,
