@@ -205,6 +205,26 @@ async fn hang_up(caller: &mut TestUa, agent: &mut TestUa, edge: SocketAddr, c: &
     agent.respond(&ai_bye, 200, &[], None).await;
 }
 
+/// The AI agent hangs up: the owning node answers it and sends its BYE to the
+/// caller along the dialog's route set, through the edge.
+async fn agent_hangs_up(
+    caller: &mut TestUa,
+    agent: &mut TestUa,
+    edge: SocketAddr,
+    c: &mut EdgeCall,
+) {
+    let bye = agent.bye(&mut c.agent_dlg);
+    agent.send(&bye).await;
+    agent.expect_response_to(Method::Bye, 200, WAIT).await;
+    let caller_bye = caller.expect_request(Method::Bye, WAIT).await;
+    assert_eq!(
+        caller_bye.from, edge,
+        "the node's BYE came through the edge"
+    );
+    assert_eq!(caller_bye.msg.call_id(), Some(c.dlg.call_id.as_str()));
+    caller.respond(&caller_bye, 200, &[], None).await;
+}
+
 fn started(s: &Server) -> u64 {
     s.metrics()
         .calls_started_total
@@ -309,9 +329,10 @@ async fn kamailio_spreads_calls_routes_in_dialog_to_owner_and_skips_draining_nod
         }
         assert_eq!(started(c), started_c, "no new call started on c");
 
-        // The draining node's live call went on and ends through the edge.
+        // The draining node's live call went on; the AI agent ends it and the
+        // node's BYE reaches the caller through the edge (its Record-Route).
         assert_eq!(a.active_calls(), 1, "the draining node's call is still up");
-        hang_up(&mut caller, &mut agent, edge, &mut live_on_a).await;
+        agent_hangs_up(&mut caller, &mut agent, edge, &mut live_on_a).await;
         assert!(
             common::eventually(Duration::from_secs(3), || a.active_calls() == 0).await,
             "the live call on the draining node ended"
