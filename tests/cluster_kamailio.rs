@@ -32,7 +32,7 @@ struct Kamailio {
 }
 
 impl Kamailio {
-    fn start(nodes: &[SocketAddr]) -> Kamailio {
+    fn start(nodes: &[SocketAddr], ping_secs: u64) -> Kamailio {
         let bin = which("kamailio").unwrap_or_else(|| {
             panic!("kamailio not found: run scripts/install-test-deps.sh (Debian package kamailio)")
         });
@@ -61,7 +61,7 @@ impl Kamailio {
             .arg("-A")
             .arg(format!("DS_LIST=\"{}\"", list_path.display()))
             .arg("-A")
-            .arg(format!("DS_PING_INTERVAL={PING_SECS}"))
+            .arg(format!("DS_PING_INTERVAL={ping_secs}"))
             .arg("-A")
             .arg("FR_TIMER=1000")
             .arg("-A")
@@ -263,7 +263,7 @@ async fn kamailio_spreads_calls_routes_in_dialog_to_owner_and_skips_draining_nod
             .unwrap_or_else(|| panic!("AI leg from {at}, not a node"))
     };
     let [a, b, c] = &nodes;
-    let mut kam = Kamailio::start(&addrs);
+    let mut kam = Kamailio::start(&addrs, PING_SECS);
     let edge = kam.addr;
     let mut caller = TestUa::carrier(Transport::Udp, edge).await;
     bounded(Duration::from_secs(90), async {
@@ -336,6 +336,58 @@ async fn kamailio_spreads_calls_routes_in_dialog_to_owner_and_skips_draining_nod
         assert!(
             common::eventually(Duration::from_secs(3), || a.active_calls() == 0).await,
             "the live call on the draining node ended"
+        );
+    })
+    .await;
+    drop(kam);
+}
+
+/// A node that died (SIGKILL) but is still in the dispatcher set, not yet
+/// probed: an INVITE hashed to it gets no reply within FR_TIMER and goes to the
+/// next node; the caller gets its call. Probes are far apart here so that
+/// only the timeout can take the dead node out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kamailio_fails_an_invite_over_when_a_dead_node_does_not_answer() {
+    let mut agent = TestUa::agent(Transport::Udp).await;
+    let live = node(agent.local_addr().port(), "node-live").await;
+    // The dead node: a socket that reads and never answers.
+    let mut dead = TestUa::udp_bound(SocketAddr::from(([127, 0, 0, 1], 0))).await;
+    let live_addr = live.udp_addrs()[0];
+    let mut kam = Kamailio::start(&[dead.local_addr(), live_addr], 600);
+    let edge = kam.addr;
+    let mut caller = TestUa::carrier(Transport::Udp, edge).await;
+    bounded(Duration::from_secs(60), async {
+        wait_up(&mut kam, &mut caller).await;
+        let mut calls = 0;
+        let mut failed_over = false;
+        while !failed_over {
+            assert!(calls < 20, "20 calls and none hashed to the dead node");
+            let before = Instant::now();
+            let mut c = call(&mut caller, &mut agent, edge).await;
+            assert_eq!(c.node, live_addr, "every call ends up on the live node");
+            hang_up(&mut caller, &mut agent, edge, &mut c).await;
+            calls += 1;
+            // Did this one go to the dead node first?
+            let mut tried = false;
+            while let Some(r) = dead.recv(Duration::from_millis(10)).await {
+                tried |= r.msg.method() == Some(&Method::Invite);
+            }
+            if tried {
+                assert!(
+                    before.elapsed() >= Duration::from_millis(900),
+                    "failover came before FR_TIMER"
+                );
+                failed_over = true;
+            }
+        }
+        // Marked inactive by the timeout: the next calls go straight to the live node.
+        for _ in 0..6 {
+            let mut c = call(&mut caller, &mut agent, edge).await;
+            hang_up(&mut caller, &mut agent, edge, &mut c).await;
+        }
+        assert!(
+            dead.recv(Duration::from_millis(100)).await.is_none(),
+            "an INVITE went to the node marked inactive"
         );
     })
     .await;
