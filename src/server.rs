@@ -229,6 +229,7 @@ impl Server {
         self.start_draining();
         let active = self.active_calls();
         tracing::info!(
+            node_id = %self.settings.node_id,
             active,
             drain_secs = self.settings.drain_timeout.as_secs(),
             "draining: new calls get 503"

@@ -39,18 +39,16 @@ impl NodeState {
     }
 }
 
-/// `/readyz`'s answer for a state and this node's id: 200 only when ready.
-pub fn readiness(state: NodeState, node_id: &str) -> (StatusCode, serde_json::Value) {
+/// `/readyz`'s answer for a state: 200 only when ready. The node's id is left
+/// out: the sidecar faces the internet and the default id is the hostname.
+pub fn readiness(state: NodeState) -> (StatusCode, serde_json::Value) {
     let ready = state == NodeState::Ready;
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        json!({"ready": ready, "state": state.as_str(), "node_id": node_id}),
-    )
+    (status, json!({"ready": ready, "state": state.as_str()}))
 }
 
 pub async fn healthz() -> Response {
@@ -58,7 +56,7 @@ pub async fn healthz() -> Response {
 }
 
 pub async fn readyz(State(state): State<HttpState>) -> Response {
-    let (status, body) = readiness(state.node_state(), &state.settings().node_id);
+    let (status, body) = readiness(state.node_state());
     (status, Json(body)).into_response()
 }
 
@@ -94,14 +92,14 @@ mod tests {
 
     #[test]
     fn readiness_is_200_only_when_ready_and_names_the_state() {
-        let (s, b) = readiness(NodeState::Ready, "n1");
+        let (s, b) = readiness(NodeState::Ready);
         assert_eq!(s, StatusCode::OK);
-        assert_eq!(b, json!({"ready": true, "state": "ready", "node_id": "n1"}));
-        let (s, b) = readiness(NodeState::Draining, "n1");
+        assert_eq!(b, json!({"ready": true, "state": "ready"}));
+        let (s, b) = readiness(NodeState::Draining);
         assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(b["state"], "draining");
         assert_eq!(b["ready"], false);
-        let (s, b) = readiness(NodeState::Starting, "n1");
+        let (s, b) = readiness(NodeState::Starting);
         assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(b["state"], "starting");
     }
