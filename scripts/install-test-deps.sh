@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs beyond the Rust toolchain: SIPp (Debian package
-# sip-tester). Safe to run again: does nothing when everything is there.
+# Installs what the test suite needs beyond the Rust toolchain (Debian packages):
+# SIPp (sip-tester), Kamailio 5.6 (kamailio: tests/cluster_kamailio.rs and
+# tests/deploy_files.rs) and promtool (prometheus: tests/deploy_files.rs).
+# Safe to run again: does nothing when everything is there.
 set -euo pipefail
-if ! command -v sipp >/dev/null 2>&1; then
+need=()
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need+=(kamailio)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+if [ "${#need[@]}" -gt 0 ]; then
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq sip-tester >/dev/null
+    # No recommends: the prometheus package would pull in a web UI's assets only.
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 sipp -v 2>/dev/null | grep -m1 -i "sipp" || true
+{ command -v kamailio >/dev/null 2>&1 && kamailio -v; } 2>/dev/null | head -1 || /usr/sbin/kamailio -v 2>/dev/null | head -1 || true
+promtool --version 2>/dev/null | head -1 || true

@@ -7,9 +7,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+pub mod cluster;
 pub mod http_access;
 mod media;
 pub mod outbound;
+pub use cluster::ClusterConfig;
 pub use http_access::{ApiKeyConfig, HttpAccess, OrgApiKey};
 pub mod trunk;
 pub use trunk::Trunk;
@@ -49,6 +51,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub session: SessionConfig,
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
@@ -221,6 +225,8 @@ pub struct Settings {
     pub call_inbox_depth: usize,
     pub drain_timeout: Duration,
     pub retry_after_secs: u32,
+    /// `[cluster] node_id`: this node's name (default: the hostname).
+    pub node_id: String,
     /// `[session] store`.
     pub session_store: crate::session::SessionStoreKind,
     pub session_capacity: usize,
@@ -391,6 +397,7 @@ impl Config {
                 "must be between 4 and 4096".into(),
             ));
         }
+        let node_id = self.validate_cluster(&bad)?;
         let s = &self.session;
         let session_store = crate::session::SessionStoreKind::parse(&s.store).ok_or_else(|| {
             bad(
@@ -562,6 +569,7 @@ impl Config {
             call_inbox_depth: l.call_inbox_depth,
             drain_timeout: Duration::from_secs(l.drain_timeout_secs),
             retry_after_secs: l.retry_after_secs,
+            node_id,
             session_store,
             session_capacity: s.capacity,
             session_linger: Duration::from_secs(s.linger_secs),

@@ -176,6 +176,9 @@ metrics! {
     /// Calls a previous run left live (a crash), ended at start-up by the system
     /// (phone_call.ended if answered, else phone_call.failed).
     counter calls_recovered_total,
+    // Node identity and drain (issue 13).
+    /// 1 while this node drains (new calls and OPTIONS get 503, live calls finish), else 0.
+    gauge draining,
 }
 
 mod trunk;

@@ -89,7 +89,12 @@ impl Server {
             tracing::warn!("no [store] path: contacts and queued events live in memory and are lost on restart");
         }
         let metrics = Arc::new(Metrics::default());
-        let events = crate::events::Events::start(&settings.events, &store, metrics.clone())?;
+        let events = crate::events::Events::start_on_node(
+            &settings.events,
+            &store,
+            metrics.clone(),
+            &settings.node_id,
+        )?;
         // Before any listener: a setup failure leaves nothing bound.
         let zendesk = crate::zendesk::hooks(&settings, &store, sessions.clone(), metrics.clone())?;
         let b2bua = B2bua::new(
@@ -211,13 +216,25 @@ impl Server {
         self.b2bua.active_calls()
     }
 
+    /// This node's `[cluster] node_id`.
+    pub fn node_id(&self) -> &str {
+        &self.settings.node_id
+    }
+
+    /// Begin draining without waiting: new calls and OPTIONS get 503, `/readyz`
+    /// answers 503 `"draining"`, live calls go on. `drain` does this first.
+    pub fn start_draining(&self) {
+        self.b2bua.start_draining();
+        self.http_state.set_draining();
+    }
+
     /// Graceful stop: refuse new calls with 503, let live calls finish for up to the
     /// configured drain time, then end the rest with BYE and wait briefly for them.
     pub async fn drain(&self) {
-        self.b2bua.start_draining();
-        self.http_state.set_ready(false);
+        self.start_draining();
         let active = self.active_calls();
         tracing::info!(
+            node_id = %self.settings.node_id,
             active,
             drain_secs = self.settings.drain_timeout.as_secs(),
             "draining: new calls get 503"

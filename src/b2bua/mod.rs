@@ -158,6 +158,12 @@ impl B2bua {
     /// Stop taking new calls (they get 503).
     pub fn start_draining(&self) {
         self.shared.draining.store(true, Ordering::Relaxed);
+        self.shared.metrics.draining.store(1, Ordering::Relaxed);
+    }
+
+    /// Whether the node drains (new calls and OPTIONS get 503).
+    pub fn is_draining(&self) -> bool {
+        self.shared.draining.load(Ordering::Relaxed)
     }
 
     /// Tell every live call to end now (BYE or CANCEL on both legs).
@@ -199,6 +205,12 @@ impl B2bua {
             // The ACK of a stateless rejection, or a stray: nothing to answer.
             Method::Ack => {}
             Method::Invite if msg.to_tag().is_none() => self.new_call(t, msg, from, source),
+            // While draining, a load balancer's OPTIONS probe learns to send no
+            // more calls here (RFC 3261 11.2: OPTIONS answers as an INVITE would).
+            Method::Options if self.is_draining() => {
+                let ra = self.shared.settings.retry_after_secs.to_string();
+                self.reply(t, &msg, from, 503, &[("Retry-After", ra)])
+            }
             Method::Options => self.reply(
                 t,
                 &msg,

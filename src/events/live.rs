@@ -295,23 +295,10 @@ pub fn recover<C: OrphanClaim>(
     Ok(out)
 }
 
-/// This node's name until `[cluster] node_id` names it: the hostname, or
-/// `localhost` when it cannot be read.
+/// This node's name when no configuration names it (`Events::start`, tests): the
+/// hostname, else `localhost`. The server passes `[cluster] node_id`.
 pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is ours and its length is passed; gethostname writes at most that.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let name = if rc == 0 {
-        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..end]).trim().to_owned()
-    } else {
-        String::new()
-    };
-    if name.is_empty() {
-        "localhost".into()
-    } else {
-        name
-    }
+    crate::config::cluster::hostname().unwrap_or_else(|| "localhost".into())
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ pub mod auth;
 pub mod confirm;
 pub mod dashboard_jwt;
 mod error;
-mod health;
+pub mod health;
 pub mod prefetch;
 pub mod replay;
 mod serve;
@@ -31,7 +31,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 /// Largest request body accepted, in bytes.
@@ -45,7 +45,8 @@ struct Inner {
     settings: Arc<Settings>,
     sessions: Arc<dyn SessionStore>,
     metrics: Arc<Metrics>,
-    ready: AtomicBool,
+    /// A `health::NodeState` as its `u8`.
+    state: AtomicU8,
     enricher: Arc<dyn ContactEnricher>,
     /// Set when Zendesk API credentials are configured: stamps are confirmed.
     confirmer: std::sync::OnceLock<Arc<dyn StampConfirmer>>,
@@ -64,7 +65,7 @@ impl HttpState {
             settings,
             sessions,
             metrics,
-            ready: AtomicBool::new(false),
+            state: AtomicU8::new(health::NodeState::Starting as u8),
             enricher,
             confirmer: std::sync::OnceLock::new(),
             replays: std::sync::Mutex::new(replay::ReplayGuard::default()),
@@ -109,13 +110,35 @@ impl HttpState {
         self.0.enricher.as_ref()
     }
 
-    /// `/readyz` answers 200 while this is set.
+    /// `/readyz` answers 200 while this is set (`false`: starting). Draining is
+    /// for good: once set, this changes nothing.
     pub fn set_ready(&self, ready: bool) {
-        self.0.ready.store(ready, Ordering::Release);
+        let to = if ready {
+            health::NodeState::Ready
+        } else {
+            health::NodeState::Starting
+        };
+        let _ = self
+            .0
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                (s != health::NodeState::Draining as u8).then_some(to as u8)
+            });
+    }
+
+    /// The node drains: `/readyz` answers 503 naming it from now on.
+    pub fn set_draining(&self) {
+        self.0
+            .state
+            .store(health::NodeState::Draining as u8, Ordering::Release);
+    }
+
+    pub fn node_state(&self) -> health::NodeState {
+        health::NodeState::from_u8(self.0.state.load(Ordering::Acquire))
     }
 
     pub fn is_ready(&self) -> bool {
-        self.0.ready.load(Ordering::Acquire)
+        self.node_state() == health::NodeState::Ready
     }
 }
 

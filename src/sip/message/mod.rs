@@ -140,11 +140,22 @@ impl Message {
     }
 
     /// A response to `req` as RFC 3261 8.2.6.2 builds it: Via, From, To, Call-ID and CSeq
-    /// copied; a To tag added when the request had none and `to_tag` is given.
+    /// copied; a To tag added when the request had none and `to_tag` is given. A
+    /// response that establishes a dialog (1xx but 100, or 2xx, to an initial
+    /// INVITE) also copies the Record-Route values (RFC 3261 12.1.1), so a proxy that
+    /// record-routed stays in the caller's route set.
     pub fn response_to(req: &Message, status: u16, to_tag: Option<&str>) -> Self {
         let mut resp = Message::response(status, default_reason(status));
+        let establishes = (101..300).contains(&status)
+            && req.method() == Some(&Method::Invite)
+            && req.to_tag().is_none();
         for h in &req.headers {
-            if h.name.is("Via") || h.name.is("From") || h.name.is("Call-ID") || h.name.is("CSeq") {
+            if h.name.is("Via")
+                || h.name.is("From")
+                || h.name.is("Call-ID")
+                || h.name.is("CSeq")
+                || (establishes && h.name.is("Record-Route"))
+            {
                 resp.headers.push(h.clone());
             } else if h.name.is("To") {
                 let mut value = h.value.clone();
@@ -440,3 +451,6 @@ pub fn default_reason(status: u16) -> &'static str {
         _ => "Unknown",
     }
 }
+
+#[cfg(test)]
+mod response_tests;
