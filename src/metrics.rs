@@ -172,6 +172,11 @@ metrics! {
     // Strict parsing (issue 12).
     /// Malformed requests answered 400 (or 416, 505) with the problem in the reason.
     counter sip_malformed_answered_total,
+    // Session store (issue 13): Redis health, degraded mode.
+    /// 1 while the session store answers, 0 while it cannot be reached (degraded mode).
+    gauge session_store_up,
+    /// Session store operations that failed (unreachable, timed out, or a bad answer).
+    counter session_store_errors_total,
 }
 
 mod trunk;
