@@ -6,11 +6,11 @@
 mod common;
 
 use common::redis::RedisServer;
+use common::scenarios::bye_from_caller;
 use common::scenarios::media::establish_media;
 use common::scenarios::transfer::{
     expect_notify, expect_target_invite, refer, stamp_via_webhook, TransferRig, SIGNING_SECRET,
 };
-use common::scenarios::bye_from_caller;
 use common::store_conformance::{self, live, PHONE};
 use common::{bounded, config_text, handoff_addr, Rig, TestUa, Transport};
 use handoff::config::session::RedisSettings;
@@ -25,10 +25,19 @@ static NEXT: AtomicU64 = AtomicU64::new(0);
 
 /// A prefix no other store in this run uses.
 fn fresh_prefix() -> String {
-    format!("t{}-{}:", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "t{}-{}:",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
-fn node(r: &RedisServer, prefix: &str, name: &str, ttl: Duration) -> (Arc<RedisStore>, Arc<Metrics>) {
+fn node(
+    r: &RedisServer,
+    prefix: &str,
+    name: &str,
+    ttl: Duration,
+) -> (Arc<RedisStore>, Arc<Metrics>) {
     let settings = RedisSettings {
         url: r.url(),
         key_prefix: prefix.to_owned(),
@@ -36,8 +45,14 @@ fn node(r: &RedisServer, prefix: &str, name: &str, ttl: Duration) -> (Arc<RedisS
         record_ttl: ttl,
     };
     let metrics = Arc::new(Metrics::default());
-    let store = RedisStore::new(&settings, name, 1000, Duration::from_secs(60), metrics.clone())
-        .expect("store");
+    let store = RedisStore::new(
+        &settings,
+        name,
+        1000,
+        Duration::from_secs(60),
+        metrics.clone(),
+    )
+    .expect("store");
     (Arc::new(store), metrics)
 }
 
@@ -90,7 +105,11 @@ async fn two_nodes_racing_a_stamp_exactly_one_wins() {
                 .filter(|o| matches!(o, StampOutcome::Stamped(_)))
                 .collect();
             assert_eq!(won.len(), 1, "round {round}: {outcomes:?}");
-            let stored = b.get(&store_conformance::id("call")).await.unwrap().unwrap();
+            let stored = b
+                .get(&store_conformance::id("call"))
+                .await
+                .unwrap()
+                .unwrap();
             let winner = if matches!(outcomes[0], StampOutcome::Stamped(_)) {
                 1000 + round
             } else {
@@ -127,8 +146,14 @@ async fn a_dead_nodes_sessions_expire_and_a_live_nodes_stay() {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         let id = store_conformance::id;
-        assert!(observer.get(&id("lost")).await.unwrap().is_none(), "dead node's session expired");
-        assert!(observer.get(&id("kept")).await.unwrap().is_some(), "refreshed session stays");
+        assert!(
+            observer.get(&id("lost")).await.unwrap().is_none(),
+            "dead node's session expired"
+        );
+        assert!(
+            observer.get(&id("kept")).await.unwrap().is_some(),
+            "refreshed session stays"
+        );
         let by_phone = observer.live_by_phone(PHONE).await.unwrap();
         assert_eq!(by_phone.len(), 1);
         assert_eq!(
@@ -161,13 +186,20 @@ async fn redis_outage_is_unavailable_quickly_and_recovers_by_itself() {
                 Err(StoreError::Unavailable(_))
             ));
         }
-        assert!(t.elapsed() < Duration::from_secs(3), "bounded: {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "bounded: {:?}",
+            t.elapsed()
+        );
         assert_eq!(metrics.session_store_up.load(Ordering::Relaxed), 0);
         assert!(metrics.session_store_errors_total.load(Ordering::Relaxed) >= 6);
         // A call starting now still gets a session, kept on this node only.
         s.create(live("during", "org-1")).await.unwrap();
         let local = s.get(&store_conformance::id("during")).await.unwrap();
-        assert!(local.is_some(), "degraded: the call reads its local session");
+        assert!(
+            local.is_some(),
+            "degraded: the call reads its local session"
+        );
         r.restart();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -263,17 +295,29 @@ async fn get_latency() {
     }
     took.sort();
     let p = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)];
-    println!("redis get: p50 {:?} p99 {:?} max {:?}", p(0.50), p(0.99), took[took.len() - 1]);
+    println!(
+        "redis get: p50 {:?} p99 {:?} max {:?}",
+        p(0.50),
+        p(0.99),
+        took[took.len() - 1]
+    );
     let mem = SessionTable::new(10, Duration::from_secs(60));
     mem.insert(live("bench", "org-1")).unwrap();
     let mut took = Vec::with_capacity(5000);
     for _ in 0..5000 {
         let t = Instant::now();
-        SessionStore::get(&mem, &id).await.unwrap().expect("present");
+        SessionStore::get(&mem, &id)
+            .await
+            .unwrap()
+            .expect("present");
         took.push(t.elapsed());
     }
     took.sort();
-    println!("memory get: p50 {:?} p99 {:?}", p2(&took, 0.5), p2(&took, 0.99));
+    println!(
+        "memory get: p50 {:?} p99 {:?}",
+        p2(&took, 0.5),
+        p2(&took, 0.99)
+    );
 }
 
 fn p2(took: &[Duration], q: f64) -> Duration {

@@ -213,6 +213,9 @@ impl RedisStore {
             .ignore();
         }
         let mut c = self.conn();
+        // A pipeline sends EVALSHA only: load the script first (Redis may have
+        // restarted and forgotten it).
+        let _: String = self.run(self.scripts.refresh.load_async(&mut c)).await?;
         self.run(pipe.query_async::<()>(&mut c)).await
     }
 

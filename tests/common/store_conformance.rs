@@ -127,7 +127,11 @@ async fn attach_contact_keeps_an_api_contact_id_and_merges_details(s: Arc<dyn Se
         ..Default::default()
     };
     let attached = s.attach_contact(&id("a"), "c-2".into(), second).await;
-    assert_eq!(attached.unwrap().as_deref(), Some("c-1"), "the first id stays");
+    assert_eq!(
+        attached.unwrap().as_deref(),
+        Some("c-1"),
+        "the first id stays"
+    );
     let got = s.get(&id("a")).await.unwrap().expect("present");
     let c = got.contact.expect("details");
     assert_eq!(c.name.as_deref(), Some("Alice \"Doe\"\r\n"));
@@ -164,7 +168,11 @@ async fn patch_merges_custom_data_within_the_limit(s: Arc<dyn SessionStore>) {
         PatchOutcome::TooMany
     ));
     let got = s.get(&id("a")).await.unwrap().expect("present");
-    assert_eq!(got.contact_id.as_deref(), Some("c-9"), "a refused patch changes nothing");
+    assert_eq!(
+        got.contact_id.as_deref(),
+        Some("c-9"),
+        "a refused patch changes nothing"
+    );
     // The same key again is a replacement, not a new entry; clearing the contact id.
     match s.patch(&id("a"), patch("k1", Some(None))).await.unwrap() {
         PatchOutcome::Patched(got) => assert_eq!(got.contact_id, None),
