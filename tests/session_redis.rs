@@ -6,13 +6,14 @@
 mod common;
 
 use common::redis::RedisServer;
-use common::scenarios::bye_from_caller;
 use common::scenarios::media::establish_media;
 use common::scenarios::transfer::{
-    expect_notify, expect_target_invite, refer, stamp_via_webhook, TransferRig, SIGNING_SECRET,
+    expect_notify, expect_target_invite, post_webhook, refer, stamp_via_webhook, TransferRig,
+    SIGNING_SECRET,
 };
+use common::scenarios::{bye_from_caller, count};
 use common::store_conformance::{self, live, PHONE};
-use common::{bounded, config_text, handoff_addr, Rig, TestUa, Transport};
+use common::{bounded, config_text, handoff_addr, Rig, TestUa, Transport, CALLER_E164};
 use handoff::config::session::RedisSettings;
 use handoff::metrics::Metrics;
 use handoff::server::Server;
@@ -220,43 +221,52 @@ async fn redis_outage_is_unavailable_quickly_and_recovers_by_itself() {
     .await;
 }
 
+/// handoff with `store = "redis"` on `url` under `prefix`, routing transfers to a
+/// third UA.
+async fn redis_rig(url: &str, prefix: &str) -> TransferRig {
+    let t = Transport::Udp;
+    let zendesk = TestUa::agent(t).await;
+    let target = format!("sip:support@127.0.0.1:{}", zendesk.local_addr().port());
+    let extra = format!(
+        "transfer.destination = [{{ name = \"zendesk\", uri = \"{target}\" }}]\n\
+         http.signing_keys = [{{ kid = \"k1\", secret = \"{SIGNING_SECRET}\", issuer = \"t\" }}]\n\
+         session.store = \"redis\"\n\
+         session.redis_url = \"{url}\"\n\
+         session.key_prefix = \"{prefix}\"\n\
+         cluster.node_id = \"node-e2e\"\n"
+    );
+    let agent = TestUa::agent(t).await;
+    let text = config_text(t, agent.local_addr().port(), &extra);
+    let settings = handoff::config::Config::parse(&text, "test").expect("test config");
+    let server = Server::start(settings).await.expect("handoff starts");
+    let caller = TestUa::carrier(t, handoff_addr(&server, t)).await;
+    TransferRig {
+        rig: Rig {
+            server,
+            caller,
+            agent,
+            transport: t,
+        },
+        zendesk,
+        target,
+    }
+}
+
+fn webhook_body(ticket: u64) -> String {
+    format!(r#"{{"ticket_id": {ticket}, "caller_phone": "{CALLER_E164}", "requester_phone": ""}}"#)
+}
+
 /// End to end: handoff with `store = "redis"`, a call, the webhook stamps through
 /// HTTP, REFER: the transfer INVITE carries the ticket read back from Redis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_invite_carries_a_ticket_stamped_through_redis() {
     let r = RedisServer::start();
     bounded(Duration::from_secs(30), async {
-        let t = Transport::Udp;
-        let zendesk = TestUa::agent(t).await;
-        let target = format!("sip:support@127.0.0.1:{}", zendesk.local_addr().port());
         let prefix = fresh_prefix();
-        let extra = format!(
-            "transfer.destination = [{{ name = \"zendesk\", uri = \"{target}\" }}]\n\
-             http.signing_keys = [{{ kid = \"k1\", secret = \"{SIGNING_SECRET}\", issuer = \"t\" }}]\n\
-             session.store = \"redis\"\n\
-             session.redis_url = \"{}\"\n\
-             session.key_prefix = \"{prefix}\"\n\
-             cluster.node_id = \"node-e2e\"\n",
-            r.url()
-        );
-        let agent = TestUa::agent(t).await;
-        let text = config_text(t, agent.local_addr().port(), &extra);
-        let settings = handoff::config::Config::parse(&text, "test").expect("test config");
-        let server = Server::start(settings).await.expect("handoff starts");
-        let caller = TestUa::carrier(t, handoff_addr(&server, t)).await;
-        let mut tr = TransferRig {
-            rig: Rig {
-                server,
-                caller,
-                agent,
-                transport: t,
-            },
-            zendesk,
-            target,
-        };
+        let mut tr = redis_rig(&r.url(), &prefix).await;
         let mut m = establish_media(&mut tr.rig).await;
         stamp_via_webhook(&tr.rig, 4242).await;
-        // The record is in Redis, owned by this node.
+        // The record is in Redis.
         let (observer, _) = node(&r, &prefix, "observer", Duration::from_secs(60));
         let sid = handoff::session::SessionId::parse(&m.call.session_id).unwrap();
         let stored = observer.get(&sid).await.unwrap().expect("session in Redis");
@@ -266,6 +276,73 @@ async fn transfer_invite_carries_a_ticket_stamped_through_redis() {
         expect_notify(&mut tr, &m, &refer_msg).await;
         let inv = expect_target_invite(&mut tr).await;
         assert_eq!(inv.msg.header("X-OPENCX-ZENDESK-TICKET-ID"), Some("4242"));
+        tr.zendesk.respond(&inv, 486, &[], None).await;
+        let _ = expect_notify(&mut tr, &m, &refer_msg).await;
+        bye_from_caller(&mut tr.rig, &mut m.call).await;
+    })
+    .await;
+}
+
+/// Degraded mode end to end: Redis down, a call still completes and transfers
+/// (without a ticket), the webhook answers 503 and the gauge says 0; Redis back:
+/// the webhook stamps again, with no restart of handoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_calls_still_transfer_webhook_503_then_recovers() {
+    let mut r = RedisServer::start();
+    bounded(Duration::from_secs(60), async {
+        let mut tr = redis_rig(&r.url(), &fresh_prefix()).await;
+        r.stop();
+        let mut m = establish_media(&mut tr.rig).await;
+        let resp = post_webhook(&tr.rig, webhook_body(11)).await;
+        assert_eq!(resp.status(), 503, "Zendesk is told to retry");
+        assert_eq!(
+            tr.rig
+                .server
+                .metrics()
+                .session_store_up
+                .load(Ordering::Relaxed),
+            0
+        );
+        assert!(count(&tr.rig.server, |x| &x.session_store_errors_total) >= 1);
+        let target = format!("<{}>", tr.target);
+        let refer_msg = refer(&mut tr, &mut m, &target, 202).await;
+        expect_notify(&mut tr, &m, &refer_msg).await;
+        let inv = expect_target_invite(&mut tr).await;
+        assert_eq!(
+            inv.msg.header("X-OPENCX-SESSION-ID"),
+            Some(m.call.session_id.as_str())
+        );
+        assert_eq!(inv.msg.header("X-OPENCX-ZENDESK-TICKET-ID"), None);
+        tr.zendesk.respond(&inv, 486, &[], None).await;
+        let _ = expect_notify(&mut tr, &m, &refer_msg).await;
+        bye_from_caller(&mut tr.rig, &mut m.call).await;
+
+        r.restart();
+        let mut m = establish_media(&mut tr.rig).await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let resp = post_webhook(&tr.rig, webhook_body(12)).await;
+            if resp.status() == 200 {
+                let v: serde_json::Value = resp.json().await.expect("json");
+                assert_eq!(v["success"], true, "{v}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "webhook did not recover");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(
+            tr.rig
+                .server
+                .metrics()
+                .session_store_up
+                .load(Ordering::Relaxed),
+            1
+        );
+        let target = format!("<{}>", tr.target);
+        let refer_msg = refer(&mut tr, &mut m, &target, 202).await;
+        expect_notify(&mut tr, &m, &refer_msg).await;
+        let inv = expect_target_invite(&mut tr).await;
+        assert_eq!(inv.msg.header("X-OPENCX-ZENDESK-TICKET-ID"), Some("12"));
         tr.zendesk.respond(&inv, 486, &[], None).await;
         let _ = expect_notify(&mut tr, &m, &refer_msg).await;
         bye_from_caller(&mut tr.rig, &mut m.call).await;

@@ -16,7 +16,7 @@
 mod record;
 mod scripts;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -62,6 +62,8 @@ pub struct RedisStore {
     owned: DashMap<SessionId, Owned>,
     scripts: Scripts,
     up: AtomicBool,
+    /// This node's live sessions (the bound `capacity` applies to).
+    live: AtomicUsize,
     last_refresh: std::sync::Mutex<Instant>,
     metrics: Arc<Metrics>,
 }
@@ -111,6 +113,7 @@ impl RedisStore {
                 refresh: Script::new(scripts::REFRESH),
             },
             up: AtomicBool::new(true),
+            live: AtomicUsize::new(0),
             last_refresh: std::sync::Mutex::new(Instant::now()),
             metrics,
         })
@@ -162,7 +165,22 @@ impl RedisStore {
     }
 
     fn live_owned(&self) -> usize {
-        self.owned.iter().filter(|o| o.ended.is_none()).count()
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Takes a place for a new live session; false when `capacity` are live.
+    fn reserve(&self) -> bool {
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.capacity).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn release(&self) {
+        let _ = self
+            .live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
     async fn create_in_redis(&self, s: &Session) -> Result<bool, StoreError> {
@@ -186,11 +204,10 @@ impl RedisStore {
     /// Keeps this node's live sessions from expiring, every third of the TTL.
     async fn refresh_if_due(&self) -> Result<(), StoreError> {
         {
-            let mut last = self.last_refresh.lock().unwrap_or_else(|p| p.into_inner());
+            let last = self.last_refresh.lock().unwrap_or_else(|p| p.into_inner());
             if last.elapsed() < self.record_ttl / 3 {
                 return Ok(());
             }
-            *last = Instant::now();
         }
         let ids: Vec<SessionId> = self
             .owned
@@ -216,7 +233,10 @@ impl RedisStore {
         // A pipeline sends EVALSHA only: load the script first (Redis may have
         // restarted and forgotten it).
         let _: String = self.run(self.scripts.refresh.load_async(&mut c)).await?;
-        self.run(pipe.query_async::<()>(&mut c)).await
+        self.run(pipe.query_async::<()>(&mut c)).await?;
+        // Only a refresh that went through counts: a failed one is retried next sweep.
+        *self.last_refresh.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        Ok(())
     }
 
     fn local_session(&self, id: &SessionId) -> Option<Session> {
@@ -235,27 +255,31 @@ fn malformed(e: String) -> StoreError {
 impl SessionStore for RedisStore {
     fn create<'a>(&'a self, session: Session) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            if self.live_owned() >= self.capacity {
-                return Err(InsertError::Full(self.capacity).into());
-            }
             if self.owned.contains_key(&session.id) {
                 return Err(InsertError::Duplicate(session.id.to_string()).into());
             }
             let ended = session.ended_at.map(|_| Instant::now());
-            match self.create_in_redis(&session).await {
-                Ok(true) => {
-                    self.owned.insert(session.id, Owned { ended, local: None });
-                    Ok(())
-                }
+            if ended.is_none() && !self.reserve() {
+                return Err(InsertError::Full(self.capacity).into());
+            }
+            let outcome = match self.create_in_redis(&session).await {
+                Ok(true) => Ok(None),
                 Ok(false) => Err(InsertError::Duplicate(session.id.to_string()).into()),
                 // Degraded mode: the call goes on with its session here only.
-                Err(StoreError::Unavailable(_)) => {
-                    let id = session.id.clone();
-                    let local = Some(Box::new(session));
-                    self.owned.insert(id, Owned { ended, local });
+                Err(StoreError::Unavailable(_)) => Ok(Some(Box::new(session.clone()))),
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(local) => {
+                    self.owned.insert(session.id, Owned { ended, local });
                     Ok(())
                 }
-                Err(e) => Err(e),
+                Err(e) => {
+                    if ended.is_none() {
+                        self.release();
+                    }
+                    Err(e)
+                }
             }
         })
     }
@@ -309,7 +333,7 @@ impl SessionStore for RedisStore {
                 }
             }
             // ZREVRANGE gave newest first; a stable sort keeps it on equal times.
-            found.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+            found.sort_by_key(|s| std::cmp::Reverse(s.started_at));
             Ok(found)
         })
     }
@@ -339,7 +363,10 @@ impl SessionStore for RedisStore {
     fn mark_ended<'a>(&'a self, id: &'a SessionId, at: SystemTime) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             if let Some(mut o) = self.owned.get_mut(id) {
-                o.ended.get_or_insert_with(Instant::now);
+                if o.ended.is_none() {
+                    o.ended = Some(Instant::now());
+                    self.release();
+                }
                 if let Some(s) = o.local.as_mut() {
                     s.ended_at.get_or_insert(at);
                     return Ok(());
@@ -440,11 +467,17 @@ impl SessionStore for RedisStore {
             let linger = self.linger;
             self.owned
                 .retain(|_, o| o.ended.is_none_or(|t| t.elapsed() < linger));
+            // Failures are counted and logged once per change of state by `run`:
+            // the server's sweeper, which logs each error, sees none.
             if !self.is_up() {
                 let mut c = self.conn();
-                let _: String = self.run(redis::cmd("PING").query_async(&mut c)).await?;
+                let probe: Result<String, _> =
+                    self.run(redis::cmd("PING").query_async(&mut c)).await;
+                if probe.is_err() {
+                    return Ok(0);
+                }
             }
-            self.refresh_if_due().await?;
+            let _ = self.refresh_if_due().await;
             // Redis expires records itself.
             Ok(0)
         })
