@@ -70,6 +70,8 @@ impl Server {
                     node_id = %settings.node_id,
                     "sessions in Redis"
                 );
+                // Unreachable is not a start-up failure: degraded mode until it answers.
+                let _ = store.probe().await;
                 Self::start_inner(settings, Arc::new(store), None, metrics).await
             }
             _ => {

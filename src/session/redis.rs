@@ -160,6 +160,14 @@ impl RedisStore {
         }
     }
 
+    /// One PING under the timeout; the store's state follows its outcome (an
+    /// unreachable Redis at start is logged as such at once).
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        let mut c = self.conn();
+        let _: String = self.run(redis::cmd("PING").query_async(&mut c)).await?;
+        Ok(())
+    }
+
     fn conn(&self) -> ConnectionManager {
         self.conn.clone()
     }
@@ -469,13 +477,10 @@ impl SessionStore for RedisStore {
                 .retain(|_, o| o.ended.is_none_or(|t| t.elapsed() < linger));
             // Failures are counted and logged once per change of state by `run`:
             // the server's sweeper, which logs each error, sees none.
-            if !self.is_up() {
-                let mut c = self.conn();
-                let probe: Result<String, _> =
-                    self.run(redis::cmd("PING").query_async(&mut c)).await;
-                if probe.is_err() {
-                    return Ok(0);
-                }
+            // A PING every sweep (a second): the gauge follows Redis even when no
+            // call or webhook is asking.
+            if self.probe().await.is_err() {
+                return Ok(0);
             }
             let _ = self.refresh_if_due().await;
             // Redis expires records itself.
