@@ -271,6 +271,23 @@ async fn transfer_invite_carries_a_ticket_stamped_through_redis() {
         let sid = handoff::session::SessionId::parse(&m.call.session_id).unwrap();
         let stored = observer.get(&sid).await.unwrap().expect("session in Redis");
         assert_eq!(stored.zendesk_ticket_id, Some(4242));
+        // Owned by this node, and expiring unless refreshed.
+        let client = redis::Client::open(r.url()).unwrap();
+        let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+        let key = format!("{prefix}session:{}", m.call.session_id);
+        let owner: String = redis::cmd("HGET")
+            .arg(&key)
+            .arg("node")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert_eq!(owner, "node-e2e");
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert!(ttl > 0 && ttl <= 120_000, "record TTL {ttl} ms");
         let target = format!("<{}>", tr.target);
         let refer_msg = refer(&mut tr, &mut m, &target, 202).await;
         expect_notify(&mut tr, &m, &refer_msg).await;
@@ -279,6 +296,35 @@ async fn transfer_invite_carries_a_ticket_stamped_through_redis() {
         tr.zendesk.respond(&inv, 486, &[], None).await;
         let _ = expect_notify(&mut tr, &m, &refer_msg).await;
         bye_from_caller(&mut tr.rig, &mut m.call).await;
+        // Ended: out of the phone index, lingering for linger_secs (300) at most.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let ended: Option<String> = redis::cmd("HGET")
+                .arg(&key)
+                .arg("ended")
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            if ended.is_some() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "session not marked ended in Redis"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert!(ttl > 0 && ttl <= 300_000, "linger TTL {ttl} ms");
+        assert!(observer
+            .live_by_phone(CALLER_E164)
+            .await
+            .unwrap()
+            .is_empty());
     })
     .await;
 }
