@@ -221,6 +221,37 @@ async fn redis_outage_is_unavailable_quickly_and_recovers_by_itself() {
     .await;
 }
 
+/// A Redis that hangs (frozen, connections open) costs each operation at most
+/// `timeout_ms` (200 ms here), then Unavailable; thawed, it answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_redis_costs_at_most_the_timeout_per_operation() {
+    let r = RedisServer::start();
+    bounded(Duration::from_secs(30), async {
+        let (s, metrics) = node(&r, &fresh_prefix(), "n1", Duration::from_secs(60));
+        s.create(live("a", "org-1")).await.unwrap();
+        r.pause();
+        for _ in 0..3 {
+            let t = Instant::now();
+            let got = s.get(&store_conformance::id("a")).await;
+            let took = t.elapsed();
+            assert!(matches!(got, Err(StoreError::Unavailable(_))), "{got:?}");
+            assert!(
+                took >= Duration::from_millis(150) && took < Duration::from_millis(1000),
+                "bounded by timeout_ms: {took:?}"
+            );
+        }
+        assert_eq!(metrics.session_store_up.load(Ordering::Relaxed), 0);
+        r.resume();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.get(&store_conformance::id("a")).await.is_err() {
+            assert!(Instant::now() < deadline, "did not recover");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(metrics.session_store_up.load(Ordering::Relaxed), 1);
+    })
+    .await;
+}
+
 /// handoff with `store = "redis"` on `url` under `prefix`, routing transfers to a
 /// third UA.
 async fn redis_rig(url: &str, prefix: &str) -> TransferRig {

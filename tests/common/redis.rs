@@ -42,6 +42,25 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP to its PID): connections stay open, nothing
+    /// answers, as with a hung or partitioned Redis.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        let child = self.child.as_ref().expect("redis-server running");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
+        // SAFETY: a plain signal to our own child's PID.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "signal {sig} to redis-server");
+    }
+
     /// Kills this server (by its PID) and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -53,6 +72,9 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        if self.child.is_some() {
+            self.resume(); // a stopped process still dies by SIGKILL; this keeps wait() short
+        }
         self.stop();
     }
 }
