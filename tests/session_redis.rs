@@ -172,7 +172,8 @@ async fn a_dead_nodes_sessions_expire_and_a_live_nodes_stay() {
 async fn redis_outage_is_unavailable_quickly_and_recovers_by_itself() {
     let mut r = RedisServer::start();
     bounded(Duration::from_secs(60), async {
-        let (s, metrics) = node(&r, &fresh_prefix(), "n1", Duration::from_secs(60));
+        let prefix = fresh_prefix();
+        let (s, metrics) = node(&r, &prefix, "n1", Duration::from_secs(60));
         s.create(live("before", "org-1")).await.unwrap();
         assert_eq!(metrics.session_store_up.load(Ordering::Relaxed), 1);
         r.stop();
@@ -216,6 +217,23 @@ async fn redis_outage_is_unavailable_quickly_and_recovers_by_itself() {
         assert_eq!(
             s.stamp_ticket("org-1", PHONE, 77).await.unwrap(),
             StampOutcome::Stamped(store_conformance::id("after"))
+        );
+        // The session kept locally during the outage was written back: another node
+        // finds and stamps it.
+        let (other, _) = node(&r, &prefix, "n2", Duration::from_secs(60));
+        let during = other.get(&store_conformance::id("during")).await.unwrap();
+        assert!(during.is_some(), "written to Redis when it came back");
+        assert_eq!(
+            other.stamp_ticket("org-1", PHONE, 78).await.unwrap(),
+            StampOutcome::Stamped(store_conformance::id("during"))
+        );
+        assert_eq!(
+            s.get(&store_conformance::id("during"))
+                .await
+                .unwrap()
+                .and_then(|x| x.zendesk_ticket_id),
+            Some(78),
+            "the owning node now reads Redis, not its old local copy"
         );
     })
     .await;

@@ -8,8 +8,9 @@
 //! expire after the linger.
 //!
 //! Degraded mode: when Redis cannot be reached, a new call's session is kept here
-//! only (the call completes and transfers without a ticket; webhooks for it find
-//! nothing, as Redis never saw it). The gauge `handoff_session_store_up` and one
+//! (the call completes and transfers without a ticket stamped elsewhere) and
+//! written to Redis by the first sweep that finds Redis back, if the call is
+//! still live; webhooks find it from then on. The gauge `handoff_session_store_up` and one
 //! error log per change of state say so; the connection manager reconnects and
 //! `sweep` probes Redis every second while it is down.
 
@@ -207,6 +208,40 @@ impl RedisStore {
         let mut c = self.conn();
         let created: i64 = self.run(inv.invoke_async(&mut c)).await?;
         Ok(created == 1)
+    }
+
+    /// Writes the live sessions kept here while Redis was down, now that it answers,
+    /// so webhooks on any node find them again. How many went.
+    async fn write_back_local(&self) -> usize {
+        let pending: Vec<Session> = self
+            .owned
+            .iter()
+            .filter_map(|o| o.local.as_deref().filter(|s| s.is_live()).cloned())
+            .collect();
+        let mut written = 0;
+        for s in pending {
+            match self.create_in_redis(&s).await {
+                // Written (or somehow there already): Redis holds it from now on.
+                Ok(_) => {}
+                Err(_) => return written,
+            }
+            written += 1;
+            // The call may have answered or ended while the write was in flight:
+            // carry that over, then drop the local copy.
+            let changed = self.owned.get_mut(&s.id).and_then(|mut o| {
+                let now = o.local.take()?;
+                Some((now.answered_at, now.ended_at))
+            });
+            if let Some((answered, ended)) = changed {
+                if let (Some(at), None) = (answered, s.answered_at) {
+                    let _ = self.mark_answered(&s.id, at).await;
+                }
+                if let Some(at) = ended {
+                    let _ = self.mark_ended(&s.id, at).await;
+                }
+            }
+        }
+        written
     }
 
     /// Keeps this node's live sessions from expiring, every third of the TTL.
@@ -481,6 +516,15 @@ impl SessionStore for RedisStore {
             // call or webhook is asking.
             if self.probe().await.is_err() {
                 return Ok(0);
+            }
+            if self.owned.iter().any(|o| o.local.is_some()) {
+                let n = self.write_back_local().await;
+                if n > 0 {
+                    tracing::info!(
+                        sessions = n,
+                        "sessions kept locally while Redis was down written to Redis"
+                    );
+                }
             }
             let _ = self.refresh_if_due().await;
             // Redis expires records itself.
