@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain (Debian packages):
 # SIPp (sip-tester), Kamailio 5.6 (kamailio: tests/cluster_kamailio.rs and
-# tests/deploy_files.rs) and promtool (prometheus: tests/deploy_files.rs).
+# tests/deploy_files.rs), promtool (prometheus: tests/deploy_files.rs) and
+# redis-server (tests/session_redis.rs).
 # Safe to run again: does nothing when everything is there.
 set -euo pipefail
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need+=(kamailio)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ "${#need[@]}" -gt 0 ]; then
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
@@ -18,3 +20,4 @@ fi
 sipp -v 2>/dev/null | grep -m1 -i "sipp" || true
 { command -v kamailio >/dev/null 2>&1 && kamailio -v; } 2>/dev/null | head -1 || /usr/sbin/kamailio -v 2>/dev/null | head -1 || true
 promtool --version 2>/dev/null | head -1 || true
+redis-server --version || true

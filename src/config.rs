@@ -17,6 +17,7 @@ pub mod trunk;
 pub use trunk::Trunk;
 mod conns;
 mod http;
+pub mod session;
 pub mod shipped;
 mod webhook;
 pub use conns::{ConnSettings, HttpConnsConfig, HttpLimits, SipConnsConfig, SipTcpLimits};
@@ -145,11 +146,16 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionConfig {
-    /// Which store holds the sessions: `"memory"` (the only kind today).
+    /// Which store holds the sessions: `"memory"` or `"redis"`.
     pub store: String,
     pub capacity: usize,
     pub linger_secs: u64,
     pub default_country: Option<String>,
+    /// The Redis store's keys (`src/config/session.rs`).
+    pub redis_url: Option<String>,
+    pub key_prefix: String,
+    pub timeout_ms: u64,
+    pub record_ttl_secs: u64,
 }
 
 impl Default for SessionConfig {
@@ -159,6 +165,10 @@ impl Default for SessionConfig {
             capacity: 50_000,
             linger_secs: 300,
             default_country: Some("US".into()),
+            redis_url: None,
+            key_prefix: session::DEFAULT_KEY_PREFIX.into(),
+            timeout_ms: session::DEFAULT_TIMEOUT_MS,
+            record_ttl_secs: session::DEFAULT_RECORD_TTL_SECS,
         }
     }
 }
@@ -231,6 +241,8 @@ pub struct Settings {
     pub session_store: crate::session::SessionStoreKind,
     pub session_capacity: usize,
     pub session_linger: Duration,
+    /// `[session]` Redis keys, with `store = "redis"`.
+    pub session_redis: Option<session::RedisSettings>,
     pub default_country: Option<String>,
     pub log_level: String,
     pub log_json: bool,
@@ -409,6 +421,16 @@ impl Config {
                 ),
             )
         })?;
+        let session_redis = session::validate(
+            session_store == crate::session::SessionStoreKind::Redis,
+            &session::RedisKeys {
+                redis_url: s.redis_url.as_deref(),
+                key_prefix: &s.key_prefix,
+                timeout_ms: s.timeout_ms,
+                record_ttl_secs: s.record_ttl_secs,
+            },
+            &bad,
+        )?;
         if s.capacity < l.max_calls {
             return Err(bad(
                 "session.capacity",
@@ -573,6 +595,7 @@ impl Config {
             session_store,
             session_capacity: s.capacity,
             session_linger: Duration::from_secs(s.linger_secs),
+            session_redis,
             default_country: s.default_country.clone(),
             log_level: level,
             log_json,

@@ -179,6 +179,11 @@ metrics! {
     // Node identity and drain (issue 13).
     /// 1 while this node drains (new calls and OPTIONS get 503, live calls finish), else 0.
     gauge draining,
+    // Session store (issue 13): Redis health, degraded mode.
+    /// 1 while the session store answers, 0 while it cannot be reached (degraded mode).
+    gauge session_store_up,
+    /// Session store operations that failed (unreachable, timed out, or a bad answer).
+    counter session_store_errors_total,
 }
 
 mod trunk;

@@ -47,19 +47,42 @@ pub enum StartError {
     Enrichment(#[from] crate::zendesk::EnricherSetupError),
     #[error(transparent)]
     Events(#[from] crate::events::EventsStartError),
+    #[error(transparent)]
+    Redis(#[from] crate::session::redis::RedisSetupError),
 }
 
 impl Server {
     /// Bind every listener and start serving calls, with the session store
     /// `[session] store` names.
     pub async fn start(settings: Settings) -> Result<Server, StartError> {
-        match settings.session_store {
-            SessionStoreKind::Memory => {
+        let metrics = Arc::new(Metrics::default());
+        match (settings.session_store, &settings.session_redis) {
+            (SessionStoreKind::Redis, Some(redis)) => {
+                let store = crate::session::RedisStore::new(
+                    redis,
+                    &settings.node_id,
+                    settings.session_capacity,
+                    settings.session_linger,
+                    metrics.clone(),
+                )?;
+                tracing::info!(
+                    url = %crate::config::session::redact_url(&redis.url),
+                    node_id = %settings.node_id,
+                    "sessions in Redis"
+                );
+                // Unreachable is not a start-up failure: degraded mode until it answers.
+                let _ = store.probe().await;
+                Self::start_inner(settings, Arc::new(store), None, metrics).await
+            }
+            _ => {
                 let table = Arc::new(SessionTable::new(
                     settings.session_capacity,
                     settings.session_linger,
                 ));
-                Self::start_inner(settings, table.clone(), Some(table)).await
+                metrics
+                    .session_store_up
+                    .store(1, std::sync::atomic::Ordering::Relaxed);
+                Self::start_inner(settings, table.clone(), Some(table), metrics).await
             }
         }
     }
@@ -70,13 +93,18 @@ impl Server {
         settings: Settings,
         sessions: Arc<dyn SessionStore>,
     ) -> Result<Server, StartError> {
-        Self::start_inner(settings, sessions, None).await
+        let metrics = Arc::new(Metrics::default());
+        metrics
+            .session_store_up
+            .store(1, std::sync::atomic::Ordering::Relaxed);
+        Self::start_inner(settings, sessions, None, metrics).await
     }
 
     async fn start_inner(
         settings: Settings,
         sessions: Arc<dyn SessionStore>,
         memory: Option<Arc<SessionTable>>,
+        metrics: Arc<Metrics>,
     ) -> Result<Server, StartError> {
         let settings = Arc::new(settings);
         // Before anything opens a descriptor: the caps that fit beside the media reserve.
@@ -88,7 +116,6 @@ impl Server {
         if !store.is_durable() {
             tracing::warn!("no [store] path: contacts and queued events live in memory and are lost on restart");
         }
-        let metrics = Arc::new(Metrics::default());
         let events = crate::events::Events::start_on_node(
             &settings.events,
             &store,

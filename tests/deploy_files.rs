@@ -17,10 +17,6 @@ use std::time::Duration;
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
 
-/// Metrics other parts of issue 13 add (the Redis session store's health): the
-/// rules and the dashboard may name them before this node exports them.
-const ADDED_ELSEWHERE: &[&str] = &["handoff_session_store_up"];
-
 fn deploy(rel: &str) -> PathBuf {
     Path::new(DEPLOY).join(rel)
 }
@@ -107,10 +103,7 @@ async fn running_metrics() -> BTreeSet<String> {
 
 fn assert_all_exported(what: &str, used: &BTreeSet<String>, exported: &BTreeSet<String>) {
     assert!(!used.is_empty(), "{what} names no handoff metric");
-    let missing: Vec<&String> = used
-        .iter()
-        .filter(|n| !exported.contains(*n) && !ADDED_ELSEWHERE.contains(&n.as_str()))
-        .collect();
+    let missing: Vec<&String> = used.iter().filter(|n| !exported.contains(*n)).collect();
     assert!(
         missing.is_empty(),
         "{what} names metrics handoff does not export: {missing:?}"

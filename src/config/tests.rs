@@ -225,7 +225,20 @@ fn session_store_is_memory_unless_named_otherwise() {
     assert_eq!(s.session_store, crate::session::SessionStoreKind::Memory);
     let s = Config::parse(&format!("[session]\nstore = \"memory\"\n{MINIMAL}"), "c").unwrap();
     assert_eq!(s.session_store, crate::session::SessionStoreKind::Memory);
-    let e = err(&format!("[session]\nstore = \"redis\"\n{MINIMAL}"));
+    let e = err(&format!("[session]\nstore = \"mongo\"\n{MINIMAL}"));
     assert!(e.contains("session.store") && e.contains("redis"), "{e}");
     assert!(!e.contains('\n'));
+    // Redis needs its URL; with it, the store is Redis.
+    let e = err(&format!("[session]\nstore = \"redis\"\n{MINIMAL}"));
+    assert!(e.contains("session.redis_url"), "{e}");
+    let text = format!(
+        "[session]\nstore = \"redis\"\nredis_url = \"redis://:pw@127.0.0.1:6379/0\"\n\
+         [cluster]\nnode_id = \"node-a\"\n{MINIMAL}"
+    );
+    let s = Config::parse(&text, "c").unwrap();
+    assert_eq!(s.session_store, crate::session::SessionStoreKind::Redis);
+    assert_eq!(s.node_id, "node-a");
+    let r = s.session_redis.expect("redis settings");
+    assert_eq!(r.key_prefix, "handoff:");
+    assert!(!format!("{r:?}").contains(":pw@"), "{r:?}");
 }

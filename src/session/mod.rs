@@ -9,9 +9,11 @@
 //! transfer attempts, the times its events carry) stays in the call.
 
 pub mod memory;
+pub mod redis;
 pub mod store;
 
 pub use memory::SessionTable;
+pub use redis::RedisStore;
 pub use store::{
     PatchOutcome, SessionCounts, SessionPatch, SessionStore, SessionStoreKind, StoreError,
     StoreFuture,

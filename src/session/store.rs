@@ -40,15 +40,18 @@ pub enum SessionStoreKind {
     /// other nodes and do not survive a restart.
     #[default]
     Memory,
+    /// A Redis server shared by several nodes (`super::redis::RedisStore`).
+    Redis,
 }
 
 impl SessionStoreKind {
     /// The accepted `[session] store` values.
-    pub const NAMES: [&'static str; 1] = ["memory"];
+    pub const NAMES: [&'static str; 2] = ["memory", "redis"];
 
     pub fn parse(s: &str) -> Option<SessionStoreKind> {
         match s {
             "memory" => Some(SessionStoreKind::Memory),
+            "redis" => Some(SessionStoreKind::Redis),
             _ => None,
         }
     }
