@@ -466,6 +466,9 @@ async fn a_graceful_stop_finishes_the_request_in_flight_and_takes_no_new_connect
         tokio::io::AsyncWriteExt::write_all(&mut c, head.as_bytes())
             .await
             .expect("head");
+        // The request is in progress once the sidecar has read its head; before
+        // that the connection is idle and a graceful stop may close it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
         let (_, said) = tokio::join!(rig.server.drain(), async {
             // Stopped: a new connection is refused.
             let mut refused = false;
