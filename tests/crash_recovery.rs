@@ -8,13 +8,12 @@ mod common;
 
 use common::build::{Dialog, AI_SDP};
 use common::capture::{Capture, Captured, Reply};
-use common::cli::{spawn_run, Running};
+use common::cli::{metric, spawn_run, wait_metric, Running};
 use common::{bounded, config_text, InviteOpts, TestUa, Transport, WAIT};
 use handoff::sip::message::Method;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -142,30 +141,6 @@ async fn whole_call(caller: &mut TestUa, agent: &mut TestUa) -> String {
     agent.clear_backlog();
     caller.clear_backlog();
     sid
-}
-
-async fn metric(http: SocketAddr, name: &str) -> Option<i64> {
-    let text = reqwest::get(format!("http://{http}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.parse().ok())
-}
-
-async fn wait_metric(http: SocketAddr, name: &str, want: i64) {
-    let until = Instant::now() + SOON;
-    loop {
-        let got = metric(http, name).await;
-        if got == Some(want) {
-            return;
-        }
-        assert!(Instant::now() < until, "{name} is {got:?}, not {want}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Live calls recorded in the store file.

@@ -6,7 +6,7 @@
 //! then `sweep` removes them. The table is bounded: `insert` refuses when full.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -66,10 +66,9 @@ pub struct SessionTable {
     /// Ended sessions, oldest end first. Ids whose session was revived or removed
     /// meanwhile are skipped when popped.
     ended: Mutex<VecDeque<(Instant, SessionId)>>,
-    capacity: usize,
     linger: Duration,
     /// Entries present plus inserts in flight; makes the bound exact under races.
-    reserved: AtomicUsize,
+    slots: super::slots::Slots,
     next_seq: AtomicU64,
     /// Serialises `stamp_ticket`, so that choosing a session and stamping it is one
     /// step for concurrent webhooks.
@@ -83,9 +82,8 @@ impl SessionTable {
             entries: DashMap::new(),
             by_phone: DashMap::new(),
             ended: Mutex::new(VecDeque::new()),
-            capacity,
             linger,
-            reserved: AtomicUsize::new(0),
+            slots: super::slots::Slots::new(capacity),
             next_seq: AtomicU64::new(0),
             stamp: Mutex::new(()),
         }
@@ -94,15 +92,15 @@ impl SessionTable {
     /// Adds a session. When full, the oldest lingering session is removed to make
     /// room; a table full of live sessions refuses.
     pub fn insert(&self, s: Session) -> Result<(), InsertError> {
-        while !self.try_reserve() {
+        while !self.slots.try_take() {
             if !self.evict_oldest_ended() {
-                return Err(InsertError::Full(self.capacity));
+                return Err(InsertError::Full(self.slots.capacity()));
             }
         }
         let id = s.id.clone();
         let ended = match self.entries.entry(s.id.clone()) {
             MapEntry::Occupied(_) => {
-                self.release();
+                self.slots.give_back();
                 return Err(InsertError::Duplicate(s.id.to_string()));
             }
             MapEntry::Vacant(vacant) => {
@@ -324,7 +322,7 @@ impl SessionTable {
                     }
                 }
                 occupied.remove();
-                self.release();
+                self.slots.give_back();
                 return true;
             }
         }
@@ -334,21 +332,6 @@ impl SessionTable {
     fn queue_ended(&self, at: Instant, id: SessionId) {
         let mut q = self.ended.lock().unwrap_or_else(|p| p.into_inner());
         q.push_back((at, id));
-    }
-
-    fn try_reserve(&self) -> bool {
-        self.reserved
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.capacity).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
-    fn release(&self) {
-        // Never below zero, even if a bug released twice.
-        let _ = self
-            .reserved
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
     /// Caller holds the guard of `id`'s entry (lock order: entries, then by_phone).
@@ -467,7 +450,7 @@ impl SessionTable {
     /// Panics unless the index, the entries and the reservation count agree.
     /// Call only when no other thread uses the table.
     fn assert_consistent(&self) {
-        assert_eq!(self.reserved.load(Ordering::Acquire), self.entries.len());
+        assert_eq!(self.slots.taken(), self.entries.len());
         // Copy the index first: keep the lock order even in tests.
         let index: Vec<(String, Vec<SessionId>)> = self
             .by_phone

@@ -10,6 +10,7 @@
 
 pub mod memory;
 pub mod redis;
+mod slots;
 pub mod store;
 
 pub use memory::SessionTable;

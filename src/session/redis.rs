@@ -17,7 +17,7 @@
 mod record;
 mod scripts;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -59,12 +59,11 @@ pub struct RedisStore {
     timeout: Duration,
     record_ttl: Duration,
     linger: Duration,
-    capacity: usize,
     owned: DashMap<SessionId, Owned>,
     scripts: Scripts,
     up: AtomicBool,
-    /// This node's live sessions (the bound `capacity` applies to).
-    live: AtomicUsize,
+    /// This node's live sessions, at most `[session] capacity`.
+    slots: super::slots::Slots,
     last_refresh: std::sync::Mutex<Instant>,
     metrics: Arc<Metrics>,
 }
@@ -102,7 +101,6 @@ impl RedisStore {
             timeout: settings.timeout,
             record_ttl: settings.record_ttl,
             linger,
-            capacity,
             owned: DashMap::new(),
             scripts: Scripts {
                 create: Script::new(scripts::CREATE),
@@ -114,7 +112,7 @@ impl RedisStore {
                 refresh: Script::new(scripts::REFRESH),
             },
             up: AtomicBool::new(true),
-            live: AtomicUsize::new(0),
+            slots: super::slots::Slots::new(capacity),
             last_refresh: std::sync::Mutex::new(Instant::now()),
             metrics,
         })
@@ -171,25 +169,6 @@ impl RedisStore {
 
     fn conn(&self) -> ConnectionManager {
         self.conn.clone()
-    }
-
-    fn live_owned(&self) -> usize {
-        self.live.load(Ordering::Acquire)
-    }
-
-    /// Takes a place for a new live session; false when `capacity` are live.
-    fn reserve(&self) -> bool {
-        self.live
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.capacity).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
-    fn release(&self) {
-        let _ = self
-            .live
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
     async fn create_in_redis(&self, s: &Session) -> Result<bool, StoreError> {
@@ -302,8 +281,8 @@ impl SessionStore for RedisStore {
                 return Err(InsertError::Duplicate(session.id.to_string()).into());
             }
             let ended = session.ended_at.map(|_| Instant::now());
-            if ended.is_none() && !self.reserve() {
-                return Err(InsertError::Full(self.capacity).into());
+            if ended.is_none() && !self.slots.try_take() {
+                return Err(InsertError::Full(self.slots.capacity()).into());
             }
             let outcome = match self.create_in_redis(&session).await {
                 Ok(true) => Ok(None),
@@ -319,7 +298,7 @@ impl SessionStore for RedisStore {
                 }
                 Err(e) => {
                     if ended.is_none() {
-                        self.release();
+                        self.slots.give_back();
                     }
                     Err(e)
                 }
@@ -408,7 +387,7 @@ impl SessionStore for RedisStore {
             if let Some(mut o) = self.owned.get_mut(id) {
                 if o.ended.is_none() {
                     o.ended = Some(Instant::now());
-                    self.release();
+                    self.slots.give_back();
                 }
                 if let Some(s) = o.local.as_mut() {
                     s.ended_at.get_or_insert(at);
@@ -535,7 +514,7 @@ impl SessionStore for RedisStore {
     fn counts(&self) -> StoreFuture<'_, SessionCounts> {
         // This node's sessions: the shared store's total is not one node's to report.
         let held = self.owned.len();
-        let live = self.live_owned();
+        let live = self.slots.taken();
         Box::pin(std::future::ready(Ok(SessionCounts { held, live })))
     }
 }

@@ -84,3 +84,32 @@ pub async fn spawn_run(config: PathBuf, stderr: PathBuf) -> (Running, SocketAddr
     .await
     .expect("spawn")
 }
+
+/// A metric of a running handoff read from its `/metrics` (an unlabelled sample).
+pub async fn metric(http: std::net::SocketAddr, name: &str) -> Option<i64> {
+    let text = reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Waits (at most 10 s) for a metric of a running handoff to read `want`.
+pub async fn wait_metric(http: std::net::SocketAddr, name: &str, want: i64) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let got = metric(http, name).await;
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "{name} is {got:?}, not {want}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -5,12 +5,11 @@
 use super::{assert_signed, keys, of_session, types, LIMIT, SECRET};
 use crate::common::build::{Dialog, AI_SDP};
 use crate::common::capture::{Capture, Reply};
-use crate::common::cli::spawn_run as spawn_handoff;
+use crate::common::cli::{spawn_run as spawn_handoff, wait_metric};
 use crate::common::{bounded, config_text, InviteOpts, TestUa, Transport, WAIT};
 use handoff::sip::message::Method;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A call answered by the AI agent and hung up by the caller; returns its session id.
 async fn call_through(caller: &mut TestUa, agent: &mut TestUa) -> String {
@@ -38,30 +37,6 @@ async fn call_through(caller: &mut TestUa, agent: &mut TestUa) -> String {
     agent.clear_backlog();
     caller.clear_backlog();
     sid
-}
-
-async fn metric(http: SocketAddr, name: &str) -> Option<i64> {
-    let text = reqwest::get(format!("http://{http}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.parse().ok())
-}
-
-async fn wait_metric(http: SocketAddr, name: &str, want: i64) {
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = metric(http, name).await;
-        if got == Some(want) {
-            return;
-        }
-        assert!(Instant::now() < until, "{name} is {got:?}, not {want}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn queued(db: &Path) -> Vec<(String, String, Vec<u8>)> {
