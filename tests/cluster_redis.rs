@@ -2,7 +2,8 @@
 //! with the same key prefix (issue 13, "How it is shown"): a webhook on the node
 //! that does not hold the call stamps it, and the owning node's transfer INVITE
 //! carries that ticket; two webhooks racing on the two nodes, exactly one wins;
-//! a stopped node's session expires from Redis after `record_ttl_secs`.
+//! a stopped node's session expires from Redis after `record_ttl_secs`, and a
+//! draining node's call is still stamped through the other node until it ends.
 //!
 //! redis-server runs as a process on a random loopback port, stopped by PID
 //! (tests/common/redis.rs); the nodes and the UAs are in-process and called
@@ -230,6 +231,51 @@ async fn a_stopped_nodes_session_expires_from_redis_within_the_ttl() {
         let (status, v) = fire_webhook(&b.rig, 9090).await;
         assert_eq!(status, 200, "{v}");
         assert_eq!(v["success"], false, "no live session left to stamp: {v}");
+    })
+    .await;
+}
+
+/// Node A drains (the SIGTERM path) with a call up: the live call can still be
+/// stamped through node B while A drains; when the caller hangs up and A's drain
+/// finishes, node B sees the session ended, out of the phone index, and a
+/// webhook at B finds no live session for the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_nodes_call_is_stamped_via_the_other_node_then_ends() {
+    let r = RedisServer::start();
+    bounded(Duration::from_secs(30), async {
+        let prefix = fresh_prefix();
+        let mut a = redis_node(&r.url(), &prefix, "node-a", TTL_SECS).await;
+        let b = redis_node(&r.url(), &prefix, "node-b", TTL_SECS).await;
+        let mut m = establish_media(&mut a.rig).await;
+        let sid = SessionId::parse(&m.call.session_id).expect("session id");
+        a.rig.server.start_draining();
+        let (status, v) = fire_webhook(&b.rig, 6262).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["success"], true, "a draining node's live call: {v}");
+        bye_from_caller(&mut a.rig, &mut m.call).await;
+        a.rig.server.drain().await;
+        assert_eq!(a.rig.server.active_calls(), 0);
+        let ended = b
+            .rig
+            .server
+            .session_store()
+            .get(&sid)
+            .await
+            .expect("B's store")
+            .expect("the ended session lingers");
+        assert!(ended.ended_at.is_some(), "ended in Redis");
+        assert_eq!(ended.zendesk_ticket_id, Some(6262));
+        assert!(b
+            .rig
+            .server
+            .session_store()
+            .live_by_phone(CALLER_E164)
+            .await
+            .expect("B's store")
+            .is_empty());
+        let (status, v) = fire_webhook(&b.rig, 6263).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["success"], false, "no live session left: {v}");
     })
     .await;
 }
