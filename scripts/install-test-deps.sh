@@ -2,7 +2,7 @@
 # Installs what the test suite needs beyond the Rust toolchain (Debian packages):
 # SIPp (sip-tester), Kamailio 5.6 (kamailio: tests/cluster_kamailio.rs and
 # tests/deploy_files.rs), promtool (prometheus: tests/deploy_files.rs) and
-# redis-server (tests/session_redis.rs).
+# redis-server (tests/session_redis.rs, tests/cluster_redis.rs).
 # Safe to run again: does nothing when everything is there.
 set -euo pipefail
 need=()

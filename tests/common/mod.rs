@@ -10,6 +10,7 @@
 pub mod build;
 pub mod capture;
 pub mod cli;
+pub mod cluster;
 pub mod conns;
 pub mod dns;
 pub mod expect;
