@@ -279,3 +279,51 @@ async fn a_draining_nodes_call_is_stamped_via_the_other_node_then_ends() {
     })
     .await;
 }
+
+/// Benchmark, not a test: a webhook on node B until node A reads the ticket from
+/// the shared record (B's answer comes after the stamp script ran in Redis; A's
+/// read is the one its REFER path makes), over 200 calls held by A. Prints p50/p99.
+/// `cargo test --release --test cluster_redis -- --ignored --nocapture webhook_to_stamp_latency`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn webhook_to_stamp_latency() {
+    let r = RedisServer::start();
+    let prefix = fresh_prefix();
+    let mut a = redis_node(&r.url(), &prefix, "node-a", 60).await;
+    let b = redis_node(&r.url(), &prefix, "node-b", 60).await;
+    let (mut answered, mut seen) = (Vec::new(), Vec::new());
+    for i in 0..200u64 {
+        let mut m = establish_media(&mut a.rig).await;
+        let sid = SessionId::parse(&m.call.session_id).expect("session id");
+        let ticket = 10_000 + i;
+        let t0 = Instant::now();
+        let (status, v) = fire_webhook(&b.rig, ticket).await;
+        answered.push(t0.elapsed());
+        assert_eq!(
+            (status, &v["success"]),
+            (200, &serde_json::json!(true)),
+            "{v}"
+        );
+        loop {
+            let s = a.rig.server.session_store().get(&sid).await;
+            if s.ok().flatten().and_then(|s| s.zendesk_ticket_id) == Some(ticket) {
+                break;
+            }
+        }
+        seen.push(t0.elapsed());
+        bye_from_caller(&mut a.rig, &mut m.call).await;
+    }
+    for (what, mut took) in [
+        ("webhook answered by B", answered),
+        ("stamp read on A", seen),
+    ] {
+        took.sort();
+        let p = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)];
+        println!(
+            "{what}: p50 {:?} p99 {:?} (n = {})",
+            p(0.5),
+            p(0.99),
+            took.len()
+        );
+    }
+}

@@ -15,7 +15,7 @@
 mod sipp;
 
 use sipp::{
-    base_config, path_str, require_sipp, scenarios_dir, wait_until_bound, Handoff, Sipp, TestDir,
+    base_config, path_str, require_sipp, scenarios_dir, spawn_bound, Handoff, Sipp, TestDir,
     Transport, CALLED,
 };
 use std::time::Duration;
@@ -70,7 +70,7 @@ fn run_burst(burst: Burst) {
 
     // The AI agent: exits by itself after `calls` calls (-m), 0 if all passed.
     let uas_port = sipp::free_port();
-    let mut uas = Sipp::spawn(
+    let mut uas = spawn_bound(
         "ai-agent UAS",
         &dir,
         "uas",
@@ -89,8 +89,9 @@ fn run_burst(burst: Burst) {
             "-timeout",
             "40s",
         ],
+        uas_port,
+        burst.transport,
     );
-    wait_until_bound(uas_port, burst.transport, &mut uas);
 
     let config = format!(
         r#"{}

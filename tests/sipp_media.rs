@@ -20,7 +20,7 @@
 mod sipp;
 
 use sipp::{
-    base_config, path_str, require_sipp, scenarios_dir, wait_until_bound, Handoff, Metrics, Sipp,
+    base_config, path_str, require_sipp, scenarios_dir, spawn_bound, Handoff, Metrics, Sipp,
     TestDir, Transport, CALLED,
 };
 use std::fs;
@@ -163,7 +163,7 @@ fn run_calls(run: MediaRun) -> Outcome {
     let calls = run.calls.to_string();
 
     let uas_port = sipp::free_port();
-    let mut uas = Sipp::spawn(
+    let mut uas = spawn_bound(
         "ai-agent UAS",
         &dir,
         "uas",
@@ -183,8 +183,9 @@ fn run_calls(run: MediaRun) -> Outcome {
             "-timeout",
             "40s",
         ],
+        uas_port,
+        run.transport,
     );
-    wait_until_bound(uas_port, run.transport, &mut uas);
 
     let config = format!(
         r#"{}mode = "{}"

@@ -30,7 +30,7 @@
 mod sipp;
 
 use sipp::{
-    base_config, path_str, require_sipp, scenarios_dir, wait_until_bound, Handoff, Sipp, TestDir,
+    base_config, path_str, require_sipp, scenarios_dir, spawn_bound, Handoff, Sipp, TestDir,
     Transport, CALLED,
 };
 use std::collections::BTreeSet;
@@ -136,12 +136,18 @@ fn run_transfers(run: TransferRun) {
         // SIPp refuses -set for a variable the scenario does not declare.
         zendesk_args.extend(["-set", "ticket_id", TICKET_ID]);
     }
-    let mut zendesk = Sipp::spawn("zendesk UAS", &dir, "zendesk", &zendesk_args);
-    wait_until_bound(zendesk_port, transport, &mut zendesk);
+    let mut zendesk = spawn_bound(
+        "zendesk UAS",
+        &dir,
+        "zendesk",
+        &zendesk_args,
+        zendesk_port,
+        transport,
+    );
 
     // The AI agent: answers, then REFERs the caller to Zendesk.
     let ai_port = sipp::free_port();
-    let mut ai = Sipp::spawn(
+    let mut ai = spawn_bound(
         "ai-agent UAS",
         &dir,
         "ai",
@@ -166,8 +172,9 @@ fn run_transfers(run: TransferRun) {
             "-timeout",
             "60s",
         ],
+        ai_port,
+        transport,
     );
-    wait_until_bound(ai_port, transport, &mut ai);
 
     let transport_key = match transport {
         Transport::Udp => "",
@@ -719,8 +726,14 @@ fn run_case_once(case: &Case) -> Result<(), CaseError> {
     let port_s = port.to_string();
     args.extend(["-p", &port_s]);
     args.extend(case.uas_args);
-    let mut uas = Sipp::spawn("scenario under check (UAS)", &dir, "uas", &args);
-    wait_until_bound(port, Transport::Udp, &mut uas);
+    let mut uas = spawn_bound(
+        "scenario under check (UAS)",
+        &dir,
+        "uas",
+        &args,
+        port,
+        Transport::Udp,
+    );
     let target = format!("127.0.0.1:{port}");
     let mut uac = Sipp::spawn(
         "handoff stand-in (UAC)",

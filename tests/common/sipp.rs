@@ -153,6 +153,13 @@ port_max = {max}
 /// Waits until SIPp has bound its SIP port (our own bind then fails); fails
 /// at once, with SIPp's stderr, if SIPp exits first.
 pub fn wait_until_bound(port: u16, transport: Transport, sipp: &mut Sipp) {
+    if let Err(why) = try_wait_until_bound(port, transport, sipp) {
+        panic!("{why}");
+    }
+}
+
+/// `wait_until_bound` that says why instead of panicking.
+fn try_wait_until_bound(port: u16, transport: Transport, sipp: &mut Sipp) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let free = match transport {
@@ -160,23 +167,56 @@ pub fn wait_until_bound(port: u16, transport: Transport, sipp: &mut Sipp) {
             Transport::Tcp => TcpListener::bind(("127.0.0.1", port)).is_ok(),
         };
         if !free {
-            return;
+            return Ok(());
         }
         if let Ok(Some(status)) = sipp.child.try_wait() {
-            panic!(
+            return Err(format!(
                 "{} exited ({status}) before binding 127.0.0.1:{port}\n{}",
                 sipp.name,
                 sipp.stderr_text()
-            );
+            ));
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} did not bind 127.0.0.1:{port} within 10 s\n{}",
-            sipp.name,
-            sipp.stderr_text()
-        );
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{} did not bind 127.0.0.1:{port} within 10 s\n{}",
+                sipp.name,
+                sipp.stderr_text()
+            ));
+        }
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `Sipp::spawn`, then `wait_until_bound` on its SIP `port`. The control and
+/// media ports are free when chosen but another process may take one before
+/// SIPp binds it: when SIPp exits for a port in use other than `port`, it is
+/// started again with new ones (at most three tries).
+pub fn spawn_bound(
+    name: &'static str,
+    dir: &TestDir,
+    tag: &str,
+    args: &[&str],
+    port: u16,
+    transport: Transport,
+) -> Sipp {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let mut sipp = Sipp::spawn(name, dir, tag, args);
+        match try_wait_until_bound(port, transport, &mut sipp) {
+            Ok(()) => return sipp,
+            Err(why) if tries < 3 && lost_a_port_race(&sipp.stderr_text(), port) => {
+                eprintln!("{why}\n(started again with other control and media ports)");
+                kill_and_reap(&mut sipp.child);
+            }
+            Err(why) => panic!("{why}"),
+        }
+    }
+}
+
+/// SIPp stopped because a port other than its SIP port was taken.
+fn lost_a_port_race(stderr: &str, sip_port: u16) -> bool {
+    stderr.contains("Address already in use") && !stderr.contains(&sip_port.to_string())
 }
 
 pub fn path_str(path: &Path) -> &str {
