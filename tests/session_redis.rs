@@ -13,7 +13,7 @@ use common::scenarios::transfer::{
 };
 use common::scenarios::{bye_from_caller, count};
 use common::store_conformance::{self, live, PHONE};
-use common::{bounded, config_text, handoff_addr, Rig, TestUa, Transport, CALLER_E164};
+use common::{bounded, config_text, TestUa, Transport, CALLER_E164};
 use handoff::config::session::RedisSettings;
 use handoff::metrics::Metrics;
 use handoff::server::Server;
@@ -288,17 +288,7 @@ async fn redis_rig(url: &str, prefix: &str) -> TransferRig {
     let text = config_text(t, agent.local_addr().port(), &extra);
     let settings = handoff::config::Config::parse(&text, "test").expect("test config");
     let server = Server::start(settings).await.expect("handoff starts");
-    let caller = TestUa::carrier(t, handoff_addr(&server, t)).await;
-    TransferRig {
-        rig: Rig {
-            server,
-            caller,
-            agent,
-            transport: t,
-        },
-        zendesk,
-        target,
-    }
+    TransferRig::around(server, agent, zendesk, target, t).await
 }
 
 fn webhook_body(ticket: u64) -> String {

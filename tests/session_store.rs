@@ -8,7 +8,7 @@ use common::scenarios::transfer::{
     expect_notify, expect_target_invite, refer, stamp_via_webhook, TransferRig, SIGNING_SECRET,
 };
 use common::scenarios::{bye_from_caller, count};
-use common::{bounded, config_text, handoff_addr, Rig, TestUa, Transport, CALLER_E164};
+use common::{bounded, config_text, TestUa, Transport, CALLER_E164};
 use handoff::server::Server;
 use handoff::session::{
     ContactDetails, PatchOutcome, Session, SessionCounts, SessionId, SessionPatch, SessionStore,
@@ -86,17 +86,7 @@ async fn rig_over(store: Arc<dyn SessionStore>) -> TransferRig {
     let server = Server::start_with_session_store(settings, store)
         .await
         .expect("handoff starts");
-    let caller = TestUa::carrier(t, handoff_addr(&server, t)).await;
-    TransferRig {
-        rig: Rig {
-            server,
-            caller,
-            agent,
-            transport: t,
-        },
-        zendesk,
-        target,
-    }
+    TransferRig::around(server, agent, zendesk, target, t).await
 }
 
 /// The ticket was stamped, but the store cannot be read at REFER time: the transfer

@@ -4,7 +4,7 @@
 //! `key_prefix`, so a webhook on one node stamps a call held by another.
 
 use crate::common::scenarios::transfer::{post_webhook, TransferRig, SIGNING_SECRET};
-use crate::common::{config_text, handoff_addr, Rig, TestUa, Transport, CALLER_E164};
+use crate::common::{config_text, Rig, TestUa, Transport, CALLER_E164};
 use handoff::server::Server;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -46,17 +46,7 @@ pub async fn redis_node(
         .unwrap_or_else(|e| panic!("cluster node config refused: {e}\n{text}"));
     let server = Server::start(settings).await.expect("handoff node starts");
     assert_eq!(server.node_id(), node_id);
-    let caller = TestUa::carrier(t, handoff_addr(&server, t)).await;
-    TransferRig {
-        rig: Rig {
-            server,
-            caller,
-            agent,
-            transport: t,
-        },
-        zendesk,
-        target,
-    }
+    TransferRig::around(server, agent, zendesk, target, t).await
 }
 
 /// The prefetch webhook body stamping `ticket` on the default caller's call.

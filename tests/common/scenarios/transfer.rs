@@ -22,6 +22,30 @@ pub struct TransferRig {
     pub target: String,
 }
 
+impl TransferRig {
+    /// A rig around a handoff started elsewhere (its own session store, a node of
+    /// a cluster): the carrier UA is made here, talking to it over `t`.
+    pub async fn around(
+        server: handoff::server::Server,
+        agent: TestUa,
+        zendesk: TestUa,
+        target: String,
+        t: Transport,
+    ) -> TransferRig {
+        let caller = TestUa::carrier(t, crate::common::handoff_addr(&server, t)).await;
+        TransferRig {
+            rig: Rig {
+                server,
+                caller,
+                agent,
+                transport: t,
+            },
+            zendesk,
+            target,
+        }
+    }
+}
+
 pub async fn transfer_rig(t: Transport, extra: &str) -> TransferRig {
     transfer_rig_with(t, extra, TestUa::agent(t).await).await
 }
