@@ -237,6 +237,8 @@ pub struct Settings {
     pub retry_after_secs: u32,
     /// `[cluster] node_id`: this node's name (default: the hostname).
     pub node_id: String,
+    /// `[cluster]`: the node id again, and the liveness timings.
+    pub cluster: cluster::ClusterSettings,
     /// `[session] store`.
     pub session_store: crate::session::SessionStoreKind,
     pub session_capacity: usize,
@@ -409,7 +411,7 @@ impl Config {
                 "must be between 4 and 4096".into(),
             ));
         }
-        let node_id = self.validate_cluster(&bad)?;
+        let cluster = self.validate_cluster(&bad)?;
         let s = &self.session;
         let session_store = crate::session::SessionStoreKind::parse(&s.store).ok_or_else(|| {
             bad(
@@ -591,7 +593,8 @@ impl Config {
             call_inbox_depth: l.call_inbox_depth,
             drain_timeout: Duration::from_secs(l.drain_timeout_secs),
             retry_after_secs: l.retry_after_secs,
-            node_id,
+            node_id: cluster.node_id.clone(),
+            cluster,
             session_store,
             session_capacity: s.capacity,
             session_linger: Duration::from_secs(s.linger_secs),

@@ -2,6 +2,7 @@
 //! Zendesk Talk support line and hands calls over with their context attached.
 
 pub mod b2bua;
+pub mod cluster;
 pub mod config;
 pub mod e164;
 pub mod events;

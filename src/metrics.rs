@@ -184,6 +184,16 @@ metrics! {
     gauge session_store_up,
     /// Session store operations that failed (unreachable, timed out, or a bad answer).
     counter session_store_errors_total,
+    // Cluster liveness and claims (issue 13).
+    /// 1 once this node has joined the cluster in Redis (the calls its last run
+    /// left are ended from then on), 0 before and while another node holds it for dead.
+    gauge cluster_joined,
+    /// Calls of nodes found dead that this node ended (one end each, by the system).
+    counter cluster_calls_claimed_total,
+    /// Times this node found another had taken it for dead and ended its calls.
+    counter cluster_fenced_total,
+    /// Heartbeats (with the live-call mirror) that did not reach Redis.
+    counter cluster_heartbeat_errors_total,
 }
 
 mod trunk;

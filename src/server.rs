@@ -31,6 +31,8 @@ pub struct Server {
     peer_refresh: Option<tokio::task::JoinHandle<()>>,
     http: HttpServer,
     http_state: HttpState,
+    /// Liveness and claims among the nodes on one Redis (Redis store only).
+    cluster: tokio::sync::Mutex<Option<crate::cluster::Cluster>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +74,8 @@ impl Server {
                 );
                 // Unreachable is not a start-up failure: degraded mode until it answers.
                 let _ = store.probe().await;
-                Self::start_inner(settings, Arc::new(store), None, metrics).await
+                let conn = Some((store.connection(), redis.clone()));
+                Self::start_inner(settings, Arc::new(store), None, metrics, conn).await
             }
             _ => {
                 let table = Arc::new(SessionTable::new(
@@ -82,7 +85,7 @@ impl Server {
                 metrics
                     .session_store_up
                     .store(1, std::sync::atomic::Ordering::Relaxed);
-                Self::start_inner(settings, table.clone(), Some(table), metrics).await
+                Self::start_inner(settings, table.clone(), Some(table), metrics, None).await
             }
         }
     }
@@ -97,7 +100,7 @@ impl Server {
         metrics
             .session_store_up
             .store(1, std::sync::atomic::Ordering::Relaxed);
-        Self::start_inner(settings, sessions, None, metrics).await
+        Self::start_inner(settings, sessions, None, metrics, None).await
     }
 
     async fn start_inner(
@@ -105,6 +108,10 @@ impl Server {
         sessions: Arc<dyn SessionStore>,
         memory: Option<Arc<SessionTable>>,
         metrics: Arc<Metrics>,
+        redis: Option<(
+            redis::aio::ConnectionManager,
+            crate::config::session::RedisSettings,
+        )>,
     ) -> Result<Server, StartError> {
         let settings = Arc::new(settings);
         // Before anything opens a descriptor: the caps that fit beside the media reserve.
@@ -116,12 +123,37 @@ impl Server {
         if !store.is_durable() {
             tracing::warn!("no [store] path: contacts and queued events live in memory and are lost on restart");
         }
-        let events = crate::events::Events::start_on_node(
-            &settings.events,
-            &store,
-            metrics.clone(),
-            &settings.node_id,
-        )?;
+        // With Redis, the calls a crash left are ended by the cluster task, once
+        // Redis says which of them another node ended already.
+        let (events, cluster) = match redis {
+            Some((conn, redis)) => {
+                let (events, link) = crate::events::Events::start_clustered(
+                    &settings.events,
+                    &store,
+                    metrics.clone(),
+                    &settings.node_id,
+                )?;
+                let cluster = crate::cluster::spawn(
+                    conn,
+                    &redis.key_prefix,
+                    redis.timeout,
+                    settings.cluster.clone(),
+                    events.clone(),
+                    link,
+                    metrics.clone(),
+                );
+                (events, Some(cluster))
+            }
+            None => (
+                crate::events::Events::start_on_node(
+                    &settings.events,
+                    &store,
+                    metrics.clone(),
+                    &settings.node_id,
+                )?,
+                None,
+            ),
+        };
         // Before any listener: a setup failure leaves nothing bound.
         let zendesk = crate::zendesk::hooks(&settings, &store, sessions.clone(), metrics.clone())?;
         let b2bua = B2bua::new(
@@ -203,6 +235,7 @@ impl Server {
             peer_refresh,
             http,
             http_state,
+            cluster: tokio::sync::Mutex::new(cluster),
         })
     }
 
@@ -287,6 +320,10 @@ impl Server {
         // The calls' last events are in the outbox before handoff exits.
         if !self.events.flush(Duration::from_secs(5)).await {
             tracing::warn!("events not all written to the outbox at stop");
+        }
+        // Then Redis learns of the calls' ends, so no other node ends them again.
+        if let Some(c) = self.cluster.lock().await.take() {
+            c.stop(Duration::from_secs(2)).await;
         }
         tracing::info!(left = self.active_calls(), "stopped");
     }

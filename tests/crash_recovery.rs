@@ -6,16 +6,16 @@
 
 mod common;
 
-use common::build::{Dialog, AI_SDP};
-use common::capture::{Capture, Captured, Reply};
-use common::cli::{metric, spawn_run, wait_metric, Running};
-use common::{bounded, config_text, InviteOpts, TestUa, Transport, WAIT};
-use handoff::sip::message::Method;
-use hmac::{Hmac, Mac};
+use common::capture::{Capture, Reply};
+use common::cli::{metric, spawn_run, wait_metric};
+use common::crash::{
+    answered_call, assert_signed, delivered_of, ends, live_rows, ringing_call, stop_cleanly,
+    temp_dir, whole_call,
+};
+use common::{bounded, config_text, TestUa, Transport};
 use serde_json::Value;
-use sha2::Sha256;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 const SECRET: &str = "crash-recovery-secret-0123456789";
 const LIMIT: Duration = Duration::from_secs(60);
@@ -34,153 +34,10 @@ fn keys(capture: &Capture, db: &Path) -> String {
     )
 }
 
-fn hmac_hex(ts: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(ts.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// The README's signature scheme, computed here independently of handoff's code.
-fn assert_signed(c: &Captured) {
-    let ts = c.header("x-handoff-timestamp").expect("timestamp header");
-    let sig = c.header("x-handoff-signature").expect("signature header");
-    assert_eq!(sig, format!("v1={}", hmac_hex(ts, &c.body)));
-    assert_eq!(c.header("x-handoff-event-id"), c.json()["id"].as_str());
-}
-
-/// Delivered events of one type, by session.
-fn delivered_of(capture: &Capture, kind: &str, sid: &str) -> Vec<Captured> {
-    capture
-        .delivered()
-        .into_iter()
-        .filter(|c| c.json()["type"] == kind && c.json()["session_id"] == sid)
-        .collect()
-}
-
-fn ends(capture: &Capture) -> Vec<Captured> {
-    capture
-        .delivered()
-        .into_iter()
-        .filter(|c| {
-            matches!(
-                c.json()["type"].as_str(),
-                Some("phone_call.ended" | "phone_call.failed")
-            )
-        })
-        .collect()
-}
-
-/// A call the AI agent answers and nobody hangs up; returns its session id.
-async fn answered_call(caller: &mut TestUa, agent: &mut TestUa) -> String {
-    let invite = caller.invite(&InviteOpts::default());
-    caller.send(&invite).await;
-    let ai_invite = agent.expect_request(Method::Invite, WAIT).await;
-    let sid = ai_invite
-        .msg
-        .header("X-OPENCX-SESSION-ID")
-        .unwrap()
-        .to_owned();
-    agent.respond(&ai_invite, 200, &[], Some(AI_SDP)).await;
-    let ok = caller
-        .expect_response_to(Method::Invite, 200, WAIT)
-        .await
-        .msg;
-    let dlg = Dialog::as_uac(&invite, &ok);
-    caller.send(&caller.ack(&dlg, None)).await;
-    agent.expect_request(Method::Ack, WAIT).await;
-    agent.clear_backlog();
-    caller.clear_backlog();
-    sid
-}
-
-/// A call the AI agent leaves ringing (180, no answer); returns its session id.
-async fn ringing_call(caller: &mut TestUa, agent: &mut TestUa) -> String {
-    let invite = caller.invite(&InviteOpts::default());
-    caller.send(&invite).await;
-    let ai_invite = agent.expect_request(Method::Invite, WAIT).await;
-    let sid = ai_invite
-        .msg
-        .header("X-OPENCX-SESSION-ID")
-        .unwrap()
-        .to_owned();
-    agent.respond(&ai_invite, 180, &[], None).await;
-    caller.expect_response_to(Method::Invite, 180, WAIT).await;
-    agent.clear_backlog();
-    caller.clear_backlog();
-    sid
-}
-
-/// A call answered and hung up by the caller: it ends normally.
-async fn whole_call(caller: &mut TestUa, agent: &mut TestUa) -> String {
-    let invite = caller.invite(&InviteOpts::default());
-    caller.send(&invite).await;
-    let ai_invite = agent.expect_request(Method::Invite, WAIT).await;
-    let sid = ai_invite
-        .msg
-        .header("X-OPENCX-SESSION-ID")
-        .unwrap()
-        .to_owned();
-    agent.respond(&ai_invite, 200, &[], Some(AI_SDP)).await;
-    let ok = caller
-        .expect_response_to(Method::Invite, 200, WAIT)
-        .await
-        .msg;
-    let mut dlg = Dialog::as_uac(&invite, &ok);
-    caller.send(&caller.ack(&dlg, None)).await;
-    agent.expect_request(Method::Ack, WAIT).await;
-    caller.send(&caller.bye(&mut dlg)).await;
-    caller.expect_response_to(Method::Bye, 200, WAIT).await;
-    let bye = agent.expect_request(Method::Bye, WAIT).await;
-    agent.respond(&bye, 200, &[], None).await;
-    agent.clear_backlog();
-    caller.clear_backlog();
-    sid
-}
-
-/// Live calls recorded in the store file.
-fn live_rows(db: &Path) -> Vec<(String, Option<i64>)> {
-    let conn = rusqlite::Connection::open(db).expect("open the store");
-    let mut st = conn
-        .prepare("SELECT session_id, answered_ms FROM live_calls ORDER BY session_id")
-        .expect("the live_calls table");
-    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .expect("rows")
-        .collect::<Result<_, _>>()
-        .expect("rows")
-}
-
-/// SIGTERM by PID, then wait for the exit (a clean stop).
-fn stop_cleanly(mut run: Running) {
-    let pid = run.0.id() as libc::pid_t;
-    // SAFETY: a plain signal to the child this test started.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let until = Instant::now() + SOON;
-    while run.0.try_wait().expect("wait").is_none() {
-        assert!(Instant::now() < until, "handoff did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "handoff-crash-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_live_at_a_sigkill_each_get_one_end_by_the_system_after_the_restart() {
     bounded(LIMIT, async {
-        let dir = temp_dir();
+        let dir = temp_dir("crash");
         let db = dir.join("handoff.db");
         let capture = Capture::start().await;
         capture.set_default(Reply::Status(200));
@@ -199,8 +56,8 @@ async fn calls_live_at_a_sigkill_each_get_one_end_by_the_system_after_the_restar
         // First run: two answered calls and one ringing, none ended.
         let (mut first, udp, _http) = spawn_run(config.clone(), dir.join("first.err")).await;
         let mut caller = TestUa::carrier(Transport::Udp, udp).await;
-        let a1 = answered_call(&mut caller, &mut agent).await;
-        let a2 = answered_call(&mut caller, &mut agent).await;
+        let (a1, _) = answered_call(&mut caller, &mut agent).await;
+        let (a2, _) = answered_call(&mut caller, &mut agent).await;
         let ringing = ringing_call(&mut caller, &mut agent).await;
         // Their started and answered events are delivered: committed with the
         // live records.
@@ -263,7 +120,7 @@ async fn calls_live_at_a_sigkill_each_get_one_end_by_the_system_after_the_restar
             assert_eq!(d["custom_data"]["call_status"], "node_restarted");
             assert_eq!(d["from"], "+14155551212");
             assert!(d["answered_at"].is_string(), "{d}");
-            assert_signed(&got[0]);
+            assert_signed(&got[0], SECRET);
         }
         let got = delivered_of(&capture, "phone_call.failed", &ringing);
         assert_eq!(got.len(), 1, "the ringing call: one phone_call.failed");
@@ -273,7 +130,7 @@ async fn calls_live_at_a_sigkill_each_get_one_end_by_the_system_after_the_restar
         assert_eq!(d["failure_category"], "failed");
         assert_eq!(d["failure_reason"], "node_restarted");
         assert_eq!(d["sip_status"], Value::Null);
-        assert_signed(&got[0]);
+        assert_signed(&got[0], SECRET);
         wait_metric(http, "handoff_calls_recovered_total", 3).await;
         assert!(live_rows(&db).is_empty(), "no live record left");
 

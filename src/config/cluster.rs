@@ -3,6 +3,11 @@
 //! `node_id` names the node in the sessions it owns (the shared store) and in
 //! logs; it defaults to the hostname. It is checked as a SIP token (RFC 3261
 //! 25.1), 1-64 characters, so it is safe in a store key, a header or a label.
+//!
+//! With the Redis store, `heartbeat_ms` is how often the node tells Redis it is
+//! alive (and mirrors its live calls there), and `node_timeout_secs` how long a
+//! node may stay silent before another node ends its calls for it
+//! (`crate::cluster`).
 
 use super::{Config, ConfigError};
 use serde::Deserialize;
@@ -10,11 +15,75 @@ use serde::Deserialize;
 /// Longest `node_id` accepted.
 pub const MAX_NODE_ID_LEN: usize = 64;
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Bounds of `cluster.heartbeat_ms`.
+pub const HEARTBEAT_MS: std::ops::RangeInclusive<u64> = 100..=10_000;
+/// Bounds of `cluster.node_timeout_secs`.
+pub const NODE_TIMEOUT_SECS: std::ops::RangeInclusive<u64> = 2..=3600;
+
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// This node's name; `None`: the hostname.
     pub node_id: Option<String>,
+    /// How often this node's heartbeat (and live-call mirror) reaches Redis.
+    pub heartbeat_ms: u64,
+    /// Silence after which a node counts as dead and its calls are ended by another.
+    pub node_timeout_secs: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_id: None,
+            heartbeat_ms: 1000,
+            node_timeout_secs: 15,
+        }
+    }
+}
+
+/// The checked `[cluster]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    pub node_id: String,
+    pub heartbeat: std::time::Duration,
+    pub node_timeout: std::time::Duration,
+}
+
+/// The liveness timings, checked: each within its bounds, and a node given at
+/// least three heartbeats before it is declared dead.
+pub fn check_timing(
+    heartbeat_ms: u64,
+    node_timeout_secs: u64,
+) -> Result<(), (&'static str, String)> {
+    if !HEARTBEAT_MS.contains(&heartbeat_ms) {
+        return Err((
+            "cluster.heartbeat_ms",
+            format!(
+                "is {heartbeat_ms}; must be between {} and {}",
+                HEARTBEAT_MS.start(),
+                HEARTBEAT_MS.end()
+            ),
+        ));
+    }
+    if !NODE_TIMEOUT_SECS.contains(&node_timeout_secs) {
+        return Err((
+            "cluster.node_timeout_secs",
+            format!(
+                "is {node_timeout_secs}; must be between {} and {}",
+                NODE_TIMEOUT_SECS.start(),
+                NODE_TIMEOUT_SECS.end()
+            ),
+        ));
+    }
+    if node_timeout_secs * 1000 < 3 * heartbeat_ms {
+        return Err((
+            "cluster.node_timeout_secs",
+            format!(
+                "is {node_timeout_secs} s, under three heartbeats (cluster.heartbeat_ms = {heartbeat_ms}): a live node would be taken for dead"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Why a node id is refused.
@@ -82,9 +151,16 @@ impl Config {
     pub(super) fn validate_cluster(
         &self,
         bad: &dyn Fn(&str, String) -> ConfigError,
-    ) -> Result<String, ConfigError> {
-        resolve_node_id(self.cluster.node_id.as_deref(), hostname())
-            .map_err(|p| bad("cluster.node_id", p))
+    ) -> Result<ClusterSettings, ConfigError> {
+        let c = &self.cluster;
+        let node_id = resolve_node_id(c.node_id.as_deref(), hostname())
+            .map_err(|p| bad("cluster.node_id", p))?;
+        check_timing(c.heartbeat_ms, c.node_timeout_secs).map_err(|(k, p)| bad(k, p))?;
+        Ok(ClusterSettings {
+            node_id,
+            heartbeat: std::time::Duration::from_millis(c.heartbeat_ms),
+            node_timeout: std::time::Duration::from_secs(c.node_timeout_secs),
+        })
     }
 }
 
@@ -151,5 +227,37 @@ mod tests {
             crate::config::Config::parse(&format!("[cluster]\nnode_id = \"n-1\"\n{ROUTE}"), "t")
                 .expect("valid");
         assert_eq!(s.node_id, "n-1");
+        assert_eq!(s.cluster.heartbeat, std::time::Duration::from_secs(1));
+        assert_eq!(s.cluster.node_timeout, std::time::Duration::from_secs(15));
+    }
+
+    #[test]
+    fn timings_are_bounded_and_leave_three_heartbeats() {
+        assert_eq!(check_timing(1000, 15), Ok(()));
+        assert_eq!(check_timing(100, 2), Ok(()));
+        assert_eq!(check_timing(99, 15).unwrap_err().0, "cluster.heartbeat_ms");
+        assert_eq!(
+            check_timing(10_001, 3600).unwrap_err().0,
+            "cluster.heartbeat_ms"
+        );
+        assert_eq!(
+            check_timing(1000, 1).unwrap_err().0,
+            "cluster.node_timeout_secs"
+        );
+        assert_eq!(
+            check_timing(1000, 3601).unwrap_err().0,
+            "cluster.node_timeout_secs"
+        );
+        let (k, why) = check_timing(1000, 2).unwrap_err();
+        assert_eq!(k, "cluster.node_timeout_secs");
+        assert!(why.contains("three heartbeats"), "{why}");
+        let e = crate::config::Config::parse(
+            &format!("[cluster]\nheartbeat_ms = 5000\nnode_timeout_secs = 10\n{ROUTE}"),
+            "t",
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("cluster.node_timeout_secs"), "{e}");
     }
 }

@@ -7,9 +7,8 @@
 //! (`Outbox::recover_live`).
 //!
 //! The cluster case (another node noticing through Redis that this one died and
-//! ending its calls for it) is the [`OrphanClaim`] seam: an atomic claim of a
-//! node's live calls, one winner, so each call is ended once across the cluster.
-//! Only the local store implements it today (see ARCHITECTURE.md).
+//! ending its calls for it) is `crate::cluster`: the claim is one Redis script,
+//! and the claimer queues the ends built here in its own outbox (`claims`).
 
 use super::payload::{self, AgentInfo, EventData};
 use super::record::{CallRecord, StoredParts};
@@ -235,10 +234,8 @@ pub fn outbox_row(ev: &Event, settings: &EventSettings) -> Option<NewEvent> {
 /// claimers race, each call is claimed, and ended, once. Returns how many calls
 /// were claimed.
 ///
-/// The local SQLite store implements it (a restart on the same file). A shared
-/// implementation (Redis: the node's live set moved to the claimer with one
-/// atomic step, then the ends queued in the claimer's own outbox under
-/// [`orphan_event_id`]) is not built yet.
+/// The local SQLite store implements it (a restart on the same file, without
+/// Redis). With Redis the cluster task claims instead (`crate::cluster`).
 pub trait OrphanClaim {
     type Error;
     fn claim_orphans(

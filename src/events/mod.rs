@@ -15,6 +15,7 @@
 //! and the outbox absorbs the backlog.
 
 pub mod category;
+pub mod claims;
 pub mod custom_data;
 pub mod delivery;
 pub mod live;
@@ -63,6 +64,8 @@ pub enum WriterMsg {
     },
     /// Answered once everything received before it is committed.
     Flush(tokio::sync::oneshot::Sender<()>),
+    /// The cluster's requests (`claims`).
+    Cluster(claims::ClusterMsg),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,30 +132,67 @@ impl Events {
         metrics: Arc<Metrics>,
         node_id: &str,
     ) -> Result<Events, EventsStartError> {
+        Events::start_inner(settings, store, metrics, node_id, None)
+    }
+
+    /// [`Events::start_on_node`] for a node of a cluster: the calls the last run
+    /// left live are not ended here but kept for the cluster task, which ends
+    /// them once Redis says which of them another node ended already
+    /// ([`Events::recover_startup`]); every live-call change committed from now
+    /// on is also sent to the returned feed, for the task to mirror in Redis.
+    pub fn start_clustered(
+        settings: &EventSettings,
+        store: &Store,
+        metrics: Arc<Metrics>,
+        node_id: &str,
+    ) -> Result<(Events, claims::ClusterLink), EventsStartError> {
+        let (tx, feed) = tokio::sync::mpsc::unbounded_channel();
+        let mut link = claims::ClusterLink {
+            feed,
+            startup: Vec::new(),
+        };
+        let events = Events::start_inner(
+            settings,
+            store,
+            metrics,
+            node_id,
+            Some((tx, &mut link.startup)),
+        )?;
+        Ok((events, link))
+    }
+
+    fn start_inner(
+        settings: &EventSettings,
+        store: &Store,
+        metrics: Arc<Metrics>,
+        node_id: &str,
+        cluster: Option<(
+            UnboundedSender<Vec<LiveChange>>,
+            &mut Vec<crate::store::live_calls::LiveRow>,
+        )>,
+    ) -> Result<Events, EventsStartError> {
         let settings = Arc::new(settings.clone());
         let mut outbox = Outbox::new(store.connect()?);
-        // Before any call is taken: every row is a call of a previous run.
-        let recovered = live::recover(
-            &mut outbox,
-            None,
-            &settings,
-            live::Orphaned::NodeRestarted,
-            std::time::SystemTime::now(),
-        )?;
-        if recovered.calls > 0 {
-            Metrics::add(&metrics.calls_recovered_total, recovered.calls as u64);
-            let m = &metrics.events.emitted;
-            m[EventType::PhoneCallEnded as usize]
-                .fetch_add(recovered.ended as u64, Ordering::Relaxed);
-            m[EventType::PhoneCallFailed as usize]
-                .fetch_add(recovered.failed as u64, Ordering::Relaxed);
-            tracing::warn!(
-                calls = recovered.calls,
-                ended = recovered.ended,
-                failed = recovered.failed,
-                "calls left live by the last run (a crash) get their end now, by the system"
-            );
-        }
+        let (mirror, startup) = match cluster {
+            Some((tx, startup)) => {
+                // Kept for the cluster task: each is ended once Redis answers.
+                *startup = outbox.live_calls()?;
+                let ids = startup.iter().map(|r| r.session_id.clone()).collect();
+                (Some(tx), ids)
+            }
+            None => {
+                // Before any call is taken: every row is a call of a previous run.
+                let recovered = live::recover(
+                    &mut outbox,
+                    None,
+                    &settings,
+                    live::Orphaned::NodeRestarted,
+                    std::time::SystemTime::now(),
+                )?;
+                claims::count_recovered(&metrics, recovered, live::Orphaned::NodeRestarted);
+                (None, std::collections::HashSet::new())
+            }
+        };
         let stored = outbox.event_count()?;
         let pending = outbox.pending()?;
         // Redirects never followed: a 3xx is a final failure (delivery.rs).
@@ -195,6 +235,9 @@ impl Events {
             finished: Vec::new(),
             remaining: std::collections::HashMap::new(),
             synthetic_seq: 0,
+            mirror,
+            startup,
+            suppressed: std::collections::HashSet::new(),
         };
         writer.resume(pending);
         std::thread::Builder::new()
@@ -336,6 +379,12 @@ struct Writer {
     remaining: std::collections::HashMap<i64, usize>,
     /// For events that could not be stored: negative sequence numbers.
     synthetic_seq: i64,
+    /// In a cluster: where committed live-call changes go to be mirrored.
+    mirror: Option<UnboundedSender<Vec<LiveChange>>>,
+    /// In a cluster: the calls the last run left live, not yet ended.
+    startup: std::collections::HashSet<String>,
+    /// Calls another node ended for this one: their own end is not sent.
+    suppressed: std::collections::HashSet<String>,
 }
 
 impl Writer {
@@ -399,6 +448,7 @@ impl Writer {
             let mut emits = Vec::new();
             let mut flushes = Vec::new();
             let mut lives = Vec::new();
+            let mut clusters = Vec::new();
             let mut take = |m: WriterMsg, this: &mut Writer| match m {
                 WriterMsg::Emit(e, live) => {
                     this.queued.fetch_sub(1, Ordering::AcqRel);
@@ -432,6 +482,7 @@ impl Writer {
                     }
                 }
                 WriterMsg::Flush(ack) => flushes.push(ack),
+                WriterMsg::Cluster(m) => clusters.push(m),
             };
             take(first, &mut self);
             // Sleep through the window rather than wait on the channel: senders
@@ -444,6 +495,9 @@ impl Writer {
                 }
             }
             self.commit(emits, lives, flushes);
+            for m in clusters {
+                self.cluster(m);
+            }
         }
     }
 
@@ -455,6 +509,7 @@ impl Writer {
         mut lives: Vec<(Option<String>, Change)>,
         flushes: Vec<tokio::sync::oneshot::Sender<()>>,
     ) {
+        let emits = self.unsuppressed(emits);
         let ev = &self.metrics.events;
         let mut rows: Vec<(NewEvent, Vec<usize>)> = emits
             .into_iter()
@@ -513,7 +568,14 @@ impl Writer {
         let finished = std::mem::take(&mut self.finished);
         let events: Vec<NewEvent> = rows.iter().map(|(r, _)| r.clone()).collect();
         let lives: Vec<LiveChange> = lives.into_iter().map(|(_, l)| l.into_store()).collect();
-        let seqs: Vec<i64> = match self.outbox.commit_with(&finished, prune, &events, &lives) {
+        let committed = self.outbox.commit_with(&finished, prune, &events, &lives);
+        // Mirrored even if the local write failed: the cluster may still end the call.
+        if let Some(m) = &self.mirror {
+            if !lives.is_empty() {
+                let _ = m.send(lives);
+            }
+        }
+        let seqs: Vec<i64> = match committed {
             Ok((seqs, pruned)) => {
                 self.stored = self.stored.saturating_sub(pruned) + seqs.len();
                 for (seq, (_, subs)) in seqs.iter().zip(&rows) {

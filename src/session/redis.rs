@@ -118,6 +118,11 @@ impl RedisStore {
         })
     }
 
+    /// The store's connection (cheap to clone), for the cluster task.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
     /// Whether the last command reached Redis.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)

@@ -171,28 +171,57 @@ impl Outbox {
         node: Option<&str>,
         end: &mut dyn FnMut(&LiveRow) -> Option<NewEvent>,
     ) -> Result<usize, OutboxError> {
+        let (n, _) = self.recover_selected(&mut |r| node.is_none_or(|n| r.node_id == n), end)?;
+        Ok(n)
+    }
+
+    /// [`Outbox::recover_live`] for the rows `select` picks; returns how many
+    /// were removed and the ends queued (with their sequence numbers).
+    pub fn recover_selected(
+        &mut self,
+        select: &mut dyn FnMut(&LiveRow) -> bool,
+        end: &mut dyn FnMut(&LiveRow) -> Option<NewEvent>,
+    ) -> Result<(usize, Vec<(i64, NewEvent)>), OutboxError> {
         let tx = self.conn.transaction()?;
         let mut rows = live_calls::all(&tx)?;
-        rows.retain(|r| node.is_none_or(|n| r.node_id == n));
+        rows.retain(|r| select(r));
+        let mut queued = Vec::new();
         for r in &rows {
             live_calls::remove(&tx, &r.session_id)?;
             if let Some(e) = end(r) {
-                // An end already queued under the same id is not queued again
-                // (and does not fail the start-up).
-                let queued: Option<i64> = tx
-                    .query_row(
-                        "SELECT seq FROM outbox_events WHERE id = ?1",
-                        [&e.id],
-                        |row| row.get(0),
-                    )
-                    .optional()?;
-                if queued.is_none() {
-                    insert_event(&tx, &e)?;
+                if let Some(seq) = insert_unique(&tx, &e)? {
+                    queued.push((seq, e));
                 }
             }
         }
         tx.commit()?;
-        Ok(rows.len())
+        Ok((rows.len(), queued))
+    }
+
+    /// Queue `events` in one transaction, each unless an event with its id is
+    /// queued already; returns those queued, with their sequence numbers.
+    pub fn queue_unique(
+        &mut self,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<(i64, NewEvent)>, OutboxError> {
+        let tx = self.conn.transaction()?;
+        let mut queued = Vec::new();
+        for e in events {
+            if let Some(seq) = insert_unique(&tx, &e)? {
+                queued.push((seq, e));
+            }
+        }
+        tx.commit()?;
+        Ok(queued)
+    }
+
+    /// Session ids of the live calls recorded now, oldest first.
+    pub fn live_ids(&mut self) -> Result<Vec<String>, OutboxError> {
+        Ok(self
+            .live_calls()?
+            .into_iter()
+            .map(|r| r.session_id)
+            .collect())
     }
 
     /// Live calls recorded now (for tests and diagnostics).
@@ -214,6 +243,22 @@ impl Outbox {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+}
+
+/// [`insert_event`] unless an event with the same id is queued already (an end
+/// queued twice, by two claims or two start-ups, is sent once).
+fn insert_unique(tx: &rusqlite::Transaction<'_>, e: &NewEvent) -> Result<Option<i64>, OutboxError> {
+    let queued: Option<i64> = tx
+        .query_row(
+            "SELECT seq FROM outbox_events WHERE id = ?1",
+            [&e.id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    match queued {
+        Some(_) => Ok(None),
+        None => insert_event(tx, e).map(Some),
     }
 }
 

@@ -12,6 +12,7 @@ pub mod capture;
 pub mod cli;
 pub mod cluster;
 pub mod conns;
+pub mod crash;
 pub mod dns;
 pub mod expect;
 pub mod http_security;
