@@ -310,3 +310,35 @@ async fn a_node_taken_for_dead_while_alive_does_not_send_a_second_end() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_while_redis_is_down_ends_its_calls_once_redis_is_back() {
+    bounded(LIMIT, async {
+        let mut rig = Rig::new("claims-redis-down").await;
+        let (a, a_udp, _) = rig.start(&rig.a_config.clone(), "a1").await;
+        let (calls, _caller, _) = rig.three_calls(a_udp).await;
+        sigkill(a);
+        rig.redis.pause();
+        let (_a, a_udp, a_http) = spawn_run(rig.a_config.clone(), rig.dir.join("a2.err")).await;
+        // Which calls another node ended is not known yet: none is ended.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(metric(a_http, "handoff_cluster_joined").await, Some(0));
+        assert!(ends(&rig.capture).is_empty(), "no end while Redis is away");
+        assert_eq!(live_rows(&db(&rig.dir, "node-a")).len(), 3);
+        // New calls are served meanwhile.
+        let mut caller = TestUa::carrier(Transport::Udp, a_udp).await;
+        let (fresh, _) = answered_call(&mut caller, &mut rig.agent).await;
+        rig.redis.resume();
+        wait_metric(a_http, "handoff_cluster_joined", 1).await;
+        rig.wait_ends(3).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        rig.assert_one_end_each(&calls, "node_restarted");
+        wait_metric(a_http, "handoff_calls_recovered_total", 3).await;
+        let left: Vec<String> = live_rows(&db(&rig.dir, "node-a"))
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(left, vec![fresh], "the call taken meanwhile is still live");
+    })
+    .await;
+}
