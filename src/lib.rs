@@ -7,6 +7,7 @@ pub mod config;
 pub mod e164;
 pub mod events;
 pub mod http;
+pub mod log_limit;
 pub mod media;
 pub mod metrics;
 pub mod net;

@@ -18,6 +18,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+/// The store-failure line, at most 10 per 10 s (a Redis outage under Zendesk's retries).
+static STORE_LOG: crate::log_limit::LogLimit = crate::log_limit::per_call();
+
 /// Longest a stamp waits for Zendesk to confirm the ticket. Zendesk gives up on a
 /// webhook after 10 s; a 503 before that makes it retry, and that retry is not
 /// taken for a replay.
@@ -204,7 +207,9 @@ async fn handle_signed(state: &HttpState, org: &str, headers: &HeaderMap, body: 
     match stamp(state, org, request.ticket_id, &phones).await {
         Ok(answer) => answer,
         Err(e) => {
-            tracing::warn!(path = REDACTED_PATH, org, error = %e, "voice-prefetch: session store failed");
+            if let Some(left_out) = STORE_LOG.admit() {
+                tracing::warn!(path = REDACTED_PATH, org, error = %e, left_out, "voice-prefetch: session store failed");
+            }
             unavailable("the session store is unavailable; retry later")
         }
     }
@@ -240,7 +245,9 @@ async fn confirm(
     let mut live = Vec::new();
     for phone in &req.phones {
         let sessions = state.sessions().live_by_phone(phone).await.map_err(|e| {
-            tracing::warn!(path = REDACTED_PATH, org, error = %e, "voice-prefetch: session store failed");
+            if let Some(left_out) = STORE_LOG.admit() {
+                tracing::warn!(path = REDACTED_PATH, org, error = %e, left_out, "voice-prefetch: session store failed");
+            }
             unavailable("the session store is unavailable; retry later")
         })?;
         if sessions.iter().any(|s| s.org_id == org) {

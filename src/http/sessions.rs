@@ -185,7 +185,10 @@ fn session_id(path: Result<Path<String>, PathRejection>) -> Result<SessionId, Ap
 
 /// The session store failed: 503, the client may retry.
 fn store_failed(e: StoreError) -> ApiError {
-    tracing::warn!(error = %e, "session API: session store failed");
+    static LOG: crate::log_limit::LogLimit = crate::log_limit::per_call();
+    if let Some(left_out) = LOG.admit() {
+        tracing::warn!(error = %e, left_out, "session API: session store failed");
+    }
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "the session store is unavailable; retry later",

@@ -245,7 +245,10 @@ impl Call {
             .sessions
             .mark_ended(&self.record.session_id, std::time::SystemTime::now());
         if let Err(e) = ended.await {
-            tracing::warn!(error = %e, "session not marked ended in the store");
+            static LOG: crate::log_limit::LogLimit = crate::log_limit::per_call();
+            if let Some(left_out) = LOG.admit() {
+                tracing::warn!(error = %e, left_out, "session not marked ended in the store");
+            }
         }
         self.sh.call_finished(&ids);
         if let Some(m) = self.media.take() {

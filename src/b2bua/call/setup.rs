@@ -181,7 +181,10 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         Default::default()
     };
     if let Err(e) = sh.sessions.create(session).await {
-        tracing::warn!(error = %e, "cannot create session, refusing call with 503");
+        static LOG: crate::log_limit::LogLimit = crate::log_limit::per_call();
+        if let Some(left_out) = LOG.admit() {
+            tracing::warn!(error = %e, left_out, "cannot create session, refusing call with 503");
+        }
         call.refuse(503, now);
         return Some(call);
     }

@@ -64,7 +64,10 @@ impl Call {
                 .mark_answered(&self.record.session_id, at)
                 .await
             {
-                tracing::warn!(error = %e, "session not marked answered in the store");
+                static LOG: crate::log_limit::LogLimit = crate::log_limit::per_call();
+                if let Some(left_out) = LOG.admit() {
+                    tracing::warn!(error = %e, left_out, "session not marked answered in the store");
+                }
             }
         }
         while !self.store_io.reads.is_empty() {
@@ -82,7 +85,10 @@ impl Call {
         now: Instant,
     ) {
         let read = read.map_err(|e| {
-            tracing::warn!(error = %e, ?purpose, "session store read failed: going on without ticket, contact or custom data");
+            static LOG: crate::log_limit::LogLimit = crate::log_limit::per_call();
+            if let Some(left_out) = LOG.admit() {
+                tracing::warn!(error = %e, ?purpose, left_out, "session store read failed: going on without ticket, contact or custom data");
+            }
         });
         match purpose {
             Purpose::TransferInvite { targets, dial } => {
