@@ -127,6 +127,9 @@ metrics! {
     counter transfers_total,
     /// Transfers the target answered: the caller was switched to it.
     counter transfers_succeeded_total,
+    /// Headers left out of a transfer INVITE (invalid, reserved, refused by the
+    /// destination's profile, too long, or over the URI header limit): logged too.
+    counter transfer_headers_dropped_total,
     /// Transfers that failed (target refused, timed out, unreachable); the caller
     /// stayed with the AI agent.
     counter transfers_failed_total,

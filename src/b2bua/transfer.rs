@@ -7,6 +7,9 @@
 //!   which codecs, credentials and transport ([`Destination`]).
 //! - [`transfer_headers`], [`transfer_from`], [`CopyRule`]: what the transfer INVITE
 //!   carries; every value validated, invalid optional ones left out and reported.
+//! - [`contract`]: a destination's header contract: which REFER headers and
+//!   custom data keys are copied, where they go (header line or URI header), and
+//!   the target's rules (the `twilio` profile).
 //! - [`notify`]: the NOTIFY pieces (RFC 3515, 4488, 6665).
 //! - [`Credentials`]: what answers a 401/407 from the destination (the digest itself is
 //!   generic SIP client auth, [`crate::sip::auth`]).
@@ -14,6 +17,7 @@
 //!   [`TransferPolicy`].
 
 mod allow;
+pub mod contract;
 mod headers;
 pub mod machine;
 pub mod notify;

@@ -6,6 +6,7 @@
 
 use super::pending::{CancelStep, PendingInvite};
 use super::{Call, Phase, Side};
+use crate::b2bua::transfer::contract::{referred_by_value, MAX_REFER_CANDIDATES};
 use crate::b2bua::transfer::machine::{
     admit_refer, Action, Event, Limits, NotifyState, ReferRefusal, TransferMachine,
 };
@@ -35,6 +36,11 @@ pub(super) struct TransferRun {
     pub(super) final_notify_tx: Option<TxId>,
     /// Headers from the Refer-To URI copied onto the transfer INVITE.
     pub(super) refer_headers: Vec<(String, String)>,
+    /// Headers of the REFER itself the destination's contract may copy (at
+    /// most `contract::MAX_REFER_CANDIDATES`, checked when the INVITE is built).
+    pub(super) refer_msg_headers: Vec<(String, String)>,
+    /// The REFER's Referred-By (RFC 3892), checked, for the INVITE it triggers.
+    pub(super) referred_by: Option<String>,
     /// The index of this attempt in the session's transfer records.
     pub(super) record: usize,
 }
@@ -85,8 +91,24 @@ impl Call {
         let wall = SystemTime::now();
         let copied = policy.copy.copy(&target);
         for o in &copied.omitted {
+            Metrics::inc(&self.sh.metrics.transfer_headers_dropped_total);
             tracing::warn!(header = %o.name, problem = ?o.problem, "Refer-To header not copied");
         }
+        let refer_msg_headers: Vec<(String, String)> = req
+            .headers()
+            .iter()
+            .filter(|h| dest.contract.wants_refer_header(h.name().as_str()))
+            .take(MAX_REFER_CANDIDATES)
+            .map(|h| (h.name().as_str().to_owned(), h.value().to_owned()))
+            .collect();
+        let referred_by = req.header("Referred-By").and_then(|v| {
+            let ok = referred_by_value(v);
+            if ok.is_none() {
+                Metrics::inc(&self.sh.metrics.transfer_headers_dropped_total);
+                tracing::warn!("Referred-By not carried: not a valid name-addr");
+            }
+            ok
+        });
         let settings = &policy.settings;
         let limits = Limits {
             max_redirects: settings.max_redirects,
@@ -105,6 +127,8 @@ impl Call {
             resolved: None,
             final_notify_tx: None,
             refer_headers: copied.headers,
+            refer_msg_headers,
+            referred_by,
             record,
         }));
         // The INVITE first, then the first NOTIFY (RFC 3515 2.4.4): the machine

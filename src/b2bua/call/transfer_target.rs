@@ -179,9 +179,21 @@ impl Call {
             None => return Err((501, "Not Implemented")),
         };
 
+        let context = transfer_headers(session, dest, &policy.settings);
+        let plan = dest.contract.plan(
+            &context.headers,
+            &t.refer_headers,
+            &t.refer_msg_headers,
+            &session.custom_data,
+        );
+        for o in context.omitted.iter().chain(&plan.omitted) {
+            Metrics::inc(&sh.metrics.transfer_headers_dropped_total);
+            tracing::warn!(header = %o.name, problem = %o.problem, "transfer header left out");
+        }
+        let request_uri = plan.request_uri(uri.as_str());
         let (host, port) = local_host_port(&sh, &self.transport, peer);
         let (mut m, contact) = NewInvite {
-            request_uri: uri.as_str(),
+            request_uri: &request_uri,
             from: transfer_from(session, &host, &generate_tag(), &policy.fallback_from),
             to: NameAddr::format(None, uri.as_str(), None),
             transport: peer.transport,
@@ -191,15 +203,12 @@ impl Call {
             user_agent: &sh.settings.user_agent,
         }
         .build();
-        let headers = transfer_headers(session, dest, &policy.settings);
-        for o in &headers.omitted {
-            tracing::warn!(header = %o.name, problem = ?o.problem, "transfer header left out");
-        }
-        for (name, value) in headers.headers {
-            m.push(name, value);
-        }
-        for (name, value) in &t.refer_headers {
+        for (name, value) in &plan.lines {
+            // Checked by the plan already; a refusal here cannot happen.
             let _ = m.push_checked(name, value);
+        }
+        if let Some(rb) = &t.referred_by {
+            let _ = m.push_checked("Referred-By", rb);
         }
         m.push("Content-Type", "application/sdp");
         m.set_body(sdp);

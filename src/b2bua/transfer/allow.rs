@@ -51,6 +51,8 @@ pub struct Destination {
     pub credentials: Option<Credentials>,
     /// The configured transport, else the URI's `transport=`; None means UDP/default.
     pub transport: Option<Transport>,
+    /// Which headers go on the INVITE besides the session's, and where.
+    pub contract: std::sync::Arc<super::contract::Contract>,
 }
 
 /// Why a target is not dialled; the caller answers the REFER with 403 either way.
@@ -367,6 +369,7 @@ pub(super) struct NamedDestination {
     pub(super) codecs: Option<Vec<String>>,
     pub(super) credentials: Option<Credentials>,
     pub(super) transport: Option<Transport>,
+    pub(super) contract: std::sync::Arc<super::contract::Contract>,
 }
 
 /// The compiled allow-list: patterns plus named destinations. Build it with
@@ -408,6 +411,7 @@ impl AllowList {
                 codecs: n.codecs.clone().unwrap_or_else(default_codecs),
                 credentials: n.credentials.clone(),
                 transport: n.transport.or(uri_transport),
+                contract: n.contract.clone(),
             });
         }
         if self.patterns.iter().any(|p| p.matches(uri)) {
@@ -418,6 +422,7 @@ impl AllowList {
                 codecs: default_codecs(),
                 credentials: None,
                 transport: uri_transport,
+                contract: std::sync::Arc::new(super::contract::Contract::for_host(&uri.host)),
             });
         }
         Err(Refused::NotAllowed)

@@ -42,6 +42,12 @@ pub enum HeaderProblem {
     NotListed,
     #[error("more than {MAX_COPIED_HEADERS} headers to copy")]
     TooMany,
+    #[error("the destination's profile does not take this header")]
+    RefusedByTarget,
+    #[error("a header of this name is already on the INVITE")]
+    Duplicate,
+    #[error("the URI header part would be {0} characters, over the 1023 allowed")]
+    UriTooLong(usize),
 }
 
 /// A header left out, for the caller to log. The name is safe to log as is.
@@ -69,7 +75,7 @@ impl TransferHeaders {
 }
 
 /// The line must stay under [`MAX_HEADER_LINE`] (Twilio rejects 1 KiB lines).
-fn check_line(name: &str, value: &str) -> Result<(), HeaderProblem> {
+pub(super) fn check_line(name: &str, value: &str) -> Result<(), HeaderProblem> {
     check_value(value).map_err(|_| HeaderProblem::ControlCharacter)?;
     let line = name.len() + 2 + value.len();
     if line >= MAX_HEADER_LINE {
@@ -154,7 +160,7 @@ pub struct CopyRule {
 }
 
 /// Headers only handoff writes, from the session: never taken from a REFER.
-fn is_reserved(name: &str) -> bool {
+pub(super) fn is_reserved(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     lower.starts_with(&OPENCX_PREFIX.to_ascii_lowercase())
         || lower == X_ZENDESK_TICKET_ID.to_ascii_lowercase()
@@ -169,7 +175,7 @@ fn is_x_name(name: &str) -> bool {
 
 /// A name from outside made safe to log: control characters escaped, at most 64
 /// characters kept.
-fn loggable(name: &str) -> String {
+pub(super) fn loggable(name: &str) -> String {
     name.chars().take(64).flat_map(char::escape_debug).collect()
 }
 

@@ -82,6 +82,23 @@ pub struct DestinationConfig {
     /// "udp" or "tcp"; default the URI's transport parameter, else UDP.
     #[serde(default)]
     pub transport: Option<String>,
+    /// The header contract (`contract.rs`): whose rules ("generic", "twilio";
+    /// default "twilio" for Twilio and Zendesk SIP-IN hosts).
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Headers of the REFER itself copied onto the INVITE: names or `X-...*`
+    /// prefixes, `X-` names and `User-to-User` only.
+    #[serde(default)]
+    pub refer_headers: Vec<String>,
+    /// Session `custom_data` keys written as (`X-`) headers: key = header name.
+    #[serde(default)]
+    pub custom_data_headers: std::collections::BTreeMap<String, String>,
+    /// Where copied and mapped headers go: "header", "uri" or "both".
+    #[serde(default)]
+    pub header_placement: Option<String>,
+    /// Where the ticket headers go: "header", "uri" or "both".
+    #[serde(default)]
+    pub ticket_placement: Option<String>,
 }
 
 impl std::fmt::Debug for DestinationConfig {
@@ -93,6 +110,11 @@ impl std::fmt::Debug for DestinationConfig {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "(hidden)"))
             .field("transport", &self.transport)
+            .field("profile", &self.profile)
+            .field("refer_headers", &self.refer_headers)
+            .field("custom_data_headers", &self.custom_data_headers)
+            .field("header_placement", &self.header_placement)
+            .field("ticket_placement", &self.ticket_placement)
             .finish()
     }
 }
@@ -287,12 +309,24 @@ impl DestinationConfig {
             (Some(_), None) => return Err(bad(key("password"), "username given without password")),
             (None, Some(_)) => return Err(bad(key("username"), "password given without username")),
         };
+        let contract = super::contract::Contract::compile(
+            &super::contract::ContractInput {
+                profile: self.profile.as_deref(),
+                refer_headers: &self.refer_headers,
+                custom_data_headers: &self.custom_data_headers,
+                header_placement: self.header_placement.as_deref(),
+                ticket_placement: self.ticket_placement.as_deref(),
+            },
+            &uri.host,
+        )
+        .map_err(|(k, p)| bad(key(&k), p))?;
         Ok(NamedDestination {
             name: self.name.clone(),
             uri,
             codecs,
             credentials,
             transport,
+            contract: std::sync::Arc::new(contract),
         })
     }
 }

@@ -19,6 +19,7 @@ fn dest(uri: &str) -> Destination {
         codecs: vec!["PCMU".into()],
         credentials: None,
         transport: None,
+        contract: Default::default(),
     }
 }
 
