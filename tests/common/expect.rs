@@ -103,6 +103,67 @@ impl TestUa {
             .await
     }
 
+    /// The next `method` request whose Request-URI carries URI headers
+    /// (`?name=value&...`), which handoff's strict parser refuses as a request it
+    /// receives (RFC 3261 19.1.5) but a destination's header contract may ask
+    /// for: the request with the headers taken off its Request-URI, and the URI
+    /// header part as sent. A request without them is returned as it is, with "".
+    pub async fn expect_request_with_uri_headers(
+        &mut self,
+        method: Method,
+        timeout: Duration,
+    ) -> (Received, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = self.unparsed.iter().position(|u| {
+                u.text
+                    .lines()
+                    .next()
+                    .is_some_and(|l| l.starts_with(&format!("{method} ")) && l.contains('?'))
+            }) {
+                let u = self.unparsed.remove(i);
+                let (line, rest) = u.text.split_once("\r\n").unwrap_or((&u.text, ""));
+                let mut parts = line.splitn(3, ' ');
+                let (m, uri, version) = (
+                    parts.next().unwrap_or(""),
+                    parts.next().unwrap_or(""),
+                    parts.next().unwrap_or(""),
+                );
+                let (base, query) = uri.split_once('?').unwrap_or((uri, ""));
+                let text = format!("{m} {base} {version}\r\n{rest}");
+                let msg = handoff::sip::message::parse(bytes::Bytes::from(text))
+                    .unwrap_or_else(|e| panic!("{method} without its URI headers: {e:?}"));
+                let r = Received {
+                    msg,
+                    from: u.from,
+                    at: Instant::now(),
+                };
+                return (r, query.to_owned());
+            }
+            if let Some(pos) = self
+                .backlog
+                .iter()
+                .position(|r| r.msg.method() == Some(&method))
+            {
+                if let Some(r) = self.backlog.remove(pos) {
+                    return (r, String::new());
+                }
+            }
+            // Short waits: an unparsable message is kept aside, not returned.
+            let slice = deadline.min(Instant::now() + Duration::from_millis(50));
+            match self.next_event(slice).await {
+                Some(r) if r.msg.method() == Some(&method) => return (r, String::new()),
+                Some(r) => self.backlog.push_back(r),
+                None if Instant::now() >= deadline => panic!(
+                    "UA at {}: no {method} within {timeout:?}; received:\n{}",
+                    self.local_addr(),
+                    self.history.join("\n")
+                ),
+                None => {}
+            }
+        }
+    }
+
     /// The next response with `status` (whatever it answers). While waiting for a final
     /// response, provisional ones are dropped.
     pub async fn expect_response(&mut self, status: u16, timeout: Duration) -> Received {
