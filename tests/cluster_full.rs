@@ -44,3 +44,90 @@ async fn calls_through_kamailio_spread_over_both_node_processes() {
     })
     .await;
 }
+
+/// For a call on each node: the prefetch webhook fired at the node that does
+/// NOT hold the call stamps it through Redis; the AI agent's REFER on the
+/// owning node sends the transfer INVITE, from the owner, with that ticket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_on_the_other_node_stamps_the_call_and_the_owners_transfer_carries_it() {
+    let mut cl = FullCluster::start().await;
+    bounded(LIMIT, async {
+        for (owner, ticket) in [(0usize, 4401u64), (1, 4402)] {
+            let mut c = cl.call_on(owner, 30).await;
+            let phone = c.caller_phone.clone();
+            let other = &cl.nodes[1 - owner];
+            let (status, v) = other.fire_webhook(ticket, &phone).await;
+            assert_eq!(status, 200, "{}: {v}", other.id);
+            assert_eq!(v["success"], true, "stamped through {}: {v}", other.id);
+            assert_eq!(v["session_id"], c.session_id.as_str(), "the owner's call");
+
+            let (inv, _refer) = cl.refer_to_zendesk(&mut c).await;
+            assert_eq!(
+                inv.msg.header("X-OPENCX-ZENDESK-TICKET-ID"),
+                Some(ticket.to_string().as_str()),
+                "{}'s transfer carries the stamp made on {}",
+                cl.nodes[owner].id,
+                cl.nodes[1 - owner].id
+            );
+            // CONTACT-ID CHECK (lead, shared contacts): the contact enriched on
+            // the other node arrives here as X-OPENCX-CONTACT-ID, the same
+            // `ct-` id whichever node enriched it. Not checked yet.
+            cl.decline_transfer(&c, &inv).await;
+            cl.hang_up(&mut c).await;
+        }
+    })
+    .await;
+}
+
+/// Two webhooks for the same call with different tickets, fired at the same
+/// moment at node A and node B: exactly one stamps, the other is told the
+/// winner's ticket, and the owner's transfer carries the winner's. Repeated so
+/// that both orders and both owners get a chance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_webhooks_raced_on_the_two_nodes_exactly_one_stamp_wins() {
+    let mut cl = FullCluster::start().await;
+    bounded(LIMIT, async {
+        let mut winners = [0; 2];
+        for round in 0..6u64 {
+            let (mut c, _) = cl.call().await;
+            let phone = c.caller_phone.clone();
+            let (ta, tb) = (7000 + round, 8000 + round);
+            let go = tokio::sync::Barrier::new(2);
+            let (a, b) = (&cl.nodes[0], &cl.nodes[1]);
+            let ((sa, va), (sb, vb)) = tokio::join!(
+                async {
+                    go.wait().await;
+                    a.fire_webhook(ta, &phone).await
+                },
+                async {
+                    go.wait().await;
+                    b.fire_webhook(tb, &phone).await
+                }
+            );
+            assert_eq!((sa, sb), (200, 200), "round {round}: {va} {vb}");
+            let won: Vec<(usize, u64)> = [(0, ta, &va), (1, tb, &vb)]
+                .iter()
+                .filter(|(_, _, v)| v["success"] == true)
+                .map(|(n, t, _)| (*n, *t))
+                .collect();
+            assert_eq!(won.len(), 1, "round {round}: exactly one stamp: {va} {vb}");
+            let (at, winner) = won[0];
+            winners[at] += 1;
+            let loser = if at == 0 { &vb } else { &va };
+            assert_eq!(loser["success"], false, "{loser}");
+            assert_eq!(loser["ticket_id"], winner, "loser told the winner's ticket");
+            assert_eq!(loser["session_id"], c.session_id.as_str());
+
+            let (inv, _refer) = cl.refer_to_zendesk(&mut c).await;
+            assert_eq!(
+                inv.msg.header("X-OPENCX-ZENDESK-TICKET-ID"),
+                Some(winner.to_string().as_str()),
+                "round {round}"
+            );
+            cl.decline_transfer(&c, &inv).await;
+            cl.hang_up(&mut c).await;
+        }
+        eprintln!("stamps won per node over the rounds: {winners:?}");
+    })
+    .await;
+}

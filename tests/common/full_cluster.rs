@@ -127,13 +127,6 @@ impl FullCluster {
     /// cluster uses (so a webhook names exactly this call); returns it and
     /// which node took it.
     pub async fn call(&mut self) -> (EdgeCall, usize) {
-        let (c, _) = self.call_from_new_number().await;
-        let n = self.node_at(c.node);
-        (c, n)
-    }
-
-    /// [`FullCluster::call`] and the caller's E.164 number.
-    pub async fn call_from_new_number(&mut self) -> (EdgeCall, String) {
         self.callers += 1;
         let phone = format!("+1415555{:04}", self.callers);
         let opts = InviteOpts::default().from(&format!(
@@ -142,8 +135,10 @@ impl FullCluster {
         ));
         let edge = self.edge();
         let c = call_with(&mut self.caller, &mut self.agent, edge, &opts).await;
+        assert_eq!(c.caller_phone, phone);
         self.agent.clear_backlog();
-        (c, phone)
+        let n = self.node_at(c.node);
+        (c, n)
     }
 
     /// The caller hangs up through the edge; the owning node ends the AI leg.

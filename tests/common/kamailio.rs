@@ -158,6 +158,8 @@ pub struct EdgeCall {
     pub agent_dlg: Dialog,
     /// `X-OPENCX-SESSION-ID` of the AI leg.
     pub session_id: String,
+    /// The caller's number as the INVITE's From gave it (its user part).
+    pub caller_phone: String,
 }
 
 /// The Route set of the caller's dialog: the 2xx's Record-Route, reversed (RFC 3261 12.1.2).
@@ -189,6 +191,10 @@ pub async fn call_with(
     opts: &InviteOpts,
 ) -> EdgeCall {
     let invite = caller.invite(opts);
+    let caller_phone = invite
+        .from_header()
+        .and_then(|f| f.uri.user.clone())
+        .unwrap_or_default();
     caller.send(&invite).await;
     let call_id = invite.call_id().expect("Call-ID").to_owned();
     let ai_invite: Received = agent.expect_request(Method::Invite, EDGE_WAIT).await;
@@ -222,6 +228,7 @@ pub async fn call_with(
         route,
         agent_dlg: Dialog::as_uas(&ai_invite.msg, &ai_ok),
         session_id,
+        caller_phone,
     }
 }
 
