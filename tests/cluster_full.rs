@@ -10,8 +10,9 @@
 
 mod common;
 
-use common::bounded;
-use common::full_cluster::FullCluster;
+use common::{bounded, TestUa};
+use handoff::sip::message::Method;
+use common::full_cluster::{FullCluster, PING_SECS, RECORD_TTL_SECS};
 use std::time::Duration;
 
 /// The bound of one scenario, cluster start and stop included.
@@ -128,6 +129,123 @@ async fn two_webhooks_raced_on_the_two_nodes_exactly_one_stamp_wins() {
             cl.hang_up(&mut c).await;
         }
         eprintln!("stamps won per node over the rounds: {winners:?}");
+    })
+    .await;
+}
+
+/// `/metrics` sample: OPTIONS answered by the node with `status`.
+fn options_answered(status: u16) -> String {
+    format!(
+        "handoff_sip_responses_total{{direction=\"out\",method=\"OPTIONS\",status=\"{status}\"}}"
+    )
+}
+
+/// How long Kamailio waits for a probe's answer before it marks the node
+/// inactive: the FR_TIMER the cluster runs it with (1 s), and a margin for a
+/// loaded machine.
+const PROBE_TIMEOUT_AND_MARGIN: Duration = Duration::from_millis(1000 + 2000);
+
+/// SIGTERM node A with a call up: once Kamailio's probe has had A's 503, every
+/// new call goes to B and none fails, A starts none, and A's live call goes on
+/// to its end, after which A exits 0. A comes back (same config, store and
+/// address) and takes calls again. Then SIGKILL node B with a call up: once
+/// Kamailio's probe to B's address has gone unanswered, every new call goes to
+/// A, none fails and none is even tried on B; B's session record expires
+/// from Redis within its TTL, and a webhook for B's caller finds no live call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drained_and_killed_nodes_get_no_new_calls_and_none_fails() {
+    let mut cl = FullCluster::start().await;
+    bounded(LIMIT, async {
+        // Drain.
+        let mut live_a = cl.call_on(0, 30).await;
+        let started_a = cl.nodes[0].started().await;
+        cl.nodes[0].sigterm();
+        cl.nodes[0]
+            .wait_metric(&options_answered(503), Duration::from_secs(10), |v| v >= 1)
+            .await;
+        for _ in 0..10 {
+            let (mut c, n) = cl.call().await;
+            assert_eq!(n, 1, "a new call went to the draining node");
+            cl.hang_up(&mut c).await;
+        }
+        assert_eq!(
+            cl.nodes[0].started().await,
+            started_a,
+            "no call started on the draining node"
+        );
+        assert_eq!(cl.nodes[0].metric("handoff_calls_active").await, Some(1));
+        cl.hang_up(&mut live_a).await;
+        let status = cl.nodes[0].wait_exit(Duration::from_secs(10)).await;
+        assert!(
+            status.success(),
+            "node-a after its drain: {status}\n{}",
+            cl.nodes[0].stderr()
+        );
+
+        // Back on the same address: Kamailio's probe gets 200 and A takes calls.
+        cl.nodes[0].restart().await;
+        cl.nodes[0]
+            .wait_metric(&options_answered(200), Duration::from_secs(10), |v| v >= 1)
+            .await;
+        let mut c = cl.call_on(0, 30).await;
+        cl.hang_up(&mut c).await;
+
+        // Death.
+        let live_b = cl.call_on(1, 30).await;
+        assert_eq!(
+            cl.owner_in_redis(&live_b.session_id).await.as_deref(),
+            Some("node-b")
+        );
+        let b_sip = cl.nodes[1].addrs.sip;
+        cl.nodes[1].sigkill();
+        let killed = std::time::Instant::now();
+        // Whatever reaches B's address from now on lands here, unanswered.
+        let mut ghost = TestUa::udp_bound(b_sip).await;
+        ghost
+            .expect_request(
+                Method::Options,
+                Duration::from_secs(PING_SECS * 2 + RECORD_TTL_SECS),
+            )
+            .await;
+        tokio::time::sleep(PROBE_TIMEOUT_AND_MARGIN).await;
+        let started_a = cl.nodes[0].started().await;
+        for _ in 0..10 {
+            let (mut c, n) = cl.call().await;
+            assert_eq!(n, 0, "every new call on the live node");
+            cl.hang_up(&mut c).await;
+        }
+        assert_eq!(cl.nodes[0].started().await, started_a + 10);
+        ghost
+            .expect_silence(
+                "an INVITE to the dead node after Kamailio's probe noticed",
+                Duration::from_millis(50),
+                |m| m.method() == Some(&Method::Invite),
+            )
+            .await;
+
+        // B's session record expires from Redis (nothing refreshes it).
+        let key = cl.session_key(&live_b.session_id);
+        let mut raw = cl.raw_redis().await;
+        let limit = Duration::from_secs(RECORD_TTL_SECS + 3);
+        loop {
+            let exists: i64 = redis::cmd("EXISTS")
+                .arg(&key)
+                .query_async(&mut raw)
+                .await
+                .expect("EXISTS");
+            if exists == 0 {
+                break;
+            }
+            assert!(
+                killed.elapsed() < limit,
+                "the dead node's session still in Redis {:?} after the kill",
+                killed.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (status, v) = cl.nodes[0].fire_webhook(9090, &live_b.caller_phone).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["success"], false, "the dead node's call is not live: {v}");
     })
     .await;
 }
