@@ -249,3 +249,118 @@ async fn drained_and_killed_nodes_get_no_new_calls_and_none_fails() {
     })
     .await;
 }
+
+/// Fires the webhook for `phone` at `node` until it stamps (Redis back, the
+/// session written to it); panics after `within`. What it last answered.
+async fn stamp_within(
+    node: &common::node_proc::NodeProc,
+    ticket: u64,
+    phone: &str,
+    within: Duration,
+) -> serde_json::Value {
+    let until = std::time::Instant::now() + within;
+    loop {
+        let (status, v) = node.fire_webhook(ticket, phone).await;
+        if status == 200 && v["success"] == true {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "{}: no stamp for {phone} within {within:?}: {status} {v}",
+            node.id
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Redis killed (by PID) mid-run: both nodes say so (`handoff_session_store_up`
+/// 0), the webhook answers 503 on both, and calls through Kamailio keep
+/// completing on both nodes, transfers included (without a ticket). Redis
+/// restarted on the same port: the nodes reconnect by themselves, the calls
+/// that started during the outage are written to Redis and a webhook on the
+/// other node stamps them, and the owner's transfer carries the stamp. A call
+/// up from before the outage still ends cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_mid_run_calls_complete_webhooks_503_and_stamps_work_again() {
+    let mut cl = FullCluster::start().await;
+    bounded(LIMIT, async {
+        let (mut before, _) = cl.call().await;
+        for n in &cl.nodes {
+            n.wait_metric("handoff_session_store_up", Duration::from_secs(5), |v| {
+                v == 1
+            })
+            .await;
+        }
+
+        cl.redis.stop();
+        for n in &cl.nodes {
+            n.wait_metric("handoff_session_store_up", Duration::from_secs(10), |v| {
+                v == 0
+            })
+            .await;
+            let (status, v) = n.fire_webhook(5500, &before.caller_phone).await;
+            assert_eq!(status, 503, "{}: webhook while Redis is down: {v}", n.id);
+            n.wait_metric(
+                "handoff_session_store_errors_total",
+                Duration::from_secs(5),
+                |v| v > 0,
+            )
+            .await;
+        }
+        // Calls complete on both nodes, and one call up on each stays.
+        let mut kept = Vec::new();
+        for owner in [0, 1] {
+            let mut c = cl.call_on(owner, 30).await;
+            let (inv, _refer) = cl.refer_to_zendesk(&mut c).await;
+            assert_eq!(
+                inv.msg.header("X-OPENCX-ZENDESK-TICKET-ID"),
+                None,
+                "no stamp while Redis is down"
+            );
+            cl.decline_transfer(&c, &inv).await;
+            cl.hang_up(&mut c).await;
+            kept.push(cl.call_on(owner, 30).await);
+        }
+        for (owner, c) in kept.iter().enumerate() {
+            let (status, v) = cl.nodes[1 - owner]
+                .fire_webhook(5600, &c.caller_phone)
+                .await;
+            assert_eq!(status, 503, "{v}");
+        }
+
+        cl.redis.restart();
+        for n in &cl.nodes {
+            n.wait_metric("handoff_session_store_up", Duration::from_secs(10), |v| {
+                v == 1
+            })
+            .await;
+        }
+        for (owner, mut c) in kept.into_iter().enumerate() {
+            let ticket = 5700 + owner as u64;
+            let other = &cl.nodes[1 - owner];
+            let v = stamp_within(other, ticket, &c.caller_phone, Duration::from_secs(10)).await;
+            assert_eq!(v["session_id"], c.session_id.as_str(), "{v}");
+            assert_eq!(
+                cl.owner_in_redis(&c.session_id).await.as_deref(),
+                Some(cl.nodes[owner].id.as_str()),
+                "the session kept locally is in Redis again, under its owner"
+            );
+            let (inv, _refer) = cl.refer_to_zendesk(&mut c).await;
+            assert_eq!(
+                inv.msg.header("X-OPENCX-ZENDESK-TICKET-ID"),
+                Some(ticket.to_string().as_str()),
+                "{}'s transfer after Redis came back",
+                cl.nodes[owner].id
+            );
+            cl.decline_transfer(&c, &inv).await;
+            cl.hang_up(&mut c).await;
+        }
+        cl.hang_up(&mut before).await;
+        // A new call after the outage: stamped through the other node at once.
+        let (mut c, owner) = cl.call().await;
+        let (status, v) = cl.nodes[1 - owner].fire_webhook(5800, &c.caller_phone).await;
+        assert_eq!((status, &v["success"]), (200, &serde_json::json!(true)), "{v}");
+        cl.hang_up(&mut c).await;
+    })
+    .await;
+}
