@@ -10,9 +10,9 @@
 
 mod common;
 
+use common::full_cluster::{FullCluster, PING_SECS, RECORD_TTL_SECS};
 use common::{bounded, TestUa};
 use handoff::sip::message::Method;
-use common::full_cluster::{FullCluster, PING_SECS, RECORD_TTL_SECS};
 use std::time::Duration;
 
 /// The bound of one scenario, cluster start and stop included.
@@ -358,8 +358,14 @@ async fn redis_stopped_mid_run_calls_complete_webhooks_503_and_stamps_work_again
         cl.hang_up(&mut before).await;
         // A new call after the outage: stamped through the other node at once.
         let (mut c, owner) = cl.call().await;
-        let (status, v) = cl.nodes[1 - owner].fire_webhook(5800, &c.caller_phone).await;
-        assert_eq!((status, &v["success"]), (200, &serde_json::json!(true)), "{v}");
+        let (status, v) = cl.nodes[1 - owner]
+            .fire_webhook(5800, &c.caller_phone)
+            .await;
+        assert_eq!(
+            (status, &v["success"]),
+            (200, &serde_json::json!(true)),
+            "{v}"
+        );
         cl.hang_up(&mut c).await;
     })
     .await;

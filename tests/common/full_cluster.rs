@@ -166,9 +166,7 @@ impl FullCluster {
     /// the NOTIFY "100 Trying" answered; returns the transfer INVITE at the
     /// Zendesk UA (checked to come from the owning node) and the REFER.
     pub async fn refer_to_zendesk(&mut self, c: &mut EdgeCall) -> (Received, Message) {
-        let mut req = self
-            .agent
-            .in_dialog(&mut c.agent_dlg, Method::Refer, None);
+        let mut req = self.agent.in_dialog(&mut c.agent_dlg, Method::Refer, None);
         req.push_checked("Refer-To", &format!("<{}>", self.zendesk_uri))
             .expect("header");
         self.agent.send(&req).await;
