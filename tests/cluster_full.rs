@@ -19,16 +19,19 @@ use std::time::Duration;
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// Calls placed at Kamailio spread over both nodes by the Call-ID hash: each
-/// node's `/metrics` counts exactly the calls its AI legs showed, and each
-/// call's shared record in Redis names the node that took it.
+/// node's `/metrics` counts exactly the calls its AI legs showed, each call's
+/// shared record in Redis names the node that took it, and the subscriber of
+/// both nodes gets each call's start and end once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_through_kamailio_spread_over_both_node_processes() {
     let mut cl = FullCluster::start().await;
     bounded(LIMIT, async {
         let mut taken = [0i64; 2];
+        let mut sessions = Vec::new();
         for _ in 0..16 {
             let (mut c, n) = cl.call().await;
             taken[n] += 1;
+            sessions.push(c.session_id.clone());
             assert_eq!(
                 cl.owner_in_redis(&c.session_id).await.as_deref(),
                 Some(cl.nodes[n].id.as_str()),
@@ -42,6 +45,19 @@ async fn calls_through_kamailio_spread_over_both_node_processes() {
             on_nodes, taken,
             "each node started exactly the calls its AI legs showed"
         );
+        cl.capture
+            .wait_for("16 ended events", Duration::from_secs(10), |seen| {
+                seen.iter()
+                    .filter(|c| c.delivered() && c.json()["type"] == "phone_call.ended")
+                    .count()
+                    >= 16
+            })
+            .await;
+        for sid in &sessions {
+            for kind in ["phone_call.started", "phone_call.ended"] {
+                assert_eq!(cl.events_of(kind, sid).len(), 1, "{sid}: one {kind}");
+            }
+        }
     })
     .await;
 }

@@ -8,7 +8,7 @@
 //! reaches Kamailio's address only. Every process is stopped by its PID when
 //! the cluster is dropped, also on a panic.
 
-use super::capture::{Capture, Reply};
+use super::capture::{Capture, Captured, Reply};
 use super::kamailio::{call_with, hang_up, wait_up, EdgeCall, Kamailio, EDGE_WAIT};
 use super::node_proc::{NodeAddrs, NodeProc, SIGNING_SECRET};
 use super::redis::RedisServer;
@@ -160,6 +160,40 @@ impl FullCluster {
             self.hang_up(&mut c).await;
         }
         panic!("{tries} calls and none on {}", self.nodes[want].id);
+    }
+
+    /// A call through the edge that the AI agent leaves ringing (180, never
+    /// answered): its session id and the node that holds it.
+    pub async fn ringing_call(&mut self) -> (String, usize) {
+        self.callers += 1;
+        let opts = InviteOpts::default().from(&format!(
+            "\"Caller {n}\" <sip:+1415555{n:04}@carrier.example>",
+            n = self.callers
+        ));
+        let invite = self.caller.invite(&opts);
+        self.caller.send(&invite).await;
+        let ai = self.agent.expect_request(Method::Invite, EDGE_WAIT).await;
+        let sid = ai
+            .msg
+            .header("X-OPENCX-SESSION-ID")
+            .expect("the AI leg carries the session id")
+            .to_owned();
+        self.agent.respond(&ai, 180, &[], None).await;
+        self.caller
+            .expect_response_to(Method::Invite, 180, EDGE_WAIT)
+            .await;
+        self.agent.clear_backlog();
+        self.caller.clear_backlog();
+        (sid, self.node_at(ai.from))
+    }
+
+    /// Lifecycle events of `kind` the capture server took (2xx) for `session_id`.
+    pub fn events_of(&self, kind: &str, session_id: &str) -> Vec<Captured> {
+        self.capture
+            .delivered()
+            .into_iter()
+            .filter(|c| c.json()["type"] == kind && c.json()["session_id"] == session_id)
+            .collect()
     }
 
     /// The AI agent REFERs the call to Zendesk on the node that owns it: 202,
