@@ -106,10 +106,13 @@ struct Rig {
 
 impl Rig {
     async fn new(tag: &str) -> Rig {
+        Rig::on(tag, RedisServer::start()).await
+    }
+
+    async fn on(tag: &str, redis: RedisServer) -> Rig {
         let dir = temp_dir(tag);
         let capture = Capture::start().await;
         capture.set_default(Reply::Status(200));
-        let redis = RedisServer::start();
         let prefix = fresh_prefix();
         let agent = TestUa::agent(Transport::Udp).await;
         let port = agent.local_addr().port();
@@ -339,6 +342,37 @@ async fn a_node_restarted_while_redis_is_down_ends_its_calls_once_redis_is_back(
             .map(|(s, _)| s)
             .collect();
         assert_eq!(left, vec![fresh], "the call taken meanwhile is still live");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_longer_than_the_node_timeout_takes_no_live_node_for_dead() {
+    bounded(LIMIT, async {
+        // A Redis that comes back with what it had: every heartbeat in it is then
+        // older than the timeout, the live nodes' included.
+        let mut rig = Rig::on("claims-outage", RedisServer::start_persistent()).await;
+        let (_a, a_udp, a_http) = rig.start(&rig.a_config.clone(), "a1").await;
+        let (_b, _, b_http) = rig.start(&rig.b_config.clone(), "b1").await;
+        let (_calls, _caller, _) = rig.three_calls(a_udp).await;
+        rig.redis.stop();
+        tokio::time::sleep(NODE_TIMEOUT + Duration::from_secs(1)).await;
+        rig.redis.restart();
+        // Past a timeout and a half both nodes have beaten again; neither claimed.
+        tokio::time::sleep(NODE_TIMEOUT * 2).await;
+        assert!(
+            ends(&rig.capture).is_empty(),
+            "no call of a live node is ended"
+        );
+        assert_eq!(
+            metric(b_http, "handoff_cluster_calls_claimed_total").await,
+            Some(0)
+        );
+        assert_eq!(
+            metric(a_http, "handoff_cluster_fenced_total").await,
+            Some(0)
+        );
+        assert_eq!(mirrored(&rig.redis, &rig.prefix, "node-a").await, 3);
     })
     .await;
 }

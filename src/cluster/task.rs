@@ -77,6 +77,7 @@ pub fn spawn(
         startup_names: names,
         claiming_pending: true,
         failing: false,
+        healthy_since: None,
         join: Script::new(scripts::JOIN),
         beat: Script::new(scripts::BEAT),
         claim: Script::new(scripts::CLAIM),
@@ -105,6 +106,8 @@ struct Task {
     claiming_pending: bool,
     /// The last Redis call failed (logged once per change).
     failing: bool,
+    /// Since when every Redis call has worked (None: the last one failed).
+    healthy_since: Option<Instant>,
     join: Script,
     beat: Script,
     claim: Script,
@@ -186,6 +189,7 @@ impl Task {
         };
         match out {
             Ok(v) => {
+                self.healthy_since.get_or_insert_with(Instant::now);
                 if self.failing {
                     self.failing = false;
                     tracing::info!("cluster: Redis answers again");
@@ -193,6 +197,7 @@ impl Task {
                 Some(v)
             }
             Err(e) => {
+                self.healthy_since = None;
                 Metrics::inc(&self.metrics.cluster_heartbeat_errors_total);
                 if !self.failing {
                     self.failing = true;
@@ -289,6 +294,17 @@ impl Task {
 
     /// Claim the calls of dead nodes, then end every call in this node's claim.
     async fn claim_once(&mut self) {
+        if !may_claim(
+            self.healthy_since,
+            Instant::now(),
+            self.settings.node_timeout,
+        ) {
+            // Just back from an outage: the others' heartbeats are as old as ours.
+            if self.claiming_pending {
+                self.end_claimed().await;
+            }
+            return;
+        }
         let script = self.claim.clone();
         let mut inv = script.prepare_invoke();
         inv.arg(&self.prefix)
@@ -349,6 +365,15 @@ impl Task {
     }
 }
 
+/// Whether this node may take others for dead: only once its own Redis calls
+/// have all worked for a whole node timeout. After an outage of Redis (or of
+/// this node's link to it) every heartbeat in Redis is old, this node's too;
+/// a live node shows itself again within the timeout, so nobody is claimed for
+/// an outage they all shared.
+fn may_claim(healthy_since: Option<Instant>, now: Instant, timeout: Duration) -> bool {
+    healthy_since.is_some_and(|t| now.saturating_duration_since(t) >= timeout)
+}
+
 /// The rows of a claim, and every field to clear (refused rows included:
 /// logged, they cannot be ended).
 fn decode_claim(fields: Vec<(String, Vec<u8>)>) -> (Vec<LiveRow>, Vec<String>) {
@@ -376,6 +401,15 @@ async fn sleep_until(due: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_claims_only_after_a_whole_timeout_of_working_redis_calls() {
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(15);
+        assert!(!may_claim(None, t0, timeout));
+        assert!(!may_claim(Some(t0), t0 + Duration::from_secs(14), timeout));
+        assert!(may_claim(Some(t0), t0 + timeout, timeout));
+    }
 
     #[test]
     fn a_claim_is_read_and_every_field_cleared_even_the_unreadable() {

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    /// With persistence: the directory of its append-only file.
+    dir: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
@@ -15,7 +17,30 @@ impl RedisServer {
     /// (`scripts/install-test-deps.sh` installs it).
     pub fn start() -> RedisServer {
         let port = free_port();
-        let mut r = RedisServer { port, child: None };
+        let mut r = RedisServer {
+            port,
+            child: None,
+            dir: None,
+        };
+        r.restart();
+        r
+    }
+
+    /// One that keeps its data across a restart (`appendonly yes`, fsync on
+    /// every write), in a temp directory of its own.
+    pub fn start_persistent() -> RedisServer {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "handoff-redis-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut r = RedisServer {
+            port,
+            child: None,
+            dir: Some(dir),
+        };
         r.restart();
         r
     }
@@ -27,9 +52,16 @@ impl RedisServer {
     /// (Re)starts the server on the same port and waits until it accepts connections.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "redis-server already running");
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", ""]);
+        match &self.dir {
+            Some(dir) => cmd
+                .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                .arg(dir),
+            None => cmd.args(["--appendonly", "no"]),
+        };
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -76,6 +108,9 @@ impl Drop for RedisServer {
             self.resume(); // a stopped process still dies by SIGKILL; this keeps wait() short
         }
         self.stop();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
