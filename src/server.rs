@@ -72,7 +72,9 @@ impl Server {
                 );
                 // Unreachable is not a start-up failure: degraded mode until it answers.
                 let _ = store.probe().await;
-                Self::start_inner(settings, Arc::new(store), None, metrics).await
+                // Contacts are shared too, on the same connection.
+                let contacts = store.contacts();
+                Self::start_inner(settings, Arc::new(store), None, metrics, Some(contacts)).await
             }
             _ => {
                 let table = Arc::new(SessionTable::new(
@@ -82,7 +84,7 @@ impl Server {
                 metrics
                     .session_store_up
                     .store(1, std::sync::atomic::Ordering::Relaxed);
-                Self::start_inner(settings, table.clone(), Some(table), metrics).await
+                Self::start_inner(settings, table.clone(), Some(table), metrics, None).await
             }
         }
     }
@@ -97,7 +99,7 @@ impl Server {
         metrics
             .session_store_up
             .store(1, std::sync::atomic::Ordering::Relaxed);
-        Self::start_inner(settings, sessions, None, metrics).await
+        Self::start_inner(settings, sessions, None, metrics, None).await
     }
 
     async fn start_inner(
@@ -105,6 +107,7 @@ impl Server {
         sessions: Arc<dyn SessionStore>,
         memory: Option<Arc<SessionTable>>,
         metrics: Arc<Metrics>,
+        shared_contacts: Option<crate::session::redis::contacts::RedisContacts>,
     ) -> Result<Server, StartError> {
         let settings = Arc::new(settings);
         // Before anything opens a descriptor: the caps that fit beside the media reserve.
@@ -122,8 +125,18 @@ impl Server {
             metrics.clone(),
             &settings.node_id,
         )?;
+        // Ids this node gave while single-node stay theirs in Redis.
+        if let Some(shared) = &shared_contacts {
+            crate::session::contacts::copy_at_start(&store, shared.clone()).await?;
+        }
         // Before any listener: a setup failure leaves nothing bound.
-        let zendesk = crate::zendesk::hooks(&settings, &store, sessions.clone(), metrics.clone())?;
+        let zendesk = crate::zendesk::hooks(
+            &settings,
+            &store,
+            shared_contacts,
+            sessions.clone(),
+            metrics.clone(),
+        )?;
         let b2bua = B2bua::new(
             settings.clone(),
             sessions.clone(),
