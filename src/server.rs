@@ -127,7 +127,12 @@ impl Server {
         )?;
         // Ids this node gave while single-node stay theirs in Redis.
         if let Some(shared) = &shared_contacts {
-            crate::session::contacts::copy_at_start(&store, shared.clone()).await?;
+            crate::session::contacts::copy_at_start(
+                &store,
+                shared.clone(),
+                crate::session::contacts::COPY_RETRY,
+            )
+            .await?;
         }
         // Before any listener: a setup failure leaves nothing bound.
         let zendesk = crate::zendesk::hooks(

@@ -19,7 +19,7 @@ use common::zendesk::{user_path, FakeZendesk, Reply};
 use common::{bounded, eventually, CALLER_E164};
 use handoff::config::session::RedisSettings;
 use handoff::metrics::Metrics;
-use handoff::session::contacts::ContactsError;
+use handoff::session::contacts::{copy_at_start, ContactsError};
 use handoff::session::redis::contacts::RedisContacts;
 use handoff::session::{ContactDetails, RedisStore, SessionId};
 use handoff::store::contacts::ContactStore;
@@ -449,6 +449,51 @@ async fn local_contacts_are_copied_into_redis_at_start_keeping_ids_redis_has() {
         assert_eq!(id, old7, "the id from the single-node days");
         let (contact, _) = transfer_headers(&mut a, &mut m).await;
         assert_eq!(contact.as_deref(), Some(old7.as_str()));
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Redis unreachable when the node starts: start-up goes on, and the copy of the
+/// local contacts goes through by itself once Redis answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_copy_waits_for_redis_and_goes_through_once_it_is_back() {
+    let mut r = RedisServer::start();
+    let dir = std::env::temp_dir().join(format!("handoff-contacts-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let db = dir.join("h.db");
+    bounded(Duration::from_secs(30), async {
+        let store = Store::open(Some(&db)).expect("store");
+        let old7 = ContactStore::open(&store)
+            .expect("contacts")
+            .resolve_blocking(ORG, 7, None, &details("Ada"))
+            .expect("7");
+        let prefix = fresh_prefix();
+        let (s, metrics) = shared_contacts(&r.url(), &prefix);
+        r.stop();
+        let task = copy_at_start(&store, s.clone(), Duration::from_millis(100))
+            .await
+            .expect("the local table opens")
+            .expect("Redis is down: the copy is retried in the background");
+        assert_eq!(
+            metrics
+                .contacts_copied_to_redis_total
+                .load(Ordering::Relaxed),
+            0
+        );
+        r.restart();
+        tokio::time::timeout(LANDS, task)
+            .await
+            .expect("the retry goes through once Redis is back")
+            .expect("the retry task ends");
+        assert_eq!(
+            metrics
+                .contacts_copied_to_redis_total
+                .load(Ordering::Relaxed),
+            1
+        );
+        let got = s.get(ORG, 7).await.expect("get").expect("copied");
+        assert_eq!(got.contact_id, old7);
     })
     .await;
     let _ = std::fs::remove_dir_all(&dir);

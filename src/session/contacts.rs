@@ -19,7 +19,7 @@ use crate::store::{Store, StoreError};
 const COPY_PAGE: usize = 200;
 
 /// How long a failed start-up copy waits before it tries again.
-const COPY_RETRY: Duration = Duration::from_secs(10);
+pub const COPY_RETRY: Duration = Duration::from_secs(10);
 
 /// Why a contact could not be resolved or read.
 #[derive(Debug, thiserror::Error)]
@@ -112,21 +112,26 @@ pub async fn copy_local_to_shared(
 
 /// At start-up with the Redis store: copies this node's SQLite contacts into
 /// Redis, logging how many. Redis unreachable does not stop start-up: the copy is
-/// tried again in the background until it goes through once.
-pub async fn copy_at_start(store: &Store, shared: RedisContacts) -> Result<(), StoreError> {
+/// tried again in the background every `retry` until it goes through once (the
+/// task is returned for tests; dropping it leaves it running).
+pub async fn copy_at_start(
+    store: &Store,
+    shared: RedisContacts,
+    retry: Duration,
+) -> Result<Option<tokio::task::JoinHandle<()>>, StoreError> {
     let local = ContactStore::open(store)?;
     if let Err(e) = copy_once(&local, &shared).await {
-        tracing::warn!(error = %e, retry_secs = COPY_RETRY.as_secs(), "local contacts not copied to Redis yet: trying again in the background");
-        tokio::spawn(async move {
+        tracing::warn!(error = %e, retry_secs = retry.as_secs_f64(), "local contacts not copied to Redis yet: trying again in the background");
+        return Ok(Some(tokio::spawn(async move {
             loop {
-                tokio::time::sleep(COPY_RETRY).await;
+                tokio::time::sleep(retry).await;
                 if copy_once(&local, &shared).await.is_ok() {
                     return;
                 }
             }
-        });
+        })));
     }
-    Ok(())
+    Ok(None)
 }
 
 async fn copy_once(local: &ContactStore, shared: &RedisContacts) -> Result<(), ContactsError> {

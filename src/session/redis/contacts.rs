@@ -344,6 +344,15 @@ mod tests {
     }
 
     #[test]
+    fn wrong_types_are_corrupt_and_the_rest_unavailable() {
+        let wrong = redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "nil"));
+        assert!(matches!(classify(&wrong), ContactsError::Corrupt(_)));
+        let refused =
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(matches!(classify(&refused), ContactsError::Unavailable(_)));
+    }
+
+    #[test]
     fn copy_counts_add_up() {
         let mut c = CopyCount {
             copied: 1,
