@@ -197,6 +197,13 @@ metrics! {
     counter cluster_fenced_total,
     /// Heartbeats (with the live-call mirror) that did not reach Redis.
     counter cluster_heartbeat_errors_total,
+    // Shared contacts (issue 13): the contact table in Redis.
+    /// Contact store (Redis) operations that failed: unreachable, timed out, or a
+    /// stored value that is not a contact (the enrichment goes on without it).
+    counter contact_store_errors_total,
+    /// Contacts copied from this node's SQLite file into Redis at start-up (ids
+    /// Redis already had are kept and not counted).
+    counter contacts_copied_to_redis_total,
 }
 
 mod trunk;

@@ -15,6 +15,14 @@ use std::time::{Duration, Instant};
 /// How often expired absorber entries and lingering sessions are removed.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
+/// What a node on Redis shares with the others besides its sessions: the
+/// store's connection and settings (liveness and claims) and the contacts.
+struct SharedRedis {
+    conn: redis::aio::ConnectionManager,
+    settings: crate::config::session::RedisSettings,
+    contacts: crate::session::redis::contacts::RedisContacts,
+}
+
 pub struct Server {
     b2bua: B2bua,
     transport: Arc<TransportLayer>,
@@ -74,8 +82,13 @@ impl Server {
                 );
                 // Unreachable is not a start-up failure: degraded mode until it answers.
                 let _ = store.probe().await;
-                let conn = Some((store.connection(), redis.clone()));
-                Self::start_inner(settings, Arc::new(store), None, metrics, conn).await
+                let contacts = store.contacts();
+                let redis = Some(SharedRedis {
+                    conn: store.connection(),
+                    settings: redis.clone(),
+                    contacts,
+                });
+                Self::start_inner(settings, Arc::new(store), None, metrics, redis).await
             }
             _ => {
                 let table = Arc::new(SessionTable::new(
@@ -108,10 +121,7 @@ impl Server {
         sessions: Arc<dyn SessionStore>,
         memory: Option<Arc<SessionTable>>,
         metrics: Arc<Metrics>,
-        redis: Option<(
-            redis::aio::ConnectionManager,
-            crate::config::session::RedisSettings,
-        )>,
+        redis: Option<SharedRedis>,
     ) -> Result<Server, StartError> {
         let settings = Arc::new(settings);
         // Before anything opens a descriptor: the caps that fit beside the media reserve.
@@ -125,8 +135,8 @@ impl Server {
         }
         // With Redis, the calls a crash left are ended by the cluster task, once
         // Redis says which of them another node ended already.
-        let (events, cluster) = match redis {
-            Some((conn, redis)) => {
+        let (events, cluster) = match &redis {
+            Some(redis) => {
                 let (events, link) = crate::events::Events::start_clustered(
                     &settings.events,
                     &store,
@@ -134,9 +144,9 @@ impl Server {
                     &settings.node_id,
                 )?;
                 let cluster = crate::cluster::spawn(
-                    conn,
-                    &redis.key_prefix,
-                    redis.timeout,
+                    redis.conn.clone(),
+                    &redis.settings.key_prefix,
+                    redis.settings.timeout,
                     settings.cluster.clone(),
                     events.clone(),
                     link,
@@ -154,8 +164,24 @@ impl Server {
                 None,
             ),
         };
+        let shared_contacts = redis.map(|r| r.contacts);
+        // Ids this node gave while single-node stay theirs in Redis.
+        if let Some(shared) = &shared_contacts {
+            crate::session::contacts::copy_at_start(
+                &store,
+                shared.clone(),
+                crate::session::contacts::COPY_RETRY,
+            )
+            .await?;
+        }
         // Before any listener: a setup failure leaves nothing bound.
-        let zendesk = crate::zendesk::hooks(&settings, &store, sessions.clone(), metrics.clone())?;
+        let zendesk = crate::zendesk::hooks(
+            &settings,
+            &store,
+            shared_contacts,
+            sessions.clone(),
+            metrics.clone(),
+        )?;
         let b2bua = B2bua::new(
             settings.clone(),
             sessions.clone(),

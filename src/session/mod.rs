@@ -8,6 +8,7 @@
 //! implementation, `[session] store = "memory"`. What only the call needs (its
 //! transfer attempts, the times its events carry) stays in the call.
 
+pub mod contacts;
 pub mod memory;
 pub mod redis;
 mod slots;

@@ -14,6 +14,7 @@
 //! error log per change of state say so; the connection manager reconnects and
 //! `sweep` probes Redis every second while it is down.
 
+pub mod contacts;
 mod record;
 mod scripts;
 
@@ -170,6 +171,16 @@ impl RedisStore {
         let mut c = self.conn();
         let _: String = self.run(redis::cmd("PING").query_async(&mut c)).await?;
         Ok(())
+    }
+
+    /// The shared contact table, on this store's connection, key prefix and timeout.
+    pub fn contacts(&self) -> contacts::RedisContacts {
+        contacts::RedisContacts::new(
+            self.conn(),
+            self.keys.prefix(),
+            self.timeout,
+            self.metrics.clone(),
+        )
     }
 
     fn conn(&self) -> ConnectionManager {

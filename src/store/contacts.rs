@@ -51,6 +51,16 @@ pub fn new_contact_id() -> String {
     format!("ct-{bits:032x}")
 }
 
+/// Longest contact id a store takes or gives back.
+pub const MAX_CONTACT_ID: usize = 128;
+
+/// A contact id that may be stored and put in `X-OPENCX-CONTACT-ID`: 1 to
+/// [`MAX_CONTACT_ID`] token characters (ours are `ct-` and hex; a preferred id set
+/// through the session API is taken over when it passes this too).
+pub fn is_valid_contact_id(id: &str) -> bool {
+    (1..=MAX_CONTACT_ID).contains(&id.len()) && id.bytes().all(crate::sip::message::is_token_char)
+}
+
 /// The details as stored (and as the session API shows them).
 pub fn details_json(d: &ContactDetails) -> Value {
     json!({
@@ -81,6 +91,19 @@ pub fn details_from_json(v: &Value) -> ContactDetails {
     }
 }
 
+/// One row of the contact table, for copying the table elsewhere
+/// ([`ContactStore::page_blocking`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactRow {
+    pub org_id: String,
+    pub zendesk_user_id: u64,
+    pub contact_id: String,
+    /// As stored: [`details_json`] text.
+    pub details: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
 /// One stored contact.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredContact {
@@ -94,7 +117,7 @@ pub struct ContactStore {
     conn: Arc<Mutex<Connection>>,
 }
 
-fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -196,6 +219,43 @@ impl ContactStore {
     }
 }
 
+impl ContactStore {
+    /// Up to `limit` rows after the row `after` (a cursor: the last row's key of the
+    /// previous page, 0 for the first), in table order, with the cursor for the next
+    /// page. Rows whose user id is negative (not ours) are skipped. Blocks.
+    pub fn page_blocking(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<(Vec<ContactRow>, i64), ContactStoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn.prepare_cached(
+            "SELECT rowid, org_id, zendesk_user_id, contact_id, details, created_at_ms, updated_at_ms \
+             FROM contacts WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut last = after;
+        let mut rows = Vec::new();
+        let mut q = stmt.query(params![after, limit])?;
+        while let Some(r) = q.next()? {
+            last = r.get(0)?;
+            let user: i64 = r.get(2)?;
+            let Ok(zendesk_user_id) = u64::try_from(user) else {
+                continue;
+            };
+            rows.push(ContactRow {
+                org_id: r.get(1)?,
+                zendesk_user_id,
+                contact_id: r.get(3)?,
+                details: r.get(4)?,
+                created_at_ms: r.get(5)?,
+                updated_at_ms: r.get(6)?,
+            });
+        }
+        Ok((rows, last))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,5 +324,40 @@ mod tests {
         );
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn pages_walk_the_whole_table_once() {
+        let s = ContactStore::open(&Store::in_memory()).expect("open");
+        let ids: Vec<String> = (1..=5u64)
+            .map(|u| {
+                s.resolve_blocking("org", u, None, &details("A"))
+                    .expect("resolve")
+            })
+            .collect();
+        let (first, cursor) = s.page_blocking(0, 2).expect("page");
+        assert_eq!(first.len(), 2);
+        let (rest, cursor) = s.page_blocking(cursor, 10).expect("page");
+        assert_eq!(rest.len(), 3);
+        let (none, _) = s.page_blocking(cursor, 10).expect("page");
+        assert!(none.is_empty());
+        let got: Vec<String> = first
+            .iter()
+            .chain(&rest)
+            .map(|r| r.contact_id.clone())
+            .collect();
+        assert_eq!(got, ids);
+        assert_eq!(rest[2].zendesk_user_id, 5);
+        assert_eq!(rest[2].org_id, "org");
+    }
+
+    #[test]
+    fn contact_ids_are_bounded_tokens() {
+        assert!(is_valid_contact_id("c-42"));
+        assert!(is_valid_contact_id(&new_contact_id()));
+        assert!(!is_valid_contact_id("c 42"));
+        assert!(!is_valid_contact_id("a\r\nX-Evil: 1"));
+        assert!(!is_valid_contact_id(""));
+        assert!(!is_valid_contact_id(&"x".repeat(129)));
     }
 }

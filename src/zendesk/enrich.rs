@@ -11,8 +11,8 @@ use super::client::{FetchError, Organization, Ticket, User, ZendeskClient};
 use crate::e164::normalize_e164;
 use crate::http::ContactEnricher;
 use crate::metrics::Metrics;
+use crate::session::contacts::{Contacts, ContactsError};
 use crate::session::{ContactDetails, SessionId, SessionStore};
-use crate::store::contacts::{ContactStore, ContactStoreError};
 use dashmap::DashMap;
 use serde_json::Value;
 use std::sync::Arc;
@@ -28,9 +28,6 @@ const MAX_CONFIRMED: usize = 1024;
 /// How long a confirmed ticket is kept for the enrichment that follows.
 const CONFIRMED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Longest contact id taken over from the session into the store.
-const MAX_CONTACT_ID: usize = 128;
-
 /// Why an enrichment changed nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum EnrichError {
@@ -43,7 +40,7 @@ pub enum EnrichError {
     #[error("requester: {0}")]
     User(FetchError),
     #[error(transparent)]
-    Store(#[from] ContactStoreError),
+    Store(#[from] ContactsError),
     #[error(transparent)]
     Sessions(#[from] crate::session::StoreError),
 }
@@ -112,7 +109,7 @@ pub fn merge_contact(old: Option<ContactDetails>, new: ContactDetails) -> Contac
 /// A contact id from the session that the store may take over: token characters,
 /// as a SIP header needs.
 fn storable_contact_id(id: &str) -> bool {
-    (1..=MAX_CONTACT_ID).contains(&id.len()) && id.bytes().all(crate::sip::message::is_token_char)
+    crate::store::contacts::is_valid_contact_id(id)
 }
 
 /// Contact enrichment from Zendesk, as the webhook's [`ContactEnricher`].
@@ -121,7 +118,7 @@ pub struct ZendeskEnricher(Arc<Inner>);
 
 struct Inner {
     client: ZendeskClient,
-    contacts: ContactStore,
+    contacts: Contacts,
     sessions: Arc<dyn SessionStore>,
     metrics: Arc<Metrics>,
     default_country: Option<String>,
@@ -148,7 +145,7 @@ impl Drop for Running {
 impl ZendeskEnricher {
     pub fn new(
         client: ZendeskClient,
-        contacts: ContactStore,
+        contacts: Contacts,
         sessions: Arc<dyn SessionStore>,
         metrics: Arc<Metrics>,
         default_country: Option<String>,

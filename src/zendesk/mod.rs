@@ -16,8 +16,9 @@ pub use settings::{ApiAuth, ZendeskApiSettings, ZendeskConfig, ZendeskConfigErro
 use crate::config::Settings;
 use crate::http::{ContactEnricher, NoEnrichment, StampConfirmer};
 use crate::metrics::Metrics;
+use crate::session::contacts::Contacts;
+use crate::session::redis::contacts::RedisContacts;
 use crate::session::SessionStore;
-use crate::store::contacts::ContactStore;
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
 
@@ -38,10 +39,11 @@ pub struct ZendeskHooks {
 }
 
 /// The hooks for these settings: Zendesk's when API credentials are configured,
-/// else none.
+/// else none. Contacts live in `shared` (Redis) when given, else in `store`.
 pub fn hooks(
     settings: &Settings,
     store: &Store,
+    shared: Option<RedisContacts>,
     sessions: Arc<dyn SessionStore>,
     metrics: Arc<Metrics>,
 ) -> Result<ZendeskHooks, EnricherSetupError> {
@@ -55,7 +57,7 @@ pub fn hooks(
         });
     };
     let client = ZendeskClient::new(api.clone(), metrics.clone())?;
-    let contacts = ContactStore::open(store)?;
+    let contacts = Contacts::open(store, shared)?;
     tracing::info!(base_url = %api.base_url, "stamp confirmation and contact enrichment from Zendesk are on");
     let zendesk = Arc::new(ZendeskEnricher::new(
         client,

@@ -28,6 +28,18 @@ pub async fn redis_node(
     node_id: &str,
     record_ttl_secs: u64,
 ) -> TransferRig {
+    redis_node_with(url, prefix, node_id, record_ttl_secs, "").await
+}
+
+/// [`redis_node`] with `extra` config lines (dotted keys) added, e.g. a fake
+/// Zendesk's (`FakeZendesk::config`) or a `store.path`.
+pub async fn redis_node_with(
+    url: &str,
+    prefix: &str,
+    node_id: &str,
+    record_ttl_secs: u64,
+    extra: &str,
+) -> TransferRig {
     let t = Transport::Udp;
     let zendesk = TestUa::agent(t).await;
     let target = format!("sip:support@127.0.0.1:{}", zendesk.local_addr().port());
@@ -38,7 +50,8 @@ pub async fn redis_node(
          session.redis_url = \"{url}\"\n\
          session.key_prefix = \"{prefix}\"\n\
          session.record_ttl_secs = {record_ttl_secs}\n\
-         cluster.node_id = \"{node_id}\"\n"
+         cluster.node_id = \"{node_id}\"\n\
+         {extra}"
     );
     let agent = TestUa::agent(t).await;
     let text = config_text(t, agent.local_addr().port(), &extra);

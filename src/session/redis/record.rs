@@ -26,6 +26,11 @@ impl Keys {
         }
     }
 
+    /// The prefix every key of this store starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// What a session's key starts with (the scripts append the id).
     pub fn session_prefix(&self) -> String {
         format!("{}session:", self.prefix)
