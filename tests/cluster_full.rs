@@ -11,6 +11,7 @@
 mod common;
 
 use common::full_cluster::{FullCluster, PING_SECS, RECORD_TTL_SECS};
+use common::zendesk::FakeZendesk;
 use common::{bounded, TestUa};
 use handoff::sip::message::Method;
 use std::time::Duration;
@@ -68,16 +69,24 @@ async fn calls_through_kamailio_spread_over_both_node_processes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_on_the_other_node_stamps_the_call_and_the_owners_transfer_carries_it() {
     bounded(LIMIT, async {
-        let mut cl = FullCluster::start().await;
+        // One Zendesk account behind both nodes: the node that takes the webhook
+        // confirms the ticket and enriches its requester (user 7) into a contact
+        // in Redis.
+        let z = FakeZendesk::start().await;
+        z.user(7, serde_json::json!({}));
+        let mut cl = FullCluster::start_with(&z.config()).await;
+        let mut contact_ids = Vec::new();
         for (owner, ticket) in [(0usize, 4401u64), (1, 4402)] {
             let mut c = cl.call_on(owner, 30).await;
             let phone = c.caller_phone.clone();
+            z.ticket_from(ticket, 7, None, &phone);
             let other = &cl.nodes[1 - owner];
             let (status, v) = other.fire_webhook(ticket, &phone).await;
             assert_eq!(status, 200, "{}: {v}", other.id);
             assert_eq!(v["success"], true, "stamped through {}: {v}", other.id);
             assert_eq!(v["session_id"], c.session_id.as_str(), "the owner's call");
 
+            let enriched = cl.wait_contact(&c.session_id).await;
             let (inv, _refer) = cl.refer_to_zendesk(&mut c).await;
             assert_eq!(
                 inv.msg.header("X-OPENCX-ZENDESK-TICKET-ID"),
@@ -86,12 +95,23 @@ async fn webhook_on_the_other_node_stamps_the_call_and_the_owners_transfer_carri
                 cl.nodes[owner].id,
                 cl.nodes[1 - owner].id
             );
-            // CONTACT-ID CHECK (lead, shared contacts): the contact enriched on
-            // the other node arrives here as X-OPENCX-CONTACT-ID, the same
-            // `ct-` id whichever node enriched it. Not checked yet.
+            // The contact the other node enriched, from Redis.
+            let contact = inv
+                .msg
+                .header("X-OPENCX-CONTACT-ID")
+                .unwrap_or_else(|| panic!("{}: no contact on the transfer", cl.nodes[owner].id))
+                .to_owned();
+            assert_eq!(contact, enriched);
+            contact_ids.push(contact);
             cl.decline_transfer(&c, &inv).await;
             cl.hang_up(&mut c).await;
         }
+        // Enriched once on B (for A's call) and once on A (for B's): one user, one id.
+        assert_eq!(
+            contact_ids[0], contact_ids[1],
+            "one ct- id whichever node enriched"
+        );
+        assert!(contact_ids[0].starts_with("ct-"), "{}", contact_ids[0]);
     })
     .await;
 }
@@ -384,6 +404,124 @@ async fn redis_stopped_mid_run_calls_complete_webhooks_503_and_stamps_work_again
             "{v}"
         );
         cl.hang_up(&mut c).await;
+    })
+    .await;
+}
+
+/// Each end event a call got: (type, `call_ended_by`, reason), the reason being
+/// `custom_data.call_status` of an end and `failure_reason` of a failure.
+fn ends_of(c: &FullCluster, session_id: &str) -> Vec<(String, String, String)> {
+    ["phone_call.ended", "phone_call.failed"]
+        .iter()
+        .flat_map(|kind| c.events_of(kind, session_id))
+        .map(|e| {
+            let v = e.json();
+            let d = &v["data"];
+            let reason = if v["type"] == "phone_call.failed" {
+                d["failure_reason"].as_str()
+            } else {
+                d["custom_data"]["call_status"].as_str()
+            };
+            let reason = reason.unwrap_or("").to_owned();
+            (
+                v["type"].as_str().unwrap_or("").to_owned(),
+                d["call_ended_by"].as_str().unwrap_or("").to_owned(),
+                reason,
+            )
+        })
+        .collect()
+}
+
+/// Waits (at most `within`) until every call in `sids` has an end event.
+async fn wait_ends(c: &FullCluster, sids: &[String], within: Duration) {
+    c.capture
+        .wait_for("an end for each call", within, |_| {
+            sids.iter().all(|s| !ends_of(c, s).is_empty())
+        })
+        .await;
+}
+
+/// A node SIGKILLed with calls up: restarted on its store, it ends each of them
+/// once (`node_restarted`); left dead, the other node finds it silent past
+/// `cluster.node_timeout_secs`, claims its calls through Redis and ends each
+/// once (`node_lost`). Either way one end per call, by the system, and nothing
+/// more after a further timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_with_calls_up_gets_one_end_per_call_restarted_or_left_dead() {
+    bounded(LIMIT * 2, async {
+        let mut c = FullCluster::start().await;
+        // Restarted: two answered calls and one ringing on node A.
+        let mut on_a = Vec::new();
+        for _ in 0..2 {
+            on_a.push(c.call_on(0, 20).await.session_id);
+        }
+        // Ringing calls that land on B stay up there: B's calls too.
+        let mut ringing_on_b = Vec::new();
+        let ringing = loop {
+            let (sid, n) = c.ringing_call().await;
+            if n == 0 {
+                break sid;
+            }
+            ringing_on_b.push(sid);
+        };
+        on_a.push(ringing.clone());
+        c.wait_mirrored("node-a", 3).await;
+        c.nodes[0].kill_and_restart().await;
+        wait_ends(&c, &on_a, Duration::from_secs(15)).await;
+        for sid in &on_a {
+            let kind = if *sid == ringing {
+                "phone_call.failed"
+            } else {
+                "phone_call.ended"
+            };
+            assert_eq!(
+                ends_of(&c, sid),
+                [(kind.into(), "system".into(), "node_restarted".into())],
+                "{sid}"
+            );
+        }
+
+        // Left dead: two answered calls on node B (and the ringing ones), then B
+        // is killed for good.
+        let mut on_b = Vec::new();
+        for _ in 0..2 {
+            on_b.push(c.call_on(1, 20).await.session_id);
+        }
+        c.wait_mirrored("node-b", on_b.len() + ringing_on_b.len())
+            .await;
+        let claimed_before = c.nodes[0]
+            .metric("handoff_cluster_calls_claimed_total")
+            .await;
+        c.nodes[1].sigkill();
+        let all_b: Vec<String> = on_b.iter().chain(&ringing_on_b).cloned().collect();
+        wait_ends(&c, &all_b, Duration::from_secs(20)).await;
+        for sid in &all_b {
+            let kind = if on_b.contains(sid) {
+                "phone_call.ended"
+            } else {
+                "phone_call.failed"
+            };
+            assert_eq!(
+                ends_of(&c, sid),
+                [(kind.into(), "system".into(), "node_lost".into())],
+                "{sid}"
+            );
+        }
+        assert_eq!(claimed_before, Some(0));
+        let want = all_b.len() as i64;
+        c.nodes[0]
+            .wait_metric(
+                "handoff_cluster_calls_claimed_total",
+                Duration::from_secs(5),
+                |v| v == want,
+            )
+            .await;
+        // Another timeout later: still one end per call, A's included.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for sid in on_a.iter().chain(&all_b) {
+            assert_eq!(ends_of(&c, sid).len(), 1, "{sid}");
+        }
+        assert_eq!(c.mirrored("node-b").await, 0);
     })
     .await;
 }

@@ -88,6 +88,17 @@ impl Mirror {
         self.dirty = self.live.keys().cloned().collect();
     }
 
+    /// The calls of `ids` this node holds live.
+    pub fn held(&self, ids: &HashSet<String>) -> Vec<String> {
+        let mut v: Vec<String> = ids
+            .iter()
+            .filter(|id| self.live.contains_key(*id))
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
     pub fn live_calls(&self) -> usize {
         self.live.len()
     }
@@ -187,7 +198,10 @@ mod tests {
         }
         let b = m.batch();
         m.written(&b);
-        m.rejoin(&["b".to_owned()].into_iter().collect());
+        let claimed: HashSet<String> = ["b".to_owned(), "zz".to_owned()].into_iter().collect();
+        assert_eq!(m.held(&claimed), ["b"]);
+        m.rejoin(&claimed);
+        assert!(m.held(&claimed).is_empty());
         assert_eq!(ids(&m.batch()), (vec!["a", "c"], vec![]));
         // The claimed call's own end, later, writes nothing.
         m.apply(closed("b"));

@@ -224,6 +224,7 @@ impl Task {
             return false;
         };
         let claimed: HashSet<String> = claimed.into_iter().collect();
+        let first_join = self.startup_pending;
         if self.startup_pending {
             match self.events.recover_startup(claimed.clone()).await {
                 Ok(r) => {
@@ -242,9 +243,23 @@ impl Task {
                 }
             }
         }
-        let mine: Vec<String> = claimed.iter().cloned().collect();
-        if !mine.is_empty() {
-            self.events.suppress_ends(mine);
+        // Calls this node still holds that another node ended: it was taken for
+        // dead while alive. (Not listed, with none of them: Redis forgot it.)
+        let lost = self.mirror.held(&claimed);
+        if !lost.is_empty() {
+            Metrics::inc(&self.metrics.cluster_fenced_total);
+            tracing::error!(
+                node_id = %self.settings.node_id,
+                calls = lost.len(),
+                timeout_secs = self.settings.node_timeout.as_secs(),
+                "cluster: another node took this one for dead (no heartbeat reached Redis for cluster.node_timeout_secs) and ended its calls; their own end will not be sent"
+            );
+            self.events.suppress_ends(lost);
+        } else if !first_join && self.mirror.live_calls() > 0 {
+            tracing::warn!(
+                node_id = %self.settings.node_id,
+                "cluster: Redis no longer listed this node (restarted without its data?); live calls written again"
+            );
         }
         self.mirror.rejoin(&claimed);
         self.joined = true;
@@ -261,14 +276,9 @@ impl Task {
                 true
             }
             Some(Beat::Fenced) => {
-                Metrics::inc(&self.metrics.cluster_fenced_total);
+                // Taken for dead, or Redis lost its data: the join tells which.
                 self.metrics.cluster_joined.store(0, Ordering::Relaxed);
                 self.joined = false;
-                tracing::error!(
-                    node_id = %self.settings.node_id,
-                    timeout_secs = self.settings.node_timeout.as_secs(),
-                    "cluster: another node took this one for dead (no heartbeat reached Redis for cluster.node_timeout_secs) and ended its calls; joining again"
-                );
                 false
             }
             None => false,

@@ -26,6 +26,10 @@ pub const PING_SECS: u64 = 1;
 /// Session record TTL of the nodes (the smallest the config accepts).
 pub const RECORD_TTL_SECS: u64 = 3;
 
+/// `cluster.node_timeout_secs`: a node silent this long has its calls ended by
+/// the other (heartbeats every 200 ms).
+pub const NODE_TIMEOUT_SECS: u64 = 2;
+
 pub struct FullCluster {
     /// The nodes, "node-a" and "node-b", in Kamailio's dispatcher list.
     pub nodes: Vec<NodeProc>,
@@ -59,6 +63,11 @@ impl FullCluster {
     /// Starts Redis, the two nodes, then Kamailio in front of them, and waits
     /// until Kamailio answers.
     pub async fn start() -> FullCluster {
+        FullCluster::start_with("").await
+    }
+
+    /// The same with `extra` config lines on both nodes (a Zendesk API, say).
+    pub async fn start_with(extra: &str) -> FullCluster {
         let redis = RedisServer::start();
         let capture = Capture::start().await;
         capture.set_default(Reply::Status(200));
@@ -76,6 +85,8 @@ impl FullCluster {
                  session.redis_url = \"{}\"\n\
                  session.key_prefix = \"{prefix}\"\n\
                  session.record_ttl_secs = {RECORD_TTL_SECS}\n\
+                 cluster.heartbeat_ms = 200\n\
+                 cluster.node_timeout_secs = {NODE_TIMEOUT_SECS}\n\
                  store.path = \"{}\"\n\
                  webhooks = [{{ url = \"{}\", secret = \"{EVENTS_SECRET}\" }}]\n\
                  events.retry_base_ms = 50\nevents.retry_max_ms = 200\n\
@@ -83,7 +94,7 @@ impl FullCluster {
                  http.signing_keys = [{{ kid = \"k1\", secret = \"{SIGNING_SECRET}\", issuer = \"t\" }}]\n\
                  limits.drain_timeout_secs = 30\n\
                  sip.ai_answer_timeout_secs = 30\n\
-                 log.level = \"info\"\n",
+                 log.level = \"info\"\n{extra}",
                 addrs.keys(),
                 redis.url(),
                 NodeProc::db_path(&dir, id).display(),
@@ -246,6 +257,53 @@ impl FullCluster {
             .get_multiplexed_async_connection()
             .await
             .expect("connect to redis")
+    }
+
+    /// How many live calls of node `id` Redis holds (the cluster's mirror).
+    pub async fn mirrored(&self, id: &str) -> usize {
+        redis::cmd("HLEN")
+            .arg(format!("{}live:{id}", self.prefix))
+            .query_async(&mut self.raw_redis().await)
+            .await
+            .expect("HLEN")
+    }
+
+    /// Waits (at most 10 s) until Redis holds `want` live calls of node `id`.
+    pub async fn wait_mirrored(&self, id: &str, want: usize) {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let got = self.mirrored(id).await;
+            if got == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "{id}: {got} live calls in Redis, not {want}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits (at most 10 s) until enrichment put a contact on the session's
+    /// Redis record; its contact id.
+    pub async fn wait_contact(&self, session_id: &str) -> String {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let got: Option<String> = redis::cmd("HGET")
+                .arg(self.session_key(session_id))
+                .arg("contact_id")
+                .query_async(&mut self.raw_redis().await)
+                .await
+                .expect("HGET");
+            if let Some(id) = got {
+                return id;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "no contact enriched on {session_id}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// The session record's key in Redis.
