@@ -36,9 +36,10 @@ use sipp::{
     Transport, CALLED,
 };
 use standin::{run_cases, Case};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::Path;
+use std::process::ExitStatus;
 use std::time::Duration;
 
 /// The route's AI agent id: what Zendesk must see, not the REFER's "forged".
@@ -58,16 +59,42 @@ const CALLS: u32 = 5;
 ///
 /// `X-Acme-Case` and `User-to-User` fit (their URI part is about 70 characters),
 /// the valid `Referred-By` is carried, and the session's own headers all pass.
-const LEFT_OUT: [&str; 3] = ["X-Twilio-Foo", "X-OPENCX-AGENT-ID", "X-Big"];
+///
+/// Each as (name, the reason handoff logs).
+const LEFT_OUT: [(&str, &str); 3] = [
+    (
+        "X-Twilio-Foo",
+        "the destination's profile does not take this header",
+    ),
+    (
+        "X-OPENCX-AGENT-ID",
+        "header is set only by handoff from the session",
+    ),
+    (
+        "X-Big",
+        "header line would be 1107 bytes, over the 1000 byte limit",
+    ),
+];
 const DROPPED_PER_CALL: u32 = LEFT_OUT.len() as u32;
 
-#[test]
-fn udp_refer_headers_reach_a_twilio_destination_as_lines_and_uri_headers() {
+/// The trio through handoff, run to its end: `calls` calls over UDP, the
+/// destination's contract with `placement` as its `header_placement`.
+struct Trio {
+    dir: TestDir,
+    handoff: Handoff,
+    carrier: Sipp,
+    ai: Sipp,
+    zendesk: Sipp,
+    statuses: [Option<ExitStatus>; 3],
+    stats: [HashMap<String, String>; 3],
+}
+
+fn run_trio(calls: u32, placement: &str) -> Trio {
     require_sipp();
     let dir = TestDir::new();
     let scenarios = scenarios_dir();
     let mode = Transport::Udp.sipp_mode();
-    let n = CALLS.to_string();
+    let n = calls.to_string();
 
     // Zendesk SIP-IN over Twilio: the transfer target.
     let zendesk_port = sipp::free_port();
@@ -140,7 +167,7 @@ name = "zendesk"
 uri = "{zendesk_uri}"
 profile = "twilio"
 refer_headers = ["X-*", "User-to-User"]
-header_placement = "both"
+header_placement = "{placement}"
 
 [[route]]
 prefix = ""
@@ -150,7 +177,7 @@ ai_agent_uri = "sip:ai@127.0.0.1:{ai_port}"
 "#,
         base = base_config("info"),
     );
-    let mut handoff = Handoff::start(&config, &dir);
+    let handoff = Handoff::start(&config, &dir);
 
     let mut carrier = Sipp::spawn(
         "carrier UAC",
@@ -188,35 +215,54 @@ ai_agent_uri = "sip:ai@127.0.0.1:{ai_port}"
     // Each UAS keeps a call 4 s after its end (timewait) before it exits.
     let ai_status = ai.wait(Duration::from_secs(20));
     let zendesk_status = zendesk.wait(Duration::from_secs(20));
-    let (carrier_stats, ai_stats, zendesk_stats) = (
+    let stats = [
         carrier.final_stats(),
         ai.final_stats(),
         zendesk.final_stats(),
-    );
+    ];
+    Trio {
+        dir,
+        handoff,
+        carrier,
+        ai,
+        zendesk,
+        statuses: [carrier_status, ai_status, zendesk_status],
+        stats,
+    }
+}
+
+impl Trio {
+    /// The three SIPp reports, handoff's, and where the files are kept.
+    fn report(mut self) -> String {
+        format!(
+            "{}\n{}\n{}\n{}\nfiles kept in {}",
+            self.carrier.report(self.statuses[0], &self.stats[0]),
+            self.ai.report(self.statuses[1], &self.stats[1]),
+            self.zendesk.report(self.statuses[2], &self.stats[2]),
+            self.handoff.report(),
+            self.dir.keep().display()
+        )
+    }
+}
+
+#[test]
+fn udp_refer_headers_reach_a_twilio_destination_as_lines_and_uri_headers() {
+    let mut trio = run_trio(CALLS, "both");
 
     let mut problems = Vec::new();
-    for (name, status, stats, counter) in [
-        (
-            "the carrier's",
-            carrier_status,
-            &carrier_stats,
-            "OutgoingCall(C)",
-        ),
-        ("the AI agent's", ai_status, &ai_stats, "IncomingCall(C)"),
-        (
-            "the Zendesk leg's",
-            zendesk_status,
-            &zendesk_stats,
-            "IncomingCall(C)",
-        ),
-    ] {
-        if !Sipp::all_succeeded(status, stats, counter, CALLS) {
+    let sides = [
+        ("the carrier's", "OutgoingCall(C)"),
+        ("the AI agent's", "IncomingCall(C)"),
+        ("the Zendesk leg's", "IncomingCall(C)"),
+    ];
+    for (i, (name, counter)) in sides.into_iter().enumerate() {
+        if !Sipp::all_succeeded(trio.statuses[i], &trio.stats[i], counter, CALLS) {
             problems.push(format!("{name} calls did not all succeed"));
         }
     }
     for (who, reasons) in [
-        ("AI agent", ai.failure_reasons()),
-        ("Zendesk", zendesk.failure_reasons()),
+        ("AI agent", trio.ai.failure_reasons()),
+        ("Zendesk", trio.zendesk.failure_reasons()),
     ] {
         if !reasons.is_empty() {
             problems.push(format!("{who} failed checks: {}", reasons.join(" | ")));
@@ -225,65 +271,65 @@ ai_agent_uri = "sip:ai@127.0.0.1:{ai_port}"
 
     // Each REFER's case id reached Zendesk, on the header line (the scenario
     // checks the URI header equals it).
-    let sent = header_values(&dir.file("ai_messages.log"), "REFER ", "X-Acme-Case");
-    let got = header_values(&dir.file("zendesk_messages.log"), "INVITE ", "X-Acme-Case");
+    let sent = header_values(&trio.dir.file("ai_messages.log"), "REFER ", "X-Acme-Case");
+    let got = header_values(
+        &trio.dir.file("zendesk_messages.log"),
+        "INVITE ",
+        "X-Acme-Case",
+    );
     if sent.len() != CALLS as usize || got != sent {
         problems.push(format!(
             "X-Acme-Case values: the AI agent sent {sent:?}, Zendesk got {got:?}"
         ));
     }
 
-    let idle = |m: &sipp::Metrics| {
-        m.get("calls_active") == Some(0.0) && m.get("media_relays_active") == Some(0.0)
-    };
-    match handoff.metrics_when(Duration::from_secs(10), idle) {
-        Ok(m) => {
-            for (name, want) in [
-                ("transfer_headers_dropped_total", CALLS * DROPPED_PER_CALL),
-                ("transfers_total", CALLS),
-                ("transfers_succeeded_total", CALLS),
-                ("transfers_failed_total", 0),
-                ("calls_started_total", CALLS),
-                ("calls_failed_total", 0),
-                ("calls_active", 0),
-                ("media_relays_active", 0),
-                ("sip_parse_errors_total", 0),
-                ("sip_send_errors_total", 0),
-                ("transaction_timeouts_total", 0),
-            ] {
-                let got = m.get(name);
-                if got != Some(f64::from(want)) {
-                    problems.push(format!("metric {name} is {got:?}, want {want}"));
-                }
-            }
-            if !problems.is_empty() {
-                problems.push(format!("metrics (non-zero):\n{}", m.nonzero()));
-            }
-        }
-        Err(e) => problems.push(format!("cannot read handoff's metrics: {e}")),
-    }
+    check_metrics(
+        &trio.handoff,
+        &[
+            ("transfer_headers_dropped_total", CALLS * DROPPED_PER_CALL),
+            ("transfers_total", CALLS),
+            ("transfers_succeeded_total", CALLS),
+            ("transfers_failed_total", 0),
+            ("calls_started_total", CALLS),
+            ("calls_failed_total", 0),
+            ("sip_parse_errors_total", 0),
+            ("sip_send_errors_total", 0),
+            ("transaction_timeouts_total", 0),
+        ],
+        &mut problems,
+    );
 
-    // Each left-out header is logged by name once per call, nothing else is.
-    let left_out: Vec<String> = handoff
+    // Each left-out header is logged by name and reason once per call, and
+    // nothing else is.
+    let left_out: Vec<(String, String)> = trio
+        .handoff
         .log_events("transfer header left out")
         .iter()
-        .map(|f| f["header"].as_str().unwrap_or("?").to_string())
+        .map(|f| {
+            let field = |k: &str| f[k].as_str().unwrap_or("?").to_string();
+            (field("header"), field("problem"))
+        })
         .collect();
-    for name in LEFT_OUT {
-        let n = left_out.iter().filter(|h| h.as_str() == name).count();
+    for (name, problem) in LEFT_OUT {
+        let n = left_out
+            .iter()
+            .filter(|(h, p)| h == name && p == problem)
+            .count();
         if n != CALLS as usize {
-            problems.push(format!("{name} logged as left out {n} times, want {CALLS}"));
+            problems.push(format!(
+                "{name} logged as left out ({problem}) {n} times, want {CALLS}"
+            ));
         }
     }
     if left_out.len() != (CALLS * DROPPED_PER_CALL) as usize {
         problems.push(format!("headers logged as left out: {left_out:?}"));
     }
 
-    let status = handoff.terminate(Duration::from_secs(10));
+    let status = trio.handoff.terminate(Duration::from_secs(10));
     if !status.is_some_and(|s| s.success()) {
         problems.push(format!("handoff did not exit 0 on SIGTERM: {status:?}"));
     }
-    let log = handoff.log_text();
+    let log = trio.handoff.log_text();
     if log.contains("panicked") {
         problems.push("handoff logged a panic".into());
     }
@@ -298,14 +344,72 @@ ai_agent_uri = "sip:ai@127.0.0.1:{ai_port}"
 
     if !problems.is_empty() {
         panic!(
-            "{CALLS} transfers with REFER headers through handoff:\n- {}\n{}\n{}\n{}\n{}\nfiles kept in {}",
+            "{CALLS} transfers with REFER headers through handoff:\n- {}\n{}",
             problems.join("\n- "),
-            carrier.report(carrier_status, &carrier_stats),
-            ai.report(ai_status, &ai_stats),
-            zendesk.report(zendesk_status, &zendesk_stats),
-            handoff.report(),
-            dir.keep().display()
+            trio.report()
         );
+    }
+}
+
+/// The Zendesk scenario sees what handoff really sends: with header lines
+/// only (`header_placement = "header"`), every call fails its URI header
+/// check, and handoff reports each transfer failed.
+#[test]
+fn udp_without_uri_headers_the_twilio_scenario_fails_every_call() {
+    const N: u32 = 2;
+    let trio = run_trio(N, "header");
+    let mut problems = Vec::new();
+    if trio.stats[2].get("FailedCall(C)") != Some(&N.to_string()) {
+        problems.push("the Zendesk leg did not fail every call".to_string());
+    }
+    let reasons = trio.zendesk.failure_reasons();
+    if !reasons.iter().any(|r| r.contains("X-Acme-Case=(case-")) {
+        problems.push(format!(
+            "the Zendesk leg failed, but not by its URI header check: {reasons:?}"
+        ));
+    }
+    check_metrics(
+        &trio.handoff,
+        &[
+            ("transfer_headers_dropped_total", N * DROPPED_PER_CALL),
+            ("transfers_total", N),
+            ("transfers_failed_total", N),
+        ],
+        &mut problems,
+    );
+    if !problems.is_empty() {
+        panic!(
+            "header lines only:\n- {}\n{}",
+            problems.join("\n- "),
+            trio.report()
+        );
+    }
+}
+
+/// Waits (up to 10 s) for handoff to be idle, then checks `want` (each
+/// `handoff_<name>` value) and that no call or relay is left.
+fn check_metrics(handoff: &Handoff, want: &[(&str, u32)], problems: &mut Vec<String>) {
+    let idle = |m: &sipp::Metrics| {
+        m.get("calls_active") == Some(0.0) && m.get("media_relays_active") == Some(0.0)
+    };
+    match handoff.metrics_when(Duration::from_secs(10), idle) {
+        Ok(m) => {
+            let mut wrong = false;
+            for &(name, want) in want
+                .iter()
+                .chain(&[("calls_active", 0), ("media_relays_active", 0)])
+            {
+                let got = m.get(name);
+                if got != Some(f64::from(want)) {
+                    problems.push(format!("metric {name} is {got:?}, want {want}"));
+                    wrong = true;
+                }
+            }
+            if wrong {
+                problems.push(format!("metrics (non-zero):\n{}", m.nonzero()));
+            }
+        }
+        Err(e) => problems.push(format!("cannot read handoff's metrics: {e}")),
     }
 }
 
