@@ -153,6 +153,12 @@ fn run_case_once(case: &Case) -> Result<(), CaseError> {
         ],
     );
     let uac_status = uac.wait(Duration::from_secs(25));
+    if uac.lost_a_port_race() {
+        // The UAS would wait out its -timeout for a call that never comes:
+        // stop it now (a zero wait kills it) and try again.
+        uas.wait(Duration::ZERO);
+        return Err(CaseError::PortRace(uac.stderr_text()));
+    }
     let uas_status = uas.wait(Duration::from_secs(25));
     let uas_stats = uas.final_stats();
     if uas.lost_a_port_race() || uac.lost_a_port_race() {
