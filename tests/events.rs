@@ -6,14 +6,13 @@ mod common;
 
 use common::build::ack_for_non_2xx;
 use common::capture::{Capture, Captured, Reply};
+pub use common::crash::assert_signed;
 use common::scenarios::transfer::{answer_target, expect_notify, expect_target_invite, refer};
 use common::scenarios::{bye_from_agent, bye_from_caller, establish, place_call};
 use common::{bounded, cancel_for, InviteOpts, Rig, TestUa, Transport, CALLED, WAIT};
 use handoff::sip::message::Method;
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const SECRET: &str = "events-test-secret-0123456789";
 const LIMIT: Duration = Duration::from_secs(30);
@@ -57,34 +56,6 @@ async fn session_events(capture: &Capture, sid: &str, n: usize) -> Vec<Captured>
     let got = of_session(&capture.requests(), sid);
     assert_eq!(got.len(), n, "exactly {n} events: {:?}", types(&got));
     got
-}
-
-fn hmac_hex(secret: &str, ts: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(ts.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// The README's scheme, computed here independently of handoff's code.
-fn assert_signed(c: &Captured, secret: &str) {
-    let ts = c.header("x-handoff-timestamp").expect("timestamp header");
-    let secs: u64 = ts.parse().expect("Unix seconds");
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    assert!(now.abs_diff(secs) < 300, "timestamp {secs} is now");
-    let sig = c.header("x-handoff-signature").expect("signature header");
-    assert_eq!(sig, format!("v1={}", hmac_hex(secret, ts, &c.body)));
-    assert_ne!(sig, format!("v1={}", hmac_hex("wrong-secret", ts, &c.body)));
-    assert_eq!(c.header("x-handoff-event-id"), c.json()["id"].as_str());
-    assert_eq!(c.header("content-type"), Some("application/json"));
 }
 
 fn data(c: &Captured) -> Value {

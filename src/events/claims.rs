@@ -187,15 +187,7 @@ impl Writer {
                 else {
                     continue;
                 };
-                let job = super::delivery::Job {
-                    seq,
-                    id: id.clone(),
-                    session_id: session.clone(),
-                    created_ms: row.created_ms,
-                    body: body.clone(),
-                };
-                if self.jobs[i].send(job).is_ok() {
-                    self.pending += 1;
+                if self.send_job(i, seq, &id, &session, row.created_ms, &body) {
                     sent += 1;
                 }
             }

@@ -388,6 +388,30 @@ struct Writer {
 }
 
 impl Writer {
+    /// Hand one stored event to subscriber `i`'s dispatcher; whether it took it.
+    fn send_job(
+        &mut self,
+        i: usize,
+        seq: i64,
+        id: &Arc<str>,
+        session: &Arc<str>,
+        created_ms: u64,
+        body: &bytes::Bytes,
+    ) -> bool {
+        let job = Job {
+            seq,
+            id: id.clone(),
+            session_id: session.clone(),
+            created_ms,
+            body: body.clone(),
+        };
+        let sent = self.jobs.get(i).is_some_and(|j| j.send(job).is_ok());
+        if sent {
+            self.pending += 1;
+        }
+        sent
+    }
+
     fn resume(&mut self, pending: Vec<crate::store::outbox::PendingDelivery>) {
         let mut orphans = Vec::new();
         let mut resumed = 0;
@@ -599,18 +623,10 @@ impl Writer {
             let body = bytes::Bytes::from(row.body);
             let (id, session): (Arc<str>, Arc<str>) = (row.id.into(), row.session_id.into());
             for i in subs {
-                let job = Job {
-                    seq,
-                    id: id.clone(),
-                    session_id: session.clone(),
-                    created_ms: row.created_ms,
-                    body: body.clone(),
-                };
-                if self.jobs[i].send(job).is_ok() {
-                    self.pending += 1;
-                }
+                self.send_job(i, seq, &id, &session, row.created_ms, &body);
             }
         }
+        let ev = &self.metrics.events;
         ev.outbox_depth.store(self.pending, Ordering::Relaxed);
         for f in flushes {
             let _ = f.send(());

@@ -30,9 +30,17 @@ fn hmac_hex(secret: &str, ts: &str, body: &[u8]) -> String {
 /// The README's signature scheme, computed here independently of handoff's code.
 pub fn assert_signed(c: &Captured, secret: &str) {
     let ts = c.header("x-handoff-timestamp").expect("timestamp header");
+    let secs: u64 = ts.parse().expect("Unix seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    assert!(now.abs_diff(secs) < 300, "timestamp {secs} is now");
     let sig = c.header("x-handoff-signature").expect("signature header");
     assert_eq!(sig, format!("v1={}", hmac_hex(secret, ts, &c.body)));
+    assert_ne!(sig, format!("v1={}", hmac_hex("wrong-secret", ts, &c.body)));
     assert_eq!(c.header("x-handoff-event-id"), c.json()["id"].as_str());
+    assert_eq!(c.header("content-type"), Some("application/json"));
 }
 
 /// Delivered events of one type, by session.

@@ -177,15 +177,7 @@ impl NodeProc {
     /// A sample of this node's `/metrics` (`name` with its labels, if any, as
     /// written there); `None` when absent or the node does not answer.
     pub async fn metric(&self, name: &str) -> Option<i64> {
-        let text = reqwest::get(format!("http://{}/metrics", self.addrs.http))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.parse().ok())
+        crate::common::cli::metric(self.addrs.http, name).await
     }
 
     /// Waits (at most `within`) until `cond` holds for the metric's value.
