@@ -28,15 +28,17 @@
 
 #[path = "common/sipp.rs"]
 mod sipp;
+#[path = "common/sipp_standin.rs"]
+mod standin;
 
 use sipp::{
     base_config, path_str, require_sipp, scenarios_dir, spawn_bound, Handoff, Sipp, TestDir,
     Transport, CALLED,
 };
+use standin::{run_cases, Case};
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
-use std::thread;
 use std::time::Duration;
 
 /// The route's AI agent id: on both legs' X-OPENCX-AGENT-ID.
@@ -412,19 +414,6 @@ fn session_ids(log: &Path) -> BTreeSet<String> {
 // ---------------------------------------------------------------------------
 // The scenarios against stand-ins for handoff, without handoff.
 
-/// One stand-in run: `scenario` (a UAS in sipp-scenarios/) called by
-/// `standin` (in sipp-scenarios/standin/) with the `base` replacements made in
-/// the stand-in's text, then `change` (`None`: the stand-in conforms, and the
-/// scenario must pass it; otherwise it must fail it by one of its checks).
-struct Case {
-    what: &'static str,
-    scenario: &'static str,
-    uas_args: &'static [&'static str],
-    standin: &'static str,
-    base: &'static [(&'static str, &'static str)],
-    change: Option<(&'static str, &'static str)>,
-}
-
 const AI: &str = "ai_agent_refer_uas.xml";
 const AI_ARGS: &[&str] = &["-key", "refer_to", "sip:support@127.0.0.1:9"];
 const AI_STANDIN: &str = "handoff_refer_uac.xml";
@@ -446,37 +435,44 @@ const WITH_TICKET: &[(&str, &str)] = &[(
     "X-OPENCX-TRANSFER: true\n      X-OPENCX-ZENDESK-TICKET-ID: 4242\n      X-Zendesk-Ticket-Id: 4242",
 )];
 
-fn ai_case(what: &'static str, change: Option<(&'static str, &'static str)>) -> Case {
+/// A stand-in case of the shared runner (`common/sipp_standin.rs`) from this
+/// file's static parts.
+fn case(
+    what: &str,
+    scenario: &'static str,
+    uas_args: &'static [&'static str],
+    standin: &'static str,
+    base: &[(&str, &str)],
+    change: Option<(&str, &str)>,
+) -> Case {
+    let own = |(a, b): &(&str, &str)| (a.to_string(), b.to_string());
     Case {
-        what,
-        scenario: AI,
-        uas_args: AI_ARGS,
-        standin: AI_STANDIN,
-        base: &[],
-        change,
+        what: what.to_owned(),
+        scenario,
+        uas_args,
+        standin,
+        base: base.iter().map(own).collect(),
+        change: change.map(|c| vec![own(&c)]),
     }
+}
+
+fn ai_case(what: &'static str, change: Option<(&'static str, &'static str)>) -> Case {
+    case(what, AI, AI_ARGS, AI_STANDIN, &[], change)
 }
 
 fn zendesk_case(what: &'static str, change: Option<(&'static str, &'static str)>) -> Case {
-    Case {
-        what,
-        scenario: ZENDESK,
-        uas_args: ZENDESK_ARGS,
-        standin: ZENDESK_STANDIN,
-        base: &[],
-        change,
-    }
+    case(what, ZENDESK, ZENDESK_ARGS, ZENDESK_STANDIN, &[], change)
 }
 
 fn ticket_case(what: &'static str, change: Option<(&'static str, &'static str)>) -> Case {
-    Case {
+    case(
         what,
-        scenario: ZENDESK_TICKET,
-        uas_args: ZENDESK_TICKET_ARGS,
-        standin: ZENDESK_STANDIN,
-        base: WITH_TICKET,
+        ZENDESK_TICKET,
+        ZENDESK_TICKET_ARGS,
+        ZENDESK_STANDIN,
+        WITH_TICKET,
         change,
-    }
+    )
 }
 
 #[test]
@@ -639,167 +635,4 @@ fn zendesk_ticket_scenario_takes_both_ticket_headers_and_fails_broken_ones() {
             Some(("      X-OPENCX-TRANSFER: true\n", "")),
         ),
     ]);
-}
-
-/// Runs every case side by side (each has its own ports and dir); panics
-/// listing every case whose outcome was not the expected one.
-fn run_cases(cases: Vec<Case>) {
-    require_sipp();
-    let results: Vec<Result<(), String>> = thread::scope(|s| {
-        let handles: Vec<_> = cases.iter().map(|c| s.spawn(|| run_case(c))).collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("the case panicked".into())))
-            .collect()
-    });
-    let failures: Vec<String> = cases
-        .iter()
-        .zip(results)
-        .filter_map(|(c, r)| r.err().map(|e| format!("{} ({}): {e}", c.scenario, c.what)))
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "scenario self-checks went wrong:\n{}",
-        failures.join("\n")
-    );
-}
-
-/// One stand-in run, tried again (up to three times in all) when a SIPp lost
-/// a port to another process between the port pick and its start.
-fn run_case(case: &Case) -> Result<(), String> {
-    let mut attempt = 1;
-    loop {
-        match run_case_once(case) {
-            Err(CaseError::PortRace(e)) if attempt < 3 => {
-                eprintln!("{} ({}): port race, again: {e}", case.scenario, case.what);
-                attempt += 1;
-            }
-            Err(CaseError::PortRace(e)) | Err(CaseError::Wrong(e)) => return Err(e),
-            Ok(()) => return Ok(()),
-        }
-    }
-}
-
-enum CaseError {
-    /// A SIPp could not bind a port it was given.
-    PortRace(String),
-    /// The scenario's verdict was not the expected one.
-    Wrong(String),
-}
-
-/// One stand-in run: the scenario must count its call successful when the
-/// stand-in is unchanged, and failed, by one of its checks, when it is
-/// changed. Keeps its dir (and says where) when the outcome is not the
-/// expected one.
-fn run_case_once(case: &Case) -> Result<(), CaseError> {
-    let wrong = CaseError::Wrong;
-    let dir = TestDir::new();
-    let scenarios = scenarios_dir();
-    let standin = fs::read_to_string(scenarios.join("standin").join(case.standin))
-        .map_err(|e| wrong(format!("read the stand-in: {e}")))?;
-    let mut standin = standin;
-    for (from, to) in case.base.iter().chain(case.change.iter()) {
-        if !standin.contains(from) {
-            return Err(wrong(format!("the stand-in has no {from:?} to change")));
-        }
-        standin = standin.replacen(from, to, 1);
-    }
-    let standin_path = dir.file("standin.xml");
-    fs::write(&standin_path, standin).map_err(|e| wrong(format!("write the stand-in: {e}")))?;
-
-    let port = sipp::free_port();
-    let scenario = scenarios.join(case.scenario);
-    let mut args = vec![
-        "-sf",
-        path_str(&scenario),
-        "-i",
-        "127.0.0.1",
-        "-mi",
-        "127.0.0.1",
-        "-t",
-        "u1",
-        "-m",
-        "1",
-        "-timeout",
-        "20s",
-    ];
-    let port_s = port.to_string();
-    args.extend(["-p", &port_s]);
-    args.extend(case.uas_args);
-    let mut uas = spawn_bound(
-        "scenario under check (UAS)",
-        &dir,
-        "uas",
-        &args,
-        port,
-        Transport::Udp,
-    );
-    let target = format!("127.0.0.1:{port}");
-    let mut uac = Sipp::spawn(
-        "handoff stand-in (UAC)",
-        &dir,
-        "standin",
-        &[
-            &target,
-            "-sf",
-            path_str(&standin_path),
-            "-i",
-            "127.0.0.1",
-            "-mi",
-            "127.0.0.1",
-            "-p",
-            &sipp::free_port().to_string(),
-            "-t",
-            "u1",
-            "-m",
-            "1",
-            "-d",
-            "200",
-            "-recv_timeout",
-            "3000",
-            "-timeout",
-            "15s",
-        ],
-    );
-    let uac_status = uac.wait(Duration::from_secs(25));
-    let uas_status = uas.wait(Duration::from_secs(25));
-    let uas_stats = uas.final_stats();
-    if uas.lost_a_port_race() || uac.lost_a_port_race() {
-        return Err(CaseError::PortRace(format!(
-            "{}\n{}",
-            uas.stderr_text(),
-            uac.stderr_text()
-        )));
-    }
-    let passed = Sipp::all_succeeded(uas_status, &uas_stats, "IncomingCall(C)", 1);
-    let want_pass = case.change.is_none();
-    let reasons = uas.failure_reasons();
-    // A broken stand-in must fail a check, not time out or crash.
-    let by_a_check = reasons
-        .iter()
-        .any(|r| r.contains("regexp") || r.contains("Regexp") || r.contains("check_it"));
-    let outcome = match (want_pass, passed) {
-        (true, true) => return Ok(()),
-        (false, false) if by_a_check => {
-            eprintln!(
-                "{} ({}): failed, as it must: {}",
-                case.scenario,
-                case.what,
-                reasons.join(" | ")
-            );
-            return Ok(());
-        }
-        (false, false) => "the scenario failed the broken stand-in, but by no check of its own",
-        (false, true) => "the scenario passed the broken stand-in",
-        (true, false) => "the scenario failed the conforming stand-in",
-    };
-    let report = format!(
-        "{outcome}\n{}\n{}",
-        uas.report(uas_status, &uas_stats),
-        uac.report(uac_status, &uac.final_stats())
-    );
-    Err(wrong(format!(
-        "{report}\nfiles kept in {}",
-        dir.keep().display()
-    )))
 }
