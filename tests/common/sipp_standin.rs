@@ -5,8 +5,8 @@
 //! its own pair of SIPp processes on free ports, all cases side by side.
 //!
 //! Used as `#[path = "common/sipp_standin.rs"] mod standin;` next to
-//! `#[path = "common/sipp.rs"] mod sipp;` (the same layout as
-//! `tests/sipp_transfer.rs`'s own stand-in runner).
+//! `#[path = "common/sipp.rs"] mod sipp;` (`tests/sipp_transfer.rs`,
+//! `tests/sipp_headers.rs`).
 
 use crate::sipp::{self, path_str, require_sipp, scenarios_dir, spawn_bound, Sipp, TestDir};
 use std::fs;
