@@ -16,7 +16,7 @@
 # workers), redis-server, SIPp (UAC + UAS), and the rest of the machine (busy
 # time from /proc/stat minus all of those: other people's builds).
 #
-# Usage: bench/cluster_load.sh   (cargo build --release first, or HANDOFF_BIN)
+# Usage: bench/cluster_load.sh   (runs cargo build --release; HANDOFF_BIN skips it)
 # Knobs (environment): RATES ("500 1000 1500 2000 2500 3000"), STEP_SECS (10),
 # SETTLE_SECS (6), CALL_MS (1000: how long each call is held before the
 # caller's BYE), CPU_RATE (1000: the rate of the summary's CPU per call),
@@ -145,10 +145,10 @@ csv_failures() { # non-zero Failed*(C) columns of the last line, for the notes
 	awk -F';' 'NR == 1 { for (i = 1; i <= NF; i++) h[i] = $i; next } { for (i in h) v[i] = $i }
 		END { for (i in h) if (h[i] ~ /^Failed.+\(C\)$/ && h[i] != "FailedCall(C)" && v[i] + 0 > 0) { n = h[i]; sub(/^Failed/, "", n); sub(/\(C\)$/, "", n); out = out sep n "=" v[i]; sep = " " } print out }' "$1" 2>/dev/null || true
 }
-unexpected_seen() { # SIPp error log -> "tolerated: 180=N ..." for the messages it carried on past
-	grep -ao "Continuing call on unexpected message for Call-Id '[^']*': [^']*received '[^ ]* [^ ]*" "$1" 2>/dev/null |
-		sed "s/.*received '//; s/^SIP\/2.0 //; s/ .*//" | sort | uniq -c |
-		awk '{ out = out sep $2 "=" $1; sep = " " } END { if (out != "") print "tolerated unexpected: " out }' || true
+unexpected_seen() { # SIPp error log -> "carried on past: 180=N 503=M ..." (messages the UAC did not expect)
+	grep -a "Continuing call on unexpected message" "$1" 2>/dev/null |
+		sed -n "s/.*, received '\(SIP\/2\.0 \)\{0,1\}\([^ ]*\).*/\2/p" | sort | uniq -c |
+		awk '{ out = out sep $2 "=" $1; sep = " " } END { if (out != "") print "carried on past: " out }' || true
 }
 csv_send_secs() { # seconds from start until OutgoingCall(C) reached $2
 	awk -F';' -v n="$2" 'NR == 1 { for (i = 1; i <= NF; i++) { if ($i == "OutgoingCall(C)") o = i; if ($i == "CurrentTime") t = i; if ($i == "StartTime") s = i }; next }
@@ -168,6 +168,7 @@ declare -A NODE_PIDS    # cfg -> handoff pids (space-separated)
 declare -A NODE_HTTP    # cfg -> handoff http addresses
 declare -A KAM_PIDS     # cfg -> Kamailio main pid and its workers
 declare -A REDIS_PID    # cfg -> redis-server pid
+declare -A REDIS_PORT   # cfg -> its port
 declare -A DOWN         # cfg -> 1 once it collapsed or a process died
 declare -A PARTS        # cfg -> description for the report
 
@@ -193,6 +194,7 @@ start_redis() { # cfg
 	pid=$!
 	PIDS+=("$pid")
 	REDIS_PID[$cfg]=$pid
+	REDIS_PORT[$cfg]=$port
 	for ((i = 0; i < 100; i++)); do
 		[[ -n $(ss -Hltn "sport = :$port") ]] && break
 		kill -0 "$pid" 2>/dev/null || break
@@ -495,6 +497,16 @@ for cfg in $CONFIGS; do
 		SPREAD[$cfg]+="${SPREAD[$cfg]:+ / }$(calls_started "$addr")"
 	done
 done
+# Redis commands per call: the server's own count (INFO commandstats) over the
+# calls the configuration's nodes started (the INFO calls themselves left out).
+declare -A REDIS_PER_CALL
+for cfg in $CONFIGS; do
+	[[ -n ${REDIS_PORT[$cfg]:-} ]] || continue
+	started=$(awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+$/) s += $i } END { print s + 0 }' <<<"${SPREAD[$cfg]//\// }")
+	REDIS_PER_CALL[$cfg]=$(redis-cli -h 127.0.0.1 -p "${REDIS_PORT[$cfg]}" info commandstats 2>/dev/null | tr -d '\r' |
+		awk -F'[:,=]' -v n="$started" '/^cmdstat_/ && $1 != "cmdstat_info" { c = substr($1, 9); t += $3; by[c] = $3 }
+			END { if (n > 0 && t > 0) { printf "%.1f (", t / n; for (c in by) { printf "%s%s %.2f", sep, c, by[c] / n; sep = ", " } printf ")" } else print "n/a" }')
+done
 KAM_VERSION=$(kamailio -v 2>/dev/null | head -1 | sed 's/^version: //; s/ *$//')
 REDIS_VERSION=$(redis-server --version | grep -o 'v=[^ ]*' | sed 's/v=//')
 
@@ -513,10 +525,10 @@ REDIS_VERSION=$(redis-server --version | grep -o 'v=[^ ]*' | sed 's/v=//')
 	echo "- host: $NCPU cores, $(uname -sr); everything shares them (SIPp, Kamailio, Redis, the nodes, and whatever else runs);"
 	echo "  load average before the run: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo
-	echo "| configuration | parts | highest offered rate, zero failed | CPU s / 1000 calls at $CPU_RATE/s: handoff (nodes summed) | Kamailio | Redis | sum | SIPp UAC + UAS | calls taken per node |"
-	echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+	echo "| configuration | parts | highest offered rate, zero failed | CPU s / 1000 calls at $CPU_RATE/s: handoff (nodes summed) | Kamailio | Redis | sum | SIPp UAC + UAS | calls taken per node | Redis commands per call |"
+	echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 	for cfg in $CONFIGS; do
-		echo "| $cfg | ${PARTS[$cfg]} | ${BEST[$cfg]:-none} | ${PER1K_H[$cfg]:-n/a} | ${PER1K_K[$cfg]:--} | ${PER1K_R[$cfg]:--} | **${PER1K_SUM[$cfg]:-n/a}** | ${PER1K_SIPP[$cfg]:-n/a} | ${SPREAD[$cfg]} |"
+		echo "| $cfg | ${PARTS[$cfg]} | ${BEST[$cfg]:-none} | ${PER1K_H[$cfg]:-n/a} | ${PER1K_K[$cfg]:--} | ${PER1K_R[$cfg]:--} | **${PER1K_SUM[$cfg]:-n/a}** | ${PER1K_SIPP[$cfg]:-n/a} | ${SPREAD[$cfg]} | ${REDIS_PER_CALL[$cfg]:--} |"
 	done
 	echo
 	echo "Per step (CPU over the step and its ${SETTLE_SECS} s settle time; \"rest of machine\" is the machine's busy time minus every process listed, i.e. other people's work):"
