@@ -503,9 +503,9 @@ declare -A REDIS_PER_CALL
 for cfg in $CONFIGS; do
 	[[ -n ${REDIS_PORT[$cfg]:-} ]] || continue
 	started=$(awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+$/) s += $i } END { print s + 0 }' <<<"${SPREAD[$cfg]//\// }")
-	REDIS_PER_CALL[$cfg]=$(redis-cli -h 127.0.0.1 -p "${REDIS_PORT[$cfg]}" info commandstats 2>/dev/null | tr -d '\r' |
-		awk -F'[:,=]' -v n="$started" '/^cmdstat_/ && $1 != "cmdstat_info" { c = substr($1, 9); t += $3; by[c] = $3 }
-			END { if (n > 0 && t > 0) { printf "%.1f (", t / n; for (c in by) { printf "%s%s %.2f", sep, c, by[c] / n; sep = ", " } printf ")" } else print "n/a" }')
+	REDIS_PER_CALL[$cfg]=$(redis-cli -h 127.0.0.1 -p "${REDIS_PORT[$cfg]}" info commandstats 2>/dev/null | tr -d '\r' | grep '^cmdstat_' | sort -t= -k2,2 -rn |
+		awk -F'[:,=]' -v n="$started" '$1 != "cmdstat_info" { t += $3; c = substr($1, 9); gsub(/\|/, "/", c); if ($3 / n >= 0.005) { l = l sep c " " sprintf("%.2f", $3 / n); sep = ", " } }
+			END { if (n > 0 && t > 0) printf "%.1f (%s)", t / n, l; else print "n/a" }')
 done
 KAM_VERSION=$(kamailio -v 2>/dev/null | head -1 | sed 's/^version: //; s/ *$//')
 REDIS_VERSION=$(redis-server --version | grep -o 'v=[^ ]*' | sed 's/v=//')
