@@ -387,7 +387,9 @@ step() { # cfg rate
 	sent_secs=$(csv_send_secs "$WORK/$name.csv" "$att")
 	sent_rate=$(awk -v a="$att" -v s="$sent_secs" 'BEGIN { if (s > 0) printf "%.0f", a / s; else print "n/a" }')
 	notes=$(csv_failures "$WORK/$name.csv")
-	notes="$notes $(unexpected_seen "$WORK/${name}_errors.log")"
+	local seen
+	seen=$(unexpected_seen "$WORK/${name}_errors.log")
+	[[ -z $seen ]] || notes="$notes $seen"
 	((att - ok - bad > 0)) && notes="$notes unfinished=$((att - ok - bad))"
 	((UAC_RC != 0)) && notes="$notes sipp-exit=$UAC_RC"
 	((drops > 0)) && notes="$notes udp-rcvbuf-drops=$drops"
