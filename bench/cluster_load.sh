@@ -33,9 +33,11 @@
 # the top rate a count of reorderings instead of a capacity. A real failure
 # (an error response, a lost message) still fails the call: the UAC then waits
 # for the 200 it needs and gives up after -recv_timeout (TimeoutOnRecv).
-# The defaults take at most 7 minutes (less when a configuration drops out);
-# a run stays under 10 unless the
-# knobs ask for more (the script says so up front).
+#
+# The defaults take about 6 minutes (less when a configuration drops out); a
+# run stays under 10 unless the knobs ask for more (the script says so up
+# front). The report: stdout and bench/results/cluster_load-<UTC>.md; the
+# work files: /tmp/handoff-cluster-bench.*; bench/README.md has the details.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
