@@ -75,7 +75,7 @@ pub fn summary_from_header(value: &str) -> Option<String> {
     Some(cut(clean, MAX_SUMMARY))
 }
 
-const CUT_MARK: &str = " [cut]";
+const CUT_MARK: &str = " (cut)";
 
 /// `s` in at most `max` bytes, ending in [`CUT_MARK`] when it was longer.
 fn cut(s: &str, max: usize) -> String {
@@ -107,23 +107,11 @@ pub fn plain(s: &str) -> String {
     let unified = s.replace("\r\n", "\n").replace('\r', "\n");
     let mut lines: Vec<String> = Vec::new();
     for line in unified.split('\n') {
-        let mapped: String = line
-            .chars()
-            .filter(|c| !c.is_control() && !invisible(*c))
-            .map(|c| match c {
-                '<' => '‹',
-                '>' => '›',
-                '[' => '(',
-                ']' => ')',
-                '@' => '＠',
-                '`' => '\'',
-                other => other,
-            })
-            .collect();
-        let defanged = defang(mapped.trim_end());
-        let line = match defanged.trim_start().chars().next() {
-            Some('#' | '-' | '*' | '+' | '=' | '|' | '_' | '~') => format!("· {}", defanged.trim_start()),
-            _ => defanged.trim_start().to_owned(),
+        let text = inline(line);
+        let line = if block_syntax(&text) {
+            format!("· {text}")
+        } else {
+            text
         };
         if line.is_empty() && lines.last().is_none_or(|l| l.is_empty()) {
             continue; // No leading blank line, no run of them.
@@ -137,6 +125,37 @@ pub fn plain(s: &str) -> String {
         lines.pop();
     }
     lines.join("\n")
+}
+
+/// One line made plain: control and invisible characters dropped, the
+/// characters of HTML, links, code and mentions replaced, URLs defanged, trimmed.
+pub fn inline(s: &str) -> String {
+    let mapped: String = s
+        .chars()
+        .filter(|c| !c.is_control() && !invisible(*c))
+        .map(|c| match c {
+            '<' => '‹',
+            '>' => '›',
+            '[' => '(',
+            ']' => ')',
+            '@' => '＠',
+            '`' => '\'',
+            other => other,
+        })
+        .collect();
+    defang(mapped.trim())
+}
+
+/// A line Markdown would read as a heading, list item, rule or table row.
+fn block_syntax(line: &str) -> bool {
+    let mut chars = line.chars();
+    match (chars.next(), chars.next()) {
+        (Some('#' | '|'), _) => true,
+        (Some(c @ ('-' | '*' | '+' | '=' | '_' | '~')), next) => {
+            next.is_none_or(|n| n == c || n.is_whitespace())
+        }
+        _ => false,
+    }
 }
 
 /// `://` and `www.` made inert (case-insensitive): Zendesk links neither.
@@ -192,7 +211,7 @@ pub fn format_duration(d: Duration) -> String {
 /// The note's text. Every value from outside is made [`plain`]; the session id
 /// and agent id are handoff's own (token characters) but pass through it too.
 pub fn body(n: &TicketNote) -> String {
-    let one = |s: &str| plain(s).replace('\n', " ");
+    let one = |s: &str| inline(&s.replace(['\r', '\n'], " "));
     let mut out = String::from("The AI agent handed this caller over to a person (handoff).\n\n");
     out.push_str(&format!("AI agent: {}\n", one(&n.agent_id)));
     out.push_str(&format!("Session: {}\n", one(&n.session_id)));
@@ -284,8 +303,10 @@ mod tests {
         assert!(p.contains("www(.)evil.example"), "{p}");
         assert!(p.contains("＠admin"), "{p}");
         assert!(p.contains("\n· # Big heading\n· - list\n› quote"), "{p}");
-        // What an agent reads keeps its words.
-        assert!(plain("Refund order 42, please.") == "Refund order 42, please.");
+        // What an agent reads keeps its words, a number included.
+        assert_eq!(plain("Refund order 42, please."), "Refund order 42, please.");
+        assert_eq!(plain("+14155551212 called\n-5 degrees"), "+14155551212 called\n-5 degrees");
+        assert_eq!(plain("---\n* item"), "· ---\n· * item");
     }
 
     #[test]
@@ -313,7 +334,7 @@ mod tests {
         let long = "é".repeat(MAX_SUMMARY); // two bytes each
         let s = summary_from_header(&long).expect("kept");
         assert!(s.len() <= MAX_SUMMARY, "{}", s.len());
-        assert!(s.ends_with(" [cut]"), "{s}");
+        assert!(s.ends_with(" (cut)"), "{s}");
         assert_eq!(summary_from_header("short"), Some("short".into()));
     }
 
