@@ -81,7 +81,11 @@ async fn complete_transfer(
 /// The comments on ticket 100 once `n` have landed.
 async fn notes(z: &FakeZendesk, n: usize) -> Vec<Value> {
     let landed = eventually(LANDS, || z.comments(100).len() >= n).await;
-    assert!(landed, "{} notes on ticket 100, wanted {n}", z.comments(100).len());
+    assert!(
+        landed,
+        "{} notes on ticket 100, wanted {n}",
+        z.comments(100).len()
+    );
     z.comments(100)
 }
 
@@ -98,13 +102,19 @@ fn assert_note_shape(note: &Value, session_id: &str) -> String {
     assert_eq!(note["public"], false, "internal note: {note}");
     assert!(note["html_body"].is_null(), "plain body only: {note}");
     let body = note["body"].as_str().expect("body").to_owned();
-    assert!(body.contains("The AI agent handed this caller over"), "{body}");
+    assert!(
+        body.contains("The AI agent handed this caller over"),
+        "{body}"
+    );
     assert!(body.contains("AI agent: agent-test\n"), "{body}");
     assert!(body.contains(&format!("Session: {session_id}\n")), "{body}");
     assert!(body.contains("Caller: +14155551212\n"), "{body}");
     assert!(body.contains("Call duration at handoff: "), "{body}");
     assert!(body.contains("Transferred to: zendesk\n"), "{body}");
-    assert!(body.contains(&format!("handoff-note: {session_id}/0")), "{body}");
+    assert!(
+        body.contains(&format!("handoff-note: {session_id}/0")),
+        "{body}"
+    );
     body
 }
 
@@ -133,7 +143,10 @@ async fn completed_transfer_leaves_one_private_note_with_the_refer_summary_even_
             "{body}"
         );
         let server = &tr.rig.server;
-        let posted = eventually(LANDS, || count(server, |x| &x.ticket_notes_posted_total) == 1).await;
+        let posted = eventually(LANDS, || {
+            count(server, |x| &x.ticket_notes_posted_total) == 1
+        })
+        .await;
         assert!(posted);
         // The 429 was retried after its Retry-After; a 429 adds nothing, so no
         // look at the comments was needed.
@@ -175,8 +188,10 @@ async fn retry_after_a_lost_answer_finds_the_note_and_posts_no_second() {
         stamp_via_webhook(&tr.rig, 100).await;
         complete_transfer(&mut tr, &mut m, &[]).await;
         let server = &tr.rig.server;
-        let deduplicated =
-            eventually(LANDS, || count(server, |x| &x.ticket_notes_deduplicated_total) == 1).await;
+        let deduplicated = eventually(LANDS, || {
+            count(server, |x| &x.ticket_notes_deduplicated_total) == 1
+        })
+        .await;
         assert!(deduplicated, "the retry looked first");
         assert_eq!(puts(&z), 1, "no second PUT");
         assert_eq!(z.hits_on(&comments_path(100)).len(), 1);
@@ -232,7 +247,10 @@ async fn session_api_summary_is_bounded_and_neutralised_in_the_note() {
         complete_transfer(&mut tr, &mut m, &[]).await;
         let all = notes(&z, 1).await;
         let body = assert_note_shape(&all[0], &m.call.session_id);
-        assert!(body.contains("Summary from the AI agent:\nRefund for order 42.\n"), "{body}");
+        assert!(
+            body.contains("Summary from the AI agent:\nRefund for order 42.\n"),
+            "{body}"
+        );
         let summary = body
             .split("Summary from the AI agent:\n")
             .nth(1)

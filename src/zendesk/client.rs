@@ -298,13 +298,18 @@ impl ZendeskClient {
     }
 
     /// GET `path` with retries; the body parsed as `T`.
-    pub(super) async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, FetchError> {
+    pub(super) async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, FetchError> {
         let url = format!("{}{path}", self.settings.base_url);
         let mut attempts = 0u32;
         loop {
             attempts += 1;
             let header = self.auth.header().await?;
-            let outcome = self.attempt(reqwest::Method::GET, &url, &header, None).await;
+            let outcome = self
+                .attempt(reqwest::Method::GET, &url, &header, None)
+                .await;
             let m = &self.metrics;
             let (verdict, retry_after, failure) = match outcome {
                 Attempt::Answer {

@@ -179,7 +179,10 @@ mod tests {
         assert!(may_have_landed(None), "timeout or broken connection");
         assert!(may_have_landed(Some(500)));
         assert!(may_have_landed(Some(503)));
-        assert!(!may_have_landed(Some(429)), "refused before anything happened");
+        assert!(
+            !may_have_landed(Some(429)),
+            "refused before anything happened"
+        );
         assert!(!may_have_landed(Some(422)));
         assert!(!may_have_landed(Some(401)));
     }

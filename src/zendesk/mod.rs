@@ -67,6 +67,14 @@ pub fn hooks(
     let client = ZendeskClient::new(api.clone(), metrics.clone())?;
     // Its own client (and token cache): the seam per-org accounts replace.
     let notes = if settings.zendesk_ticket_notes {
+        if let settings::ApiAuth::ClientCredentials { scope, .. } = &api.auth {
+            let writes = scope
+                .split(' ')
+                .any(|s| s == "write" || s.ends_with(":write"));
+            if !writes {
+                tracing::warn!(scope = %scope, "zendesk.oauth_scope has no write scope: ticket notes will be refused (403); add \"write\" or set zendesk.ticket_notes = false");
+            }
+        }
         let notes_client = Arc::new(ZendeskClient::new(api.clone(), metrics.clone())?);
         tracing::info!("ticket notes at handoff are on");
         Some(TicketNotes::start(

@@ -304,8 +304,14 @@ mod tests {
         assert!(p.contains("＠admin"), "{p}");
         assert!(p.contains("\n· # Big heading\n· - list\n› quote"), "{p}");
         // What an agent reads keeps its words, a number included.
-        assert_eq!(plain("Refund order 42, please."), "Refund order 42, please.");
-        assert_eq!(plain("+14155551212 called\n-5 degrees"), "+14155551212 called\n-5 degrees");
+        assert_eq!(
+            plain("Refund order 42, please."),
+            "Refund order 42, please."
+        );
+        assert_eq!(
+            plain("+14155551212 called\n-5 degrees"),
+            "+14155551212 called\n-5 degrees"
+        );
         assert_eq!(plain("---\n* item"), "· ---\n· * item");
     }
 
@@ -319,10 +325,19 @@ mod tests {
 
     #[test]
     fn api_summary_is_checked_not_cut() {
-        assert_eq!(check_summary("  two\nlines\t \r\n"), Ok(Some("two\nlines".into())));
+        assert_eq!(
+            check_summary("  two\nlines\t \r\n"),
+            Ok(Some("two\nlines".into()))
+        );
         assert_eq!(check_summary("   "), Ok(None));
-        assert_eq!(check_summary(&"x".repeat(MAX_SUMMARY)).map(|s| s.map(|s| s.len())), Ok(Some(MAX_SUMMARY)));
-        assert_eq!(check_summary(&"x".repeat(MAX_SUMMARY + 1)), Err(SummaryError::TooLong));
+        assert_eq!(
+            check_summary(&"x".repeat(MAX_SUMMARY)).map(|s| s.map(|s| s.len())),
+            Ok(Some(MAX_SUMMARY))
+        );
+        assert_eq!(
+            check_summary(&"x".repeat(MAX_SUMMARY + 1)),
+            Err(SummaryError::TooLong)
+        );
         assert_eq!(check_summary("bell\u{7}"), Err(SummaryError::Control));
         assert_eq!(check_summary("esc\u{1b}[31m"), Err(SummaryError::Control));
     }

@@ -204,8 +204,7 @@ impl TransferSettings {
         let copy = CopyRule::parse(&self.copy_refer_headers)
             .map_err(|(i, e)| bad(format!("transfer.copy_refer_headers[{i}]"), e))?;
         let summary_ok = self.summary_header.is_empty()
-            || (self.summary_header.len() <= 64
-                && self.summary_header.bytes().all(is_token_char));
+            || (self.summary_header.len() <= 64 && self.summary_header.bytes().all(is_token_char));
         if !summary_ok {
             return Err(bad(
                 "transfer.summary_header",
@@ -344,7 +343,9 @@ impl DestinationConfig {
             &uri.host,
         )
         .map_err(|(k, p)| bad(key(&k), p))?;
-        let ticket_note = self.ticket_note.unwrap_or_else(|| default_ticket_note(&uri));
+        let ticket_note = self
+            .ticket_note
+            .unwrap_or_else(|| default_ticket_note(&uri));
         Ok(NamedDestination {
             ticket_note,
             name: self.name.clone(),

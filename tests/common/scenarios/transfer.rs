@@ -56,7 +56,12 @@ pub async fn transfer_rig_with(t: Transport, extra: &str, zendesk: TestUa) -> Tr
 }
 
 /// The same with more keys on the "zendesk" destination (`dest`: `, key = value`).
-pub async fn transfer_rig_dest(t: Transport, dest: &str, extra: &str, zendesk: TestUa) -> TransferRig {
+pub async fn transfer_rig_dest(
+    t: Transport,
+    dest: &str,
+    extra: &str,
+    zendesk: TestUa,
+) -> TransferRig {
     let port = zendesk.local_addr().port();
     let target = format!("sip:support@127.0.0.1:{port}{}", t.uri_param());
     let extra = format!(

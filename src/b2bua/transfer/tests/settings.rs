@@ -247,7 +247,10 @@ ticket_note = false
 fn summary_header_is_a_header_name_or_empty() {
     assert_eq!(settings("").summary_header, "X-OPENCX-SUMMARY");
     assert_eq!(settings(r#"summary_header = """#).validate(), Ok(()));
-    assert_eq!(settings(r#"summary_header = "X-Summary""#).validate(), Ok(()));
+    assert_eq!(
+        settings(r#"summary_header = "X-Summary""#).validate(),
+        Ok(())
+    );
     let e = err(r#"summary_header = "X-Bad: 1""#);
     assert!(e.starts_with("transfer.summary_header: "), "{e}");
 }
