@@ -310,7 +310,7 @@ async fn failed_transfer_leaves_no_note() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_ticket_or_a_destination_without_ticket_note_means_no_note() {
+async fn no_ticket_or_a_destination_without_ticket_note_or_notes_off_means_no_note() {
     run(async {
         let z = FakeZendesk::start().await;
         ticket(&z);
@@ -326,11 +326,24 @@ async fn no_ticket_or_a_destination_without_ticket_note_means_no_note() {
         stamp_via_webhook(&tr2.rig, 100).await;
         complete_transfer(&mut tr2, &mut m2, &[("X-OPENCX-SUMMARY", "s")]).await;
         bye_from_caller_to_target(&mut tr2, &mut m2).await;
+        // A ticket and a destination that wants notes, but notes are off globally.
+        let extra = format!(
+            "{}zendesk.ticket_notes = false\nhttp.api_key = \"{API_KEY}\"\n",
+            z.config()
+        );
+        let mut tr3 =
+            transfer_rig_dest(T, ", ticket_note = true", &extra, TestUa::agent(T).await).await;
+        let mut m3 = establish_media(&mut tr3.rig).await;
+        stamp_via_webhook(&tr3.rig, 100).await;
+        complete_transfer(&mut tr3, &mut m3, &[("X-OPENCX-SUMMARY", "s")]).await;
+        bye_from_caller_to_target(&mut tr3, &mut m3).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let all_puts = z.hits().iter().filter(|h| h.method == "PUT").count();
         assert_eq!(all_puts, 0, "no note anywhere");
-        assert_eq!(count(&tr.rig.server, |x| &x.ticket_notes_posted_total), 0);
-        assert_eq!(count(&tr2.rig.server, |x| &x.ticket_notes_posted_total), 0);
+        for server in [&tr.rig.server, &tr2.rig.server, &tr3.rig.server] {
+            assert_eq!(count(server, |x| &x.ticket_notes_posted_total), 0);
+            assert_eq!(count(server, |x| &x.ticket_notes_failed_total), 0);
+        }
     })
     .await;
 }
