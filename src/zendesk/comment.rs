@@ -130,12 +130,14 @@ impl ZendeskClient {
                         return Err(FetchError::Status { status, detail });
                     }
                 },
-                Attempt::TooLarge => {
-                    // The comment was added; only its echo was too big to read.
-                    Metrics::inc(&m.zendesk_requests_ok_total);
-                    tracing::debug!(path, "answer to the note over {MAX_BODY} bytes, not read");
-                    return Ok(CommentOutcome::Added);
-                }
+                // An answer too big to read says nothing sure: as a lost one, the
+                // next attempt looks for the note first.
+                Attempt::TooLarge => (
+                    Verdict::Transient,
+                    None,
+                    FetchError::BadBody(format!("answer over {MAX_BODY} bytes")),
+                    None,
+                ),
                 Attempt::Timeout => (
                     Verdict::Transient,
                     None,

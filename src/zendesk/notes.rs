@@ -54,14 +54,22 @@ impl TicketNotes {
 
     /// Hands `note` to the task; never waits. A full queue drops it, counted.
     pub fn queue(&self, note: TicketNote) {
-        if let Err(e) = self.tx.try_send(note) {
-            Metrics::inc(&self.metrics.ticket_notes_failed_total);
-            let ticket = match &e {
-                mpsc::error::TrySendError::Full(n) | mpsc::error::TrySendError::Closed(n) => {
-                    n.ticket_id
-                }
-            };
-            tracing::warn!(ticket, "ticket note dropped: the note queue is full");
+        match self.tx.try_send(note) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(n)) => {
+                Metrics::inc(&self.metrics.ticket_notes_failed_total);
+                tracing::warn!(
+                    ticket = n.ticket_id,
+                    "ticket note dropped: the note queue is full"
+                );
+            }
+            Err(mpsc::error::TrySendError::Closed(n)) => {
+                Metrics::inc(&self.metrics.ticket_notes_failed_total);
+                tracing::warn!(
+                    ticket = n.ticket_id,
+                    "ticket note dropped: the note task has stopped"
+                );
+            }
         }
     }
 }
@@ -108,5 +116,52 @@ pub async fn post(client: &ZendeskClient, note: &TicketNote, metrics: &Metrics) 
             Metrics::inc(&metrics.ticket_notes_failed_total);
             tracing::warn!(ticket = note.ticket_id, session = %note.session_id, error = %e, "ticket note not added");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn note(ticket_id: u64) -> TicketNote {
+        TicketNote {
+            ticket_id,
+            org_id: "org-1".into(),
+            session_id: "s-1".into(),
+            agent_id: "a-1".into(),
+            caller_phone: None,
+            destination: None,
+            duration: Duration::ZERO,
+            summary: None,
+            transfer: 0,
+        }
+    }
+
+    #[test]
+    fn a_full_queue_or_a_stopped_task_drops_the_note_counted_never_waits() {
+        let metrics = Arc::new(Metrics::default());
+        let (tx, mut rx) = mpsc::channel(1);
+        let notes = TicketNotes {
+            tx,
+            metrics: metrics.clone(),
+        };
+        notes.queue(note(1));
+        notes.queue(note(2)); // full: dropped at once
+        assert_eq!(rx.try_recv().map(|n| n.ticket_id), Ok(1));
+        assert_eq!(
+            metrics
+                .ticket_notes_failed_total
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        drop(rx);
+        notes.queue(note(3)); // the task is gone
+        assert_eq!(
+            metrics
+                .ticket_notes_failed_total
+                .load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
     }
 }
