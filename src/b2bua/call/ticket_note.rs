@@ -11,7 +11,7 @@ use std::time::SystemTime;
 /// What the transfer knew when it completed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(super) struct NoteParts {
-    /// The destination asks for a note (`ticket_note`).
+    /// The destination the last INVITE went to asks for a note (`ticket_note`).
     pub wanted: bool,
     /// The ticket the transfer INVITE carried (the session's, when it was sent).
     pub ticket: Option<u64>,

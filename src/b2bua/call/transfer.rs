@@ -112,8 +112,9 @@ impl Call {
             ok
         });
         let settings = &policy.settings;
+        // Whether a note is wanted, and the ticket, are the INVITE's (a redirect
+        // may change the destination): set when it is sent.
         let note = super::ticket_note::NoteParts {
-            wanted: dest.ticket_note,
             refer_summary: Some(settings.summary_header.as_str())
                 .filter(|h| !h.is_empty())
                 .and_then(|h| req.header(h))
