@@ -264,6 +264,8 @@ pub struct Settings {
     pub store_path: Option<std::path::PathBuf>,
     /// `[zendesk]` API settings; None (no API credentials): no contact enrichment.
     pub zendesk: Option<crate::zendesk::ZendeskApiSettings>,
+    /// `[zendesk] ticket_notes`: notes on the ticket at handoff (with API credentials).
+    pub zendesk_ticket_notes: bool,
     /// `[[webhooks]]` and `[events]`: lifecycle-event subscribers and delivery.
     pub events: crate::events::settings::EventSettings,
     /// HTTP and SIP/TCP connection limits, as configured.
@@ -571,6 +573,7 @@ impl Config {
         Ok(Settings {
             conns,
             zendesk,
+            zendesk_ticket_notes: self.zendesk.ticket_notes,
             events,
             store_path,
             http,

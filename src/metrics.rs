@@ -204,6 +204,16 @@ metrics! {
     /// Contacts copied from this node's SQLite file into Redis at start-up (ids
     /// Redis already had are kept and not counted).
     counter contacts_copied_to_redis_total,
+    // Ticket notes (issue 16): the private comment on the ticket at handoff.
+    /// Private notes added to a Zendesk ticket after a completed transfer
+    /// (including a retry that found the note already there).
+    counter ticket_notes_posted_total,
+    /// Notes that could not be added (Zendesk refused or stayed unreachable through
+    /// the retries, or the queue to the note task was full).
+    counter ticket_notes_failed_total,
+    /// Retries after a lost answer that found their note already on the ticket and
+    /// posted nothing more.
+    counter ticket_notes_deduplicated_total,
 }
 
 mod trunk;

@@ -187,6 +187,7 @@ impl Server {
             sessions.clone(),
             metrics.clone(),
             events.clone(),
+            zendesk.notes.clone(),
         )?;
         // The dispatcher is the transport's sink and holds no transport: each message
         // comes with the transport to answer through.

@@ -52,6 +52,8 @@ pub struct Shared {
     transfer: transfer::TransferPolicy,
     /// Lifecycle events to the webhook subscribers.
     events: crate::events::Events,
+    /// The ticket-note task (None: notes are off).
+    notes: Option<crate::zendesk::TicketNotes>,
     /// Who may send requests outside a dialog (`[[trunk]]`, the peers).
     acl: Arc<acl::Acl>,
     /// The trunks' own `max_calls` and `max_calls_per_second`.
@@ -84,6 +86,7 @@ impl B2bua {
         sessions: Arc<dyn SessionStore>,
         metrics: Arc<Metrics>,
         events: crate::events::Events,
+        notes: Option<crate::zendesk::TicketNotes>,
     ) -> Result<Self, B2buaStartError> {
         let rate = f64::from(settings.max_calls_per_second);
         let timers = TimerConfig {
@@ -112,6 +115,7 @@ impl B2bua {
                 acl,
                 trunks,
                 events,
+                notes,
                 transfer,
                 media,
                 settings,

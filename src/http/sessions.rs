@@ -5,7 +5,9 @@
 //! does not exist (404).
 //!
 //! `GET /v1/sessions/{id}`, `GET /v1/sessions?phone=...`, and `PATCH
-//! /v1/sessions/{id}` with `{"contact_id": ..., "custom_data": {...}}`.
+//! /v1/sessions/{id}` with `{"contact_id": ..., "custom_data": {...}, "summary": ...}`
+//! (`summary`: the AI agent's account of the call for the ticket note, at most
+//! 2,000 bytes, line breaks allowed, no other control character; null clears it).
 
 use super::api_scope::{self, Scope};
 use super::auth;
@@ -34,7 +36,7 @@ const MAX_ENTRIES: usize = 64;
 pub enum PatchError {
     #[error("body is not a JSON object")]
     NotJson,
-    #[error("unknown field {0:?}: only contact_id and custom_data can be set")]
+    #[error("unknown field {0:?}: only contact_id, custom_data and summary can be set")]
     UnknownField(String),
     #[error("contact_id must be a string of 1-{MAX_CONTACT_ID} token characters (letters, digits, -._!%*+`'~), or null")]
     BadContactId,
@@ -46,6 +48,8 @@ pub enum PatchError {
     BadValue(String),
     #[error("custom_data would hold more than {MAX_ENTRIES} entries")]
     TooMany,
+    #[error(transparent)]
+    BadSummary(#[from] crate::zendesk::note::SummaryError),
 }
 
 impl PatchError {
@@ -53,6 +57,7 @@ impl PatchError {
         match self {
             PatchError::NotJson | PatchError::UnknownField(_) => "body",
             PatchError::BadContactId => "contact_id",
+            PatchError::BadSummary(_) => "summary",
             _ => "custom_data",
         }
     }
@@ -63,6 +68,8 @@ impl PatchError {
 pub struct SessionPatch {
     pub contact_id: Option<Option<String>>,
     pub custom_data: BTreeMap<String, String>,
+    /// `Some(None)` clears it (null, or blank).
+    pub summary: Option<Option<String>>,
 }
 
 /// A value that may go into a SIP header: no CR, LF or other control characters.
@@ -89,6 +96,11 @@ pub fn parse_patch(body: &[u8]) -> Result<SessionPatch, PatchError> {
             ("contact_id", _) => return Err(PatchError::BadContactId),
             ("custom_data", Value::Object(map)) => patch.custom_data = custom_data(map)?,
             ("custom_data", _) => return Err(PatchError::NotAnObject),
+            ("summary", Value::Null) => patch.summary = Some(None),
+            ("summary", Value::String(s)) => {
+                patch.summary = Some(crate::zendesk::note::check_summary(&s)?)
+            }
+            ("summary", _) => return Err(crate::zendesk::note::SummaryError::TooLong.into()),
             _ => return Err(PatchError::UnknownField(name)),
         }
     }
@@ -142,6 +154,7 @@ pub fn session_json(s: &Session) -> Value {
         "contact_id": s.contact_id,
         "contact": s.contact.as_ref().map(crate::store::contacts::details_json),
         "custom_data": s.custom_data,
+        "summary": s.summary,
         // The legs handoff keeps today; a transfer leg comes with REFER support.
         "legs": [
             {"role": "caller", "phone": s.caller_phone, "called": s.called},
@@ -273,6 +286,7 @@ pub async fn patch_session(
         contact_id: patch.contact_id,
         custom_data: patch.custom_data,
         max_custom_data: MAX_ENTRIES,
+        summary: patch.summary,
     };
     let updated = match state
         .sessions()
@@ -305,6 +319,7 @@ mod tests {
                 custom_data: [("note".into(), "".into()), ("tier".into(), "gold".into())]
                     .into_iter()
                     .collect(),
+                summary: None,
             })
         );
         assert_eq!(
@@ -314,8 +329,26 @@ mod tests {
     }
 
     #[test]
+    fn patch_sets_or_clears_the_summary_and_bounds_it() {
+        let p = parse_patch(br#"{"summary": "Refund.\r\nOrder 42 <b>x</b>"}"#);
+        assert_eq!(
+            p.map(|p| p.summary),
+            Ok(Some(Some("Refund.\r\nOrder 42 <b>x</b>".into())))
+        );
+        assert_eq!(
+            parse_patch(br#"{"summary": null}"#).map(|p| p.summary),
+            Ok(Some(None))
+        );
+        let long = format!(r#"{{"summary": "{}"}}"#, "x".repeat(2001));
+        let e = parse_patch(long.as_bytes()).expect_err("too long");
+        assert_eq!(e.field(), "summary");
+        let e = parse_patch(br#"{"summary": 5}"#).expect_err("not a string");
+        assert_eq!(e.field(), "summary");
+    }
+
+    #[test]
     fn patch_refuses_control_characters_and_unknown_fields() {
-        let cases: [(&[u8], &str); 9] = [
+        let cases: [(&[u8], &str); 10] = [
             (br#"{"contact_id": "c\r\nX-Evil: 1"}"#, "contact_id"),
             (br#"{"contact_id": ""}"#, "contact_id"),
             (br#"{"contact_id": "a b;c"}"#, "contact_id"),
@@ -325,6 +358,7 @@ mod tests {
             (br#"{"custom_data": {"k": 1}}"#, "custom_data"),
             (br#"{"custom_data": []}"#, "custom_data"),
             (br#"{"zendesk_ticket_id": 5}"#, "body"),
+            (br#"{"summary": "bell\u0007"}"#, "summary"),
         ];
         for (body, field) in cases {
             let e = parse_patch(body).expect_err(&String::from_utf8_lossy(body));

@@ -419,6 +419,9 @@ impl SessionStore for SessionTable {
             if let Some(contact) = patch.contact_id {
                 s.contact_id = contact;
             }
+            if let Some(summary) = patch.summary {
+                s.summary = summary;
+            }
             PatchOutcome::Patched(Box::new(s.clone()))
         });
         ready(Ok(outcome.unwrap_or(PatchOutcome::NotFound)))

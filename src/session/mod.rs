@@ -86,6 +86,9 @@ pub struct Session {
     pub contact: Option<ContactDetails>,
     /// Free-form values set through the session API (validated as SIP header values).
     pub custom_data: BTreeMap<String, String>,
+    /// The AI agent's summary of the call for the ticket note, set through the
+    /// session API (checked by `zendesk::note::check_summary`; never a SIP header).
+    pub summary: Option<String>,
 }
 
 /// The caller as a person, as the Zendesk requester describes them. The contact's
@@ -127,6 +130,7 @@ impl Session {
             contact_id: None,
             contact: None,
             custom_data: BTreeMap::new(),
+            summary: None,
         }
     }
 

@@ -487,10 +487,17 @@ impl SessionStore for RedisStore {
                 Some(None) => ("clear", ""),
                 Some(Some(v)) => ("set", v.as_str()),
             };
+            let (summary_mode, summary) = match &patch.summary {
+                None => ("keep", ""),
+                Some(None) => ("clear", ""),
+                Some(Some(v)) => ("set", v.as_str()),
+            };
             inv.key(self.keys.session(id))
                 .arg(patch.max_custom_data)
                 .arg(mode)
-                .arg(value);
+                .arg(value)
+                .arg(summary_mode)
+                .arg(summary);
             for (k, v) in &patch.custom_data {
                 inv.arg(format!("c:{k}")).arg(v);
             }

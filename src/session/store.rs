@@ -66,6 +66,8 @@ pub struct SessionPatch {
     pub custom_data: std::collections::BTreeMap<String, String>,
     /// The most custom-data entries the merged map may hold.
     pub max_custom_data: usize,
+    /// `Some(None)` clears the summary; `None` leaves it.
+    pub summary: Option<Option<String>>,
 }
 
 /// What `SessionStore::patch` did.

@@ -228,9 +228,9 @@ pub struct Organization {
 /// The Zendesk REST client of one handoff.
 pub struct ZendeskClient {
     http: reqwest::Client,
-    settings: ZendeskApiSettings,
-    auth: Authorizer,
-    metrics: Arc<Metrics>,
+    pub(super) settings: ZendeskApiSettings,
+    pub(super) auth: Authorizer,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -238,7 +238,7 @@ pub struct ZendeskClient {
 pub struct ClientBuildError(String);
 
 /// One attempt's outcome, before the retry decision.
-enum Attempt {
+pub(super) enum Attempt {
     Answer {
         status: u16,
         retry_after: Option<Duration>,
@@ -298,13 +298,18 @@ impl ZendeskClient {
     }
 
     /// GET `path` with retries; the body parsed as `T`.
-    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, FetchError> {
+    pub(super) async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, FetchError> {
         let url = format!("{}{path}", self.settings.base_url);
         let mut attempts = 0u32;
         loop {
             attempts += 1;
             let header = self.auth.header().await?;
-            let outcome = self.attempt(&url, &header).await;
+            let outcome = self
+                .attempt(reqwest::Method::GET, &url, &header, None)
+                .await;
             let m = &self.metrics;
             let (verdict, retry_after, failure) = match outcome {
                 Attempt::Answer {
@@ -390,15 +395,26 @@ impl ZendeskClient {
         }
     }
 
-    async fn attempt(&self, url: &str, header: &crate::config::Secret) -> Attempt {
+    /// One request: GET, or a write with a JSON `body` (the ticket note).
+    pub(super) async fn attempt(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        header: &crate::config::Secret,
+        body: Option<&Value>,
+    ) -> Attempt {
         Metrics::inc(&self.metrics.zendesk_requests_total);
-        let sent = self
+        let mut req = self
             .http
-            .get(url)
+            .request(method, url)
             .header("authorization", header.expose())
-            .header("accept", "application/json")
-            .send()
-            .await;
+            .header("accept", "application/json");
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let sent = req.send().await;
         let resp = match sent {
             Ok(r) => r,
             Err(e) if e.is_timeout() => return Attempt::Timeout,

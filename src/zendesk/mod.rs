@@ -5,12 +5,16 @@
 
 pub mod auth;
 pub mod client;
+pub mod comment;
 pub mod confirm;
 pub mod enrich;
+pub mod note;
+pub mod notes;
 pub mod settings;
 
 pub use client::{FetchError, ZendeskClient};
 pub use enrich::{contact_details, merge_contact, EnrichError, ZendeskEnricher};
+pub use notes::{ClientFor, GlobalClient, TicketNotes};
 pub use settings::{ApiAuth, ZendeskApiSettings, ZendeskConfig, ZendeskConfigError};
 
 use crate::config::Settings;
@@ -36,6 +40,9 @@ pub enum EnricherSetupError {
 pub struct ZendeskHooks {
     pub enricher: Arc<dyn ContactEnricher>,
     pub confirmer: Option<Arc<dyn StampConfirmer>>,
+    /// The ticket-note task (None: no API credentials, or `zendesk.ticket_notes =
+    /// false`).
+    pub notes: Option<TicketNotes>,
 }
 
 /// The hooks for these settings: Zendesk's when API credentials are configured,
@@ -54,9 +61,29 @@ pub fn hooks(
         return Ok(ZendeskHooks {
             enricher: Arc::new(NoEnrichment),
             confirmer: None,
+            notes: None,
         });
     };
     let client = ZendeskClient::new(api.clone(), metrics.clone())?;
+    // Its own client (and token cache): the seam per-org accounts replace.
+    let notes = if settings.zendesk_ticket_notes {
+        if let settings::ApiAuth::ClientCredentials { scope, .. } = &api.auth {
+            let writes = scope
+                .split(' ')
+                .any(|s| s == "write" || s.ends_with(":write"));
+            if !writes {
+                tracing::warn!(scope = %scope, "zendesk.oauth_scope has no write scope: ticket notes will be refused (403); add \"write\" or set zendesk.ticket_notes = false");
+            }
+        }
+        let notes_client = Arc::new(ZendeskClient::new(api.clone(), metrics.clone())?);
+        tracing::info!("ticket notes at handoff are on");
+        Some(TicketNotes::start(
+            Arc::new(GlobalClient(notes_client)),
+            metrics.clone(),
+        ))
+    } else {
+        None
+    };
     let contacts = Contacts::open(store, shared)?;
     tracing::info!(base_url = %api.base_url, "stamp confirmation and contact enrichment from Zendesk are on");
     let zendesk = Arc::new(ZendeskEnricher::new(
@@ -69,5 +96,6 @@ pub fn hooks(
     Ok(ZendeskHooks {
         enricher: zendesk.clone(),
         confirmer: Some(zendesk),
+        notes,
     })
 }

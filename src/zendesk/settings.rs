@@ -37,6 +37,9 @@ pub struct ZendeskConfig {
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
     pub max_retry_after_secs: u64,
+    /// Add a private note to the session's ticket when a transfer to a destination
+    /// with `ticket_note` completes (needs API credentials). Default true.
+    pub ticket_notes: bool,
 }
 
 impl Default for ZendeskConfig {
@@ -60,6 +63,7 @@ impl Default for ZendeskConfig {
             retry_base_ms: 250,
             retry_max_ms: 5000,
             max_retry_after_secs: 30,
+            ticket_notes: true,
         }
     }
 }

@@ -40,6 +40,7 @@ pub async fn run_all(fresh: &dyn Fn() -> Arc<dyn SessionStore>) {
     answer_and_end_times_are_the_callers_and_the_first_stays(fresh()).await;
     attach_contact_keeps_an_api_contact_id_and_merges_details(fresh()).await;
     patch_merges_custom_data_within_the_limit(fresh()).await;
+    patch_sets_keeps_and_clears_the_summary(fresh()).await;
     duplicate_id_is_refused(fresh()).await;
     live_by_phone_is_newest_first_and_stamp_takes_the_newest(fresh()).await;
     for _ in 0..10 {
@@ -144,12 +145,45 @@ async fn attach_contact_keeps_an_api_contact_id_and_merges_details(s: Arc<dyn Se
     assert_eq!(gone.unwrap(), None);
 }
 
+/// The ticket note's summary (issue 16): set as given (line breaks and markup are
+/// the note's business, not the store's), kept by a patch that leaves it, cleared.
+async fn patch_sets_keeps_and_clears_the_summary(s: Arc<dyn SessionStore>) {
+    s.create(live("a", "org-1")).await.unwrap();
+    let text = "Wants a refund.\nOrder 42 <b>now</b> 'x'); --";
+    let set = SessionPatch {
+        summary: Some(Some(text.into())),
+        max_custom_data: 8,
+        ..SessionPatch::default()
+    };
+    assert!(matches!(
+        s.patch(&id("a"), set).await.unwrap(),
+        PatchOutcome::Patched(got) if got.summary.as_deref() == Some(text)
+    ));
+    let other = SessionPatch {
+        contact_id: Some(Some("c-1".into())),
+        max_custom_data: 8,
+        ..SessionPatch::default()
+    };
+    s.patch(&id("a"), other).await.unwrap();
+    let got = s.get(&id("a")).await.unwrap().expect("present");
+    assert_eq!(got.summary.as_deref(), Some(text), "kept by another patch");
+    let clear = SessionPatch {
+        summary: Some(None),
+        max_custom_data: 8,
+        ..SessionPatch::default()
+    };
+    s.patch(&id("a"), clear).await.unwrap();
+    let got = s.get(&id("a")).await.unwrap().expect("present");
+    assert_eq!(got.summary, None);
+}
+
 async fn patch_merges_custom_data_within_the_limit(s: Arc<dyn SessionStore>) {
     s.create(live("a", "org-1")).await.unwrap();
     let patch = |k: &str, contact: Option<Option<String>>| SessionPatch {
         contact_id: contact,
         custom_data: [(k.to_owned(), "v'); --".to_owned())].into(),
         max_custom_data: 1,
+        summary: None,
     };
     match s
         .patch(&id("a"), patch("k1", Some(Some("c-9".into()))))

@@ -2,7 +2,10 @@
 //! enrichment tests: the ticket, user and organization shapes Zendesk documents,
 //! scriptable per path (status sequences, `Retry-After`, `text/plain` bodies,
 //! delays), a client-credentials token endpoint that counts its exchanges, and a
-//! check of every request's `Authorization` header.
+//! check of every request's `Authorization` header. Ticket comments (the note at
+//! handoff): `PUT /api/v2/tickets/{id}.json` with a comment adds it to the ticket
+//! (scripted as `PUT <path>`; a reply `applied()` adds it although its status says
+//! otherwise: a lost answer), `GET .../comments.json` lists them newest first.
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -29,6 +32,8 @@ pub struct Reply {
     pub content_type: &'static str,
     pub retry_after: Option<String>,
     pub delay: Duration,
+    /// A write is carried out whatever this answer says (the answer was lost).
+    pub applied: bool,
 }
 
 impl Reply {
@@ -39,6 +44,7 @@ impl Reply {
             content_type: "application/json; charset=utf-8",
             retry_after: None,
             delay: Duration::ZERO,
+            applied: false,
         }
     }
 
@@ -49,6 +55,7 @@ impl Reply {
             content_type: "text/plain; charset=utf-8",
             retry_after: None,
             delay: Duration::ZERO,
+            applied: false,
         }
     }
 
@@ -66,11 +73,18 @@ impl Reply {
         self.delay = d;
         self
     }
+
+    /// The write this answers is carried out all the same.
+    pub fn applied(mut self) -> Reply {
+        self.applied = true;
+        self
+    }
 }
 
 /// A request the fake received.
 #[derive(Debug, Clone)]
 pub struct Hit {
+    pub method: String,
     pub path: String,
     pub authorization: Option<String>,
     pub at: Instant,
@@ -100,6 +114,8 @@ struct Tokens {
 struct Fake {
     paths: Mutex<HashMap<String, Path>>,
     hits: Mutex<Vec<Hit>>,
+    /// Comments added by PUT, per ticket, oldest first.
+    comments: Mutex<HashMap<u64, Vec<Value>>>,
     expect: Expect,
     tokens: Mutex<Tokens>,
 }
@@ -141,6 +157,7 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     fake.hits.lock().unwrap().push(Hit {
+        method: method.to_string(),
         path: path.clone(),
         authorization: authorization.clone(),
         at: Instant::now(),
@@ -148,8 +165,8 @@ async fn handle(
     if method == Method::POST && path == "/oauth/tokens" {
         return fake.token(&body).await;
     }
-    if method != Method::GET {
-        return response(&Reply::error(405, "MethodNotAllowed", "GET only"));
+    if method != Method::GET && method != Method::PUT {
+        return response(&Reply::error(405, "MethodNotAllowed", "GET and PUT only"));
     }
     if !fake.authorized(authorization.as_deref()) {
         return response(&Reply::error(
@@ -158,11 +175,38 @@ async fn handle(
             "bad Authorization",
         ));
     }
+    let key = if method == Method::PUT {
+        format!("PUT {path}")
+    } else {
+        path.clone()
+    };
     let reply = {
         let mut paths = fake.paths.lock().unwrap();
-        let p = paths.entry(path).or_default();
+        let p = paths.entry(key).or_default();
         p.script.pop_front().or_else(|| p.default.clone())
     };
+    if method == Method::PUT {
+        let Some(id) = ticket_of(&path, ".json") else {
+            return response(&Reply::error(404, "RecordNotFound", "Not found"));
+        };
+        let reply = reply.unwrap_or_else(|| Reply::json(200, json!({"ticket": {"id": id}})));
+        if (200..300).contains(&reply.status) || reply.applied {
+            fake.comment(id, &body);
+        }
+        if !reply.delay.is_zero() {
+            tokio::time::sleep(reply.delay).await;
+        }
+        return response(&reply);
+    }
+    let reply = reply.or_else(|| {
+        let id = ticket_of(&path, "/comments.json")?;
+        let mut list = fake.comments.lock().unwrap().get(&id).cloned()?;
+        list.reverse(); // sort_order=desc: newest first
+        Some(Reply::json(
+            200,
+            json!({"comments": list, "next_page": null, "previous_page": null, "count": list.len()}),
+        ))
+    });
     let reply = reply.unwrap_or_else(|| Reply::error(404, "RecordNotFound", "Not found"));
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
@@ -170,7 +214,35 @@ async fn handle(
     response(&reply)
 }
 
+/// The ticket id of `/api/v2/tickets/{id}{suffix}`.
+fn ticket_of(path: &str, suffix: &str) -> Option<u64> {
+    path.strip_prefix("/api/v2/tickets/")?
+        .strip_suffix(suffix)?
+        .parse()
+        .ok()
+}
+
 impl Fake {
+    /// The comment of a ticket update, as Zendesk keeps it.
+    fn comment(&self, ticket: u64, body: &[u8]) {
+        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let c = &v["ticket"]["comment"];
+        if c.is_null() {
+            return;
+        }
+        let mut all = self.comments.lock().unwrap();
+        let list = all.entry(ticket).or_default();
+        list.push(json!({
+            "id": 1000 + list.len(),
+            "type": "Comment",
+            "body": c["body"],
+            "html_body": c["html_body"],
+            "plain_body": c["body"],
+            "public": c["public"].as_bool().unwrap_or(true),
+            "author_id": 1,
+        }));
+    }
+
     fn authorized(&self, header: Option<&str>) -> bool {
         let Some(h) = header else { return false };
         match self.expect {
@@ -236,6 +308,7 @@ impl FakeZendesk {
         let fake = Arc::new(Fake {
             paths: Mutex::new(HashMap::new()),
             hits: Mutex::new(Vec::new()),
+            comments: Mutex::new(HashMap::new()),
             expect,
             tokens: Mutex::new(Tokens {
                 lifetimes: lifetimes.into(),
@@ -364,6 +437,22 @@ impl FakeZendesk {
         );
     }
 
+    /// The comments added to `ticket`, oldest first.
+    pub fn comments(&self, ticket: u64) -> Vec<Value> {
+        self.fake
+            .comments
+            .lock()
+            .unwrap()
+            .get(&ticket)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Answers for ticket updates (`PUT`) before the default (200, applied).
+    pub fn script_put(&self, path: &str, replies: Vec<Reply>) {
+        self.script(&format!("PUT {path}"), replies);
+    }
+
     pub fn hits(&self) -> Vec<Hit> {
         self.fake.hits.lock().unwrap().clone()
     }
@@ -384,6 +473,10 @@ const FAST: &str = "zendesk.request_timeout_ms = 2000\nzendesk.max_retries = 3\n
 
 pub fn ticket_path(id: u64) -> String {
     format!("/api/v2/tickets/{id}.json")
+}
+
+pub fn comments_path(id: u64) -> String {
+    format!("/api/v2/tickets/{id}/comments.json")
 }
 
 pub fn user_path(id: u64) -> String {

@@ -12,6 +12,7 @@ mod relay;
 mod requests;
 mod setup;
 mod store_io;
+mod ticket_note;
 mod transfer;
 mod transfer_target;
 

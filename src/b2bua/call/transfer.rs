@@ -43,6 +43,8 @@ pub(super) struct TransferRun {
     pub(super) referred_by: Option<String>,
     /// The index of this attempt in the session's transfer records.
     pub(super) record: usize,
+    /// What the ticket note needs when the transfer completes.
+    pub(super) note: super::ticket_note::NoteParts,
 }
 
 impl Call {
@@ -110,6 +112,15 @@ impl Call {
             ok
         });
         let settings = &policy.settings;
+        // Whether a note is wanted, and the ticket, are the INVITE's (a redirect
+        // may change the destination): set when it is sent.
+        let note = super::ticket_note::NoteParts {
+            refer_summary: Some(settings.summary_header.as_str())
+                .filter(|h| !h.is_empty())
+                .and_then(|h| req.header(h))
+                .and_then(crate::zendesk::note::summary_from_header),
+            ..Default::default()
+        };
         let limits = Limits {
             max_redirects: settings.max_redirects,
             ring_timeout: settings.ring_timeout(),
@@ -130,6 +141,7 @@ impl Call {
             refer_msg_headers,
             referred_by,
             record,
+            note,
         }));
         // The INVITE first, then the first NOTIFY (RFC 3515 2.4.4): the machine
         // asks for the NOTIFY once the dial has started.
@@ -265,6 +277,7 @@ impl Call {
             Action::Count { succeeded } => {
                 if succeeded {
                     Metrics::inc(&self.sh.metrics.transfers_succeeded_total);
+                    self.queue_ticket_note();
                 } else {
                     Metrics::inc(&self.sh.metrics.transfers_failed_total);
                     tracing::info!("transfer failed, the caller stays with the AI agent");

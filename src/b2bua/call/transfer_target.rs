@@ -213,6 +213,9 @@ impl Call {
         m.push("Content-Type", "application/sdp");
         m.set_body(sdp);
         let keep_wire = dest.credentials.is_some();
+        let note_wanted = dest.ticket_note;
+        let note_ticket = session.zendesk_ticket_id;
+        let note_summary = session.summary.clone();
 
         let dialog = Dialog::uac(&m, peer, contact).ok_or((500, "Server Internal Error"))?;
         let call_id = dialog.call_id.clone();
@@ -231,6 +234,9 @@ impl Call {
         let Some(t) = self.transfer.as_mut() else {
             return Ok(());
         };
+        t.note.wanted = note_wanted;
+        t.note.ticket = note_ticket;
+        t.note.session_summary = note_summary;
         let deadline = now + sh.transfer.settings.ring_timeout();
         let wire = self.txs.wire(id);
         t.invite = Some(

@@ -53,6 +53,9 @@ pub struct Destination {
     pub transport: Option<Transport>,
     /// Which headers go on the INVITE besides the session's, and where.
     pub contract: std::sync::Arc<super::contract::Contract>,
+    /// A completed transfer here leaves a private note on the session's ticket
+    /// (`ticket_note`; default: for Zendesk SIP-IN hosts only).
+    pub ticket_note: bool,
 }
 
 /// Why a target is not dialled; the caller answers the REFER with 403 either way.
@@ -336,6 +339,13 @@ fn check_uri_transport(uri: &SipUri) -> Result<Option<Transport>, Refused> {
     }
 }
 
+/// Whether a transfer to `uri` notes the ticket unless configured: only when it
+/// goes into Zendesk itself (SIP-IN), where the ticket is the agent's work item; a
+/// note is a write to the customer's Zendesk, asked for elsewhere by `ticket_note`.
+pub(super) fn default_ticket_note(uri: &SipUri) -> bool {
+    uri.scheme == "sip" && is_zendesk_host(&uri.host)
+}
+
 /// True for a Zendesk SIP-IN host (`<subdomain>.zendesk.sip.twilio.com`).
 pub(super) fn is_zendesk_host(host: &str) -> bool {
     let h = normal_host(host);
@@ -370,6 +380,7 @@ pub(super) struct NamedDestination {
     pub(super) credentials: Option<Credentials>,
     pub(super) transport: Option<Transport>,
     pub(super) contract: std::sync::Arc<super::contract::Contract>,
+    pub(super) ticket_note: bool,
 }
 
 /// The compiled allow-list: patterns plus named destinations. Build it with
@@ -412,6 +423,7 @@ impl AllowList {
                 credentials: n.credentials.clone(),
                 transport: n.transport.or(uri_transport),
                 contract: n.contract.clone(),
+                ticket_note: n.ticket_note,
             });
         }
         if self.patterns.iter().any(|p| p.matches(uri)) {
@@ -423,6 +435,7 @@ impl AllowList {
                 credentials: None,
                 transport: uri_transport,
                 contract: std::sync::Arc::new(super::contract::Contract::for_host(&uri.host)),
+                ticket_note: default_ticket_note(uri),
             });
         }
         Err(Refused::NotAllowed)

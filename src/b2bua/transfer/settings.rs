@@ -1,7 +1,9 @@
 //! The `[transfer]` table: typed, defaulted, validated with errors naming the full key,
 //! and compiled once into a [`TransferPolicy`].
 
-use super::allow::{is_zendesk_host, uri_transport, AllowList, NamedDestination, Pattern};
+use super::allow::{
+    default_ticket_note, is_zendesk_host, uri_transport, AllowList, NamedDestination, Pattern,
+};
 use super::headers::{CopyRule, FallbackFrom};
 use super::Credentials;
 use crate::config::Secret;
@@ -34,6 +36,10 @@ pub struct TransferSettings {
     pub copy_refer_headers: Vec<String>,
     /// Also send Zendesk's own `X-Zendesk-Ticket-Id` with the ticket id. Default true.
     pub zendesk_native_ticket_header: bool,
+    /// The REFER header the AI agent's summary for the ticket note comes in
+    /// (control characters dropped, cut to 2,000 bytes). Default
+    /// "X-OPENCX-SUMMARY"; "" reads none.
+    pub summary_header: String,
     /// How long the transfer target may ring before the transfer fails. Default 30.
     pub ring_timeout_secs: u64,
     /// 3xx redirects followed per transfer, each target checked again. Default 3.
@@ -55,6 +61,7 @@ impl Default for TransferSettings {
             fallback_from: DEFAULT_FALLBACK_FROM.into(),
             copy_refer_headers: Vec::new(),
             zendesk_native_ticket_header: true,
+            summary_header: crate::zendesk::note::DEFAULT_SUMMARY_HEADER.into(),
             ring_timeout_secs: 30,
             max_redirects: 3,
             notify_timeout_ms: 2000,
@@ -99,6 +106,10 @@ pub struct DestinationConfig {
     /// Where the ticket headers go: "header", "uri" or "both".
     #[serde(default)]
     pub ticket_placement: Option<String>,
+    /// A completed transfer here leaves a private note on the session's Zendesk
+    /// ticket; default true for Zendesk SIP-IN hosts, false elsewhere.
+    #[serde(default)]
+    pub ticket_note: Option<bool>,
 }
 
 impl std::fmt::Debug for DestinationConfig {
@@ -115,6 +126,7 @@ impl std::fmt::Debug for DestinationConfig {
             .field("custom_data_headers", &self.custom_data_headers)
             .field("header_placement", &self.header_placement)
             .field("ticket_placement", &self.ticket_placement)
+            .field("ticket_note", &self.ticket_note)
             .finish()
     }
 }
@@ -191,6 +203,17 @@ impl TransferSettings {
             .map_err(|e| bad("transfer.fallback_from", e))?;
         let copy = CopyRule::parse(&self.copy_refer_headers)
             .map_err(|(i, e)| bad(format!("transfer.copy_refer_headers[{i}]"), e))?;
+        let summary_ok = self.summary_header.is_empty()
+            || (self.summary_header.len() <= 64 && self.summary_header.bytes().all(is_token_char));
+        if !summary_ok {
+            return Err(bad(
+                "transfer.summary_header",
+                format!(
+                    "{:?} must be a header name (1-64 token characters) or \"\"",
+                    self.summary_header
+                ),
+            ));
+        }
         if !(1..=600).contains(&self.ring_timeout_secs) {
             return Err(bad(
                 "transfer.ring_timeout_secs",
@@ -320,7 +343,11 @@ impl DestinationConfig {
             &uri.host,
         )
         .map_err(|(k, p)| bad(key(&k), p))?;
+        let ticket_note = self
+            .ticket_note
+            .unwrap_or_else(|| default_ticket_note(&uri));
         Ok(NamedDestination {
+            ticket_note,
             name: self.name.clone(),
             uri,
             codecs,

@@ -231,6 +231,7 @@ fn patch_merges_custom_data_within_the_limit() {
         contact_id: contact,
         custom_data: [(k.to_owned(), "v".to_owned())].into(),
         max_custom_data: 1,
+        summary: None,
     };
     match done(s.patch(&id("a"), patch("k1", Some(Some("c-9".into()))))).unwrap() {
         PatchOutcome::Patched(got) => {

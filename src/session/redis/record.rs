@@ -91,6 +91,7 @@ pub fn encode(s: &Session, node: &str) -> Vec<(String, String)> {
     opt("ended", s.ended_at.map(|t| micros(t).to_string()));
     opt("ticket", s.zendesk_ticket_id.map(|t| t.to_string()));
     opt("contact_id", s.contact_id.clone());
+    opt("summary", s.summary.clone());
     for (k, v) in &s.custom_data {
         f.push((format!("c:{k}"), v.clone()));
     }
@@ -181,6 +182,7 @@ pub fn decode(fields: Vec<(String, String)>) -> Result<Session, String> {
         contact_id: take("contact_id"),
         contact,
         custom_data: custom,
+        summary: take("summary"),
     })
 }
 

@@ -73,7 +73,8 @@ return redis.call('HGET', KEYS[1], 'contact_id')
 "#;
 
 /// KEYS[1] session; ARGV: most custom entries, contact mode (keep, set, clear),
-/// contact id, then `c:<key>`/value pairs. Returns {'nf'}, {'toomany'}, or
+/// contact id, summary mode (keep, set, clear), summary, then `c:<key>`/value
+/// pairs. Returns {'nf'}, {'toomany'}, or
 /// {'patched', HGETALL}.
 pub const PATCH: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'nf'} end
@@ -81,15 +82,20 @@ local n = 0
 for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
   if string.sub(f, 1, 2) == 'c:' then n = n + 1 end
 end
-for i = 4, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 0 then n = n + 1 end
 end
 if n > tonumber(ARGV[1]) then return {'toomany'} end
-if #ARGV >= 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 4)) end
+if #ARGV >= 6 then redis.call('HSET', KEYS[1], unpack(ARGV, 6)) end
 if ARGV[2] == 'set' then
   redis.call('HSET', KEYS[1], 'contact_id', ARGV[3])
 elseif ARGV[2] == 'clear' then
   redis.call('HDEL', KEYS[1], 'contact_id')
+end
+if ARGV[4] == 'set' then
+  redis.call('HSET', KEYS[1], 'summary', ARGV[5])
+elseif ARGV[4] == 'clear' then
+  redis.call('HDEL', KEYS[1], 'summary')
 end
 return {'patched', redis.call('HGETALL', KEYS[1])}
 "#;

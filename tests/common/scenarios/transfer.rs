@@ -52,12 +52,22 @@ pub async fn transfer_rig(t: Transport, extra: &str) -> TransferRig {
 
 /// The same with a given "Zendesk" UA (whose port `extra` may already name).
 pub async fn transfer_rig_with(t: Transport, extra: &str, zendesk: TestUa) -> TransferRig {
+    transfer_rig_dest(t, "", extra, zendesk).await
+}
+
+/// The same with more keys on the "zendesk" destination (`dest`: `, key = value`).
+pub async fn transfer_rig_dest(
+    t: Transport,
+    dest: &str,
+    extra: &str,
+    zendesk: TestUa,
+) -> TransferRig {
     let port = zendesk.local_addr().port();
     let target = format!("sip:support@127.0.0.1:{port}{}", t.uri_param());
     let extra = format!(
         "transfer.allow = [\"tel:+*\"]\n\
          transfer.pstn_gateway = \"sip:127.0.0.1:{port}{}\"\n\
-         transfer.destination = [{{ name = \"zendesk\", uri = \"{target}\" }}]\n\
+         transfer.destination = [{{ name = \"zendesk\", uri = \"{target}\"{dest} }}]\n\
          http.signing_keys = [{{ kid = \"k1\", secret = \"{SIGNING_SECRET}\", issuer = \"t\" }}]\n\
          {extra}",
         t.uri_param()

@@ -20,6 +20,7 @@ fn dest(uri: &str) -> Destination {
         credentials: None,
         transport: None,
         contract: Default::default(),
+        ticket_note: false,
     }
 }
 

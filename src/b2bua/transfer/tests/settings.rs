@@ -201,3 +201,56 @@ fn numeric_bounds_name_their_key() {
     assert!(err("notify_timeout_ms = 0").starts_with("transfer.notify_timeout_ms: "));
     assert_eq!(settings("max_redirects = 0").validate(), Ok(()));
 }
+
+#[test]
+fn ticket_note_defaults_to_zendesk_sip_in_hosts_and_can_be_set() {
+    let p = policy(
+        r#"
+allow = ["*.zendesk.sip.twilio.com", "pbx.example.com"]
+
+[[destination]]
+name = "zd"
+uri = "sip:line@acme.zendesk.sip.twilio.com"
+
+[[destination]]
+name = "pbx"
+uri = "sip:desk@pbx.example.com"
+
+[[destination]]
+name = "pbx-noted"
+uri = "sip:desk2@pbx.example.com"
+ticket_note = true
+
+[[destination]]
+name = "zd-quiet"
+uri = "sip:quiet@acme.zendesk.sip.twilio.com"
+ticket_note = false
+"#,
+    );
+    let note = |name: &str| p.allow.destination(name).expect(name).ticket_note;
+    assert!(note("zd"), "Zendesk SIP-IN: on by default");
+    assert!(!note("pbx"), "elsewhere: off by default");
+    assert!(note("pbx-noted"));
+    assert!(!note("zd-quiet"));
+    // Targets allowed by pattern: by host.
+    let check = |uri: &str| {
+        p.allow
+            .check_uri(&crate::sip::message::SipUri::parse(uri).expect("uri"))
+            .expect("allowed")
+            .ticket_note
+    };
+    assert!(check("sip:other@acme.zendesk.sip.twilio.com"));
+    assert!(!check("sip:x@pbx.example.com"));
+}
+
+#[test]
+fn summary_header_is_a_header_name_or_empty() {
+    assert_eq!(settings("").summary_header, "X-OPENCX-SUMMARY");
+    assert_eq!(settings(r#"summary_header = """#).validate(), Ok(()));
+    assert_eq!(
+        settings(r#"summary_header = "X-Summary""#).validate(),
+        Ok(())
+    );
+    let e = err(r#"summary_header = "X-Bad: 1""#);
+    assert!(e.starts_with("transfer.summary_header: "), "{e}");
+}
