@@ -37,7 +37,8 @@ pub const REDACTED_PATH: &str = "/backend/zendesk-v2/voice-prefetch/<redacted>";
 /// Zendesk never waits on it, and not start a second run for a session whose
 /// enrichment is under way.
 pub trait ContactEnricher: Send + Sync + 'static {
-    fn session_stamped(&self, session: &SessionId, ticket_id: u64);
+    /// `org` is the session's: its Zendesk account is the one asked.
+    fn session_stamped(&self, org: &str, session: &SessionId, ticket_id: u64);
 }
 
 /// No enrichment yet (its own issue): does nothing.
@@ -45,7 +46,7 @@ pub trait ContactEnricher: Send + Sync + 'static {
 pub struct NoEnrichment;
 
 impl ContactEnricher for NoEnrichment {
-    fn session_stamped(&self, _session: &SessionId, _ticket_id: u64) {}
+    fn session_stamped(&self, _org: &str, _session: &SessionId, _ticket_id: u64) {}
 }
 
 mod body;
@@ -238,7 +239,7 @@ async fn confirm(
     org: &str,
     req: &PrefetchRequest,
 ) -> Result<Vec<String>, Answer> {
-    let Some(confirmer) = state.confirmer() else {
+    let Some(confirmer) = state.confirmer().filter(|c| c.confirms(org)) else {
         return Ok(req.phones.clone());
     };
     let ticket = req.ticket_id;
@@ -269,7 +270,7 @@ async fn confirm(
             (StatusCode::OK, Json(body)).into_response(),
         )
     };
-    let asked = tokio::time::timeout(CONFIRM_DEADLINE, confirmer.confirm(ticket, &live)).await;
+    let asked = tokio::time::timeout(CONFIRM_DEADLINE, confirmer.confirm(org, ticket, &live)).await;
     let asked = asked.unwrap_or_else(|_| {
         Err(ConfirmError::Unavailable(format!(
             "no answer within {CONFIRM_DEADLINE:?}"
@@ -300,7 +301,7 @@ async fn confirm(
             );
             Err(refused("Zendesk has no such ticket".into()))
         }
-        Err(ConfirmError::Unavailable(e)) => {
+        Err(e) => {
             tracing::warn!(path = REDACTED_PATH, org, ticket, error = %e, "stamp not confirmed: Zendesk could not be asked");
             Err(unavailable(format!(
                 "ticket {ticket} could not be confirmed with Zendesk; retry later"
@@ -325,7 +326,7 @@ async fn stamp(
     let (metric, body) = match outcome {
         StampOutcome::Stamped(id) => {
             tracing::info!(path = REDACTED_PATH, org, session = %id, ticket, "ticket stamped");
-            state.enricher().session_stamped(&id, ticket);
+            state.enricher().session_stamped(org, &id, ticket);
             (
                 WebhookOutcome::Stamped,
                 json!({"success": true, "session_id": id.as_str(), "ticket_id": ticket}),
@@ -334,7 +335,7 @@ async fn stamp(
         StampOutcome::AlreadyStamped(id) => {
             let session = state.sessions().get(&id).await?;
             if session.is_some_and(|s| s.contact.is_none()) {
-                state.enricher().session_stamped(&id, ticket);
+                state.enricher().session_stamped(org, &id, ticket);
             }
             (
                 WebhookOutcome::AlreadyStamped,

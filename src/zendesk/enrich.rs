@@ -9,7 +9,6 @@
 
 use super::client::{FetchError, Organization, Ticket, User, ZendeskClient};
 use crate::e164::normalize_e164;
-use crate::http::ContactEnricher;
 use crate::metrics::Metrics;
 use crate::session::contacts::{Contacts, ContactsError};
 use crate::session::{ContactDetails, SessionId, SessionStore};
@@ -112,7 +111,8 @@ fn storable_contact_id(id: &str) -> bool {
     crate::store::contacts::is_valid_contact_id(id)
 }
 
-/// Contact enrichment from Zendesk, as the webhook's [`ContactEnricher`].
+/// Contact enrichment from one Zendesk account (the webhook's
+/// [`crate::http::ContactEnricher`] is the account registry over these).
 #[derive(Clone)]
 pub struct ZendeskEnricher(Arc<Inner>);
 
@@ -189,8 +189,10 @@ impl ZendeskEnricher {
     }
 }
 
-impl ContactEnricher for ZendeskEnricher {
-    fn session_stamped(&self, session: &SessionId, ticket_id: u64) {
+impl ZendeskEnricher {
+    /// Start the enrichment of a stamped session in the background (see
+    /// `crate::http::ContactEnricher`); returns at once.
+    pub fn session_stamped(&self, session: &SessionId, ticket_id: u64) {
         let m = &self.0.metrics;
         let Ok(permit) = self.0.slots.clone().try_acquire_owned() else {
             Metrics::inc(&m.enrichments_failed_total);

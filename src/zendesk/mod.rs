@@ -3,6 +3,8 @@
 //! organization are fetched and the session's contact is resolved from them, by
 //! ticket id and never by a phone search (Zendesk's phone search matches fuzzily).
 
+pub mod account_config;
+pub mod accounts;
 pub mod auth;
 pub mod client;
 pub mod confirm;
@@ -38,8 +40,9 @@ pub struct ZendeskHooks {
     pub confirmer: Option<Arc<dyn StampConfirmer>>,
 }
 
-/// The hooks for these settings: Zendesk's when API credentials are configured,
-/// else none. Contacts live in `shared` (Redis) when given, else in `store`.
+/// The hooks for these settings: the Zendesk accounts' when any has API
+/// credentials, else none. Contacts live in `shared` (Redis) when given, else in
+/// `store`.
 pub fn hooks(
     settings: &Settings,
     store: &Store,
@@ -47,7 +50,9 @@ pub fn hooks(
     sessions: Arc<dyn SessionStore>,
     metrics: Arc<Metrics>,
 ) -> Result<ZendeskHooks, EnricherSetupError> {
-    let Some(api) = &settings.zendesk else {
+    let z = &settings.zendesk_accounts;
+    let with_api = z.default.api.is_some() || z.accounts.iter().any(|a| a.api.is_some());
+    if !with_api {
         tracing::info!(
             "no Zendesk API credentials: contact enrichment and stamp confirmation are off"
         );
@@ -55,19 +60,29 @@ pub fn hooks(
             enricher: Arc::new(NoEnrichment),
             confirmer: None,
         });
-    };
-    let client = ZendeskClient::new(api.clone(), metrics.clone())?;
+    }
     let contacts = Contacts::open(store, shared)?;
-    tracing::info!(base_url = %api.base_url, "stamp confirmation and contact enrichment from Zendesk are on");
-    let zendesk = Arc::new(ZendeskEnricher::new(
-        client,
-        contacts,
-        sessions,
-        metrics,
-        settings.default_country.clone(),
-    ));
+    let accounts = Arc::new(accounts::ZendeskAccounts::new(
+        z,
+        &accounts::Shared {
+            contacts,
+            sessions,
+            metrics,
+            default_country: settings.default_country.clone(),
+        },
+    )?);
+    tracing::info!(
+        default_base_url = z
+            .default
+            .api
+            .as_ref()
+            .map(|a| a.base_url.as_str())
+            .unwrap_or("none"),
+        accounts_with_api = accounts.api_count(),
+        "stamp confirmation and contact enrichment from Zendesk are on"
+    );
     Ok(ZendeskHooks {
-        enricher: zendesk.clone(),
-        confirmer: Some(zendesk),
+        enricher: accounts.clone(),
+        confirmer: Some(accounts),
     })
 }
