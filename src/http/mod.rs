@@ -52,6 +52,8 @@ struct Inner {
     confirmer: std::sync::OnceLock<Arc<dyn StampConfirmer>>,
     /// Zendesk signatures seen within their window.
     replays: std::sync::Mutex<replay::ReplayGuard>,
+    /// Event-subscription invocation and event ids seen (about an hour).
+    events_seen: std::sync::Mutex<replay::ReplayGuard>,
 }
 
 impl HttpState {
@@ -69,6 +71,7 @@ impl HttpState {
             enricher,
             confirmer: std::sync::OnceLock::new(),
             replays: std::sync::Mutex::new(replay::ReplayGuard::default()),
+            events_seen: std::sync::Mutex::new(replay::ReplayGuard::default()),
         }))
     }
 
@@ -86,6 +89,14 @@ impl HttpState {
     pub fn replays(&self) -> std::sync::MutexGuard<'_, replay::ReplayGuard> {
         self.0
             .replays
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The event ids seen; a panic elsewhere while it was held leaves it usable.
+    pub fn events_seen(&self) -> std::sync::MutexGuard<'_, replay::ReplayGuard> {
+        self.0
+            .events_seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }

@@ -50,6 +50,8 @@ impl ContactEnricher for NoEnrichment {
 }
 
 mod body;
+pub mod event;
+mod subscription;
 pub use body::{parse_prefetch_body, PrefetchBodyError, PrefetchRequest};
 
 fn now_unix() -> i64 {
@@ -124,7 +126,10 @@ async fn handle(
         }
     };
     let mut replay_key = None;
-    if let Some(secret) = &http.zendesk_signing_secret {
+    // The org's own Zendesk account signs its webhooks: an org with an account
+    // entry is checked against that entry's secret only, never the default's.
+    let account = state.settings().zendesk_accounts.for_org(&org);
+    if let Some(secret) = &account.signing_secret {
         let now = now_unix();
         let signature = header(headers, "x-zendesk-webhook-signature");
         if let Err(e) = auth::verify_zendesk_signature(
@@ -189,6 +194,20 @@ async fn handle(
 async fn handle_signed(state: &HttpState, org: &str, headers: &HeaderMap, body: &[u8]) -> Answer {
     if let Err(e) = require_json(headers) {
         return (WebhookOutcome::BadRequest, e.into_response());
+    }
+    match event::parse_event(body) {
+        Ok(None) => {}
+        Ok(Some(envelope)) => {
+            return subscription::handle_event(state, org, headers, envelope).await
+        }
+        Err(e) => {
+            if matches!(e, event::EventBodyError::DuplicateKey(_)) {
+                Metrics::inc(&state.metrics().webhook_duplicate_keys_total);
+            }
+            tracing::info!(path = REDACTED_PATH, org, error = %e, "voice-prefetch event body refused");
+            let e = ApiError::bad_request(e.field(), e.to_string());
+            return (WebhookOutcome::BadRequest, e.into_response());
+        }
     }
     let request = match parse_prefetch_body(body, state.settings().default_country.as_deref()) {
         Ok(r) => r,

@@ -34,7 +34,7 @@ pub struct ZendeskAccountConfig {
 }
 
 /// One Zendesk account, validated: the default one (`org_id` None) or an entry's.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ZendeskAccountSettings {
     /// The org this account serves; None: the default (`[zendesk]`).
     pub org_id: Option<String>,
@@ -52,17 +52,6 @@ pub struct ZendeskAccountSettings {
 pub struct ZendeskAccountsSettings {
     pub default: ZendeskAccountSettings,
     pub accounts: Vec<ZendeskAccountSettings>,
-}
-
-impl Default for ZendeskAccountSettings {
-    fn default() -> Self {
-        ZendeskAccountSettings {
-            org_id: None,
-            account_id: None,
-            api: None,
-            signing_secret: None,
-        }
-    }
 }
 
 impl ZendeskAccountsSettings {
