@@ -99,8 +99,15 @@ async fn two_orgs_enrich_each_from_their_own_zendesk_account() {
         // a trigger naming the other org's ticket is confirmed against its own.
         let (_, v) = post_as(&tr.rig, "org-b", &trigger(100, CALLER_B), None, &[]).await;
         assert_eq!(v["success"], false, "{v}");
-        assert!(za.hits_on(&ticket_path(100)).len() == 1, "org-a's API not called for org-b");
-        assert_eq!(zb.hits_on(&ticket_path(100)).len(), 1, "asked of org-b's own account");
+        assert!(
+            za.hits_on(&ticket_path(100)).len() == 1,
+            "org-a's API not called for org-b"
+        );
+        assert_eq!(
+            zb.hits_on(&ticket_path(100)).len(),
+            1,
+            "asked of org-b's own account"
+        );
     })
     .await;
 }

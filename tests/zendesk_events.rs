@@ -30,10 +30,9 @@ fn config(z: &FakeZendesk) -> String {
 }
 
 fn webhook_count(server: &handoff::server::Server, outcome: &str) -> bool {
-    server
-        .metrics()
-        .render_prometheus()
-        .contains(&format!("handoff_webhook_requests_total{{outcome=\"{outcome}\"}} 1\n"))
+    server.metrics().render_prometheus().contains(&format!(
+        "handoff_webhook_requests_total{{outcome=\"{outcome}\"}} 1\n"
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,7 +61,10 @@ async fn ticket_created_event_stamps_the_live_call_and_the_transfer_carries_it()
         let refer_msg = refer(&mut tr, &mut m, &target, 202).await;
         expect_notify(&mut tr, &m, &refer_msg).await;
         let invite = expect_target_invite(&mut tr).await;
-        assert_eq!(invite.msg.header("X-OPENCX-ZENDESK-TICKET-ID"), Some("35436"));
+        assert_eq!(
+            invite.msg.header("X-OPENCX-ZENDESK-TICKET-ID"),
+            Some("35436")
+        );
         assert_eq!(invite.msg.header("X-Zendesk-Ticket-Id"), Some("35436"));
         tr.zendesk.respond(&invite, 486, &[], None).await;
         expect_notify(&mut tr, &m, &refer_msg).await;
@@ -80,15 +82,27 @@ async fn an_event_before_the_call_is_success_false_and_a_ticket_of_another_calle
         let mut tr = transfer_rig(T, &config(&z)).await;
         let (st, v) = post_as(&tr.rig, ORG, &ticket_created(ACCOUNT, "e1", 1), None, &[]).await;
         assert_eq!((st, &v["success"]), (200, &json!(false)), "{v}");
-        assert!(v["message"].as_str().unwrap_or("").contains("no live phone session"), "{v}");
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("no live phone session"),
+            "{v}"
+        );
         let call = establish(&mut tr.rig, InviteOpts::default()).await;
         let (st, v) = post_as(&tr.rig, ORG, &ticket_created(ACCOUNT, "e2", 2), None, &[]).await;
         assert_eq!((st, &v["success"]), (200, &json!(false)), "{v}");
-        assert_eq!(session(&tr.rig.server, &call.session_id).zendesk_ticket_id, None);
+        assert_eq!(
+            session(&tr.rig.server, &call.session_id).zendesk_ticket_id,
+            None
+        );
         // The caller's own ticket, now that the call is up (a new event id).
         let (_, v) = post_as(&tr.rig, ORG, &ticket_created(ACCOUNT, "e3", 1), None, &[]).await;
         assert_eq!(v["success"], true, "{v}");
-        assert_eq!(session(&tr.rig.server, &call.session_id).zendesk_ticket_id, Some(1));
+        assert_eq!(
+            session(&tr.rig.server, &call.session_id).zendesk_ticket_id,
+            Some(1)
+        );
     })
     .await;
 }
@@ -146,23 +160,54 @@ async fn a_duplicate_invocation_or_event_id_changes_nothing() {
         let mut tr = transfer_rig(T, &config(&z)).await;
         let call = establish(&mut tr.rig, InviteOpts::default()).await;
         let inv = [("x-zendesk-webhook-invocation-id", "inv-9")];
-        let (_, first) = post_as(&tr.rig, ORG, &ticket_created(ACCOUNT, "ev-9", 10), None, &inv).await;
+        let (_, first) = post_as(
+            &tr.rig,
+            ORG,
+            &ticket_created(ACCOUNT, "ev-9", 10),
+            None,
+            &inv,
+        )
+        .await;
         assert_eq!(first["success"], true, "{first}");
         // Zendesk's retry of the same invocation.
-        let (st, v) = post_as(&tr.rig, ORG, &ticket_created(ACCOUNT, "ev-9", 10), None, &inv).await;
+        let (st, v) = post_as(
+            &tr.rig,
+            ORG,
+            &ticket_created(ACCOUNT, "ev-9", 10),
+            None,
+            &inv,
+        )
+        .await;
         assert_eq!(st, 200);
         assert_eq!(v["duplicate"], true, "{v}");
         assert_eq!(v["success"], false, "{v}");
         // The same invocation id carrying another ticket: still nothing done.
-        let (_, v) = post_as(&tr.rig, ORG, &ticket_created(ACCOUNT, "ev-10", 11), None, &inv).await;
+        let (_, v) = post_as(
+            &tr.rig,
+            ORG,
+            &ticket_created(ACCOUNT, "ev-10", 11),
+            None,
+            &inv,
+        )
+        .await;
         assert_eq!(v["duplicate"], true, "{v}");
         // The same event from another webhook (another invocation id).
         let other = [("x-zendesk-webhook-invocation-id", "inv-10")];
-        let (_, v) = post_as(&tr.rig, ORG, &ticket_created(ACCOUNT, "ev-9", 10), None, &other).await;
+        let (_, v) = post_as(
+            &tr.rig,
+            ORG,
+            &ticket_created(ACCOUNT, "ev-9", 10),
+            None,
+            &other,
+        )
+        .await;
         assert_eq!(v["duplicate"], true, "{v}");
         assert_eq!(z.hits_on(&ticket_path(10)).len(), 1, "fetched once");
         assert!(z.hits_on(&ticket_path(11)).is_empty(), "never fetched");
-        assert_eq!(session(&tr.rig.server, &call.session_id).zendesk_ticket_id, Some(10));
+        assert_eq!(
+            session(&tr.rig.server, &call.session_id).zendesk_ticket_id,
+            Some(10)
+        );
         let server = &tr.rig.server;
         assert_eq!(
             common::scenarios::count(server, |m| &m.webhook_events_duplicate_total),
@@ -184,8 +229,18 @@ async fn other_event_types_are_ignored_with_200() {
         .to_string();
         let (st, v) = post_as(&tr.rig, ORG, &body, None, &[]).await;
         assert_eq!(st, 200, "{v}");
-        assert_eq!((&v["success"], &v["ignored"]), (&json!(false), &json!(true)), "{v}");
-        assert!(v["reason"].as_str().unwrap_or("").contains("ticket.status_changed"), "{v}");
+        assert_eq!(
+            (&v["success"], &v["ignored"]),
+            (&json!(false), &json!(true)),
+            "{v}"
+        );
+        assert!(
+            v["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("ticket.status_changed"),
+            "{v}"
+        );
         assert!(z.hits().is_empty());
         assert!(webhook_count(&tr.rig.server, "ignored"));
     })
@@ -198,12 +253,24 @@ async fn without_api_credentials_or_an_account_id_an_event_is_not_acted_on() {
         let tr = transfer_rig(T, &format!("zendesk.account_id = {ACCOUNT}\n")).await;
         let (st, v) = post_as(&tr.rig, ORG, &ticket_created(ACCOUNT, "e", 5), None, &[]).await;
         assert_eq!((st, &v["success"]), (200, &json!(false)), "{v}");
-        assert!(v["message"].as_str().unwrap_or("").contains("no API credentials"), "{v}");
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("no API credentials"),
+            "{v}"
+        );
         let z = FakeZendesk::start().await;
         let tr = transfer_rig(T, &z.config()).await;
         let (st, v) = post_as(&tr.rig, ORG, &ticket_created(ACCOUNT, "e", 5), None, &[]).await;
         assert_eq!((st, &v["success"]), (200, &json!(false)), "{v}");
-        assert!(v["reason"].as_str().unwrap_or("").contains("zendesk.account_id"), "{v}");
+        assert!(
+            v["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("zendesk.account_id"),
+            "{v}"
+        );
         assert!(z.hits().is_empty());
     })
     .await;

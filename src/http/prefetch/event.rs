@@ -417,7 +417,10 @@ mod tests {
         // Skipped without recursion: no stack at risk, the envelope stands.
         let skipped = GOOD.replace("{\"meta\": {\"sequence\": {\"id\": \"x\"}}}", &nest(5000));
         assert!(skipped.len() > GOOD.len());
-        assert_eq!(parse(&skipped).expect("valid").map(|e| e.ticket_id), Some(Some(35436)));
+        assert_eq!(
+            parse(&skipped).expect("valid").map(|e| e.ticket_id),
+            Some(Some(35436))
+        );
     }
 
     #[test]
