@@ -243,6 +243,15 @@ async fn other_event_types_are_ignored_with_200() {
         );
         assert!(z.hits().is_empty());
         assert!(webhook_count(&tr.rig.server, "ignored"));
+        // An envelope carries the whole ticket: a long description is no 413.
+        let long = json!({
+            "type": "zen:event-type:ticket.comment_added", "account_id": ACCOUNT,
+            "id": "e-2", "subject": "zen:ticket:5",
+            "detail": {"id": "5", "description": "d".repeat(60 * 1024)}, "event": {}
+        })
+        .to_string();
+        let (st, v) = post_as(&tr.rig, ORG, &long, None, &[]).await;
+        assert_eq!((st, &v["ignored"]), (200, &json!(true)), "{v}");
     })
     .await;
 }
@@ -287,7 +296,7 @@ async fn hostile_event_bodies_get_json_errors_naming_the_field() {
             "[".repeat(3000),
             "]".repeat(3000)
         );
-        let huge = good.replace("\"event\":{}", &format!("\"event\":{{\"x\":\"{}\"}}", "a".repeat(20_000)));
+        let huge = good.replace("\"event\":{}", &format!("\"event\":{{\"x\":\"{}\"}}", "a".repeat(130 * 1024)));
         let cases = [
             (good.replace("zen:ticket:5", "zen:ticket:1; DROP"), 400, "subject"),
             (good.replace("zen:ticket:5", "zen:ticket:5\\r\\nX: 1"), 400, "subject"),

@@ -37,6 +37,11 @@ use std::sync::Arc;
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY: usize = 16 * 1024;
 
+/// Largest voice-prefetch body: a Zendesk event envelope carries the whole ticket
+/// (its description among it), and a 413 counts against the webhook in Zendesk's
+/// circuit breaker. 256 requests at once hold 32 MiB at most.
+pub const PREFETCH_MAX_BODY: usize = 128 * 1024;
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct HttpState(Arc<Inner>);
@@ -160,7 +165,7 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .route(
             "/backend/zendesk-v2/voice-prefetch/:token",
-            post(prefetch::voice_prefetch),
+            post(prefetch::voice_prefetch).layer(DefaultBodyLimit::max(PREFETCH_MAX_BODY)),
         )
         .route(
             "/backend/zendesk-v2/voice-prefetch-url",

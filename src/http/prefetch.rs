@@ -4,7 +4,7 @@
 
 use super::auth::{self, SignatureError, TokenError};
 use super::confirm::ConfirmError;
-use super::error::{body_error, require_json, ApiError};
+use super::error::{body_error_over, require_json, ApiError};
 use super::replay::ReplayError;
 use super::HttpState;
 use crate::metrics::{Metrics, WebhookOutcome};
@@ -121,7 +121,7 @@ async fn handle(
         Err(rejection) => {
             return (
                 WebhookOutcome::BadRequest,
-                body_error(rejection).into_response(),
+                body_error_over(rejection, super::PREFETCH_MAX_BODY).into_response(),
             )
         }
     };
