@@ -67,15 +67,18 @@ impl ZendeskAccounts {
         settings: &ZendeskAccountsSettings,
         shared: &Shared,
     ) -> Result<ZendeskAccounts, ClientBuildError> {
+        // One bound on enrichments however many accounts run them.
+        let slots = Arc::new(tokio::sync::Semaphore::new(super::enrich::MAX_IN_FLIGHT));
         let build = |s: &ZendeskAccountSettings| -> Result<Arc<Account>, ClientBuildError> {
             let enricher = match &s.api {
                 None => None,
-                Some(api) => Some(ZendeskEnricher::new(
+                Some(api) => Some(ZendeskEnricher::sharing(
                     ZendeskClient::new(api.clone(), shared.metrics.clone())?,
                     shared.contacts.clone(),
                     shared.sessions.clone(),
                     shared.metrics.clone(),
                     shared.default_country.clone(),
+                    slots.clone(),
                 )),
             };
             Ok(Arc::new(Account {
@@ -159,5 +162,50 @@ impl StampConfirmer for ZendeskAccounts {
                 None => Err(ConfirmError::NoCredentials),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::session::memory::SessionTable;
+    use crate::store::Store;
+    use std::time::Duration;
+
+    fn accounts(zendesk: &str) -> ZendeskAccounts {
+        let text = format!("{zendesk}\n[[route]]\ndefault = true\norg_id = \"o\"\nagent_id = \"a\"\nai_agent_uri = \"sip:ai@127.0.0.1\"\n");
+        let s = Config::parse(&text, "t.toml").expect("valid");
+        let shared = Shared {
+            contacts: Contacts::open(&Store::in_memory(), None).expect("contacts"),
+            sessions: Arc::new(SessionTable::new(10, Duration::from_secs(1))),
+            metrics: Arc::new(Metrics::default()),
+            default_country: None,
+        };
+        ZendeskAccounts::new(&s.zendesk_accounts, &shared).expect("clients")
+    }
+
+    #[test]
+    fn a_listed_org_gets_its_own_account_and_never_the_defaults() {
+        let z = accounts(
+            "[zendesk]\nsubdomain = \"global\"\noauth_token = \"g\"\nwebhook_signing_secret = \"gs\"\naccount_id = 9\n\
+             [[zendesk.accounts]]\norg_id = \"org-a\"\naccount_id = 111\nsubdomain = \"acme\"\noauth_token = \"a\"\nwebhook_signing_secret = \"as\"\n\
+             [[zendesk.accounts]]\norg_id = \"org-b\"\naccount_id = 222\n",
+        );
+        let a = z.for_org("org-a");
+        assert_eq!((a.org_id(), a.account_id()), (Some("org-a"), Some(111)));
+        assert_eq!(a.signing_secret().map(Secret::expose), Some("as"));
+        assert!(a.client().is_some());
+        // org-b is listed without credentials or secret: nothing of the default's.
+        let b = z.for_org("org-b");
+        assert_eq!((b.org_id(), b.account_id()), (Some("org-b"), Some(222)));
+        assert!(b.client().is_none() && b.signing_secret().is_none());
+        assert!(!z.confirms("org-b"));
+        let c = z.for_org("org-c");
+        assert_eq!((c.org_id(), c.account_id()), (None, Some(9)));
+        assert_eq!(c.signing_secret().map(Secret::expose), Some("gs"));
+        assert!(z.confirms("org-c") && z.confirms("org-a"));
+        assert_eq!(z.api_count(), 2);
+        assert!(z.any_api());
     }
 }

@@ -150,13 +150,27 @@ impl ZendeskEnricher {
         metrics: Arc<Metrics>,
         default_country: Option<String>,
     ) -> ZendeskEnricher {
+        let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        Self::sharing(client, contacts, sessions, metrics, default_country, slots)
+    }
+
+    /// The same, with its running enrichments counted in `slots` (shared by every
+    /// account, so [`MAX_IN_FLIGHT`] bounds them all together).
+    pub fn sharing(
+        client: ZendeskClient,
+        contacts: Contacts,
+        sessions: Arc<dyn SessionStore>,
+        metrics: Arc<Metrics>,
+        default_country: Option<String>,
+        slots: Arc<Semaphore>,
+    ) -> ZendeskEnricher {
         ZendeskEnricher(Arc::new(Inner {
             client,
             contacts,
             sessions,
             metrics,
             default_country,
-            slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            slots,
             running: DashMap::new(),
             confirmed: DashMap::new(),
         }))
