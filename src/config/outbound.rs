@@ -236,4 +236,25 @@ mod tests {
         )
         .unwrap();
     }
+
+    #[test]
+    fn account_entries_urls_are_checked_too() {
+        let entry = |require: bool, base: &str| {
+            format!("[http]\nrequire_https_outbound = {require}\n[[zendesk.accounts]]\norg_id = \"o\"\naccount_id = 1\nbase_url = \"{base}\"\noauth_client_id = \"c\"\noauth_client_secret = \"s\"\n{ROUTE}")
+        };
+        let s = Config::parse(&entry(false, "http://zd.example.com"), "c").unwrap();
+        let w = s.startup_warnings();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("zendesk.accounts[0].base_url: "), "{w:?}");
+        assert!(
+            w[1].starts_with("zendesk.accounts[0].oauth_token_url: "),
+            "{w:?}"
+        );
+        let e = Config::parse(&entry(true, "http://zd.example.com"), "c")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("zendesk.accounts[0].base_url"), "{e}");
+        Config::parse(&entry(true, "https://zd.example.com"), "c").unwrap();
+        Config::parse(&entry(true, "http://127.0.0.1:1"), "c").unwrap();
+    }
 }
