@@ -15,6 +15,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+/// What every Zendesk event type starts with.
+pub const EVENT_TYPE_PREFIX: &str = "zen:event-type:";
+
 /// The one event type handoff acts on.
 pub const TICKET_CREATED: &str = "zen:event-type:ticket.created";
 
@@ -200,7 +203,8 @@ pub fn subject_ticket(subject: &str) -> Option<u64> {
 }
 
 /// The envelope in `body`, or None when the body is not one (not a JSON object,
-/// or no top-level `type`): then it is a trigger body, read by `body.rs`. Invalid
+/// or no top-level `type` starting `zen:event-type:`): then it is a trigger body,
+/// read by `body.rs`. Invalid
 /// JSON is never an envelope (Zendesk writes envelopes itself; only trigger bodies
 /// carry unescaped placeholders).
 pub fn parse_event(body: &[u8]) -> Result<Option<EventEnvelope>, EventBodyError> {
@@ -213,7 +217,11 @@ pub fn parse_event(body: &[u8]) -> Result<Option<EventEnvelope>, EventBodyError>
         }
         Err(_) => return Ok(None),
     };
-    if !top.has("type") {
+    // A trigger body may well have a `type` of its own (`{{ticket.ticket_type}}`):
+    // only Zendesk's event types make an envelope.
+    let is_event =
+        matches!(top.get("type"), Some(Value::String(t)) if t.starts_with(EVENT_TYPE_PREFIX));
+    if !is_event {
         return Ok(None);
     }
     if let Some(key) = top.duplicate {
@@ -347,6 +355,8 @@ mod tests {
         for body in [
             r#"{"ticket_id": 5, "caller_phone": "+14155551212"}"#,
             r#"{"ticket_id": 5, "subject": "say "hi""}"#,
+            r#"{"ticket_id": 5, "type": "incident", "caller_phone": "+14155551212"}"#,
+            r#"{"type": {"zen:event-type:x": 1}, "account_id": 1, "id": "e"}"#,
             "[1, 2]",
             "not json",
             "",
@@ -396,12 +406,12 @@ mod tests {
                 "subject",
             ),
             (with("\"time\"", "\"ticket_id\""), "type"),
-            (with("\"zen:event-type:ticket.created\"", "{}"), "type"),
+            (with("ticket.created\"", "ticket.created\u{7f}\""), "type"),
         ] {
             assert_eq!(field(&body), f, "{body}");
         }
         let long_type = format!(
-            r#"{{"type": "{}", "account_id": 1, "id": "e"}}"#,
+            r#"{{"type": "zen:event-type:{}", "account_id": 1, "id": "e"}}"#,
             "t".repeat(129)
         );
         assert_eq!(field(&long_type), "type");
