@@ -108,6 +108,28 @@ impl<'de> Deserialize<'de> for Detail {
             fn visit_unit<E>(self) -> Result<Detail, E> {
                 Ok(Detail::default())
             }
+            fn visit_bool<E>(self, _: bool) -> Result<Detail, E> {
+                Ok(Detail::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Detail, E> {
+                Ok(Detail::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Detail, E> {
+                Ok(Detail::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Detail, E> {
+                Ok(Detail::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Detail, E> {
+                Ok(Detail::default())
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Detail, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Detail::default())
+            }
         }
         d.deserialize_any(V)
     }
@@ -362,6 +384,20 @@ mod tests {
             "",
         ] {
             assert_eq!(parse(body), Ok(None), "{body}");
+        }
+    }
+
+    #[test]
+    fn a_detail_that_is_no_object_names_no_ticket_of_its_own() {
+        for detail in ["\"35436\"", "[1, 2]", "7", "true", "null"] {
+            let body = GOOD.replacen(
+                "{\"id\": \"35436\", \"status\": \"OPEN\", \"via\": {\"channel\": \"voice\"}}",
+                detail,
+                1,
+            );
+            assert_ne!(body, GOOD);
+            let e = parse(&body).expect(&body).expect("an envelope");
+            assert_eq!(e.ticket_id, Some(35436), "{body}");
         }
     }
 
