@@ -1,6 +1,9 @@
 //! `POST /backend/zendesk-v2/voice-prefetch/{token}`: Zendesk's trigger tells us the
 //! ticket id of a phone call; we stamp it on the caller's live session so that a
-//! transfer to Zendesk SIP-IN can carry it.
+//! transfer to Zendesk SIP-IN can carry it. The same endpoint takes Zendesk's
+//! event-subscription envelope (`ticket.created`, `prefetch/event.rs` and
+//! `prefetch/subscription.rs`). The token's org picks the Zendesk account whose
+//! signing secret, account id and API are used.
 
 use super::auth::{self, SignatureError, TokenError};
 use super::confirm::ConfirmError;
