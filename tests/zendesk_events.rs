@@ -103,6 +103,19 @@ async fn an_event_before_the_call_is_success_false_and_a_ticket_of_another_calle
             session(&tr.rig.server, &call.session_id).zendesk_ticket_id,
             Some(1)
         );
+        // Idempotent: the same ticket in a new event (another webhook, a re-sent
+        // event) succeeds and changes nothing; another ticket of the same caller
+        // does not replace the first.
+        let (_, v) = post_as(&tr.rig, ORG, &ticket_created(ACCOUNT, "e4", 1), None, &[]).await;
+        assert_eq!(v["success"], true, "{v}");
+        z.ticket(3, 7, None);
+        let (_, v) = post_as(&tr.rig, ORG, &ticket_created(ACCOUNT, "e5", 3), None, &[]).await;
+        assert_eq!(v["success"], false, "{v}");
+        assert_eq!(v["ticket_id"], 1, "the first ticket kept: {v}");
+        assert_eq!(
+            session(&tr.rig.server, &call.session_id).zendesk_ticket_id,
+            Some(1)
+        );
     })
     .await;
 }
