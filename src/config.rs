@@ -266,6 +266,9 @@ pub struct Settings {
     pub zendesk: Option<crate::zendesk::ZendeskApiSettings>,
     /// `[zendesk] ticket_notes`: notes on the ticket at handoff (with API credentials).
     pub zendesk_ticket_notes: bool,
+    /// `[zendesk]` and `[[zendesk.accounts]]`: each org's Zendesk account (API,
+    /// webhook signing secret, account id); `zendesk` above is the default's API.
+    pub zendesk_accounts: crate::zendesk::account_config::ZendeskAccountsSettings,
     /// `[[webhooks]]` and `[events]`: lifecycle-event subscribers and delivery.
     pub events: crate::events::settings::EventSettings,
     /// HTTP and SIP/TCP connection limits, as configured.
@@ -570,10 +573,22 @@ impl Config {
             .map_err(|e| bad(&e.key, e.problem))?;
         outbound::require_https(self.http.require_https_outbound, zendesk.as_ref(), &events)
             .map_err(|(key, problem)| bad(&key, problem))?;
+        let zendesk_accounts =
+            crate::zendesk::account_config::compile_accounts(&self.zendesk, zendesk.clone())
+                .map_err(|e| bad(&e.key, e.problem))?;
+        webhook::check_exposed_accounts(
+            http.listen,
+            &zendesk_accounts,
+            self.zendesk.allow_unsigned_webhooks,
+            &bad,
+        )?;
+        outbound::require_https_accounts(self.http.require_https_outbound, &zendesk_accounts)
+            .map_err(|(key, problem)| bad(&key, problem))?;
         Ok(Settings {
             conns,
             zendesk,
             zendesk_ticket_notes: self.zendesk.ticket_notes,
+            zendesk_accounts,
             events,
             store_path,
             http,

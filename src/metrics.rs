@@ -159,6 +159,18 @@ metrics! {
     /// Webhook bodies refused because a field handoff reads appeared twice.
     counter webhook_duplicate_keys_total,
 
+    // Zendesk event-subscription webhooks and per-org accounts (issue 16).
+    /// Event-subscription envelopes received (token, and signature when required,
+    /// valid), whatever came of them.
+    counter webhook_events_total,
+    /// Events refused because their account_id (or x-zendesk-account-id) is not
+    /// the org's Zendesk account.
+    counter webhook_events_wrong_account_total,
+    /// Events not acted on because their invocation id or event id was seen.
+    counter webhook_events_duplicate_total,
+    /// Events refused (503) because the table of seen event ids was full.
+    counter webhook_events_table_full_total,
+
     // Connections (issue 12): caps, eviction, deadlines.
     /// HTTP connections open.
     gauge http_connections,
@@ -435,10 +447,19 @@ pub enum WebhookOutcome {
     Unavailable,
     /// The ticket names another caller (or does not exist): not stamped.
     Unconfirmed,
+    /// An event envelope of a type handoff does not act on, or one it cannot
+    /// serve for the org (no API credentials, no account id configured): 200.
+    Ignored,
+    /// An event whose invocation id or event id was already received: 200,
+    /// nothing changed.
+    Duplicate,
+    /// An event (or `x-zendesk-account-id`) naming another Zendesk account than
+    /// the org's: 403.
+    WrongAccount,
 }
 
 impl WebhookOutcome {
-    pub const ALL: [WebhookOutcome; 9] = [
+    pub const ALL: [WebhookOutcome; 12] = [
         WebhookOutcome::Stamped,
         WebhookOutcome::AlreadyStamped,
         WebhookOutcome::Conflict,
@@ -448,6 +469,9 @@ impl WebhookOutcome {
         WebhookOutcome::BadRequest,
         WebhookOutcome::Unavailable,
         WebhookOutcome::Unconfirmed,
+        WebhookOutcome::Ignored,
+        WebhookOutcome::Duplicate,
+        WebhookOutcome::WrongAccount,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -461,6 +485,9 @@ impl WebhookOutcome {
             WebhookOutcome::BadRequest => "bad_request",
             WebhookOutcome::Unavailable => "unavailable",
             WebhookOutcome::Unconfirmed => "unconfirmed",
+            WebhookOutcome::Ignored => "ignored",
+            WebhookOutcome::Duplicate => "duplicate",
+            WebhookOutcome::WrongAccount => "wrong_account",
         }
     }
 }

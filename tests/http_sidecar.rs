@@ -419,7 +419,7 @@ async fn bad_bodies_get_json_errors_naming_the_field() {
         assert!(v["error"].as_str().unwrap().contains("requester_phone"));
         let big = format!(
             r#"{{"ticket_id": 1, "caller_phone": "{CALLER_E164}", "subject": "{}"}}"#,
-            "x".repeat(17 * 1024)
+            "x".repeat(129 * 1024)
         );
         let (status, v) = http.prefetch(&token, &big).await;
         assert_eq!(status, 413, "{v}");

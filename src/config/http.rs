@@ -163,14 +163,8 @@ impl Config {
             .webhook_signing_secret
             .as_deref()
             .map(|v| {
-                if v.is_empty() || v.len() > 1024 || !printable(v) {
-                    Err(bad(
-                        "zendesk.webhook_signing_secret",
-                        "must be 1 to 1024 printable characters without spaces".into(),
-                    ))
-                } else {
-                    Ok(Secret(v.to_owned()))
-                }
+                crate::zendesk::account_config::signing_secret("zendesk.webhook_signing_secret", v)
+                    .map_err(|e| bad(&e.key, e.problem))
             })
             .transpose()?;
         if !(1..=86_400).contains(&z.signature_max_age_secs) {

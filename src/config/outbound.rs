@@ -67,6 +67,49 @@ pub fn plain_outbound(
         .collect()
 }
 
+/// The `[[zendesk.accounts]]` entries' API and token URLs with their keys.
+pub fn account_urls(
+    accounts: &crate::zendesk::account_config::ZendeskAccountsSettings,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, a) in accounts.accounts.iter().enumerate() {
+        if let Some(z) = &a.api {
+            out.push((
+                format!("zendesk.accounts[{i}].base_url"),
+                z.base_url.clone(),
+            ));
+            if let ApiAuth::ClientCredentials { token_url, .. } = &z.auth {
+                out.push((
+                    format!("zendesk.accounts[{i}].oauth_token_url"),
+                    token_url.clone(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// With `http.require_https_outbound`, the first plain URL of an account entry is
+/// an error naming its key.
+pub fn require_https_accounts(
+    required: bool,
+    accounts: &crate::zendesk::account_config::ZendeskAccountsSettings,
+) -> Result<(), (String, String)> {
+    if !required {
+        return Ok(());
+    }
+    match account_urls(accounts)
+        .into_iter()
+        .find(|(_, url)| plain_http_off_loopback(url))
+    {
+        Some((key, _)) => Err((
+            key,
+            "is http:// off loopback and http.require_https_outbound is set; use https://".into(),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// With `http.require_https_outbound`, the first plain outbound URL is an error
 /// naming its key.
 pub fn require_https(
@@ -93,6 +136,13 @@ impl Settings {
             w.push(format!(
                 "{key}: {msg} (http.require_https_outbound = true makes this an error)"
             ));
+        }
+        for (key, url) in account_urls(&self.zendesk_accounts) {
+            if plain_http_off_loopback(&url) {
+                w.push(format!(
+                    "{key}: http:// off loopback: credentials would cross the network in clear; use https:// (http.require_https_outbound = true makes this an error)"
+                ));
+            }
         }
         w
     }
@@ -185,5 +235,26 @@ mod tests {
             "c",
         )
         .unwrap();
+    }
+
+    #[test]
+    fn account_entries_urls_are_checked_too() {
+        let entry = |require: bool, base: &str| {
+            format!("[http]\nrequire_https_outbound = {require}\n[[zendesk.accounts]]\norg_id = \"o\"\naccount_id = 1\nbase_url = \"{base}\"\noauth_client_id = \"c\"\noauth_client_secret = \"s\"\n{ROUTE}")
+        };
+        let s = Config::parse(&entry(false, "http://zd.example.com"), "c").unwrap();
+        let w = s.startup_warnings();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("zendesk.accounts[0].base_url: "), "{w:?}");
+        assert!(
+            w[1].starts_with("zendesk.accounts[0].oauth_token_url: "),
+            "{w:?}"
+        );
+        let e = Config::parse(&entry(true, "http://zd.example.com"), "c")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("zendesk.accounts[0].base_url"), "{e}");
+        Config::parse(&entry(true, "https://zd.example.com"), "c").unwrap();
+        Config::parse(&entry(true, "http://127.0.0.1:1"), "c").unwrap();
     }
 }

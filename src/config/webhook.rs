@@ -174,6 +174,38 @@ pub(super) fn check_exposed(
     Ok(())
 }
 
+/// The same refusals for the `[[zendesk.accounts]]` entries: off loopback, no
+/// entry may use a secret of the shipped file, and each needs its own signing
+/// secret unless `zendesk.allow_unsigned_webhooks` (an entry never borrows the
+/// default account's secret: that is another Zendesk account's).
+pub(super) fn check_exposed_accounts(
+    listen: std::net::SocketAddr,
+    accounts: &crate::zendesk::account_config::ZendeskAccountsSettings,
+    allow_unsigned_webhooks: bool,
+    bad: Bad,
+) -> Result<(), ConfigError> {
+    if listen.ip().is_loopback() {
+        return Ok(());
+    }
+    for (key, s) in accounts.secrets() {
+        if is_shipped_secret(s.expose()) {
+            return Err(bad(
+                &key,
+                format!("is the public example from the shipped config.toml; http.listen {listen} is not loopback: set a secret of your own"),
+            ));
+        }
+    }
+    if let Some(key) = accounts.unsigned_entries().first() {
+        if !allow_unsigned_webhooks {
+            return Err(bad(
+                key,
+                format!("is required when http.listen ({listen}) is not loopback; set it from that account's Zendesk webhook page, or set zendesk.allow_unsigned_webhooks = true to accept unsigned webhooks"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::Config;

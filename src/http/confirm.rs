@@ -11,11 +11,28 @@ use std::pin::Pin;
 pub type ConfirmFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Vec<String>, ConfirmError>> + Send + 'a>>;
 
-/// Asks the ticket which of the claimed callers it belongs to.
+/// Asks the ticket, in the Zendesk account of the webhook's org, which of the
+/// claimed callers it belongs to.
 pub trait StampConfirmer: Send + Sync + 'static {
+    /// Whether `org`'s Zendesk account has API credentials (else its stamps are
+    /// not confirmed and its event webhooks cannot be served).
+    fn confirms(&self, org: &str) -> bool;
+
     /// The phones among `claimed` (E.164) that ticket `ticket_id`'s
-    /// `via.source.from.phone` or its requester's phone normalise to.
-    fn confirm<'a>(&'a self, ticket_id: u64, claimed: &'a [String]) -> ConfirmFuture<'a>;
+    /// `via.source.from.phone` or its requester's phone normalise to, asked of
+    /// `org`'s Zendesk account.
+    fn confirm<'a>(
+        &'a self,
+        org: &'a str,
+        ticket_id: u64,
+        claimed: &'a [String],
+    ) -> ConfirmFuture<'a>;
+
+    /// The caller of ticket `ticket_id` in `org`'s account, for an event webhook
+    /// that names only the ticket: its `via.source.from.phone`, else (a phone-call
+    /// ticket whose caller is not recorded) its requester's phone. Empty: the
+    /// ticket names no caller.
+    fn ticket_callers<'a>(&'a self, org: &'a str, ticket_id: u64) -> ConfirmFuture<'a>;
 }
 
 /// Why a ticket could not be asked.
@@ -28,6 +45,9 @@ pub enum ConfirmError {
     /// stamped, and Zendesk is told to retry (503).
     #[error("cannot ask Zendesk: {0}")]
     Unavailable(String),
+    /// The org's Zendesk account has no API credentials.
+    #[error("no Zendesk API credentials for this org's account")]
+    NoCredentials,
 }
 
 /// The phones of `claimed` that are among `ticket_phones`, in `claimed`'s order.

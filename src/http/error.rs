@@ -50,12 +50,17 @@ impl IntoResponse for ApiError {
 /// A body that could not be read: over the limit (413), not sent in time (408,
 /// `http.body_timeout_ms`) or broken (400).
 pub fn body_error(rejection: BytesRejection) -> ApiError {
+    body_error_over(rejection, super::MAX_BODY)
+}
+
+/// The same for a route whose bodies may be up to `limit` bytes.
+pub fn body_error_over(rejection: BytesRejection, limit: usize) -> ApiError {
     if timed_out(&rejection) {
         ApiError::new(StatusCode::REQUEST_TIMEOUT, "body not received in time").field("body")
     } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body is over {} bytes", super::MAX_BODY),
+            format!("body is over {limit} bytes"),
         )
         .field("body")
     } else {

@@ -37,6 +37,11 @@ use std::sync::Arc;
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY: usize = 16 * 1024;
 
+/// Largest voice-prefetch body: a Zendesk event envelope carries the whole ticket
+/// (its description among it), and a 413 counts against the webhook in Zendesk's
+/// circuit breaker. 256 requests at once hold 32 MiB at most.
+pub const PREFETCH_MAX_BODY: usize = 128 * 1024;
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct HttpState(Arc<Inner>);
@@ -52,6 +57,8 @@ struct Inner {
     confirmer: std::sync::OnceLock<Arc<dyn StampConfirmer>>,
     /// Zendesk signatures seen within their window.
     replays: std::sync::Mutex<replay::ReplayGuard>,
+    /// Event-subscription invocation and event ids seen (about an hour).
+    events_seen: std::sync::Mutex<replay::ReplayGuard>,
 }
 
 impl HttpState {
@@ -69,6 +76,7 @@ impl HttpState {
             enricher,
             confirmer: std::sync::OnceLock::new(),
             replays: std::sync::Mutex::new(replay::ReplayGuard::default()),
+            events_seen: std::sync::Mutex::new(replay::ReplayGuard::default()),
         }))
     }
 
@@ -86,6 +94,14 @@ impl HttpState {
     pub fn replays(&self) -> std::sync::MutexGuard<'_, replay::ReplayGuard> {
         self.0
             .replays
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The event ids seen; a panic elsewhere while it was held leaves it usable.
+    pub fn events_seen(&self) -> std::sync::MutexGuard<'_, replay::ReplayGuard> {
+        self.0
+            .events_seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -149,7 +165,7 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .route(
             "/backend/zendesk-v2/voice-prefetch/:token",
-            post(prefetch::voice_prefetch),
+            post(prefetch::voice_prefetch).layer(DefaultBodyLimit::max(PREFETCH_MAX_BODY)),
         )
         .route(
             "/backend/zendesk-v2/voice-prefetch-url",

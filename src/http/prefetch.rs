@@ -1,10 +1,13 @@
 //! `POST /backend/zendesk-v2/voice-prefetch/{token}`: Zendesk's trigger tells us the
 //! ticket id of a phone call; we stamp it on the caller's live session so that a
-//! transfer to Zendesk SIP-IN can carry it.
+//! transfer to Zendesk SIP-IN can carry it. The same endpoint takes Zendesk's
+//! event-subscription envelope (`ticket.created`, `prefetch/event.rs` and
+//! `prefetch/subscription.rs`). The token's org picks the Zendesk account whose
+//! signing secret, account id and API are used.
 
 use super::auth::{self, SignatureError, TokenError};
 use super::confirm::ConfirmError;
-use super::error::{body_error, require_json, ApiError};
+use super::error::{body_error_over, require_json, ApiError};
 use super::replay::ReplayError;
 use super::HttpState;
 use crate::metrics::{Metrics, WebhookOutcome};
@@ -37,7 +40,8 @@ pub const REDACTED_PATH: &str = "/backend/zendesk-v2/voice-prefetch/<redacted>";
 /// Zendesk never waits on it, and not start a second run for a session whose
 /// enrichment is under way.
 pub trait ContactEnricher: Send + Sync + 'static {
-    fn session_stamped(&self, session: &SessionId, ticket_id: u64);
+    /// `org` is the session's: its Zendesk account is the one asked.
+    fn session_stamped(&self, org: &str, session: &SessionId, ticket_id: u64);
 }
 
 /// No enrichment yet (its own issue): does nothing.
@@ -45,10 +49,12 @@ pub trait ContactEnricher: Send + Sync + 'static {
 pub struct NoEnrichment;
 
 impl ContactEnricher for NoEnrichment {
-    fn session_stamped(&self, _session: &SessionId, _ticket_id: u64) {}
+    fn session_stamped(&self, _org: &str, _session: &SessionId, _ticket_id: u64) {}
 }
 
 mod body;
+pub mod event;
+mod subscription;
 pub use body::{parse_prefetch_body, PrefetchBodyError, PrefetchRequest};
 
 fn now_unix() -> i64 {
@@ -118,12 +124,15 @@ async fn handle(
         Err(rejection) => {
             return (
                 WebhookOutcome::BadRequest,
-                body_error(rejection).into_response(),
+                body_error_over(rejection, super::PREFETCH_MAX_BODY).into_response(),
             )
         }
     };
     let mut replay_key = None;
-    if let Some(secret) = &http.zendesk_signing_secret {
+    // The org's own Zendesk account signs its webhooks: an org with an account
+    // entry is checked against that entry's secret only, never the default's.
+    let account = state.settings().zendesk_accounts.for_org(&org);
+    if let Some(secret) = &account.signing_secret {
         let now = now_unix();
         let signature = header(headers, "x-zendesk-webhook-signature");
         if let Err(e) = auth::verify_zendesk_signature(
@@ -189,6 +198,20 @@ async fn handle_signed(state: &HttpState, org: &str, headers: &HeaderMap, body: 
     if let Err(e) = require_json(headers) {
         return (WebhookOutcome::BadRequest, e.into_response());
     }
+    match event::parse_event(body) {
+        Ok(None) => {}
+        Ok(Some(envelope)) => {
+            return subscription::handle_event(state, org, headers, envelope).await
+        }
+        Err(e) => {
+            if matches!(e, event::EventBodyError::DuplicateKey(_)) {
+                Metrics::inc(&state.metrics().webhook_duplicate_keys_total);
+            }
+            tracing::info!(path = REDACTED_PATH, org, error = %e, "voice-prefetch event body refused");
+            let e = ApiError::bad_request(e.field(), e.to_string());
+            return (WebhookOutcome::BadRequest, e.into_response());
+        }
+    }
     let request = match parse_prefetch_body(body, state.settings().default_country.as_deref()) {
         Ok(r) => r,
         Err(e) => {
@@ -238,7 +261,7 @@ async fn confirm(
     org: &str,
     req: &PrefetchRequest,
 ) -> Result<Vec<String>, Answer> {
-    let Some(confirmer) = state.confirmer() else {
+    let Some(confirmer) = state.confirmer().filter(|c| c.confirms(org)) else {
         return Ok(req.phones.clone());
     };
     let ticket = req.ticket_id;
@@ -269,7 +292,7 @@ async fn confirm(
             (StatusCode::OK, Json(body)).into_response(),
         )
     };
-    let asked = tokio::time::timeout(CONFIRM_DEADLINE, confirmer.confirm(ticket, &live)).await;
+    let asked = tokio::time::timeout(CONFIRM_DEADLINE, confirmer.confirm(org, ticket, &live)).await;
     let asked = asked.unwrap_or_else(|_| {
         Err(ConfirmError::Unavailable(format!(
             "no answer within {CONFIRM_DEADLINE:?}"
@@ -300,7 +323,7 @@ async fn confirm(
             );
             Err(refused("Zendesk has no such ticket".into()))
         }
-        Err(ConfirmError::Unavailable(e)) => {
+        Err(e) => {
             tracing::warn!(path = REDACTED_PATH, org, ticket, error = %e, "stamp not confirmed: Zendesk could not be asked");
             Err(unavailable(format!(
                 "ticket {ticket} could not be confirmed with Zendesk; retry later"
@@ -325,7 +348,7 @@ async fn stamp(
     let (metric, body) = match outcome {
         StampOutcome::Stamped(id) => {
             tracing::info!(path = REDACTED_PATH, org, session = %id, ticket, "ticket stamped");
-            state.enricher().session_stamped(&id, ticket);
+            state.enricher().session_stamped(org, &id, ticket);
             (
                 WebhookOutcome::Stamped,
                 json!({"success": true, "session_id": id.as_str(), "ticket_id": ticket}),
@@ -334,7 +357,7 @@ async fn stamp(
         StampOutcome::AlreadyStamped(id) => {
             let session = state.sessions().get(&id).await?;
             if session.is_some_and(|s| s.contact.is_none()) {
-                state.enricher().session_stamped(&id, ticket);
+                state.enricher().session_stamped(org, &id, ticket);
             }
             (
                 WebhookOutcome::AlreadyStamped,

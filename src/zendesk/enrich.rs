@@ -9,7 +9,6 @@
 
 use super::client::{FetchError, Organization, Ticket, User, ZendeskClient};
 use crate::e164::normalize_e164;
-use crate::http::ContactEnricher;
 use crate::metrics::Metrics;
 use crate::session::contacts::{Contacts, ContactsError};
 use crate::session::{ContactDetails, SessionId, SessionStore};
@@ -112,12 +111,13 @@ fn storable_contact_id(id: &str) -> bool {
     crate::store::contacts::is_valid_contact_id(id)
 }
 
-/// Contact enrichment from Zendesk, as the webhook's [`ContactEnricher`].
+/// Contact enrichment from one Zendesk account (the webhook's
+/// [`crate::http::ContactEnricher`] is the account registry over these).
 #[derive(Clone)]
 pub struct ZendeskEnricher(Arc<Inner>);
 
 struct Inner {
-    client: ZendeskClient,
+    client: Arc<ZendeskClient>,
     contacts: Contacts,
     sessions: Arc<dyn SessionStore>,
     metrics: Arc<Metrics>,
@@ -150,13 +150,27 @@ impl ZendeskEnricher {
         metrics: Arc<Metrics>,
         default_country: Option<String>,
     ) -> ZendeskEnricher {
+        let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        Self::sharing(client, contacts, sessions, metrics, default_country, slots)
+    }
+
+    /// The same, with its running enrichments counted in `slots` (shared by every
+    /// account, so [`MAX_IN_FLIGHT`] bounds them all together).
+    pub fn sharing(
+        client: ZendeskClient,
+        contacts: Contacts,
+        sessions: Arc<dyn SessionStore>,
+        metrics: Arc<Metrics>,
+        default_country: Option<String>,
+        slots: Arc<Semaphore>,
+    ) -> ZendeskEnricher {
         ZendeskEnricher(Arc::new(Inner {
-            client,
+            client: Arc::new(client),
             contacts,
             sessions,
             metrics,
             default_country,
-            slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            slots,
             running: DashMap::new(),
             confirmed: DashMap::new(),
         }))
@@ -164,6 +178,11 @@ impl ZendeskEnricher {
 
     pub(super) fn client(&self) -> &ZendeskClient {
         &self.0.client
+    }
+
+    /// The same client, shared (the ticket notes post with it).
+    pub(super) fn shared_client(&self) -> Arc<ZendeskClient> {
+        self.0.client.clone()
     }
 
     pub(super) fn default_country(&self) -> Option<&str> {
@@ -189,8 +208,10 @@ impl ZendeskEnricher {
     }
 }
 
-impl ContactEnricher for ZendeskEnricher {
-    fn session_stamped(&self, session: &SessionId, ticket_id: u64) {
+impl ZendeskEnricher {
+    /// Start the enrichment of a stamped session in the background (see
+    /// `crate::http::ContactEnricher`); returns at once.
+    pub fn session_stamped(&self, session: &SessionId, ticket_id: u64) {
         let m = &self.0.metrics;
         let Ok(permit) = self.0.slots.clone().try_acquire_owned() else {
             Metrics::inc(&m.enrichments_failed_total);

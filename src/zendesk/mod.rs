@@ -3,6 +3,8 @@
 //! organization are fetched and the session's contact is resolved from them, by
 //! ticket id and never by a phone search (Zendesk's phone search matches fuzzily).
 
+pub mod account_config;
+pub mod accounts;
 pub mod auth;
 pub mod client;
 pub mod comment;
@@ -14,7 +16,7 @@ pub mod settings;
 
 pub use client::{FetchError, ZendeskClient};
 pub use enrich::{contact_details, merge_contact, EnrichError, ZendeskEnricher};
-pub use notes::{ClientFor, GlobalClient, TicketNotes};
+pub use notes::{ClientFor, TicketNotes};
 pub use settings::{ApiAuth, ZendeskApiSettings, ZendeskConfig, ZendeskConfigError};
 
 use crate::config::Settings;
@@ -45,8 +47,9 @@ pub struct ZendeskHooks {
     pub notes: Option<TicketNotes>,
 }
 
-/// The hooks for these settings: Zendesk's when API credentials are configured,
-/// else none. Contacts live in `shared` (Redis) when given, else in `store`.
+/// The hooks for these settings: the Zendesk accounts' when any has API
+/// credentials, else none. Contacts live in `shared` (Redis) when given, else in
+/// `store`.
 pub fn hooks(
     settings: &Settings,
     store: &Store,
@@ -54,7 +57,9 @@ pub fn hooks(
     sessions: Arc<dyn SessionStore>,
     metrics: Arc<Metrics>,
 ) -> Result<ZendeskHooks, EnricherSetupError> {
-    let Some(api) = &settings.zendesk else {
+    let z = &settings.zendesk_accounts;
+    let with_api = z.default.api.is_some() || z.accounts.iter().any(|a| a.api.is_some());
+    if !with_api {
         tracing::info!(
             "no Zendesk API credentials: contact enrichment and stamp confirmation are off"
         );
@@ -63,39 +68,46 @@ pub fn hooks(
             confirmer: None,
             notes: None,
         });
-    };
-    let client = ZendeskClient::new(api.clone(), metrics.clone())?;
-    // Its own client (and token cache): the seam per-org accounts replace.
-    let notes = if settings.zendesk_ticket_notes {
-        if let settings::ApiAuth::ClientCredentials { scope, .. } = &api.auth {
-            let writes = scope
-                .split(' ')
-                .any(|s| s == "write" || s.ends_with(":write"));
-            if !writes {
-                tracing::warn!(scope = %scope, "zendesk.oauth_scope has no write scope: ticket notes will be refused (403); add \"write\" or set zendesk.ticket_notes = false");
+    }
+    let contacts = Contacts::open(store, shared)?;
+    let accounts = Arc::new(accounts::ZendeskAccounts::new(
+        z,
+        &accounts::Shared {
+            contacts,
+            sessions,
+            metrics: metrics.clone(),
+            default_country: settings.default_country.clone(),
+        },
+    )?);
+    tracing::info!(
+        default_base_url = z
+            .default
+            .api
+            .as_ref()
+            .map(|a| a.base_url.as_str())
+            .unwrap_or("none"),
+        accounts_with_api = accounts.api_count(),
+        "stamp confirmation and contact enrichment from Zendesk are on"
+    );
+    // Notes go out with the client of the session's org (its token cache too).
+    let notes = settings.zendesk_ticket_notes.then(|| {
+        let apis = z.default.api.iter().chain(z.accounts.iter().filter_map(|a| a.api.as_ref()));
+        for api in apis {
+            if let settings::ApiAuth::ClientCredentials { scope, .. } = &api.auth {
+                let writes = scope
+                    .split(' ')
+                    .any(|s| s == "write" || s.ends_with(":write"));
+                if !writes {
+                    tracing::warn!(base_url = %api.base_url, scope = %scope, "an oauth_scope without write scope: ticket notes to this account will be refused (403); add \"write\" or set zendesk.ticket_notes = false");
+                }
             }
         }
-        let notes_client = Arc::new(ZendeskClient::new(api.clone(), metrics.clone())?);
         tracing::info!("ticket notes at handoff are on");
-        Some(TicketNotes::start(
-            Arc::new(GlobalClient(notes_client)),
-            metrics.clone(),
-        ))
-    } else {
-        None
-    };
-    let contacts = Contacts::open(store, shared)?;
-    tracing::info!(base_url = %api.base_url, "stamp confirmation and contact enrichment from Zendesk are on");
-    let zendesk = Arc::new(ZendeskEnricher::new(
-        client,
-        contacts,
-        sessions,
-        metrics,
-        settings.default_country.clone(),
-    ));
+        TicketNotes::start(accounts.clone(), metrics.clone())
+    });
     Ok(ZendeskHooks {
-        enricher: zendesk.clone(),
-        confirmer: Some(zendesk),
+        enricher: accounts.clone(),
+        confirmer: Some(accounts),
         notes,
     })
 }

@@ -22,15 +22,6 @@ pub trait ClientFor: Send + Sync {
     fn client_for(&self, org_id: &str) -> Option<Arc<ZendeskClient>>;
 }
 
-/// One client for every org: the global `[zendesk]` account.
-pub struct GlobalClient(pub Arc<ZendeskClient>);
-
-impl ClientFor for GlobalClient {
-    fn client_for(&self, _org_id: &str) -> Option<Arc<ZendeskClient>> {
-        Some(self.0.clone())
-    }
-}
-
 /// The calls' handle on the note task.
 #[derive(Clone)]
 pub struct TicketNotes {

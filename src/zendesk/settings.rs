@@ -40,6 +40,12 @@ pub struct ZendeskConfig {
     /// Add a private note to the session's ticket when a transfer to a destination
     /// with `ticket_note` completes (needs API credentials). Default true.
     pub ticket_notes: bool,
+    /// Zendesk's numeric account id of the default account: event-subscription
+    /// webhooks for orgs without an account entry must carry it.
+    pub account_id: Option<u64>,
+    /// `[[zendesk.accounts]]`: one Zendesk account per listed org
+    /// (`src/zendesk/account_config.rs`).
+    pub accounts: Vec<super::account_config::ZendeskAccountConfig>,
 }
 
 impl Default for ZendeskConfig {
@@ -64,6 +70,8 @@ impl Default for ZendeskConfig {
             retry_max_ms: 5000,
             max_retry_after_secs: 30,
             ticket_notes: true,
+            account_id: None,
+            accounts: Vec::new(),
         }
     }
 }
@@ -112,22 +120,53 @@ pub struct ZendeskConfigError {
     pub problem: String,
 }
 
-fn bad(key: &str, problem: impl Into<String>) -> ZendeskConfigError {
-    ZendeskConfigError {
-        key: format!("zendesk.{key}"),
-        problem: problem.into(),
+/// Where the API keys being validated sit: `zendesk` or `zendesk.accounts[i]`.
+#[derive(Debug, Clone, Copy)]
+struct At<'a>(&'a str);
+
+impl At<'_> {
+    fn bad(&self, key: &str, problem: impl Into<String>) -> ZendeskConfigError {
+        ZendeskConfigError {
+            key: format!("{}.{key}", self.0),
+            problem: problem.into(),
+        }
     }
+}
+
+/// The keys the API settings are made of, borrowed from `[zendesk]` or from one
+/// `[[zendesk.accounts]]` entry (which takes the timing keys from `[zendesk]`), so
+/// both go through [`compile_api_keys`].
+#[derive(Debug, Clone, Copy)]
+pub struct ApiKeys<'a> {
+    pub subdomain: Option<&'a str>,
+    pub base_url: Option<&'a str>,
+    pub email: Option<&'a str>,
+    pub api_token: Option<&'a str>,
+    pub oauth_token: Option<&'a str>,
+    pub oauth_client_id: Option<&'a str>,
+    pub oauth_client_secret: Option<&'a str>,
+    pub oauth_token_url: Option<&'a str>,
+    pub oauth_scope: &'a str,
+    pub oauth_refresh_margin_secs: u64,
+    pub request_timeout_ms: u64,
+    pub max_retries: u32,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    pub max_retry_after_secs: u64,
+}
+
+fn url(at: At, key: &str, v: &str) -> Result<String, ZendeskConfigError> {
+    url_checked(v).map_err(|p| at.bad(key, p))
 }
 
 /// An `http://` or `https://` URL without spaces or control characters; returned
 /// without a trailing slash.
-fn url(key: &str, v: &str) -> Result<String, ZendeskConfigError> {
+fn url_checked(v: &str) -> Result<String, String> {
     let v = v.trim_end_matches('/');
     let scheme_ok = v.starts_with("http://") || v.starts_with("https://");
     if !scheme_ok || v.len() <= "https://".len() || v.len() > 512 || !printable(v) {
-        return Err(bad(
-            key,
-            format!("{v:?} is not an http:// or https:// URL without spaces"),
+        return Err(format!(
+            "{v:?} is not an http:// or https:// URL without spaces"
         ));
     }
     Ok(v.to_owned())
@@ -137,12 +176,9 @@ fn printable(v: &str) -> bool {
     v.bytes().all(|b| b.is_ascii_graphic())
 }
 
-fn secret(key: &str, v: &str) -> Result<Secret, ZendeskConfigError> {
+fn secret(at: At, key: &str, v: &str) -> Result<Secret, ZendeskConfigError> {
     if v.is_empty() || v.len() > 4096 || !printable(v) {
-        return Err(bad(
-            key,
-            "must be 1 to 4096 printable characters without spaces",
-        ));
+        return Err(at.bad(key, "must be 1 to 4096 printable characters without spaces"));
     }
     Ok(Secret::new(v))
 }
@@ -151,14 +187,47 @@ impl ZendeskConfig {
     /// The API settings, or None when no API credentials are configured (enrichment
     /// off).
     pub fn compile_api(&self) -> Result<Option<ZendeskApiSettings>, ZendeskConfigError> {
-        let kinds = [
-            self.email.is_some() || self.api_token.is_some(),
-            self.oauth_token.is_some(),
-            self.oauth_client_id.is_some()
-                || self.oauth_client_secret.is_some()
-                || self.oauth_token_url.is_some(),
-        ];
-        match kinds.iter().filter(|k| **k).count() {
+        compile_api_keys("zendesk", &self.api_keys())
+    }
+
+    /// `[zendesk]`'s own API keys.
+    pub fn api_keys(&self) -> ApiKeys<'_> {
+        ApiKeys {
+            subdomain: self.subdomain.as_deref(),
+            base_url: self.base_url.as_deref(),
+            email: self.email.as_deref(),
+            api_token: self.api_token.as_deref(),
+            oauth_token: self.oauth_token.as_deref(),
+            oauth_client_id: self.oauth_client_id.as_deref(),
+            oauth_client_secret: self.oauth_client_secret.as_deref(),
+            oauth_token_url: self.oauth_token_url.as_deref(),
+            oauth_scope: &self.oauth_scope,
+            oauth_refresh_margin_secs: self.oauth_refresh_margin_secs,
+            request_timeout_ms: self.request_timeout_ms,
+            max_retries: self.max_retries,
+            retry_base_ms: self.retry_base_ms,
+            retry_max_ms: self.retry_max_ms,
+            max_retry_after_secs: self.max_retry_after_secs,
+        }
+    }
+}
+
+/// The API settings of the keys at `prefix` (`zendesk`, `zendesk.accounts[1]`), or
+/// None when they hold no API credentials. Errors name the key under `prefix`.
+pub fn compile_api_keys(
+    prefix: &str,
+    k: &ApiKeys,
+) -> Result<Option<ZendeskApiSettings>, ZendeskConfigError> {
+    let at = At(prefix);
+    let bad = |key: &str, problem: &str| at.bad(key, problem);
+    let kinds = [
+        k.email.is_some() || k.api_token.is_some(),
+        k.oauth_token.is_some(),
+        k.oauth_client_id.is_some()
+            || k.oauth_client_secret.is_some()
+            || k.oauth_token_url.is_some(),
+    ];
+    match kinds.iter().filter(|k| **k).count() {
             0 => return Ok(None),
             1 => {}
             _ => {
@@ -168,111 +237,109 @@ impl ZendeskConfig {
                 ))
             }
         }
-        let base_url = match (&self.base_url, &self.subdomain) {
-            (Some(b), _) => url("base_url", b)?,
-            (None, Some(s)) => {
-                let ok = (1..=63).contains(&s.len())
-                    && s.bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                    && !s.starts_with('-')
-                    && !s.ends_with('-');
-                if !ok {
-                    return Err(bad(
-                        "subdomain",
-                        format!("{s:?} is not a Zendesk subdomain (lowercase letters, digits, -)"),
-                    ));
-                }
-                format!("https://{s}.zendesk.com")
-            }
-            (None, None) => {
-                return Err(bad(
+    let base_url = match (&k.base_url, k.subdomain) {
+        (Some(b), _) => url(at, "base_url", b)?,
+        (None, Some(s)) => {
+            let ok = (1..=63).contains(&s.len())
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !s.starts_with('-')
+                && !s.ends_with('-');
+            if !ok {
+                return Err(at.bad(
                     "subdomain",
-                    "required with API credentials (or give base_url)",
+                    format!("{s:?} is not a Zendesk subdomain (lowercase letters, digits, -)"),
+                ));
+            }
+            format!("https://{s}.zendesk.com")
+        }
+        (None, None) => {
+            return Err(bad(
+                "subdomain",
+                "required with API credentials (or give base_url)",
+            ))
+        }
+    };
+    let auth = if kinds[0] {
+        let email = match k.email {
+            Some(e) if e.contains('@') && e.len() <= 254 && printable(e) => e.to_owned(),
+            Some(e) => return Err(at.bad("email", format!("{e:?} is not an email address"))),
+            None => return Err(bad("email", "required with api_token")),
+        };
+        let token = match k.api_token {
+            Some(t) => secret(at, "api_token", t)?,
+            None => return Err(bad("api_token", "required with email")),
+        };
+        ApiAuth::ApiToken { email, token }
+    } else if let Some(t) = k.oauth_token {
+        ApiAuth::Bearer(secret(at, "oauth_token", t)?)
+    } else {
+        let client_id = match k.oauth_client_id {
+            Some(c) if !c.is_empty() && c.len() <= 256 && printable(c) => c.to_owned(),
+            Some(_) => {
+                return Err(bad(
+                    "oauth_client_id",
+                    "must be 1 to 256 printable characters without spaces",
                 ))
             }
+            None => return Err(bad("oauth_client_id", "required with oauth_client_secret")),
         };
-        let auth = if kinds[0] {
-            let email = match self.email.as_deref() {
-                Some(e) if e.contains('@') && e.len() <= 254 && printable(e) => e.to_owned(),
-                Some(e) => return Err(bad("email", format!("{e:?} is not an email address"))),
-                None => return Err(bad("email", "required with api_token")),
-            };
-            let token = match self.api_token.as_deref() {
-                Some(t) => secret("api_token", t)?,
-                None => return Err(bad("api_token", "required with email")),
-            };
-            ApiAuth::ApiToken { email, token }
-        } else if let Some(t) = &self.oauth_token {
-            ApiAuth::Bearer(secret("oauth_token", t)?)
-        } else {
-            let client_id = match self.oauth_client_id.as_deref() {
-                Some(c) if !c.is_empty() && c.len() <= 256 && printable(c) => c.to_owned(),
-                Some(_) => {
-                    return Err(bad(
-                        "oauth_client_id",
-                        "must be 1 to 256 printable characters without spaces",
-                    ))
-                }
-                None => return Err(bad("oauth_client_id", "required with oauth_client_secret")),
-            };
-            let client_secret = match self.oauth_client_secret.as_deref() {
-                Some(s) => secret("oauth_client_secret", s)?,
-                None => return Err(bad("oauth_client_secret", "required with oauth_client_id")),
-            };
-            let token_url = match &self.oauth_token_url {
-                Some(u) => url("oauth_token_url", u)?,
-                None => format!("{base_url}/oauth/tokens"),
-            };
-            let scope = self.oauth_scope.trim();
-            if scope.is_empty() || scope.len() > 512 || scope.bytes().any(|b| b.is_ascii_control())
-            {
-                return Err(bad(
-                    "oauth_scope",
-                    "must be 1 to 512 characters of space-separated scopes",
-                ));
-            }
-            if !(1..=86_400).contains(&self.oauth_refresh_margin_secs) {
-                return Err(bad(
-                    "oauth_refresh_margin_secs",
-                    "must be between 1 and 86400",
-                ));
-            }
-            ApiAuth::ClientCredentials {
-                client_id,
-                client_secret,
-                token_url,
-                scope: scope.to_owned(),
-                margin: Duration::from_secs(self.oauth_refresh_margin_secs),
-            }
+        let client_secret = match k.oauth_client_secret {
+            Some(s) => secret(at, "oauth_client_secret", s)?,
+            None => return Err(bad("oauth_client_secret", "required with oauth_client_id")),
         };
-        if !(1..=120_000).contains(&self.request_timeout_ms) {
-            return Err(bad("request_timeout_ms", "must be between 1 and 120000"));
-        }
-        if self.max_retries > 10 {
-            return Err(bad("max_retries", "must be between 0 and 10"));
-        }
-        if self.retry_base_ms == 0 || self.retry_max_ms < self.retry_base_ms {
+        let token_url = match k.oauth_token_url {
+            Some(u) => url(at, "oauth_token_url", u)?,
+            None => format!("{base_url}/oauth/tokens"),
+        };
+        let scope = k.oauth_scope.trim();
+        if scope.is_empty() || scope.len() > 512 || scope.bytes().any(|b| b.is_ascii_control()) {
             return Err(bad(
-                "retry_base_ms",
-                "must be at least 1 and at most retry_max_ms",
+                "oauth_scope",
+                "must be 1 to 512 characters of space-separated scopes",
             ));
         }
-        if self.retry_max_ms > 600_000 {
-            return Err(bad("retry_max_ms", "must be at most 600000"));
+        if !(1..=86_400).contains(&k.oauth_refresh_margin_secs) {
+            return Err(bad(
+                "oauth_refresh_margin_secs",
+                "must be between 1 and 86400",
+            ));
         }
-        if self.max_retry_after_secs > 3600 {
-            return Err(bad("max_retry_after_secs", "must be at most 3600"));
+        ApiAuth::ClientCredentials {
+            client_id,
+            client_secret,
+            token_url,
+            scope: scope.to_owned(),
+            margin: Duration::from_secs(k.oauth_refresh_margin_secs),
         }
-        Ok(Some(ZendeskApiSettings {
-            base_url,
-            auth,
-            request_timeout: Duration::from_millis(self.request_timeout_ms),
-            max_retries: self.max_retries,
-            retry_base: Duration::from_millis(self.retry_base_ms),
-            retry_max: Duration::from_millis(self.retry_max_ms),
-            max_retry_after: Duration::from_secs(self.max_retry_after_secs),
-        }))
+    };
+    if !(1..=120_000).contains(&k.request_timeout_ms) {
+        return Err(bad("request_timeout_ms", "must be between 1 and 120000"));
     }
+    if k.max_retries > 10 {
+        return Err(bad("max_retries", "must be between 0 and 10"));
+    }
+    if k.retry_base_ms == 0 || k.retry_max_ms < k.retry_base_ms {
+        return Err(bad(
+            "retry_base_ms",
+            "must be at least 1 and at most retry_max_ms",
+        ));
+    }
+    if k.retry_max_ms > 600_000 {
+        return Err(bad("retry_max_ms", "must be at most 600000"));
+    }
+    if k.max_retry_after_secs > 3600 {
+        return Err(bad("max_retry_after_secs", "must be at most 3600"));
+    }
+    Ok(Some(ZendeskApiSettings {
+        base_url,
+        auth,
+        request_timeout: Duration::from_millis(k.request_timeout_ms),
+        max_retries: k.max_retries,
+        retry_base: Duration::from_millis(k.retry_base_ms),
+        retry_max: Duration::from_millis(k.retry_max_ms),
+        max_retry_after: Duration::from_secs(k.max_retry_after_secs),
+    }))
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub mod store_conformance;
 pub mod trunks;
 pub mod ua;
 pub mod zendesk;
+pub mod zendesk_hooks;
 
 pub use build::{cancel_for, Dialog, InviteOpts, SDP};
 pub use ua::{Received, TestUa};
