@@ -347,3 +347,37 @@ async fn no_ticket_or_a_destination_without_ticket_note_or_notes_off_means_no_no
     })
     .await;
 }
+
+/// The note goes to the Zendesk account of the session's org: with the org listed
+/// in `[[zendesk.accounts]]`, its own account gets the note (the ticket is
+/// confirmed there too) and the default `[zendesk]` account gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_note_goes_to_the_account_of_the_sessions_org() {
+    run(async {
+        let default = FakeZendesk::start().await;
+        let own = FakeZendesk::start().await;
+        ticket(&own);
+        let extra = format!(
+            "{}http.api_key = \"{API_KEY}\"\n\
+             \n[[zendesk.accounts]]\norg_id = \"org-test\"\naccount_id = 4242\n\
+             base_url = \"{}\"\nemail = \"{}\"\napi_token = \"{}\"\n\
+             \n[[route]]\ndefault = true\norg_id = \"org-test\"\nagent_id = \"agent-test\"\nai_agent_uri = \"{{ai}}\"\n",
+            default.config(),
+            own.base_url(),
+            common::zendesk::EMAIL,
+            common::zendesk::API_TOKEN,
+        );
+        let mut tr =
+            transfer_rig_dest(T, ", ticket_note = true", &extra, TestUa::agent(T).await).await;
+        let mut m = establish_media(&mut tr.rig).await;
+        stamp_via_webhook(&tr.rig, 100).await;
+        complete_transfer(&mut tr, &mut m, &[]).await;
+        let all = notes(&own, 1).await;
+        assert_note_shape(&all[0], &m.call.session_id);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(default.hits().is_empty(), "the default account is never asked");
+        assert_eq!(own.comments(100).len(), 1);
+        bye_from_caller_to_target(&mut tr, &mut m).await;
+    })
+    .await;
+}
