@@ -4,8 +4,10 @@
 //! sizes. Declared per `[[transfer.destination]]`, checked at start-up:
 //!
 //! - `refer_headers`: headers of the REFER itself to copy (exact names, or a
-//!   prefix ending in `*`: `X-*`, `X-Acme-*`), `X-` names and `User-to-User`
-//!   (RFC 7433) only; `X-OPENCX-*` and `X-Zendesk-Ticket-Id` never (handoff
+//!   prefix ending in `*`: `X-*`, `X-Acme-*`), `X-` names, `User-to-User`
+//!   (RFC 7433) and the three identity headers Twilio takes without `X-`
+//!   (`Remote-Party-ID`, `P-Preferred-Identity`, `P-Called-Party-ID`), each of
+//!   those named exactly; `X-OPENCX-*` and `X-Zendesk-Ticket-Id` never (handoff
 //!   writes them from the session);
 //! - `custom_data_headers`: session `custom_data` keys written as headers;
 //! - `header_placement` and `ticket_placement`: `header`, `uri` or `both`;
@@ -19,9 +21,15 @@ use super::headers::{check_line, is_reserved, loggable, HeaderProblem, Omitted};
 use crate::sip::message::{check_value, is_token_char, NameAddr};
 use std::collections::BTreeMap;
 
-/// Names other than `X-` that may be copied from a REFER, and that Twilio takes
-/// without the prefix.
-pub const NON_X_COPYABLE: [&str; 1] = ["User-to-User"];
+/// Names other than `X-` that may be copied from a REFER (each named exactly in
+/// `refer_headers`, never by a prefix), and that Twilio takes without the prefix
+/// (its error 13252 lists them).
+pub const NON_X_COPYABLE: [&str; 4] = [
+    "User-to-User",
+    "Remote-Party-ID",
+    "P-Preferred-Identity",
+    "P-Called-Party-ID",
+];
 
 /// Longest URI header part (after `?`, escaped), in characters: Twilio's limit is
 /// "under 1,024".
@@ -132,7 +140,8 @@ impl NamePattern {
             && stem.bytes().all(is_token_char);
         if !(listed || x_stem) || (prefix && listed) {
             return Err(format!(
-                "{p:?} is not an X- header name, an X- prefix ending in * or User-to-User"
+                "{p:?} is not an X- header name, an X- prefix ending in *, or one of {}",
+                NON_X_COPYABLE.join(", ")
             ));
         }
         let lower = stem.to_ascii_lowercase();

@@ -99,6 +99,22 @@ fn bad_contracts_are_refused_naming_the_entry() {
             .0,
         "ticket_placement"
     );
+    // The identity headers Twilio takes without X-, by exact name only.
+    assert!(compile(
+        None,
+        &[
+            "P-Preferred-Identity",
+            "Remote-Party-ID",
+            "P-Called-Party-ID"
+        ],
+        &[],
+        None,
+        None,
+        TWILIO
+    )
+    .is_ok());
+    assert_eq!(e(&["P-*"], &[], None).0, "refer_headers[0]");
+    assert_eq!(e(&["Diversion"], &[], None).0, "refer_headers[0]");
     // A generic target may take X-Twilio-Foo.
     assert!(compile(Some("generic"), &["X-Twilio-Foo"], &[], None, None, TWILIO).is_ok());
     assert!(compile(
