@@ -150,10 +150,13 @@ fn run(path: &std::path::Path) -> ExitCode {
             for a in server.tcp_addrs() {
                 let _ = writeln!(out, "listening tcp {a}");
             }
+            for a in server.tls_addrs() {
+                let _ = writeln!(out, "listening tls {a}");
+            }
             let _ = writeln!(out, "listening http {}", server.http_addr());
             let _ = out.flush();
         }
-        tracing::info!(udp = ?server.udp_addrs(), tcp = ?server.tcp_addrs(), http = %server.http_addr(), "handoff started");
+        tracing::info!(udp = ?server.udp_addrs(), tcp = ?server.tcp_addrs(), tls = ?server.tls_addrs(), http = %server.http_addr(), "handoff started");
         stop.next().await;
         tokio::select! {
             _ = server.drain() => {}

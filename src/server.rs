@@ -199,6 +199,12 @@ impl Server {
                 tcp_connect_timeout: settings.tcp_connect_timeout,
                 dns_servers: settings.dns_servers.clone(),
                 tcp_limits: conns.sip_tcp,
+                tls: Some(crate::sip::transport::TlsTransportConfig {
+                    listen: settings.tls.listen.clone(),
+                    server: settings.tls.server.as_ref().map(|s| s.config.clone()),
+                    client: settings.tls.client.clone(),
+                    handshake_timeout: settings.tls.handshake_timeout,
+                }),
             },
             Arc::new(b2bua.clone()),
             metrics.clone(),
@@ -271,6 +277,10 @@ impl Server {
 
     pub fn tcp_addrs(&self) -> &[SocketAddr] {
         self.transport.tcp_addrs()
+    }
+
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        self.transport.tls_addrs()
     }
 
     /// Where the HTTP sidecar listens.
