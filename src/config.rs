@@ -513,18 +513,25 @@ impl Config {
         for (i, r) in self.routes.iter().enumerate() {
             let key = |k: &str| format!("route[{i}].{k}");
             let uri = SipUri::parse(&r.ai_agent_uri)
-                .filter(|u| u.scheme == "sip")
+                .filter(|u| u.scheme == "sip" || u.scheme == "sips")
                 .ok_or_else(|| {
                     bad(
                         &key("ai_agent_uri"),
-                        format!("{:?} is not a sip: URI", r.ai_agent_uri),
+                        format!("{:?} is not a sip: or sips: URI", r.ai_agent_uri),
                     )
                 })?;
             if let Some(t) = uri.transport() {
-                if crate::sip::transport::Transport::from_name(&t).is_none() {
+                use crate::sip::transport::Transport;
+                let t = Transport::from_name(&t).ok_or_else(|| {
+                    bad(
+                        &key("ai_agent_uri"),
+                        format!("transport {t:?} is not udp, tcp or tls"),
+                    )
+                })?;
+                if uri.scheme == "sips" && t == Transport::Udp {
                     return Err(bad(
                         &key("ai_agent_uri"),
-                        format!("transport {t:?} is not udp or tcp"),
+                        "a sips: URI cannot go over udp".into(),
                     ));
                 }
             }

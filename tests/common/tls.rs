@@ -156,3 +156,8 @@ pub fn handoff_keys() -> String {
         ca_file().display().to_string()
     )
 }
+
+/// The `[sip]` key that makes handoff trust the test CA for outbound TLS (no listener).
+pub fn ca_key() -> String {
+    format!("sip.tls_ca_file = {:?}\n", ca_file().display().to_string())
+}

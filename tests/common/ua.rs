@@ -74,6 +74,8 @@ pub struct TestUa {
     pub(super) accepted: Vec<SocketAddr>,
     pub(super) closed: Vec<SocketAddr>,
     pub(super) started: Instant,
+    /// TLS listener: the server name (SNI) each accepted handshake asked for.
+    sni: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 impl Drop for TestUa {
@@ -106,6 +108,7 @@ impl TestUa {
             accepted: Vec::new(),
             closed: Vec::new(),
             started: Instant::now(),
+            sni: Arc::default(),
         }
     }
 
@@ -189,6 +192,7 @@ impl TestUa {
         let writers: Writers = Arc::default();
         let ua = TestUa::new(Transport::Tls, Sock::Tcp(writers.clone()), local, rx);
         let tasks = ua.tasks.clone();
+        let sni = ua.sni.clone();
         let acceptor = tokio_rustls::TlsAcceptor::from(server);
         let accept = tokio::spawn(async move {
             while let Ok((stream, peer)) = listener.accept().await {
@@ -196,6 +200,8 @@ impl TestUa {
                 let Ok(tls) = acceptor.accept(stream).await else {
                     continue;
                 };
+                let name = tls.get_ref().1.server_name().map(str::to_owned);
+                sni.lock().unwrap().push(name);
                 if tx.send(Event::Accepted(peer)).is_err() {
                     break;
                 }
@@ -256,6 +262,11 @@ impl TestUa {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The SNI of every TLS handshake this listening UA accepted, in order.
+    pub fn sni_seen(&self) -> Vec<Option<String>> {
+        self.sni.lock().unwrap().clone()
     }
 
     pub fn peer(&self) -> Option<SocketAddr> {

@@ -63,10 +63,7 @@ pub enum Refused {
     /// `maddr` would send the request to another address than the checked host.
     #[error("target has a maddr parameter")]
     Maddr,
-    /// sips: needs TLS all the way, which handoff does not speak.
-    #[error("sips: targets are not supported (no TLS transport)")]
-    Sips,
-    #[error("target transport {0:?} is not udp or tcp")]
+    #[error("target transport {0:?} is not udp, tcp or tls (sips: only tls)")]
     Transport(String),
 }
 
@@ -112,10 +109,7 @@ impl Pattern {
         if lower.starts_with("tel:") {
             return parse_tel_pattern(s);
         }
-        if lower.starts_with("sips:") {
-            return Err(format!("{s:?}: sips: is not supported (no TLS transport)"));
-        }
-        if lower.starts_with("sip:") {
+        if lower.starts_with("sip:") || lower.starts_with("sips:") {
             if s.contains('*') {
                 return Err(format!(
                     "{s:?}: a sip: URI pattern is exact; use \"*.domain\" for a wildcard"
@@ -124,7 +118,8 @@ impl Pattern {
             if s.contains('?') {
                 return Err(format!("{s:?}: a sip: URI pattern cannot carry headers"));
             }
-            let uri = SipUri::parse(s).ok_or_else(|| format!("{s:?} is not a valid sip: URI"))?;
+            let uri = SipUri::parse(s)
+                .ok_or_else(|| format!("{s:?} is not a valid sip: or sips: URI"))?;
             check_uri_transport(&uri).map_err(|e| format!("{s:?}: {e}"))?;
             if uri.param("maddr").is_some() {
                 return Err(format!("{s:?}: maddr is not allowed"));
@@ -179,7 +174,8 @@ impl Pattern {
                         }
                     })
             }
-            _ if uri.scheme != "sip" => false,
+            // A host allowed over sip: is allowed over sips: too (TLS to the same host).
+            _ if uri.scheme != "sip" && uri.scheme != "sips" => false,
             Pattern::Wildcard(suffix) => wildcard_matches(suffix, &uri.host),
             Pattern::Host { host, port } => {
                 HostName::of(&uri.host) == *host && port.is_none_or(|p| uri.port == Some(p))
@@ -328,12 +324,15 @@ pub(super) fn uri_equivalent(a: &SipUri, b: &SipUri) -> bool {
 
 /// The URI's `transport=`, when it is one we speak.
 fn check_uri_transport(uri: &SipUri) -> Result<Option<Transport>, Refused> {
-    match uri.transport() {
-        None => Ok(None),
-        Some(t) => Transport::from_name(&t)
-            .map(Some)
-            .ok_or(Refused::Transport(t)),
+    let t = match uri.transport() {
+        None => None,
+        Some(t) => Some(Transport::from_name(&t).ok_or(Refused::Transport(t))?),
+    };
+    // RFC 3261 26.2.2, RFC 5630 3.1: sips: is TLS on every hop; never UDP.
+    if uri.scheme == "sips" && t == Some(Transport::Udp) {
+        return Err(Refused::Transport("udp".into()));
     }
+    Ok(t)
 }
 
 /// True for a Zendesk SIP-IN host (`<subdomain>.zendesk.sip.twilio.com`).
@@ -396,9 +395,6 @@ impl AllowList {
         uri: &SipUri,
         header_params: &[(String, Option<String>)],
     ) -> Result<Destination, Refused> {
-        if uri.scheme == "sips" {
-            return Err(Refused::Sips);
-        }
         if uri.param("maddr").is_some() {
             return Err(Refused::Maddr);
         }

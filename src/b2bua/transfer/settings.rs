@@ -251,13 +251,13 @@ impl DestinationConfig {
             ));
         }
         let uri = SipUri::parse(&self.uri)
-            .filter(|u| u.scheme == "sip" || u.scheme == "tel")
+            .filter(|u| u.scheme == "sip" || u.scheme == "sips" || u.scheme == "tel")
             .filter(|_| !self.uri.contains(['?', '<', '>']) && check_value(&self.uri).is_ok())
             .ok_or_else(|| {
                 bad(
                     key("uri"),
                     format!(
-                        "{:?} is not a sip: or tel: URI without headers (sips: is not supported)",
+                        "{:?} is not a sip:, sips: or tel: URI without headers",
                         self.uri
                     ),
                 )
@@ -270,8 +270,17 @@ impl DestinationConfig {
             None => from_uri,
             Some(t) => {
                 let t = Transport::from_name(t).ok_or_else(|| {
-                    bad(key("transport"), format!("{t:?} is not \"udp\" or \"tcp\""))
+                    bad(
+                        key("transport"),
+                        format!("{t:?} is not \"udp\", \"tcp\" or \"tls\""),
+                    )
                 })?;
+                if uri.scheme == "sips" && t == Transport::Udp {
+                    return Err(bad(
+                        key("transport"),
+                        "a sips: destination cannot go over udp",
+                    ));
+                }
                 if from_uri.is_some_and(|u| u != t) {
                     return Err(bad(
                         key("transport"),
