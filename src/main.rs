@@ -157,7 +157,23 @@ fn run(path: &std::path::Path) -> ExitCode {
             let _ = out.flush();
         }
         tracing::info!(udp = ?server.udp_addrs(), tcp = ?server.tcp_addrs(), tls = ?server.tls_addrs(), http = %server.http_addr(), "handoff started");
-        stop.next().await;
+        // SIGHUP: read the TLS certificate and key again, without dropping anything.
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            let reload = async {
+                match &mut hup {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.next() => break,
+                _ = reload => {
+                    // Logged and counted by the server; the error is already in the log.
+                    let _ = server.reload_tls();
+                }
+            }
+        }
         tokio::select! {
             _ = server.drain() => {}
             _ = stop.next() => tracing::warn!("second stop signal: exiting now"),

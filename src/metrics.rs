@@ -179,6 +179,10 @@ metrics! {
     counter sip_tls_handshakes_failed_total,
     /// Outbound TLS connections that failed: handshake refused, stalled, or the peer's certificate did not verify.
     counter sip_tls_connect_failures_total,
+    /// Reloads of sip.tls_cert and sip.tls_key (SIGHUP) that took effect.
+    counter sip_tls_cert_reloads_total,
+    /// Reloads refused (missing, unreadable, not PEM, key not the certificate's): the old pair stays.
+    counter sip_tls_cert_reload_failures_total,
     // Strict parsing (issue 12).
     /// Malformed requests answered 400 (or 416, 505) with the problem in the reason.
     counter sip_malformed_answered_total,

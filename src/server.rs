@@ -283,6 +283,28 @@ impl Server {
         self.transport.tls_addrs()
     }
 
+    /// Read `sip.tls_cert` and `sip.tls_key` again (on SIGHUP): handshakes from now on
+    /// present the new pair; connections already up, and their calls, keep theirs. A
+    /// pair that cannot be used is refused and the one in use stays. `Ok(false)`: no
+    /// TLS listener, nothing to reload.
+    pub fn reload_tls(&self) -> Result<bool, crate::config::tls::TlsFileError> {
+        let Some(server) = &self.settings.tls.server else {
+            return Ok(false);
+        };
+        match server.cert.reload() {
+            Ok(()) => {
+                Metrics::inc(&self.metrics.sip_tls_cert_reloads_total);
+                tracing::info!(cert = %server.cert.cert_path.display(), "TLS certificate reloaded");
+                Ok(true)
+            }
+            Err(e) => {
+                Metrics::inc(&self.metrics.sip_tls_cert_reload_failures_total);
+                tracing::warn!(error = %e, "TLS certificate not reloaded; the one in use stays");
+                Err(e)
+            }
+        }
+    }
+
     /// Where the HTTP sidecar listens.
     pub fn http_addr(&self) -> SocketAddr {
         self.http.local_addr()

@@ -194,3 +194,63 @@ fn tls10_client_hello() -> Vec<u8> {
     rec.extend_from_slice(&hs);
     rec
 }
+
+/// The leaf handoff presents to a new TLS connection at `addr`, as DER.
+async fn presented_leaf(addr: std::net::SocketAddr) -> Vec<u8> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let tls = tokio_rustls::TlsConnector::from(test_ca().client_config())
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    let leaf = tls.get_ref().1.peer_certificates().expect("certificates")[0].to_vec();
+    leaf
+}
+
+fn der_of(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .expect("PEM")
+        .to_vec()
+}
+
+/// A reload (what SIGHUP does) swaps the certificate for new handshakes while the call
+/// on a connection made before it goes on; a pair that cannot be used is refused,
+/// counted, and the one in use stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_swaps_the_certificate_without_dropping_the_call() {
+    bounded(Duration::from_secs(20), async {
+        let first = test_ca().leaf(&["127.0.0.1"]);
+        let (cert, key) = first.write("reload");
+        let extra = format!(
+            "sip.tls_cert = {:?}\nsip.tls_key = {:?}",
+            cert.display().to_string(),
+            key.display().to_string()
+        );
+        let mut rig = Rig::new(Transport::Tls, &extra).await;
+        let addr = handoff_addr(&rig.server, Transport::Tls);
+        let mut call = establish(&mut rig, InviteOpts::default()).await;
+        assert_eq!(presented_leaf(addr).await, der_of(&first.cert_pem));
+
+        let second = test_ca().leaf(&["127.0.0.1"]);
+        std::fs::write(&cert, &second.cert_pem).expect("write");
+        std::fs::write(&key, &second.key_pem).expect("write");
+        assert!(rig.server.reload_tls().expect("reload"));
+        assert_eq!(presented_leaf(addr).await, der_of(&second.cert_pem));
+        assert_eq!(count(&rig.server, |m| &m.sip_tls_cert_reloads_total), 1);
+
+        // A key that is not the certificate's: refused, the second pair stays.
+        std::fs::write(&key, &first.key_pem).expect("write");
+        let err = rig.server.reload_tls().expect_err("mismatched pair");
+        assert!(err.to_string().contains("does not match"), "{err}");
+        assert_eq!(
+            count(&rig.server, |m| &m.sip_tls_cert_reload_failures_total),
+            1
+        );
+        assert_eq!(presented_leaf(addr).await, der_of(&second.cert_pem));
+
+        // The call made before the reloads, on its old connection, ends normally.
+        bye_from_caller(&mut rig, &mut call).await;
+    })
+    .await;
+}
