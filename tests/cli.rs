@@ -77,6 +77,15 @@ fn media_port_range_smaller_than_max_calls_needs_stops_start_up_naming_the_keys(
 }
 
 #[test]
+fn missing_tls_certificate_stops_start_up_naming_the_key_and_file() {
+    assert_refused(
+        "tls-cert",
+        &format!("[sip]\nlisten_tls = [\"127.0.0.1:0\"]\ntls_cert = \"/nonexistent/chain.pem\"\ntls_key = \"/nonexistent/key.pem\"\n{ROUTE}"),
+        "key `sip.tls_cert`: /nonexistent/chain.pem: no such file",
+    );
+}
+
+#[test]
 fn missing_ai_agent_uri_stops_start_up_naming_the_key() {
     assert_refused(
         "noai",

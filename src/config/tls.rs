@@ -362,4 +362,76 @@ mod tests {
         let c = client(None).expect("client");
         assert!(c.enable_sni);
     }
+
+    fn keys<'a>(
+        listen: &'a [SocketAddr],
+        cert: Option<&'a str>,
+        key: Option<&'a str>,
+    ) -> TlsKeys<'a> {
+        TlsKeys {
+            listen_tls: listen,
+            tls_cert: cert,
+            tls_key: key,
+            tls_ca_file: None,
+            tls_handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
+        }
+    }
+
+    #[test]
+    fn tls_is_off_without_listen_tls_and_files() {
+        let s = validate(&keys(&[], None, None)).expect("off");
+        assert!(s.server.is_none() && s.listen.is_empty());
+    }
+
+    #[test]
+    fn each_missing_piece_names_its_key() {
+        let l = ["127.0.0.1:5061".parse().expect("addr")];
+        assert_eq!(
+            validate(&keys(&l, None, None)).expect_err("no cert").0,
+            "sip.tls_cert"
+        );
+        assert_eq!(
+            validate(&keys(&l, Some("c.pem"), None))
+                .expect_err("no key")
+                .0,
+            "sip.tls_key"
+        );
+        assert_eq!(
+            validate(&keys(&[], Some("c.pem"), Some("k.pem")))
+                .expect_err("no listener")
+                .0,
+            "sip.tls_cert"
+        );
+        let (key, problem) =
+            validate(&keys(&l, Some("/nonexistent/c.pem"), Some("k.pem"))).expect_err("missing");
+        assert_eq!(
+            (key, problem.as_str()),
+            ("sip.tls_cert", "/nonexistent/c.pem: no such file")
+        );
+        let mut k = keys(&[], None, None);
+        k.tls_handshake_timeout_ms = 0;
+        assert_eq!(
+            validate(&k).expect_err("zero").0,
+            "sip.tls_handshake_timeout_ms"
+        );
+        k.tls_handshake_timeout_ms = 1000;
+        k.tls_ca_file = Some("/nonexistent/ca.pem");
+        assert_eq!(validate(&k).expect_err("no CA file").0, "sip.tls_ca_file");
+    }
+
+    #[test]
+    fn a_key_file_that_is_not_pem_names_tls_key() {
+        let dir = std::env::temp_dir().join(format!("handoff-tls-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (cert, _) = pair("a.example.com");
+        let (c, k) = (dir.join("c.pem"), dir.join("k.pem"));
+        std::fs::write(&c, cert).expect("write");
+        std::fs::write(&k, "not a key").expect("write");
+        let l = ["127.0.0.1:5061".parse().expect("addr")];
+        let (c, k) = (c.display().to_string(), k.display().to_string());
+        let (key, problem) = validate(&keys(&l, Some(&c), Some(&k))).expect_err("bad key");
+        assert_eq!(key, "sip.tls_key");
+        assert!(problem.contains("holds no PEM private key"), "{problem}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
