@@ -500,6 +500,18 @@ impl Config {
             ));
         }
         let trunks = trunk::compile(&self.trunks).map_err(|e| bad(&e.key, e.problem))?;
+        let mut tls = tls;
+        for (i, t) in trunks.iter().enumerate() {
+            let Some(ca) = &t.tls_client_ca else { continue };
+            let key = format!("trunk[{i}].tls_client_ca");
+            let server = tls
+                .server
+                .as_mut()
+                .ok_or_else(|| bad(&key, "mutual TLS needs sip.listen_tls".into()))?;
+            server
+                .add_client_auth(t.sources.clone(), ca)
+                .map_err(|e| bad(&key, e.to_string()))?;
+        }
         let every_listener: Vec<SocketAddr> = listen_udp
             .iter()
             .chain(&listen_tcp)

@@ -202,6 +202,12 @@ impl Server {
                 tls: Some(crate::sip::transport::TlsTransportConfig {
                     listen: settings.tls.listen.clone(),
                     server: settings.tls.server.as_ref().map(|s| s.config.clone()),
+                    client_auth: settings
+                        .tls
+                        .server
+                        .as_ref()
+                        .map(|s| s.client_auth.clone())
+                        .unwrap_or_default(),
                     client: settings.tls.client.clone(),
                     handshake_timeout: settings.tls.handshake_timeout,
                 }),

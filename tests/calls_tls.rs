@@ -254,3 +254,32 @@ async fn reload_swaps_the_certificate_without_dropping_the_call() {
     })
     .await;
 }
+
+/// Mutual TLS per trunk: with `tls_client_ca` on the trunk of 127.0.0.1, a client
+/// without a certificate is refused (counted, nothing answered); one presenting a
+/// certificate from that CA makes a call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trunk_with_tls_client_ca_needs_a_client_certificate() {
+    bounded(Duration::from_secs(20), async {
+        let extra = format!(
+            "\n[[trunk]]\nname = \"carrier\"\nsources = [\"127.0.0.1\"]\ntls_client_ca = {:?}\n\n[[route]]\ndefault = true\norg_id = \"org-test\"\nagent_id = \"agent-test\"\nai_agent_uri = \"{{ai}}\"\n",
+            common::tls::ca_file().display().to_string()
+        );
+        // The rig's own carrier connects without a client certificate.
+        let mut rig = Rig::new(Transport::Tls, &extra).await;
+        let addr = handoff_addr(&rig.server, Transport::Tls);
+        // The server's refusal closes it (TLS 1.3: after the client's own Finished).
+        assert!(rig.caller.wait_closed(WAIT).await, "no client certificate, still open");
+        assert!(
+            common::eventually(WAIT, || count(&rig.server, |m| &m
+                .sip_tls_handshakes_failed_total)
+                == 1)
+            .await
+        );
+        let leaf = test_ca().leaf(&["carrier.test"]);
+        rig.caller = TestUa::tls_connect(addr, test_ca().client_config_presenting(&leaf)).await;
+        let mut call = establish(&mut rig, InviteOpts::default()).await;
+        bye_from_caller(&mut rig, &mut call).await;
+    })
+    .await;
+}

@@ -3,10 +3,11 @@
 //! `check-config`), and the rustls configurations built from them. TLS 1.2 and 1.3
 //! only, with ring as the crypto provider.
 
+use ipnet::IpNet;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -67,6 +68,54 @@ pub struct TlsSettings {
 pub struct TlsServer {
     pub config: Arc<rustls::ServerConfig>,
     pub cert: Arc<ServerCert>,
+    /// Mutual TLS per trunk: a connection from one of these sources gets this
+    /// configuration, which requires a client certificate (`trunk.tls_client_ca`).
+    pub client_auth: Vec<(Vec<IpNet>, Arc<rustls::ServerConfig>)>,
+}
+
+impl TlsServer {
+    /// Require a client certificate chaining to the CAs of `ca_file` from `sources`
+    /// (same certificate presented, reloaded with the rest).
+    pub fn add_client_auth(
+        &mut self,
+        sources: Vec<IpNet>,
+        ca_file: &Path,
+    ) -> Result<(), TlsFileError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in certificates(&read(ca_file)?, ca_file)? {
+            roots.add(ca).map_err(|e| TlsFileError::BadCa {
+                path: ca_file.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+        let bad_ca = |reason: String| TlsFileError::BadCa {
+            path: ca_file.display().to_string(),
+            reason,
+        };
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| bad_ca(e.to_string()))?;
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(VERSIONS)
+            .map_err(|e| bad_ca(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(self.cert.clone());
+        self.client_auth.push((sources, Arc::new(config)));
+        Ok(())
+    }
+}
+
+/// The configuration for a connection from `ip`: the first trunk listing it that
+/// wants client certificates, else `default`.
+pub fn config_for<'a, T>(
+    ip: std::net::IpAddr,
+    client_auth: &'a [(Vec<IpNet>, T)],
+    default: &'a T,
+) -> &'a T {
+    client_auth
+        .iter()
+        .find(|(nets, _)| nets.iter().any(|n| n.contains(&ip)))
+        .map_or(default, |(_, c)| c)
 }
 
 /// The listener's certificate and key, swapped whole on a reload: handshakes after the
@@ -118,6 +167,7 @@ pub fn server(cert_path: &Path, key_path: &Path) -> Result<TlsServer, TlsFileErr
     Ok(TlsServer {
         config: Arc::new(config),
         cert,
+        client_auth: Vec::new(),
     })
 }
 
@@ -375,6 +425,16 @@ mod tests {
             tls_ca_file: None,
             tls_handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
         }
+    }
+
+    #[test]
+    fn a_source_of_a_client_auth_trunk_gets_its_configuration() {
+        let nets = |s: &str| vec![s.parse::<IpNet>().expect("net")];
+        let list = [(nets("192.0.2.0/24"), 1), (nets("198.51.100.7/32"), 2)];
+        let ip = |s: &str| s.parse().expect("ip");
+        assert_eq!(*config_for(ip("192.0.2.9"), &list, &0), 1);
+        assert_eq!(*config_for(ip("198.51.100.7"), &list, &0), 2);
+        assert_eq!(*config_for(ip("203.0.113.1"), &list, &0), 0);
     }
 
     #[test]

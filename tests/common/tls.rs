@@ -77,6 +77,32 @@ impl TestCa {
     }
 }
 
+impl TestCa {
+    /// A client configuration trusting only this CA and presenting `leaf` (mutual TLS).
+    pub fn client_config_presenting(&self, leaf: &Leaf) -> Arc<rustls::ClientConfig> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("chain");
+        let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("key");
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(self.cert.der().clone())
+            .expect("test CA is a trust anchor");
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .expect("client certificate"),
+        )
+    }
+}
+
 impl Leaf {
     /// A server configuration presenting this leaf.
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {

@@ -134,6 +134,9 @@ pub struct TlsTransportConfig {
     pub listen: Vec<SocketAddr>,
     /// What the listeners present; needed when `listen` is not empty.
     pub server: Option<Arc<rustls::ServerConfig>>,
+    /// Mutual TLS: sources whose connections get a configuration that requires a
+    /// client certificate (`trunk.tls_client_ca`).
+    pub client_auth: Vec<(Vec<ipnet::IpNet>, Arc<rustls::ServerConfig>)>,
     /// Roots and options of outbound TLS.
     pub client: Arc<rustls::ClientConfig>,
     pub handshake_timeout: Duration,
@@ -219,8 +222,7 @@ impl TransportLayer {
                 metrics.clone(),
             ),
             tls: cfg.tls.as_ref().map(|t| {
-                let side =
-                    tls::TlsSide::new(t.server.clone(), t.client.clone(), t.handshake_timeout);
+                let side = tls::TlsSide::new(t, t.handshake_timeout);
                 tcp::TcpHub::new(
                     &shared,
                     Transport::Tls,

@@ -300,7 +300,7 @@ impl TcpHub {
                 let hub = self.clone();
                 tokio::spawn(async move {
                     let Some(tls) = &hub.tls else { return };
-                    match tls.accept(stream).await {
+                    match tls.accept(stream, peer.ip()).await {
                         Ok(s) => {
                             hub.register(s, peer, p, true, None);
                         }

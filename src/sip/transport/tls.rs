@@ -4,9 +4,10 @@
 //! the server and client configurations, the bounded handshake, and which name a
 //! connection is verified for.
 
+use crate::config::tls::config_for;
+use ipnet::IpNet;
 use rustls::pki_types::ServerName;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -16,6 +17,8 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 pub(super) struct TlsSide {
     /// None: no TLS listener (outbound only).
     acceptor: Option<TlsAcceptor>,
+    /// Sources that must present a client certificate, and the acceptor that asks.
+    client_auth: Vec<(Vec<IpNet>, TlsAcceptor)>,
     connector: TlsConnector,
     handshake_timeout: Duration,
 }
@@ -32,24 +35,28 @@ pub enum HandshakeError {
 }
 
 impl TlsSide {
-    pub(super) fn new(
-        server: Option<Arc<rustls::ServerConfig>>,
-        client: Arc<rustls::ClientConfig>,
-        handshake_timeout: Duration,
-    ) -> TlsSide {
+    pub(super) fn new(cfg: &super::TlsTransportConfig, handshake_timeout: Duration) -> TlsSide {
         TlsSide {
-            acceptor: server.map(TlsAcceptor::from),
-            connector: TlsConnector::from(client),
+            acceptor: cfg.server.clone().map(TlsAcceptor::from),
+            client_auth: cfg
+                .client_auth
+                .iter()
+                .map(|(nets, c)| (nets.clone(), TlsAcceptor::from(c.clone())))
+                .collect(),
+            connector: TlsConnector::from(cfg.client.clone()),
             handshake_timeout,
         }
     }
 
-    /// The server handshake on a connection a peer opened, bounded in time.
+    /// The server handshake on a connection a peer at `from` opened, bounded in time;
+    /// a trunk's source with `tls_client_ca` must present a client certificate.
     pub(super) async fn accept(
         &self,
         tcp: TcpStream,
+        from: IpAddr,
     ) -> Result<tokio_rustls::server::TlsStream<TcpStream>, HandshakeError> {
-        let acceptor = self.acceptor.as_ref().ok_or(HandshakeError::NoServer)?;
+        let default = self.acceptor.as_ref().ok_or(HandshakeError::NoServer)?;
+        let acceptor = config_for(from, &self.client_auth, default);
         tokio::time::timeout(self.handshake_timeout, acceptor.accept(tcp))
             .await
             .map_err(|_| HandshakeError::TimedOut(self.handshake_timeout))?
