@@ -26,6 +26,8 @@ use tokio::sync::{mpsc, Notify};
 
 /// Messages queued for one connection's writer before sends are refused.
 const WRITE_QUEUE: usize = 1024;
+/// TLS: addresses whose verified name is remembered for a reconnect.
+const MAX_NAMES: usize = 4096;
 
 struct Conn {
     peer: SocketAddr,
@@ -263,6 +265,11 @@ impl TcpHub {
                         reason: e.to_string(),
                     }
                 })?;
+                // Bounded: addresses come from DNS and REFERs; a reconnect that finds
+                // none verifies the address itself.
+                if self.names.len() >= MAX_NAMES {
+                    self.names.clear();
+                }
                 self.names.insert(addr, name.clone());
                 self.register(tls_stream, addr, permit, false, Some(name))
             }
