@@ -283,3 +283,26 @@ async fn trunk_with_tls_client_ca_needs_a_client_certificate() {
     })
     .await;
 }
+
+/// Keep-alive as on TCP (RFC 5626 4.4.1): a double-CRLF ping inside TLS gets a CRLF pong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn double_crlf_ping_over_tls_gets_a_pong() {
+    bounded(Duration::from_secs(20), async {
+        let rig = Rig::new(Transport::Tls, "").await;
+        let addr = handoff_addr(&rig.server, Transport::Tls);
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let mut tls = tokio_rustls::TlsConnector::from(test_ca().client_config())
+            .connect(name, tcp)
+            .await
+            .expect("handshake");
+        tls.write_all(b"\r\n\r\n").await.expect("ping");
+        let mut pong = [0u8; 2];
+        tokio::time::timeout(WAIT, tls.read_exact(&mut pong))
+            .await
+            .expect("a pong in time")
+            .expect("read");
+        assert_eq!(&pong, b"\r\n");
+    })
+    .await;
+}
