@@ -306,3 +306,34 @@ async fn double_crlf_ping_over_tls_gets_a_pong() {
     })
     .await;
 }
+
+/// TCP and TLS share the connection caps, so over one an idle SIP/TCP connection with
+/// no dialog gives way to a new TLS connection (and the other way round).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_tcp_connection_gives_way_to_a_tls_one() {
+    bounded(Duration::from_secs(20), async {
+        // The carrier's TLS connection and one idle TCP connection fill the cap.
+        let extra = "sip.tcp_max_connections_per_ip = 2";
+        let mut rig = Rig::new(Transport::Tls, extra).await;
+        let mut idle_tcp = TcpStream::connect(handoff_addr(&rig.server, Transport::Tcp))
+            .await
+            .expect("connect");
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        // The carrier is busy a moment ago: not the one to go.
+        rig.caller.barrier().await;
+        let newcomer = TestUa::tls_connect(
+            handoff_addr(&rig.server, Transport::Tls),
+            test_ca().client_config(),
+        )
+        .await;
+        assert_closed_without_sip(&mut idle_tcp).await;
+        assert_eq!(
+            count(&rig.server, |m| &m.sip_tcp_connections_evicted_total),
+            1
+        );
+        drop(newcomer);
+        let mut call = establish(&mut rig, InviteOpts::default()).await;
+        bye_from_caller(&mut rig, &mut call).await;
+    })
+    .await;
+}

@@ -266,6 +266,15 @@ impl TransportLayer {
         self.tls.as_ref().map_or(&[], |h| h.listen_addrs())
     }
 
+    /// The other stream hub (TLS for TCP, TCP for TLS), under the same counter.
+    fn sibling_hub(&self, transport: Transport) -> Option<Arc<tcp::TcpHub>> {
+        match transport {
+            Transport::Tcp => self.tls.clone(),
+            Transport::Tls => Some(self.tcp.clone()),
+            Transport::Udp => None,
+        }
+    }
+
     /// The hub of a stream transport.
     fn hub(&self, transport: Transport) -> Option<&Arc<tcp::TcpHub>> {
         match transport {

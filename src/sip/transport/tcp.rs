@@ -291,9 +291,20 @@ impl TcpHub {
                     Admission::OverPerSource => Over::Source(source_key(peer.ip())),
                     _ => Over::Total,
                 };
-                match choose_victim(&self.candidates(), over) {
-                    Some(victim) => {
-                        self.evict(victim);
+                // TCP and TLS share the counter: an idle connection of either gives way.
+                let sibling = self
+                    .layer
+                    .upgrade()
+                    .and_then(|l| l.sibling_hub(self.transport));
+                let own = choose_victim(&self.candidates(), over).map(|v| (self.clone(), v));
+                let victim = own.or_else(|| {
+                    let other = sibling?;
+                    let v = choose_victim(&other.candidates(), over)?;
+                    Some((other, v))
+                });
+                match victim {
+                    Some((hub, victim)) => {
+                        hub.evict(victim);
                         self.counter.try_acquire(peer.ip()).ok()
                     }
                     None => None,
