@@ -158,3 +158,53 @@ async fn tls_destination_whose_certificate_names_another_host_is_refused() {
     })
     .await;
 }
+
+/// A destination that asks for a client certificate (mutual TLS) gets handoff's own
+/// (`sip.tls_cert`, the listener's pair); the transfer completes. Without a
+/// certificate of its own handoff cannot satisfy it: the transfer fails, counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_asking_for_a_client_certificate_gets_handoffs_own() {
+    bounded(Duration::from_secs(30), async {
+        let mtls = |_| {
+            let any = SocketAddr::from(([127, 0, 0, 1], 0));
+            let config = test_ca()
+                .leaf(&["127.0.0.1"])
+                .server_config_requiring_client(test_ca());
+            TestUa::tls_listen(any, config)
+        };
+        // handoff with a TLS listener (and so a certificate): accepted.
+        let zendesk = mtls(()).await;
+        let target = format!("sips:support@127.0.0.1:{}", zendesk.local_addr().port());
+        let extra =
+            format!("transfer.destination = [{{ name = \"zendesk\", uri = \"{target}\" }}]");
+        let mut tr = transfer_rig_with(Transport::Tls, &extra, zendesk).await;
+        let mut m = establish_media(&mut tr.rig).await;
+        let refer_msg = refer(&mut tr, &mut m, &format!("<{target}>"), 202).await;
+        expect_notify(&mut tr, &m, &refer_msg).await;
+        let inv = expect_target_invite(&mut tr).await;
+        answer_target(&mut tr, &inv).await;
+        let (frag, _) = expect_notify(&mut tr, &m, &refer_msg).await;
+        assert_eq!(frag, "SIP/2.0 200 OK\r\n");
+
+        // handoff without a certificate (no listener, only tls_ca_file): refused.
+        let zendesk = mtls(()).await;
+        let target = format!("sips:support@127.0.0.1:{}", zendesk.local_addr().port());
+        let extra = format!(
+            "{}transfer.destination = [{{ name = \"zendesk\", uri = \"{target}\" }}]",
+            common::tls::ca_key()
+        );
+        let mut tr = transfer_rig_with(Transport::Udp, &extra, zendesk).await;
+        let mut m = establish_media(&mut tr.rig).await;
+        let refer_msg = refer(&mut tr, &mut m, &format!("<{target}>"), 202).await;
+        expect_notify(&mut tr, &m, &refer_msg).await;
+        // TLS 1.3: the client's side of the handshake is done before the server
+        // refuses it, so the INVITE is lost with the connection and Timer B (3.2 s
+        // here) ends the attempt.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let (frag, _) = expect_notify(&mut tr, &m, &refer_msg).await;
+        assert!(!frag.starts_with("SIP/2.0 2"), "final NOTIFY {frag:?}");
+        assert_eq!(count(&tr.rig.server, |x| &x.transfers_failed_total), 1);
+        assert_eq!(tr.zendesk.accepted_connections().await, 0);
+    })
+    .await;
+}

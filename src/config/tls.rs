@@ -137,14 +137,34 @@ impl ServerCert {
     }
 }
 
+impl ServerCert {
+    fn current(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Outbound, our certificate is presented only when the peer asks for one (mutual
+/// TLS at a carrier or an SBC): the listener's own pair, reloaded with it.
+impl rustls::client::ResolvesClientCert for ServerCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 impl ResolvesServerCert for ServerCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-        )
+        Some(self.current())
     }
 }
 
@@ -172,8 +192,12 @@ pub fn server(cert_path: &Path, key_path: &Path) -> Result<TlsServer, TlsFileErr
 }
 
 /// The client configuration: the Mozilla roots (webpki-roots) and, when given, the
-/// CAs of `ca_file` (a private CA, a carrier's own).
-pub fn client(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, TlsFileError> {
+/// CAs of `ca_file` (a private CA, a carrier's own). `own`: the listener's pair,
+/// presented when a server asks for a client certificate.
+pub fn client(
+    ca_file: Option<&Path>,
+    own: Option<Arc<ServerCert>>,
+) -> Result<rustls::ClientConfig, TlsFileError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
@@ -191,9 +215,11 @@ pub fn client(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, TlsFileErr
             path: String::new(),
             reason: e.to_string(),
         })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(config)
+        .with_root_certificates(roots);
+    Ok(match own {
+        Some(cert) => config.with_client_cert_resolver(cert),
+        None => config.with_no_client_auth(),
+    })
 }
 
 fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsFileError> {
@@ -331,8 +357,11 @@ pub fn validate(k: &TlsKeys<'_>) -> Result<TlsSettings, (&'static str, String)> 
             Some(server(Path::new(cert), Path::new(key)).map_err(|e| (which(&e), e.to_string()))?)
         }
     };
-    let client =
-        client(k.tls_ca_file.map(Path::new)).map_err(|e| ("sip.tls_ca_file", e.to_string()))?;
+    let client = client(
+        k.tls_ca_file.map(Path::new),
+        server.as_ref().map(|s| s.cert.clone()),
+    )
+    .map_err(|e| ("sip.tls_ca_file", e.to_string()))?;
     Ok(TlsSettings {
         listen: k.listen_tls.to_vec(),
         server,
@@ -403,13 +432,13 @@ mod tests {
     fn missing_files_are_named() {
         let err = server(p("/nonexistent/c.pem"), p("/nonexistent/k.pem")).expect_err("missing");
         assert_eq!(err.to_string(), "/nonexistent/c.pem: no such file");
-        let err = client(Some(p("/nonexistent/ca.pem"))).expect_err("missing");
+        let err = client(Some(p("/nonexistent/ca.pem")), None).expect_err("missing");
         assert_eq!(err.to_string(), "/nonexistent/ca.pem: no such file");
     }
 
     #[test]
     fn the_client_trusts_the_web_roots_without_a_ca_file() {
-        let c = client(None).expect("client");
+        let c = client(None, None).expect("client");
         assert!(c.enable_sni);
     }
 

@@ -124,6 +124,34 @@ impl Leaf {
         )
     }
 
+    /// A server configuration presenting this leaf and requiring a client certificate
+    /// from `ca` (mutual TLS).
+    pub fn server_config_requiring_client(&self, ca: &TestCa) -> Arc<rustls::ServerConfig> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("chain");
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).expect("key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.cert.der().clone()).expect("anchor");
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .expect("verifier");
+        Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(chain, key)
+                .expect("server config"),
+        )
+    }
+
     /// Write the chain and key to a fresh directory: (cert path, key path).
     pub fn write(&self, tag: &str) -> (PathBuf, PathBuf) {
         let dir = std::env::temp_dir().join(format!(
