@@ -259,7 +259,10 @@ impl TcpHub {
                 let name = name.unwrap_or_else(|| name_of_addr(addr));
                 let tls_stream = tls.connect(stream, name.clone()).await.map_err(|e| {
                     Metrics::inc(&self.metrics.sip_tls_connect_failures_total);
-                    tracing::warn!(%addr, name = ?name, error = %e, "SIP/TLS connection refused");
+                    static LOG: crate::log_limit::LogLimit = crate::log_limit::per_call();
+                    if let Some(left_out) = LOG.admit() {
+                        tracing::warn!(%addr, name = ?name, error = %e, left_out, "SIP/TLS connection refused: the peer's certificate or handshake failed");
+                    }
                     SendError::Connect {
                         addr,
                         reason: e.to_string(),
@@ -324,7 +327,11 @@ impl TcpHub {
                         }
                         Err(e) => {
                             Metrics::inc(&hub.metrics.sip_tls_handshakes_failed_total);
-                            tracing::info!(source = %peer.ip(), error = %e, "SIP/TLS handshake failed, connection closed");
+                            // A scanner can fail handshakes as fast as it connects.
+                            static LOG: crate::log_limit::LogLimit = crate::log_limit::per_call();
+                            if let Some(left_out) = LOG.admit() {
+                                tracing::info!(source = %peer.ip(), error = %e, left_out, "SIP/TLS handshake failed, connection closed");
+                            }
                         }
                     }
                 });
