@@ -208,3 +208,30 @@ async fn destination_asking_for_a_client_certificate_gets_handoffs_own() {
     })
     .await;
 }
+
+/// A `sips:` PSTN gateway: a `tel:` target is dialled as `sips:<number>@gateway`
+/// over TLS, never downgraded to `sip:`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tel_target_through_a_sips_gateway_stays_sips() {
+    bounded(Duration::from_secs(20), async {
+        let gateway = tls_zendesk(test_ca(), &["127.0.0.1"]).await;
+        let port = gateway.local_addr().port();
+        let extra = format!(
+            "{}transfer.pstn_gateway = \"sips:127.0.0.1:{port}\"",
+            common::tls::ca_key()
+        );
+        let mut tr = transfer_rig_with(Transport::Udp, &extra, gateway).await;
+        let mut m = establish_media(&mut tr.rig).await;
+        let refer_msg = refer(&mut tr, &mut m, "<tel:+14155550199>", 202).await;
+        expect_notify(&mut tr, &m, &refer_msg).await;
+        let inv = expect_target_invite(&mut tr).await;
+        let ruri = inv.msg.request_uri().unwrap_or_default().to_owned();
+        assert!(ruri.starts_with("sips:+14155550199@127.0.0.1"), "{ruri}");
+        let via = inv.msg.header("Via").expect("Via");
+        assert!(via.starts_with("SIP/2.0/TLS "), "{via}");
+        tr.zendesk.respond(&inv, 603, &[], None).await;
+        let (frag, _) = expect_notify(&mut tr, &m, &refer_msg).await;
+        assert_eq!(frag, "SIP/2.0 603 Decline\r\n");
+    })
+    .await;
+}

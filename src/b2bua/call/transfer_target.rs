@@ -31,8 +31,10 @@ fn request_target(
     let uri = if dest.kind == DestinationKind::Tel {
         let gw = policy.pstn_gateway.as_ref()?;
         let number = dest.uri.user.clone().unwrap_or_default();
+        // The gateway's scheme: a sips: gateway is never reached in the clear.
         let text = format!(
-            "sip:{number}@{}{};user=phone",
+            "{}:{number}@{}{};user=phone",
+            gw.scheme,
             gw.host,
             gw.port.map(|p| format!(":{p}")).unwrap_or_default()
         );

@@ -210,15 +210,18 @@ impl TransferSettings {
             None => None,
             Some(g) => {
                 let uri = SipUri::parse(g)
-                    .filter(|u| u.scheme == "sip" && check_value(g).is_ok())
+                    .filter(|u| (u.scheme == "sip" || u.scheme == "sips") && check_value(g).is_ok())
                     .ok_or_else(|| {
-                        bad("transfer.pstn_gateway", format!("{g:?} is not a sip: URI"))
+                        bad(
+                            "transfer.pstn_gateway",
+                            format!("{g:?} is not a sip: or sips: URI"),
+                        )
                     })?;
-                if uri
-                    .transport()
-                    .is_some_and(|t| Transport::from_name(&t).is_none())
-                {
-                    return Err(bad("transfer.pstn_gateway", "transport must be udp or tcp"));
+                if uri_transport(&uri).is_err() {
+                    return Err(bad(
+                        "transfer.pstn_gateway",
+                        "transport must be udp, tcp or tls (a sips: URI: not udp)",
+                    ));
                 }
                 Some(uri)
             }

@@ -205,3 +205,17 @@ fn numeric_bounds_name_their_key() {
     assert!(err("notify_timeout_ms = 0").starts_with("transfer.notify_timeout_ms: "));
     assert_eq!(settings("max_redirects = 0").validate(), Ok(()));
 }
+
+#[test]
+fn pstn_gateway_may_be_reached_over_tls_but_sips_never_over_udp() {
+    assert!(settings("pstn_gateway = 'sip:gw.example;transport=tls'")
+        .validate()
+        .is_ok());
+    assert!(settings("pstn_gateway = 'sips:gw.example'")
+        .validate()
+        .is_ok());
+    let e = err("pstn_gateway = 'sips:gw.example;transport=udp'");
+    assert!(e.starts_with("transfer.pstn_gateway: "), "{e}");
+    let e = err("pstn_gateway = 'sip:gw.example;transport=sctp'");
+    assert!(e.starts_with("transfer.pstn_gateway: "), "{e}");
+}
