@@ -349,11 +349,16 @@ impl Call {
         self.leg(Side::Target).end();
         let event = match status {
             300..=399 => {
+                let from = self
+                    .transfer
+                    .as_ref()
+                    .map(|t| t.machine.destination().clone());
                 let next = resp
                     .header_values("Contact")
                     .flat_map(crate::sip::message::split_list)
                     .filter_map(|c| NameAddr::parse(c.trim()))
-                    .find_map(|na| self.sh.transfer.allow.check_uri(&na.uri).ok());
+                    .filter_map(|na| self.sh.transfer.allow.check_uri(&na.uri).ok())
+                    .find(|d| from.as_ref().is_none_or(|f| f.may_redirect_to(d)));
                 if let Some(d) = &next {
                     tracing::info!(target = %d.uri, status, "transfer redirected");
                 }

@@ -55,6 +55,19 @@ pub struct Destination {
     pub contract: std::sync::Arc<super::contract::Contract>,
 }
 
+impl Destination {
+    /// Reached over TLS: a `sips:` URI, or a `sip:` one over `tls`.
+    pub fn is_secure(&self) -> bool {
+        self.uri.scheme == "sips" || self.transport == Some(Transport::Tls)
+    }
+
+    /// May a redirect from this destination go to `next`? Never from TLS to the clear
+    /// (RFC 3261 8.1.3.4 leaves it to the client; handoff has no user to ask).
+    pub fn may_redirect_to(&self, next: &Destination) -> bool {
+        !self.is_secure() || next.is_secure()
+    }
+}
+
 /// Why a target is not dialled; the caller answers the REFER with 403 either way.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {

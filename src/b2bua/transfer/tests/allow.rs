@@ -250,6 +250,21 @@ fn maddr_sips_over_udp_and_unknown_transports_are_refused() {
 }
 
 #[test]
+fn a_redirect_never_goes_from_tls_to_the_clear() {
+    let p = policy(r#"allow = ["*.zendesk.sip.twilio.com"]"#);
+    let c = |v: &str| p.allow.check(&target(v)).expect("allowed");
+    let sips = c("<sips:line@acme.zendesk.sip.twilio.com>");
+    let tls = c("<sip:line@acme.zendesk.sip.twilio.com;transport=tls>");
+    let plain = c("<sip:line@acme.zendesk.sip.twilio.com>");
+    assert!(sips.is_secure() && tls.is_secure() && !plain.is_secure());
+    assert!(!sips.may_redirect_to(&plain));
+    assert!(!tls.may_redirect_to(&plain));
+    assert!(sips.may_redirect_to(&tls));
+    assert!(plain.may_redirect_to(&sips));
+    assert!(plain.may_redirect_to(&plain));
+}
+
+#[test]
 fn redirect_contacts_are_checked_like_targets() {
     let p = policy(ZENDESK);
     let ok = crate::sip::message::SipUri::parse("sip:other@acme.zendesk.sip.twilio.com").unwrap();
