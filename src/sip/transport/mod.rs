@@ -222,7 +222,7 @@ impl TransportLayer {
                 metrics.clone(),
             ),
             tls: cfg.tls.as_ref().map(|t| {
-                let side = tls::TlsSide::new(t, t.handshake_timeout);
+                let side = tls::TlsSide::new(t);
                 tcp::TcpHub::new(
                     &shared,
                     Transport::Tls,

@@ -35,7 +35,7 @@ pub enum HandshakeError {
 }
 
 impl TlsSide {
-    pub(super) fn new(cfg: &super::TlsTransportConfig, handshake_timeout: Duration) -> TlsSide {
+    pub(super) fn new(cfg: &super::TlsTransportConfig) -> TlsSide {
         TlsSide {
             acceptor: cfg.server.clone().map(TlsAcceptor::from),
             client_auth: cfg
@@ -44,7 +44,7 @@ impl TlsSide {
                 .map(|(nets, c)| (nets.clone(), TlsAcceptor::from(c.clone())))
                 .collect(),
             connector: TlsConnector::from(cfg.client.clone()),
-            handshake_timeout,
+            handshake_timeout: cfg.handshake_timeout,
         }
     }
 
