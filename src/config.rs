@@ -19,6 +19,7 @@ mod conns;
 mod http;
 pub mod session;
 pub mod shipped;
+pub mod tls;
 mod webhook;
 pub use conns::{ConnSettings, HttpConnsConfig, HttpLimits, SipConnsConfig, SipTcpLimits};
 pub use http::{HttpConfig, HttpSettings, SigningKey, SigningKeyConfig};
@@ -81,6 +82,15 @@ pub struct Config {
 pub struct SipConfig {
     pub listen_udp: Vec<String>,
     pub listen_tcp: Vec<String>,
+    /// SIP over TLS listeners; empty (the default): none. Needs `tls_cert`, `tls_key`.
+    pub listen_tls: Vec<String>,
+    /// PEM certificate chain (leaf first) and private key the TLS listeners present.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    /// PEM CA certificates trusted for outbound TLS besides the built-in roots.
+    pub tls_ca_file: Option<String>,
+    /// A TLS handshake must finish within this, or the connection is closed.
+    pub tls_handshake_timeout_ms: u64,
     /// Host written in our Via and Contact instead of the listening address (NAT).
     pub advertised_host: Option<String>,
     pub max_message_size: usize,
@@ -105,6 +115,11 @@ impl Default for SipConfig {
         SipConfig {
             listen_udp: vec!["127.0.0.1:5060".into()],
             listen_tcp: vec!["127.0.0.1:5060".into()],
+            listen_tls: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_ca_file: None,
+            tls_handshake_timeout_ms: tls::DEFAULT_HANDSHAKE_TIMEOUT_MS,
             advertised_host: None,
             max_message_size: 65536,
             tcp_idle_timeout_secs: 300,
@@ -219,6 +234,8 @@ pub struct RouteConfig {
 pub struct Settings {
     pub listen_udp: Vec<SocketAddr>,
     pub listen_tcp: Vec<SocketAddr>,
+    /// `sip.listen_tls` and the TLS files, read and checked.
+    pub tls: tls::TlsSettings,
     pub advertised_host: Option<String>,
     pub max_message_size: usize,
     pub tcp_idle_timeout: Duration,
@@ -350,13 +367,22 @@ impl Config {
         let sip = &self.sip;
         let listen_udp = addrs("sip.listen_udp", &sip.listen_udp)?;
         let listen_tcp = addrs("sip.listen_tcp", &sip.listen_tcp)?;
+        let listen_tls = addrs("sip.listen_tls", &sip.listen_tls)?;
         let dns_servers = addrs("sip.dns_servers", &sip.dns_servers)?;
-        if listen_udp.is_empty() && listen_tcp.is_empty() {
+        if listen_udp.is_empty() && listen_tcp.is_empty() && listen_tls.is_empty() {
             return Err(bad(
                 "sip.listen_udp",
-                "no UDP or TCP listener configured".into(),
+                "no UDP, TCP or TLS listener configured".into(),
             ));
         }
+        let tls = tls::validate(&tls::TlsKeys {
+            listen_tls: &listen_tls,
+            tls_cert: sip.tls_cert.as_deref(),
+            tls_key: sip.tls_key.as_deref(),
+            tls_ca_file: sip.tls_ca_file.as_deref(),
+            tls_handshake_timeout_ms: sip.tls_handshake_timeout_ms,
+        })
+        .map_err(|(key, problem)| bad(key, problem))?;
         if let Some(h) = &sip.advertised_host {
             if h.is_empty()
                 || !h
@@ -479,8 +505,24 @@ impl Config {
             ));
         }
         let trunks = trunk::compile(&self.trunks).map_err(|e| bad(&e.key, e.problem))?;
-        let every_listener: Vec<SocketAddr> =
-            listen_udp.iter().chain(&listen_tcp).copied().collect();
+        let mut tls = tls;
+        for (i, t) in trunks.iter().enumerate() {
+            let Some(ca) = &t.tls_client_ca else { continue };
+            let key = format!("trunk[{i}].tls_client_ca");
+            let server = tls
+                .server
+                .as_mut()
+                .ok_or_else(|| bad(&key, "mutual TLS needs sip.listen_tls".into()))?;
+            server
+                .add_client_auth(t.sources.clone(), ca)
+                .map_err(|e| bad(&key, e.to_string()))?;
+        }
+        let every_listener: Vec<SocketAddr> = listen_udp
+            .iter()
+            .chain(&listen_tcp)
+            .chain(&listen_tls)
+            .copied()
+            .collect();
         trunk::check_exposure(&trunks, sip.allow_any_source, &every_listener)
             .map_err(|e| bad(&e.key, e.problem))?;
         let mut routes = Vec::new();
@@ -488,18 +530,25 @@ impl Config {
         for (i, r) in self.routes.iter().enumerate() {
             let key = |k: &str| format!("route[{i}].{k}");
             let uri = SipUri::parse(&r.ai_agent_uri)
-                .filter(|u| u.scheme == "sip")
+                .filter(|u| u.scheme == "sip" || u.scheme == "sips")
                 .ok_or_else(|| {
                     bad(
                         &key("ai_agent_uri"),
-                        format!("{:?} is not a sip: URI", r.ai_agent_uri),
+                        format!("{:?} is not a sip: or sips: URI", r.ai_agent_uri),
                     )
                 })?;
             if let Some(t) = uri.transport() {
-                if crate::sip::transport::Transport::from_name(&t).is_none() {
+                use crate::sip::transport::Transport;
+                let t = Transport::from_name(&t).ok_or_else(|| {
+                    bad(
+                        &key("ai_agent_uri"),
+                        format!("transport {t:?} is not udp, tcp or tls"),
+                    )
+                })?;
+                if uri.scheme == "sips" && t == Transport::Udp {
                     return Err(bad(
                         &key("ai_agent_uri"),
-                        format!("transport {t:?} is not udp or tcp"),
+                        "a sips: URI cannot go over udp".into(),
                     ));
                 }
             }
@@ -596,6 +645,7 @@ impl Config {
             transfer,
             listen_udp,
             listen_tcp,
+            tls,
             advertised_host: sip.advertised_host.clone(),
             max_message_size: sip.max_message_size,
             tcp_idle_timeout: Duration::from_secs(sip.tcp_idle_timeout_secs),

@@ -150,11 +150,30 @@ fn run(path: &std::path::Path) -> ExitCode {
             for a in server.tcp_addrs() {
                 let _ = writeln!(out, "listening tcp {a}");
             }
+            for a in server.tls_addrs() {
+                let _ = writeln!(out, "listening tls {a}");
+            }
             let _ = writeln!(out, "listening http {}", server.http_addr());
             let _ = out.flush();
         }
-        tracing::info!(udp = ?server.udp_addrs(), tcp = ?server.tcp_addrs(), http = %server.http_addr(), "handoff started");
-        stop.next().await;
+        tracing::info!(udp = ?server.udp_addrs(), tcp = ?server.tcp_addrs(), tls = ?server.tls_addrs(), http = %server.http_addr(), "handoff started");
+        // SIGHUP: read the TLS certificate and key again, without dropping anything.
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            let reload = async {
+                match &mut hup {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.next() => break,
+                _ = reload => {
+                    // Logged and counted by the server; the error is already in the log.
+                    let _ = server.reload_tls();
+                }
+            }
+        }
         tokio::select! {
             _ = server.drain() => {}
             _ = stop.next() => tracing::warn!("second stop signal: exiting now"),

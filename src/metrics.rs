@@ -77,6 +77,8 @@ metrics! {
     counter spoofed_headers_stripped_total,
     /// TCP connections open.
     gauge tcp_connections,
+    /// SIP over TLS connections open (handshake done).
+    gauge tls_connections,
     /// Transactions that timed out (Timer B, F or H).
     counter transaction_timeouts_total,
     /// Calls whose media runs through handoff's relay now.
@@ -184,6 +186,15 @@ metrics! {
     counter sip_tcp_connections_evicted_total,
     /// SIP/TCP connections closed because a message was not complete within sip.tcp_message_timeout_ms.
     counter sip_tcp_message_timeouts_total,
+    // SIP over TLS (issue 14).
+    /// Accepted TLS connections closed because the handshake failed or stalled past sip.tls_handshake_timeout_ms.
+    counter sip_tls_handshakes_failed_total,
+    /// Outbound TLS connections that failed: handshake refused, stalled, or the peer's certificate did not verify.
+    counter sip_tls_connect_failures_total,
+    /// Reloads of sip.tls_cert and sip.tls_key (SIGHUP) that took effect.
+    counter sip_tls_cert_reloads_total,
+    /// Reloads refused (missing, unreadable, not PEM, key not the certificate's): the old pair stays.
+    counter sip_tls_cert_reload_failures_total,
     // Strict parsing (issue 12).
     /// Malformed requests answered 400 (or 416, 505) with the problem in the reason.
     counter sip_malformed_answered_total,

@@ -200,6 +200,18 @@ impl Server {
                 tcp_connect_timeout: settings.tcp_connect_timeout,
                 dns_servers: settings.dns_servers.clone(),
                 tcp_limits: conns.sip_tcp,
+                tls: Some(crate::sip::transport::TlsTransportConfig {
+                    listen: settings.tls.listen.clone(),
+                    server: settings.tls.server.as_ref().map(|s| s.config.clone()),
+                    client_auth: settings
+                        .tls
+                        .server
+                        .as_ref()
+                        .map(|s| s.client_auth.clone())
+                        .unwrap_or_default(),
+                    client: settings.tls.client.clone(),
+                    handshake_timeout: settings.tls.handshake_timeout,
+                }),
             },
             Arc::new(b2bua.clone()),
             metrics.clone(),
@@ -272,6 +284,32 @@ impl Server {
 
     pub fn tcp_addrs(&self) -> &[SocketAddr] {
         self.transport.tcp_addrs()
+    }
+
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        self.transport.tls_addrs()
+    }
+
+    /// Read `sip.tls_cert` and `sip.tls_key` again (on SIGHUP): handshakes from now on
+    /// present the new pair; connections already up, and their calls, keep theirs. A
+    /// pair that cannot be used is refused and the one in use stays. `Ok(false)`: no
+    /// TLS listener, nothing to reload.
+    pub fn reload_tls(&self) -> Result<bool, crate::config::tls::TlsFileError> {
+        let Some(server) = &self.settings.tls.server else {
+            return Ok(false);
+        };
+        match server.cert.reload() {
+            Ok(()) => {
+                Metrics::inc(&self.metrics.sip_tls_cert_reloads_total);
+                tracing::info!(cert = %server.cert.cert_path.display(), "TLS certificate reloaded");
+                Ok(true)
+            }
+            Err(e) => {
+                Metrics::inc(&self.metrics.sip_tls_cert_reload_failures_total);
+                tracing::warn!(error = %e, "TLS certificate not reloaded; the one in use stays");
+                Err(e)
+            }
+        }
     }
 
     /// Where the HTTP sidecar listens.

@@ -77,6 +77,15 @@ fn media_port_range_smaller_than_max_calls_needs_stops_start_up_naming_the_keys(
 }
 
 #[test]
+fn missing_tls_certificate_stops_start_up_naming_the_key_and_file() {
+    assert_refused(
+        "tls-cert",
+        &format!("[sip]\nlisten_tls = [\"127.0.0.1:0\"]\ntls_cert = \"/nonexistent/chain.pem\"\ntls_key = \"/nonexistent/key.pem\"\n{ROUTE}"),
+        "key `sip.tls_cert`: /nonexistent/chain.pem: no such file",
+    );
+}
+
+#[test]
 fn missing_ai_agent_uri_stops_start_up_naming_the_key() {
     assert_refused(
         "noai",
@@ -348,4 +357,86 @@ fn webhook_url_prints_a_url_signed_with_the_newest_key() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("no signing key"), "{stderr}");
+}
+
+/// SIGHUP makes a running handoff read its TLS certificate and key again (logged,
+/// and it keeps running: the default action of SIGHUP would end it); SIGTERM then
+/// stops it as usual.
+#[test]
+fn sighup_reloads_the_tls_certificate_and_handoff_keeps_running() {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    let dir = std::env::temp_dir().join(format!("handoff-cli-{}-hup-files", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (c, k) = (dir.join("chain.pem"), dir.join("key.pem"));
+    std::fs::write(&c, cert.pem()).expect("write");
+    std::fs::write(&k, key.serialize_pem()).expect("write");
+    let path = temp_config(
+        "hup",
+        &format!("[sip]\nlisten_udp = [\"127.0.0.1:0\"]\nlisten_tcp = []\nlisten_tls = [\"127.0.0.1:0\"]\ntls_cert = {:?}\ntls_key = {:?}\n[http]\nlisten = \"127.0.0.1:0\"\n[limits]\ndrain_timeout_secs = 1\n[log]\nlevel = \"info\"\n{ROUTE}", c.display().to_string(), k.display().to_string()),
+    );
+    let child = Command::new(BIN)
+        .args(["run", "--config", path.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start handoff");
+    let mut running = Running(child);
+    let stdout = running.0.stdout.take().expect("stdout");
+    let tls_line = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("listening tls "))
+        .expect("a TLS listener printed");
+    assert!(
+        tls_line.starts_with("listening tls 127.0.0.1:"),
+        "{tls_line}"
+    );
+    let stderr = running.0.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let pid = running.0.id().to_string();
+    let kill = |sig: &str| {
+        let status = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    kill("-HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).expect("a reload line in the log");
+        if line.contains("TLS certificate reloaded") {
+            break;
+        }
+    }
+    assert!(
+        running.0.try_wait().expect("wait").is_none(),
+        "SIGHUP ended handoff"
+    );
+    kill("-TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(code) = running.0.try_wait().expect("wait") {
+            assert!(code.success(), "exit status {code}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "handoff did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -221,7 +221,7 @@ async fn run_corpus(t: Transport) {
     let mut refused = 0;
     for (name, entry) in manifest() {
         let want = match t {
-            Transport::Tcp => entry.tcp.clone().unwrap_or(entry.udp.clone()),
+            Transport::Tcp | Transport::Tls => entry.tcp.clone().unwrap_or(entry.udp.clone()),
             Transport::Udp => entry.udp.clone(),
         };
         let wait = if want.expect == Expect::Drop && !want.closes {
@@ -232,6 +232,7 @@ async fn run_corpus(t: Transport) {
         let got = match t {
             Transport::Udp => over_udp(handoff, &name, wait).await,
             Transport::Tcp => over_tcp(handoff, &name, wait, want.closes).await,
+            Transport::Tls => panic!("the torture corpus runs over UDP and TCP"),
         };
         if want.expect == Expect::Reject {
             refused += 1;
@@ -257,6 +258,7 @@ async fn over_udp_or_tcp(t: Transport, handoff: SocketAddr) -> Option<Answer> {
     let got = match t {
         Transport::Udp => over_udp(handoff, "valid_folded_headers.sip", ANSWER).await,
         Transport::Tcp => over_tcp(handoff, "valid_folded_headers.sip", ANSWER, false).await,
+        Transport::Tls => panic!("the torture corpus runs over UDP and TCP"),
     };
     got.answer
 }

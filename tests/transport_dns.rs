@@ -197,6 +197,7 @@ async fn transport_layer(dns: &FakeDns) -> Arc<TransportLayer> {
         tcp_connect_timeout: Duration::from_secs(2),
         dns_servers: vec![dns.addr()],
         tcp_limits: Default::default(),
+        tls: None,
     };
     TransportLayer::start(cfg, Arc::new(NoSink), Arc::new(Metrics::default()))
         .await

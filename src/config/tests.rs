@@ -242,3 +242,15 @@ fn session_store_is_memory_unless_named_otherwise() {
     assert_eq!(r.key_prefix, "handoff:");
     assert!(!format!("{r:?}").contains(":pw@"), "{r:?}");
 }
+
+#[test]
+fn trunk_client_ca_needs_a_tls_listener_and_a_readable_file() {
+    let trunk = |ca: &str| {
+        format!("[[trunk]]\nname = \"c\"\nsources = [\"127.0.0.1\"]\ntls_client_ca = \"{ca}\"\n{MINIMAL}")
+    };
+    let e = err(&trunk("/nonexistent/ca.pem"));
+    assert!(
+        e.contains("trunk[0].tls_client_ca") && e.contains("sip.listen_tls"),
+        "{e}"
+    );
+}

@@ -29,6 +29,10 @@ pub struct TrunkConfig {
     /// New calls per second from this trunk; none: only the global limit.
     #[serde(default)]
     pub max_calls_per_second: Option<u32>,
+    /// Mutual TLS: a PEM file of the CAs this trunk's client certificates chain to.
+    /// Set: a TLS connection from the trunk's sources must present one.
+    #[serde(default)]
+    pub tls_client_ca: Option<String>,
 }
 
 /// One validated trunk.
@@ -41,6 +45,8 @@ pub struct Trunk {
     pub media: Arc<[IpNet]>,
     pub max_calls: Option<usize>,
     pub max_calls_per_second: Option<u32>,
+    /// `tls_client_ca`: read and checked with the TLS settings (`config::tls`).
+    pub tls_client_ca: Option<std::path::PathBuf>,
 }
 
 /// A trunk value that cannot be used; `key` is the full key (`trunk[0].sources[1]`).
@@ -128,6 +134,7 @@ pub fn compile(list: &[TrunkConfig]) -> Result<Vec<Trunk>, TrunkConfigError> {
             media: media.into(),
             max_calls: t.max_calls,
             max_calls_per_second: t.max_calls_per_second,
+            tls_client_ca: t.tls_client_ca.as_ref().map(std::path::PathBuf::from),
         });
     }
     Ok(trunks)
@@ -195,6 +202,7 @@ mod tests {
             media: Vec::new(),
             max_calls: None,
             max_calls_per_second: None,
+            tls_client_ca: None,
         }
     }
 

@@ -23,6 +23,7 @@ pub mod node_proc;
 pub mod redis;
 pub mod scenarios;
 pub mod store_conformance;
+pub mod tls;
 pub mod trunks;
 pub mod ua;
 pub mod zendesk;
@@ -49,6 +50,8 @@ pub const CALLER_E164: &str = "+14155551212";
 pub enum Transport {
     Udp,
     Tcp,
+    /// TCP with TLS: handoff's certificate and the UAs' from the test CA (`tls.rs`).
+    Tls,
 }
 
 impl Transport {
@@ -57,6 +60,7 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
     }
 
@@ -65,7 +69,13 @@ impl Transport {
         match self {
             Transport::Udp => "",
             Transport::Tcp => ";transport=tcp",
+            Transport::Tls => ";transport=tls",
         }
+    }
+
+    /// A stream transport (TCP or TLS).
+    pub fn is_stream(self) -> bool {
+        self != Transport::Udp
     }
 }
 
@@ -121,8 +131,14 @@ pub fn config_text(transport: Transport, ai_port: u16, extra: &str) -> String {
     keys.push(("media.port_max".into(), max.to_string()));
     // The range must hold limits.max_calls calls (4 ports each): 400 ports, 100 calls.
     keys.push(("limits.max_calls".into(), "100".into()));
-    for line in keys_part
+    let tls_keys = if transport == Transport::Tls {
+        tls::handoff_keys()
+    } else {
+        String::new()
+    };
+    for line in tls_keys
         .lines()
+        .chain(keys_part.lines())
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
     {
@@ -165,6 +181,7 @@ pub fn handoff_addr(server: &Server, transport: Transport) -> std::net::SocketAd
     match transport {
         Transport::Udp => server.udp_addrs()[0],
         Transport::Tcp => server.tcp_addrs()[0],
+        Transport::Tls => server.tls_addrs()[0],
     }
 }
 

@@ -1,6 +1,6 @@
-//! The test UA's sockets and its receive side: one UDP socket, one TCP connection to
-//! handoff (the carrier), or a TCP listener that accepts handoff's connections (the AI
-//! agent). Background tasks read and frame what arrives and queue it; the test pulls
+//! The test UA's sockets and its receive side: one UDP socket, one TCP or TLS
+//! connection to handoff (the carrier), or a TCP or TLS listener that accepts
+//! handoff's connections (the AI agent). Background tasks read and frame what arrives and queue it; the test pulls
 //! from the queue with deadlines. The tasks are aborted when the UA is dropped.
 
 use super::Transport;
@@ -11,8 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -47,7 +46,10 @@ pub(super) enum Event {
 /// The write half of every open connection, by the far end's address. Sends write
 /// directly (not through a task) so that what a test sends is in the kernel, in
 /// program order, when `send` returns.
-type Writers = Arc<Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<OwnedWriteHalf>>>>>;
+type Writers = Arc<Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<BoxedWrite>>>>>;
+
+/// The write half of a TCP or TLS connection.
+type BoxedWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
 enum Sock {
     Udp(Arc<UdpSocket>),
@@ -72,6 +74,8 @@ pub struct TestUa {
     pub(super) accepted: Vec<SocketAddr>,
     pub(super) closed: Vec<SocketAddr>,
     pub(super) started: Instant,
+    /// TLS listener: the server name (SNI) each accepted handshake asked for.
+    sni: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 impl Drop for TestUa {
@@ -104,6 +108,7 @@ impl TestUa {
             accepted: Vec::new(),
             closed: Vec::new(),
             started: Instant::now(),
+            sni: Arc::default(),
         }
     }
 
@@ -138,12 +143,72 @@ impl TestUa {
         let stream = TcpStream::connect(addr)
             .await
             .expect("connect to handoff over TCP");
+        let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         let writers: Writers = Arc::default();
         let mut ua = TestUa::new(Transport::Tcp, Sock::Tcp(writers.clone()), local, rx);
         spawn_connection(stream, addr, writers, tx, ua.tasks.clone());
         ua.peer = Some(addr);
+        ua
+    }
+
+    /// A TLS UA connected to `addr`, trusting what `client` trusts; the server's
+    /// certificate must prove `addr`'s IP. Panics when the handshake fails.
+    pub async fn tls_connect(addr: SocketAddr, client: Arc<rustls::ClientConfig>) -> TestUa {
+        TestUa::try_tls_connect(addr, client)
+            .await
+            .expect("TLS handshake with handoff")
+    }
+
+    /// [`TestUa::tls_connect`], the handshake's failure as an error.
+    pub async fn try_tls_connect(
+        addr: SocketAddr,
+        client: Arc<rustls::ClientConfig>,
+    ) -> std::io::Result<TestUa> {
+        let stream = TcpStream::connect(addr).await?;
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr()?;
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let tls = tokio_rustls::TlsConnector::from(client)
+            .connect(name, stream)
+            .await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writers: Writers = Arc::default();
+        let mut ua = TestUa::new(Transport::Tls, Sock::Tcp(writers.clone()), local, rx);
+        spawn_connection(tls, addr, writers, tx, ua.tasks.clone());
+        ua.peer = Some(addr);
+        Ok(ua)
+    }
+
+    /// A TLS UA listening on `addr` with `server`'s certificate, accepting every
+    /// connection whose handshake succeeds.
+    pub async fn tls_listen(addr: SocketAddr, server: Arc<rustls::ServerConfig>) -> TestUa {
+        let listener = TcpListener::bind(addr)
+            .await
+            .expect("bind test TLS listener");
+        let local = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writers: Writers = Arc::default();
+        let ua = TestUa::new(Transport::Tls, Sock::Tcp(writers.clone()), local, rx);
+        let tasks = ua.tasks.clone();
+        let sni = ua.sni.clone();
+        let acceptor = tokio_rustls::TlsAcceptor::from(server);
+        let accept = tokio::spawn(async move {
+            while let Ok((stream, peer)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    continue;
+                };
+                let name = tls.get_ref().1.server_name().map(str::to_owned);
+                sni.lock().unwrap().push(name);
+                if tx.send(Event::Accepted(peer)).is_err() {
+                    break;
+                }
+                spawn_connection(tls, peer, writers.clone(), tx.clone(), tasks.clone());
+            }
+        });
+        ua.tasks.lock().unwrap().push(accept.abort_handle());
         ua
     }
 
@@ -159,6 +224,7 @@ impl TestUa {
         let tasks = ua.tasks.clone();
         let accept = tokio::spawn(async move {
             while let Ok((stream, peer)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
                 if tx.send(Event::Accepted(peer)).is_err() {
                     break;
                 }
@@ -174,6 +240,9 @@ impl TestUa {
         let mut ua = match transport {
             Transport::Udp => TestUa::udp_bound(loopback_like(handoff)).await,
             Transport::Tcp => TestUa::tcp_connect(handoff).await,
+            Transport::Tls => {
+                TestUa::tls_connect(handoff, super::tls::test_ca().client_config()).await
+            }
         };
         ua.peer = Some(handoff);
         ua
@@ -185,11 +254,19 @@ impl TestUa {
         match transport {
             Transport::Udp => TestUa::udp_bound(any).await,
             Transport::Tcp => TestUa::tcp_listen(any).await,
+            Transport::Tls => {
+                TestUa::tls_listen(any, super::tls::loopback_leaf().server_config()).await
+            }
         }
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The SNI of every TLS handshake this listening UA accepted, in order.
+    pub fn sni_seen(&self) -> Vec<Option<String>> {
+        self.sni.lock().unwrap().clone()
     }
 
     pub fn peer(&self) -> Option<SocketAddr> {
@@ -327,16 +404,18 @@ impl TestUa {
     }
 }
 
-/// Read, frame and parse one TCP connection.
-fn spawn_connection(
-    stream: TcpStream,
+/// Read, frame and parse one TCP or TLS connection.
+fn spawn_connection<S>(
+    stream: S,
     peer: SocketAddr,
     writers: Writers,
     events: mpsc::UnboundedSender<Event>,
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
-) {
-    let _ = stream.set_nodelay(true);
-    let (mut rd, wr) = stream.into_split();
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut rd, wr) = tokio::io::split(stream);
+    let wr: BoxedWrite = Box::new(wr);
     writers
         .lock()
         .unwrap()

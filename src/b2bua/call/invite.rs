@@ -2,6 +2,7 @@
 //! transfer target): a new dialog's identity and what every one of them
 //! carries. What else goes in (session headers, the body) is the caller's.
 
+use super::contact::is_sips;
 use super::contact_for;
 use crate::b2bua::policy::ALLOW;
 use crate::sip::message::{generate_branch, generate_call_id, Message, Method, Via};
@@ -25,7 +26,12 @@ pub(super) struct NewInvite<'a> {
 impl NewInvite<'_> {
     /// The request, and our Contact for the dialog it starts.
     pub fn build(self) -> (Message, String) {
-        let contact = contact_for(self.host, self.port, self.transport);
+        let contact = contact_for(
+            self.host,
+            self.port,
+            self.transport,
+            is_sips(self.request_uri),
+        );
         let mut m = Message::request(Method::Invite, self.request_uri);
         m.push(
             "Via",

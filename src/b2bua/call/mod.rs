@@ -2,6 +2,7 @@
 //! transactions. Everything for the call's Call-IDs arrives in its inbox, in order, so
 //! a 180 is never relayed after the 200 it preceded.
 
+mod contact;
 mod failover;
 mod invite;
 mod leg;
@@ -25,8 +26,9 @@ use crate::metrics::Metrics;
 use crate::session::SessionId;
 use crate::sip::message::{Message, Method};
 use crate::sip::transaction::{TransactionSet, TxEvent, TxId};
-use crate::sip::transport::{Peer, Targets, Transport, TransportLayer};
+use crate::sip::transport::{Peer, Targets, TransportLayer};
 use bytes::Bytes;
+use contact::contact_for;
 use leg::{Leg, Retransmit};
 use pending::PendingInvite;
 use std::sync::Arc;
@@ -668,12 +670,6 @@ async fn next_media_event(
         Some(m) => m.next_event().await,
         None => std::future::pending().await,
     }
-}
-
-/// Our Contact for a leg: where the peer sends its in-dialog requests.
-fn contact_for(host: &str, port: u16, transport: Transport) -> String {
-    let host = crate::sip::message::bracket_v6(host);
-    format!("<sip:handoff@{host}:{port}{}>", transport.uri_param())
 }
 
 #[cfg(test)]

@@ -68,7 +68,12 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
     let caller_dialog = Dialog::uas(
         &invite,
         generate_tag(),
-        contact_for(&c_host, c_port, from.transport),
+        contact_for(
+            &c_host,
+            c_port,
+            from.transport,
+            invite.request_uri().is_some_and(super::contact::is_sips),
+        ),
         from,
     )?;
 

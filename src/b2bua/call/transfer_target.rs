@@ -31,8 +31,10 @@ fn request_target(
     let uri = if dest.kind == DestinationKind::Tel {
         let gw = policy.pstn_gateway.as_ref()?;
         let number = dest.uri.user.clone().unwrap_or_default();
+        // The gateway's scheme: a sips: gateway is never reached in the clear.
         let text = format!(
-            "sip:{number}@{}{};user=phone",
+            "{}:{number}@{}{};user=phone",
+            gw.scheme,
             gw.host,
             gw.port.map(|p| format!(":{p}")).unwrap_or_default()
         );
@@ -353,11 +355,16 @@ impl Call {
         self.leg(Side::Target).end();
         let event = match status {
             300..=399 => {
+                let from = self
+                    .transfer
+                    .as_ref()
+                    .map(|t| t.machine.destination().clone());
                 let next = resp
                     .header_values("Contact")
                     .flat_map(crate::sip::message::split_list)
                     .filter_map(|c| NameAddr::parse(c.trim()))
-                    .find_map(|na| self.sh.transfer.allow.check_uri(&na.uri).ok());
+                    .filter_map(|na| self.sh.transfer.allow.check_uri(&na.uri).ok())
+                    .find(|d| from.as_ref().is_none_or(|f| f.may_redirect_to(d)));
                 if let Some(d) = &next {
                     tracing::info!(target = %d.uri, status, "transfer redirected");
                 }

@@ -58,6 +58,19 @@ pub struct Destination {
     pub ticket_note: bool,
 }
 
+impl Destination {
+    /// Reached over TLS: a `sips:` URI, or a `sip:` one over `tls`.
+    pub fn is_secure(&self) -> bool {
+        self.uri.scheme == "sips" || self.transport == Some(Transport::Tls)
+    }
+
+    /// May a redirect from this destination go to `next`? Never from TLS to the clear
+    /// (RFC 3261 8.1.3.4 leaves it to the client; handoff has no user to ask).
+    pub fn may_redirect_to(&self, next: &Destination) -> bool {
+        !self.is_secure() || next.is_secure()
+    }
+}
+
 /// Why a target is not dialled; the caller answers the REFER with 403 either way.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
@@ -66,10 +79,7 @@ pub enum Refused {
     /// `maddr` would send the request to another address than the checked host.
     #[error("target has a maddr parameter")]
     Maddr,
-    /// sips: needs TLS all the way, which handoff does not speak.
-    #[error("sips: targets are not supported (no TLS transport)")]
-    Sips,
-    #[error("target transport {0:?} is not udp or tcp")]
+    #[error("target transport {0:?} is not udp, tcp or tls (sips: only tls)")]
     Transport(String),
 }
 
@@ -115,10 +125,7 @@ impl Pattern {
         if lower.starts_with("tel:") {
             return parse_tel_pattern(s);
         }
-        if lower.starts_with("sips:") {
-            return Err(format!("{s:?}: sips: is not supported (no TLS transport)"));
-        }
-        if lower.starts_with("sip:") {
+        if lower.starts_with("sip:") || lower.starts_with("sips:") {
             if s.contains('*') {
                 return Err(format!(
                     "{s:?}: a sip: URI pattern is exact; use \"*.domain\" for a wildcard"
@@ -127,7 +134,8 @@ impl Pattern {
             if s.contains('?') {
                 return Err(format!("{s:?}: a sip: URI pattern cannot carry headers"));
             }
-            let uri = SipUri::parse(s).ok_or_else(|| format!("{s:?} is not a valid sip: URI"))?;
+            let uri = SipUri::parse(s)
+                .ok_or_else(|| format!("{s:?} is not a valid sip: or sips: URI"))?;
             check_uri_transport(&uri).map_err(|e| format!("{s:?}: {e}"))?;
             if uri.param("maddr").is_some() {
                 return Err(format!("{s:?}: maddr is not allowed"));
@@ -182,7 +190,8 @@ impl Pattern {
                         }
                     })
             }
-            _ if uri.scheme != "sip" => false,
+            // A host allowed over sip: is allowed over sips: too (TLS to the same host).
+            _ if uri.scheme != "sip" && uri.scheme != "sips" => false,
             Pattern::Wildcard(suffix) => wildcard_matches(suffix, &uri.host),
             Pattern::Host { host, port } => {
                 HostName::of(&uri.host) == *host && port.is_none_or(|p| uri.port == Some(p))
@@ -331,12 +340,15 @@ pub(super) fn uri_equivalent(a: &SipUri, b: &SipUri) -> bool {
 
 /// The URI's `transport=`, when it is one we speak.
 fn check_uri_transport(uri: &SipUri) -> Result<Option<Transport>, Refused> {
-    match uri.transport() {
-        None => Ok(None),
-        Some(t) => Transport::from_name(&t)
-            .map(Some)
-            .ok_or(Refused::Transport(t)),
+    let t = match uri.transport() {
+        None => None,
+        Some(t) => Some(Transport::from_name(&t).ok_or(Refused::Transport(t))?),
+    };
+    // RFC 3261 26.2.2, RFC 5630 3.1: sips: is TLS on every hop; never UDP.
+    if uri.scheme == "sips" && t == Some(Transport::Udp) {
+        return Err(Refused::Transport("udp".into()));
     }
+    Ok(t)
 }
 
 /// Whether a transfer to `uri` notes the ticket unless configured: only when it
@@ -407,9 +419,6 @@ impl AllowList {
         uri: &SipUri,
         header_params: &[(String, Option<String>)],
     ) -> Result<Destination, Refused> {
-        if uri.scheme == "sips" {
-            return Err(Refused::Sips);
-        }
         if uri.param("maddr").is_some() {
             return Err(Refused::Maddr);
         }

@@ -233,15 +233,18 @@ impl TransferSettings {
             None => None,
             Some(g) => {
                 let uri = SipUri::parse(g)
-                    .filter(|u| u.scheme == "sip" && check_value(g).is_ok())
+                    .filter(|u| (u.scheme == "sip" || u.scheme == "sips") && check_value(g).is_ok())
                     .ok_or_else(|| {
-                        bad("transfer.pstn_gateway", format!("{g:?} is not a sip: URI"))
+                        bad(
+                            "transfer.pstn_gateway",
+                            format!("{g:?} is not a sip: or sips: URI"),
+                        )
                     })?;
-                if uri
-                    .transport()
-                    .is_some_and(|t| Transport::from_name(&t).is_none())
-                {
-                    return Err(bad("transfer.pstn_gateway", "transport must be udp or tcp"));
+                if uri_transport(&uri).is_err() {
+                    return Err(bad(
+                        "transfer.pstn_gateway",
+                        "transport must be udp, tcp or tls (a sips: URI: not udp)",
+                    ));
                 }
                 Some(uri)
             }
@@ -274,13 +277,13 @@ impl DestinationConfig {
             ));
         }
         let uri = SipUri::parse(&self.uri)
-            .filter(|u| u.scheme == "sip" || u.scheme == "tel")
+            .filter(|u| u.scheme == "sip" || u.scheme == "sips" || u.scheme == "tel")
             .filter(|_| !self.uri.contains(['?', '<', '>']) && check_value(&self.uri).is_ok())
             .ok_or_else(|| {
                 bad(
                     key("uri"),
                     format!(
-                        "{:?} is not a sip: or tel: URI without headers (sips: is not supported)",
+                        "{:?} is not a sip:, sips: or tel: URI without headers",
                         self.uri
                     ),
                 )
@@ -293,8 +296,17 @@ impl DestinationConfig {
             None => from_uri,
             Some(t) => {
                 let t = Transport::from_name(t).ok_or_else(|| {
-                    bad(key("transport"), format!("{t:?} is not \"udp\" or \"tcp\""))
+                    bad(
+                        key("transport"),
+                        format!("{t:?} is not \"udp\", \"tcp\" or \"tls\""),
+                    )
                 })?;
+                if uri.scheme == "sips" && t == Transport::Udp {
+                    return Err(bad(
+                        key("transport"),
+                        "a sips: destination cannot go over udp",
+                    ));
+                }
                 if from_uri.is_some_and(|u| u != t) {
                     return Err(bad(
                         key("transport"),

@@ -1,5 +1,5 @@
-//! UDP and TCP transport (RFC 3261 18): sockets, stream framing, connection reuse,
-//! keep-alives, `received`/`rport`. Knows messages only as bytes in and parsed
+//! UDP, TCP and TLS transport (RFC 3261 18, 26.2): sockets, stream framing, connection
+//! reuse, keep-alives, `received`/`rport`. Knows messages only as bytes in and parsed
 //! messages out; knows nothing of transactions or calls.
 
 mod conn_limit;
@@ -7,12 +7,14 @@ mod framing;
 pub mod resolve;
 mod targets;
 mod tcp;
+pub mod tls;
 mod udp;
 
 pub use conn_limit::{choose_victim, Candidate, Over, EVICT_MIN_IDLE};
 pub use framing::{Frame, Framer, FramingError};
 pub use resolve::{ResolveError, Target};
 pub use targets::{PeerError, Targets, MAX_TARGETS};
+pub use tls::HandshakeError;
 
 use crate::metrics::Metrics;
 use crate::sip::message::{parse, Message, ParseError};
@@ -27,12 +29,14 @@ use tokio::net::UdpSocket;
 pub enum Transport {
     Udp,
     Tcp,
+    /// TCP with TLS on it (RFC 3261 26.2): a stream like TCP.
+    Tls,
 }
 
 impl Transport {
     /// Reliable transports zero the retransmission timers (RFC 3261 17, Table 4).
     pub fn is_reliable(self) -> bool {
-        matches!(self, Transport::Tcp)
+        matches!(self, Transport::Tcp | Transport::Tls)
     }
 
     /// As written in a Via sent-protocol.
@@ -40,15 +44,20 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
     }
 
     /// The URI parameter that asks for it, as our Contact carries it: none for UDP,
-    /// the default (RFC 3261 19.1.1).
+    /// the default (RFC 3261 19.1.1). TLS: `;transport=tls` on a `sip:` URI, what
+    /// carriers (Twilio among them) write for TLS hop by hop; RFC 5630 deprecates it
+    /// in favour of `sips:`, which [`Transport::contact_scheme`] uses when the dialog
+    /// is `sips:`.
     pub fn uri_param(self) -> &'static str {
         match self {
             Transport::Udp => "",
             Transport::Tcp => ";transport=tcp",
+            Transport::Tls => ";transport=tls",
         }
     }
 
@@ -58,6 +67,8 @@ impl Transport {
             Some(Transport::Udp)
         } else if name.eq_ignore_ascii_case("tcp") {
             Some(Transport::Tcp)
+        } else if name.eq_ignore_ascii_case("tls") {
+            Some(Transport::Tls)
         } else {
             None
         }
@@ -110,8 +121,25 @@ pub struct TransportConfig {
     pub tcp_connect_timeout: Duration,
     /// DNS servers for resolving URIs; empty: the system's configuration.
     pub dns_servers: Vec<SocketAddr>,
-    /// Connection caps and the message deadline (`sip.tcp_*`).
+    /// Connection caps and the message deadline (`sip.tcp_*`), TLS's too.
     pub tcp_limits: crate::config::SipTcpLimits,
+    /// SIP over TLS: listeners and both sides' configurations; None: no TLS at all
+    /// (a `sips:` or `;transport=tls` target cannot be reached).
+    pub tls: Option<TlsTransportConfig>,
+}
+
+/// The TLS part of [`TransportConfig`] (from `[sip]`, `config::tls`).
+#[derive(Debug, Clone)]
+pub struct TlsTransportConfig {
+    pub listen: Vec<SocketAddr>,
+    /// What the listeners present; needed when `listen` is not empty.
+    pub server: Option<Arc<rustls::ServerConfig>>,
+    /// Mutual TLS: sources whose connections get a configuration that requires a
+    /// client certificate (`trunk.tls_client_ca`).
+    pub client_auth: Vec<(Vec<ipnet::IpNet>, Arc<rustls::ServerConfig>)>,
+    /// Roots and options of outbound TLS.
+    pub client: Arc<rustls::ClientConfig>,
+    pub handshake_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,17 +160,21 @@ pub enum SendError {
     ConnectionClosed(ConnId),
     #[error("send queue full")]
     QueueFull,
+    #[error("no TLS configured for {0}")]
+    NoTls(SocketAddr),
     #[error("cannot connect to {addr}: {reason}")]
     Connect { addr: SocketAddr, reason: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
-/// The running transport: its sockets and the live TCP connections.
+/// The running transport: its sockets and the live TCP and TLS connections.
 pub struct TransportLayer {
     udp: Vec<Arc<UdpSocket>>,
     udp_addrs: Vec<SocketAddr>,
     tcp: Arc<tcp::TcpHub>,
+    /// None without `TransportConfig::tls`.
+    tls: Option<Arc<tcp::TcpHub>>,
     resolver: resolve::Resolver,
     sink: Arc<dyn Sink>,
     metrics: Arc<Metrics>,
@@ -171,18 +203,46 @@ impl TransportLayer {
             udp_addrs.push(local);
             udp.push(Arc::new(sock));
         }
-        let (listeners, listen) = tcp::bind_all(&cfg)?;
-        // The TCP hub's readers hand messages on with the layer that owns the hub.
+        let (listeners, listen) = tcp::bind_all(&cfg.tcp, Transport::Tcp)?;
+        let (tls_listeners, tls_listen) = match &cfg.tls {
+            Some(t) => tcp::bind_all(&t.listen, Transport::Tls)?,
+            None => (Vec::new(), Vec::new()),
+        };
+        let shared = tcp::HubShared::new(&cfg);
+        // The hubs' readers hand messages on with the layer that owns the hubs.
         let layer = Arc::new_cyclic(|layer| TransportLayer {
             udp,
             udp_addrs,
-            tcp: tcp::TcpHub::new(&cfg, listen, layer.clone(), metrics.clone()),
+            tcp: tcp::TcpHub::new(
+                &shared,
+                Transport::Tcp,
+                None,
+                listen,
+                layer.clone(),
+                metrics.clone(),
+            ),
+            tls: cfg.tls.as_ref().map(|t| {
+                let side = tls::TlsSide::new(t);
+                tcp::TcpHub::new(
+                    &shared,
+                    Transport::Tls,
+                    Some(side),
+                    tls_listen,
+                    layer.clone(),
+                    metrics.clone(),
+                )
+            }),
             resolver: resolve::Resolver::new(&cfg.dns_servers),
             sink,
             metrics,
         });
         for l in listeners {
             tokio::spawn(tcp::accept_loop(l, layer.tcp.clone()));
+        }
+        if let Some(hub) = &layer.tls {
+            for l in tls_listeners {
+                tokio::spawn(tcp::accept_loop(l, hub.clone()));
+            }
         }
         for sock in &layer.udp {
             tokio::spawn(udp::receive_loop(
@@ -202,12 +262,35 @@ impl TransportLayer {
         self.tcp.listen_addrs()
     }
 
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        self.tls.as_ref().map_or(&[], |h| h.listen_addrs())
+    }
+
+    /// The other stream hub (TLS for TCP, TCP for TLS), under the same counter.
+    fn sibling_hub(&self, transport: Transport) -> Option<Arc<tcp::TcpHub>> {
+        match transport {
+            Transport::Tcp => self.tls.clone(),
+            Transport::Tls => Some(self.tcp.clone()),
+            Transport::Udp => None,
+        }
+    }
+
+    /// The hub of a stream transport.
+    fn hub(&self, transport: Transport) -> Option<&Arc<tcp::TcpHub>> {
+        match transport {
+            Transport::Udp => None,
+            Transport::Tcp => Some(&self.tcp),
+            Transport::Tls => self.tls.as_ref(),
+        }
+    }
+
     /// The address to put in our Via and Contact for messages to `to`: a listener of the
     /// same transport and address family.
     pub fn local_addr_for(&self, transport: Transport, to: SocketAddr) -> Option<SocketAddr> {
         let addrs = match transport {
             Transport::Udp => &self.udp_addrs[..],
             Transport::Tcp => self.tcp.listen_addrs(),
+            Transport::Tls => self.tls_addrs(),
         };
         addrs
             .iter()
@@ -216,8 +299,8 @@ impl TransportLayer {
             .copied()
     }
 
-    /// Send without waiting. UDP goes straight out; TCP is queued to the connection's
-    /// writer (the one named in `to`, else an open one to the same address).
+    /// Send without waiting. UDP goes straight out; TCP and TLS are queued to the
+    /// connection's writer (the one named in `to`, else an open one to the same address).
     pub fn send(&self, to: &Peer, bytes: Bytes) -> Result<(), SendError> {
         // Keep-alive pongs are not SIP messages.
         if bytes.len() > 4 {
@@ -226,6 +309,10 @@ impl TransportLayer {
         let res = match to.transport {
             Transport::Udp => self.send_udp(to.addr, bytes),
             Transport::Tcp => self.tcp.send(to, bytes),
+            Transport::Tls => match &self.tls {
+                Some(hub) => hub.send(to, bytes),
+                None => Err(SendError::NoTls(to.addr)),
+            },
         };
         match &res {
             Ok(()) => Metrics::inc(&self.metrics.sip_messages_sent_total),
@@ -258,29 +345,46 @@ impl TransportLayer {
     /// A TCP connection to `addr`: an open one if there is one (RFC 3261 18.1.1: reuse),
     /// else a new one. Returns the peer to send on.
     pub async fn connect_tcp(&self, addr: SocketAddr) -> Result<Peer, SendError> {
-        self.tcp.connect(addr).await
+        self.tcp.connect(addr, None).await
     }
 
-    /// Keep the TCP connection of `peer` open while the returned hold lives, however
+    /// A TLS connection to `addr` whose certificate proves `host` (a DNS name, also
+    /// sent as SNI, or an IP literal): an open one we verified for that name, else a
+    /// new one. Never falls back to plain TCP.
+    pub async fn connect_tls(&self, addr: SocketAddr, host: &str) -> Result<Peer, SendError> {
+        let hub = self.tls.as_ref().ok_or(SendError::NoTls(addr))?;
+        let name = tls::server_name(host).ok_or_else(|| SendError::Connect {
+            addr,
+            reason: format!("{host:?} is not a name a certificate can prove"),
+        })?;
+        hub.connect(addr, Some(name)).await
+    }
+
+    /// Keep the stream connection of `peer` open while the returned hold lives, however
     /// idle it gets: a long call with no signalling must still be able to send its BYE.
     pub fn hold(self: &Arc<Self>, peer: &Peer) -> Option<ConnHold> {
-        let id = peer.conn.filter(|_| peer.transport == Transport::Tcp)?;
-        self.tcp.hold(id).then(|| ConnHold {
+        let id = peer.conn?;
+        let hub = self.hub(peer.transport)?;
+        hub.hold(id).then(|| ConnHold {
             transport: self.clone(),
+            kind: peer.transport,
             id,
         })
     }
 }
 
-/// A dialog's claim on a TCP connection; released when dropped.
+/// A dialog's claim on a TCP or TLS connection; released when dropped.
 pub struct ConnHold {
     transport: Arc<TransportLayer>,
+    kind: Transport,
     id: ConnId,
 }
 
 impl Drop for ConnHold {
     fn drop(&mut self) {
-        self.transport.tcp.release(self.id);
+        if let Some(hub) = self.transport.hub(self.kind) {
+            hub.release(self.id);
+        }
     }
 }
 
@@ -324,7 +428,7 @@ pub fn stamp_via(msg: &mut Message, from: Peer) {
 /// (or sent-by) port.
 pub fn response_peer(req: &Message, from: Peer) -> Peer {
     match from.transport {
-        Transport::Tcp => from,
+        Transport::Tcp | Transport::Tls => from,
         Transport::Udp => {
             let port = req
                 .top_via()

@@ -1,6 +1,7 @@
 //! The peer for a URI: resolve it (RFC 3263, see [`super::resolve`]), then open the
 //! first target that can be used (UDP as is; TCP an open connection to that address
-//! or a new one), keeping the rest for a later failover.
+//! or a new one; TLS the same, verified for the URI's host), keeping the rest for a
+//! later failover.
 
 use super::resolve::{ResolveError, Resolver, Target};
 use super::{Peer, SendError, Transport, TransportLayer};
@@ -27,6 +28,9 @@ pub struct Targets {
     peer: Peer,
     /// Still to try, the next one last.
     rest: Vec<Target>,
+    /// TLS: the URI's host, which every target's certificate must prove (RFC 5922
+    /// 4.1: the domain of the URI, not the SRV target's name).
+    host: Option<Box<str>>,
 }
 
 impl Targets {
@@ -34,7 +38,11 @@ impl Targets {
     /// they are to be tried.
     pub fn new(peer: Peer, mut rest: Vec<Target>) -> Targets {
         rest.reverse();
-        Targets { peer, rest }
+        Targets {
+            peer,
+            rest,
+            host: None,
+        }
     }
 
     /// The targets of an IP literal over UDP, at once: no DNS, no connect, no task.
@@ -44,6 +52,7 @@ impl Targets {
             Ok(Some(t)) if t.transport == Transport::Udp => Some(Targets {
                 peer: Peer::udp(t.addr),
                 rest: Vec::new(),
+                host: None,
             }),
             _ => None,
         }
@@ -62,7 +71,10 @@ impl Targets {
     /// Move on to the next target that can be opened (after a transport error or a
     /// 503 from the current one); `None` when none is left.
     pub async fn next(&mut self, layer: &TransportLayer) -> Option<Peer> {
-        let peer = layer.open_first(&mut self.rest).await.ok()?;
+        let peer = layer
+            .open_first(&mut self.rest, self.host.as_deref())
+            .await
+            .ok()?;
         self.peer = peer;
         Some(peer)
     }
@@ -87,12 +99,17 @@ impl TransportLayer {
         if rest.is_empty() {
             return Err(ResolveError::NotFound(uri.host.clone()).into());
         }
+        let tls = rest.iter().any(|t| t.transport == Transport::Tls);
+        if tls && self.tls.is_none() {
+            return Err(ResolveError::TlsUnsupported.into());
+        }
+        let host: Option<Box<str>> = tls.then(|| uri.host.as_str().into());
         // DNS is not ours: a name with hundreds of targets must not make one
         // INVITE try (and connect to) each of them.
         rest.truncate(MAX_TARGETS);
         rest.reverse();
-        let peer = self.open_first(&mut rest).await?;
-        Ok(Targets { peer, rest })
+        let peer = self.open_first(&mut rest, host.as_deref()).await?;
+        Ok(Targets { peer, rest, host })
     }
 
     /// Every address `uri` resolves to (RFC 3263, as [`Self::peer_for`] would try
@@ -110,8 +127,13 @@ impl TransportLayer {
         Ok(ips)
     }
 
-    /// Pop targets (the next one last) until one opens.
-    async fn open_first(&self, rest: &mut Vec<Target>) -> Result<Peer, PeerError> {
+    /// Pop targets (the next one last) until one opens. `host`: the name TLS targets
+    /// must prove.
+    async fn open_first(
+        &self,
+        rest: &mut Vec<Target>,
+        host: Option<&str>,
+    ) -> Result<Peer, PeerError> {
         let mut tried = 0;
         let mut last = None;
         while let Some(t) = rest.pop() {
@@ -127,6 +149,10 @@ impl TransportLayer {
                 }
                 Transport::Udp => Err(SendError::NoSocket(Transport::Udp, t.addr)),
                 Transport::Tcp => self.connect_tcp(t.addr).await,
+                Transport::Tls => {
+                    let ip = t.addr.ip().to_string();
+                    self.connect_tls(t.addr, host.unwrap_or(&ip)).await
+                }
             };
             match opened {
                 Ok(peer) => return Ok(peer),

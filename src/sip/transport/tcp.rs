@@ -1,28 +1,33 @@
-//! The TCP side: listeners, one reader and one writer task per connection, framing by
-//! Content-Length, keep-alive pongs, idle close, and reuse of open connections. Caps
-//! on connections in total and per source (over one, an idle connection with no
-//! dialog gives way, else the new one is closed), and a deadline for each message
-//! from its first byte that later bytes do not move.
+//! The stream side, TCP and TLS alike: listeners, one reader and one writer task per
+//! connection, framing by Content-Length, keep-alive pongs, idle close, and reuse of
+//! open connections. Caps on connections in total and per source (over one, an idle
+//! connection with no dialog gives way, else the new one is closed), and a deadline
+//! for each message from its first byte that later bytes do not move. One hub per
+//! transport; the TLS hub does its handshakes (`tls.rs`) and then treats the
+//! connection as TCP's, under the same counter of connections.
 
 use super::conn_limit::{choose_victim, Candidate, Over};
+use super::tls::{may_reuse, name_of_addr, TlsSide};
 use super::{
-    deliver, BindError, ConnId, Frame, Framer, Peer, SendError, Transport, TransportConfig,
-    TransportLayer,
+    deliver, BindError, ConnId, Frame, Framer, Peer, SendError, Transport, TransportLayer,
 };
 use crate::metrics::Metrics;
 use crate::net::{source_key, Admission, ConnCaps, ConnCounter, ConnPermit};
 use bytes::Bytes;
 use dashmap::DashMap;
+use rustls::pki_types::ServerName;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 
 /// Messages queued for one connection's writer before sends are refused.
 const WRITE_QUEUE: usize = 1024;
+/// TLS: addresses whose verified name is remembered for a reconnect.
+const MAX_NAMES: usize = 4096;
 
 struct Conn {
     peer: SocketAddr,
@@ -31,6 +36,8 @@ struct Conn {
     holders: AtomicU64,
     /// Accepted from a peer (not one we opened): may be evicted.
     inbound: bool,
+    /// TLS we opened: the name the peer's certificate was verified for.
+    verified: Option<ServerName<'static>>,
     activity: Arc<Activity>,
     /// Tells the reader to close (eviction).
     close: Arc<Notify>,
@@ -56,6 +63,11 @@ impl Activity {
 }
 
 pub(super) struct TcpHub {
+    transport: Transport,
+    /// The handshakes of the TLS hub; None for TCP.
+    tls: Option<TlsSide>,
+    /// TLS: the name last verified at an address, for a reconnect that knows only it.
+    names: DashMap<SocketAddr, ServerName<'static>>,
     listen: Vec<SocketAddr>,
     conns: DashMap<ConnId, Conn>,
     by_peer: DashMap<SocketAddr, ConnId>,
@@ -71,20 +83,21 @@ pub(super) struct TcpHub {
     epoch: Instant,
 }
 
-/// Bind every TCP listener of `cfg`: the listeners and their local addresses.
+/// Bind a stream listener at each of `addrs`: the listeners and their local addresses.
 pub(super) fn bind_all(
-    cfg: &TransportConfig,
+    addrs: &[SocketAddr],
+    transport: Transport,
 ) -> Result<(Vec<TcpListener>, Vec<SocketAddr>), BindError> {
     let mut listeners = Vec::new();
     let mut listen = Vec::new();
-    for addr in &cfg.tcp {
+    for addr in addrs {
         let l = bind(*addr).map_err(|source| BindError::Bind {
-            transport: Transport::Tcp,
+            transport,
             addr: *addr,
             source,
         })?;
         listen.push(l.local_addr().map_err(|source| BindError::Bind {
-            transport: Transport::Tcp,
+            transport,
             addr: *addr,
             source,
         })?);
@@ -93,20 +106,19 @@ pub(super) fn bind_all(
     Ok((listeners, listen))
 }
 
-impl TcpHub {
-    pub(super) fn new(
-        cfg: &TransportConfig,
-        listen: Vec<SocketAddr>,
-        layer: Weak<TransportLayer>,
-        metrics: Arc<Metrics>,
-    ) -> Arc<TcpHub> {
-        Arc::new(TcpHub {
-            listen,
-            conns: DashMap::new(),
-            by_peer: DashMap::new(),
-            next_id: AtomicU64::new(1),
-            layer,
-            metrics,
+/// What the hubs of one layer share: the limits of `sip.tcp_*` and one counter of
+/// connections, so TCP and TLS together stay under the caps.
+pub(super) struct HubShared {
+    pub max_message: usize,
+    pub idle: Duration,
+    pub connect_timeout: Duration,
+    pub message_timeout: Duration,
+    pub counter: Arc<ConnCounter>,
+}
+
+impl HubShared {
+    pub(super) fn new(cfg: &super::TransportConfig) -> HubShared {
+        HubShared {
             max_message: cfg.max_message_size,
             idle: cfg.tcp_idle_timeout,
             connect_timeout: cfg.tcp_connect_timeout,
@@ -115,6 +127,34 @@ impl TcpHub {
                 total: cfg.tcp_limits.max_connections,
                 per_source: cfg.tcp_limits.max_connections_per_ip,
             }),
+        }
+    }
+}
+
+impl TcpHub {
+    pub(super) fn new(
+        shared: &HubShared,
+        transport: Transport,
+        tls: Option<TlsSide>,
+        listen: Vec<SocketAddr>,
+        layer: Weak<TransportLayer>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<TcpHub> {
+        Arc::new(TcpHub {
+            transport,
+            tls,
+            names: DashMap::new(),
+            listen,
+            conns: DashMap::new(),
+            by_peer: DashMap::new(),
+            next_id: AtomicU64::new(1),
+            layer,
+            metrics,
+            max_message: shared.max_message,
+            idle: shared.idle,
+            connect_timeout: shared.connect_timeout,
+            message_timeout: shared.message_timeout,
+            counter: shared.counter.clone(),
             epoch: Instant::now(),
         })
     }
@@ -158,8 +198,13 @@ impl TcpHub {
             // The send completes in the background; a failure shows as a timeout.
             let hub = self.clone();
             let addr = to.addr;
+            let name = self.tls.as_ref().map(|_| {
+                self.names
+                    .get(&addr)
+                    .map_or_else(|| name_of_addr(addr), |n| n.value().clone())
+            });
             tokio::spawn(async move {
-                match hub.connect(addr).await {
+                match hub.connect(addr, name).await {
                     Ok(p) => {
                         let _ = hub.send(&p, bytes);
                     }
@@ -175,11 +220,22 @@ impl TcpHub {
         })
     }
 
-    pub(super) async fn connect(self: &Arc<Self>, addr: SocketAddr) -> Result<Peer, SendError> {
+    /// An open connection to `addr` or a new one. TLS: `name` is what the peer's
+    /// certificate must prove (and the SNI), and only a connection verified for it is
+    /// reused.
+    pub(super) async fn connect(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        name: Option<ServerName<'static>>,
+    ) -> Result<Peer, SendError> {
         if let Some(id) = self.by_peer.get(&addr).map(|e| *e.value()) {
-            if self.conns.contains_key(&id) {
+            let reusable = self.conns.get(&id).is_some_and(|c| match &name {
+                Some(want) if self.tls.is_some() => may_reuse(c.verified.as_ref(), want),
+                _ => true,
+            });
+            if reusable {
                 return Ok(Peer {
-                    transport: Transport::Tcp,
+                    transport: self.transport,
                     addr,
                     conn: Some(id),
                 });
@@ -196,9 +252,33 @@ impl TcpHub {
                 reason: e.to_string(),
             })?;
         let permit = self.counter.acquire_own(addr.ip());
-        let id = self.register(stream, addr, permit, false);
+        let _ = stream.set_nodelay(true);
+        let id = match &self.tls {
+            None => self.register(stream, addr, permit, false, None),
+            Some(tls) => {
+                let name = name.unwrap_or_else(|| name_of_addr(addr));
+                let tls_stream = tls.connect(stream, name.clone()).await.map_err(|e| {
+                    Metrics::inc(&self.metrics.sip_tls_connect_failures_total);
+                    static LOG: crate::log_limit::LogLimit = crate::log_limit::per_call();
+                    if let Some(left_out) = LOG.admit() {
+                        tracing::warn!(%addr, name = ?name, error = %e, left_out, "SIP/TLS connection refused: the peer's certificate or handshake failed");
+                    }
+                    SendError::Connect {
+                        addr,
+                        reason: e.to_string(),
+                    }
+                })?;
+                // Bounded: addresses come from DNS and REFERs; a reconnect that finds
+                // none verifies the address itself.
+                if self.names.len() >= MAX_NAMES {
+                    self.names.clear();
+                }
+                self.names.insert(addr, name.clone());
+                self.register(tls_stream, addr, permit, false, Some(name))
+            }
+        };
         Ok(Peer {
-            transport: Transport::Tcp,
+            transport: self.transport,
             addr,
             conn: Some(id),
         })
@@ -214,9 +294,20 @@ impl TcpHub {
                     Admission::OverPerSource => Over::Source(source_key(peer.ip())),
                     _ => Over::Total,
                 };
-                match choose_victim(&self.candidates(), over) {
-                    Some(victim) => {
-                        self.evict(victim);
+                // TCP and TLS share the counter: an idle connection of either gives way.
+                let sibling = self
+                    .layer
+                    .upgrade()
+                    .and_then(|l| l.sibling_hub(self.transport));
+                let own = choose_victim(&self.candidates(), over).map(|v| (self.clone(), v));
+                let victim = own.or_else(|| {
+                    let other = sibling?;
+                    let v = choose_victim(&other.candidates(), over)?;
+                    Some((other, v))
+                });
+                match victim {
+                    Some((hub, victim)) => {
+                        hub.evict(victim);
                         self.counter.try_acquire(peer.ip()).ok()
                     }
                     None => None,
@@ -224,8 +315,30 @@ impl TcpHub {
             }
         };
         match permit {
+            Some(p) if self.tls.is_some() => {
+                // The handshake holds its place under the caps, and is bounded in time.
+                let _ = stream.set_nodelay(true);
+                let hub = self.clone();
+                tokio::spawn(async move {
+                    let Some(tls) = &hub.tls else { return };
+                    match tls.accept(stream, peer.ip()).await {
+                        Ok(s) => {
+                            hub.register(s, peer, p, true, None);
+                        }
+                        Err(e) => {
+                            Metrics::inc(&hub.metrics.sip_tls_handshakes_failed_total);
+                            // A scanner can fail handshakes as fast as it connects.
+                            static LOG: crate::log_limit::LogLimit = crate::log_limit::per_call();
+                            if let Some(left_out) = LOG.admit() {
+                                tracing::info!(source = %peer.ip(), error = %e, left_out, "SIP/TLS handshake failed, connection closed");
+                            }
+                        }
+                    }
+                });
+            }
             Some(p) => {
-                self.register(stream, peer, p, true);
+                let _ = stream.set_nodelay(true);
+                self.register(stream, peer, p, true, None);
             }
             None => {
                 Metrics::inc(&self.metrics.sip_tcp_connections_refused_total);
@@ -267,14 +380,17 @@ impl TcpHub {
         }
     }
 
-    fn register(
+    fn register<S>(
         self: &Arc<Self>,
-        stream: TcpStream,
+        stream: S,
         peer: SocketAddr,
         permit: ConnPermit,
         inbound: bool,
-    ) -> ConnId {
-        let _ = stream.set_nodelay(true);
+        verified: Option<ServerName<'static>>,
+    ) -> ConnId
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let activity = Arc::new(Activity::default());
@@ -288,14 +404,15 @@ impl TcpHub {
                 tx,
                 holders: AtomicU64::new(0),
                 inbound,
+                verified,
                 activity: activity.clone(),
                 close: close.clone(),
                 _permit: permit,
             },
         );
         self.by_peer.insert(peer, id);
-        self.metrics.tcp_connections.fetch_add(1, Ordering::Relaxed);
-        let (rd, wr) = stream.into_split();
+        self.gauge().fetch_add(1, Ordering::Relaxed);
+        let (rd, wr) = tokio::io::split(stream);
         tokio::spawn(writer(wr, rx, activity.clone(), self.epoch));
         tokio::spawn(reader(self.clone(), rd, id, peer, activity, close));
         id
@@ -304,7 +421,14 @@ impl TcpHub {
     fn unregister(&self, id: ConnId) {
         if let Some((_, conn)) = self.conns.remove(&id) {
             self.by_peer.remove_if(&conn.peer, |_, v| *v == id);
-            self.metrics.tcp_connections.fetch_sub(1, Ordering::Relaxed);
+            self.gauge().fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn gauge(&self) -> &std::sync::atomic::AtomicI64 {
+        match self.transport {
+            Transport::Tls => &self.metrics.tls_connections,
+            _ => &self.metrics.tcp_connections,
         }
     }
 
@@ -344,8 +468,8 @@ pub(super) async fn accept_loop(listener: TcpListener, hub: Arc<TcpHub>) {
     }
 }
 
-async fn writer(
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
+async fn writer<W: AsyncWrite + Unpin>(
+    mut wr: W,
     mut rx: mpsc::Receiver<Bytes>,
     activity: Arc<Activity>,
     epoch: Instant,
@@ -361,16 +485,16 @@ async fn writer(
     let _ = wr.shutdown().await;
 }
 
-async fn reader(
+async fn reader<R: AsyncRead + Unpin>(
     hub: Arc<TcpHub>,
-    mut rd: tokio::net::tcp::OwnedReadHalf,
+    mut rd: R,
     id: ConnId,
     peer: SocketAddr,
     activity: Arc<Activity>,
     close: Arc<Notify>,
 ) {
     let from = Peer {
-        transport: Transport::Tcp,
+        transport: hub.transport,
         addr: peer,
         conn: Some(id),
     };

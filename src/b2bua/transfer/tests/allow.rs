@@ -225,7 +225,7 @@ fn kind_follows_scheme_and_user_phone() {
 }
 
 #[test]
-fn maddr_sips_and_unknown_transports_are_refused() {
+fn maddr_sips_over_udp_and_unknown_transports_are_refused() {
     let p = policy(r#"allow = ["*.zendesk.sip.twilio.com"]"#);
     let c = |v: &str| p.allow.check(&target(v));
     assert_eq!(
@@ -233,15 +233,35 @@ fn maddr_sips_and_unknown_transports_are_refused() {
         Err(Refused::Maddr)
     );
     assert_eq!(
-        c("<sips:line@acme.zendesk.sip.twilio.com>"),
-        Err(Refused::Sips)
+        c("<sips:line@acme.zendesk.sip.twilio.com;transport=udp>"),
+        Err(Refused::Transport("udp".into()))
     );
     assert_eq!(
-        c("<sip:line@acme.zendesk.sip.twilio.com;transport=tls>"),
-        Err(Refused::Transport("tls".into()))
+        c("<sip:line@acme.zendesk.sip.twilio.com;transport=sctp>"),
+        Err(Refused::Transport("sctp".into()))
     );
+    // TLS: a sips: target (over TLS whatever it says) and a transport=tls one.
+    let d = c("<sips:line@acme.zendesk.sip.twilio.com>").unwrap();
+    assert_eq!(d.uri.scheme, "sips");
+    let d = c("<sip:line@acme.zendesk.sip.twilio.com;transport=tls>").unwrap();
+    assert_eq!(d.transport, Some(crate::sip::transport::Transport::Tls));
     let d = c("<sip:line@acme.zendesk.sip.twilio.com;transport=tcp>").unwrap();
     assert_eq!(d.transport, Some(crate::sip::transport::Transport::Tcp));
+}
+
+#[test]
+fn a_redirect_never_goes_from_tls_to_the_clear() {
+    let p = policy(r#"allow = ["*.zendesk.sip.twilio.com"]"#);
+    let c = |v: &str| p.allow.check(&target(v)).expect("allowed");
+    let sips = c("<sips:line@acme.zendesk.sip.twilio.com>");
+    let tls = c("<sip:line@acme.zendesk.sip.twilio.com;transport=tls>");
+    let plain = c("<sip:line@acme.zendesk.sip.twilio.com>");
+    assert!(sips.is_secure() && tls.is_secure() && !plain.is_secure());
+    assert!(!sips.may_redirect_to(&plain));
+    assert!(!tls.may_redirect_to(&plain));
+    assert!(sips.may_redirect_to(&tls));
+    assert!(plain.may_redirect_to(&sips));
+    assert!(plain.may_redirect_to(&plain));
 }
 
 #[test]

@@ -72,7 +72,7 @@ fn bad_allow_pattern_names_its_index() {
         "a*.example.com",
         "sip:*@x.example",
         "sip:a@b.example?X=1",
-        "sips:a@b.example",
+        "sips:a@b.example;transport=udp",
         "tel:",
         "tel:+44*20",
         "tel:abc*",
@@ -82,7 +82,7 @@ fn bad_allow_pattern_names_its_index() {
         "[::1",
         "host:99999",
         "sip:a@b.example;maddr=10.0.0.1",
-        "sip:a@b.example;transport=tls",
+        "sip:a@b.example;transport=sctp",
     ] {
         let e = err(&format!("allow = [{bad:?}]"));
         assert!(e.starts_with("transfer.allow[0]: "), "{bad}: {e}");
@@ -95,9 +95,8 @@ fn destination_errors_name_the_field() {
     assert!(d("name = \"a b\"\nuri = \"sip:a@b.example\"")
         .starts_with("transfer.destination[0].name: "));
     assert!(d("name = \"a\"\nuri = \"http://b\"").starts_with("transfer.destination[0].uri: "));
-    assert!(
-        d("name = \"a\"\nuri = \"sips:a@b.example\"").starts_with("transfer.destination[0].uri: ")
-    );
+    assert!(d("name = \"a\"\nuri = \"sips:a@b.example;transport=udp\"")
+        .starts_with("transfer.destination[0].uri: "));
     assert!(
         d("name = \"a\"\nuri = \"<sip:a@b.example>\"").starts_with("transfer.destination[0].uri: ")
     );
@@ -106,7 +105,12 @@ fn destination_errors_name_the_field() {
     assert!(d("name = \"a\"\nuri = \"sip:a@b.example;transport=sctp\"")
         .starts_with("transfer.destination[0].uri: "));
     assert!(
-        d("name = \"a\"\nuri = \"sip:a@b.example\"\ntransport = \"tls\"")
+        d("name = \"a\"\nuri = \"sip:a@b.example\"\ntransport = \"sctp\"")
+            .starts_with("transfer.destination[0].transport: ")
+    );
+    // sips: is TLS on every hop: never UDP.
+    assert!(
+        d("name = \"a\"\nuri = \"sips:a@b.example\"\ntransport = \"udp\"")
             .starts_with("transfer.destination[0].transport: ")
     );
     assert!(
@@ -253,4 +257,18 @@ fn summary_header_is_a_header_name_or_empty() {
     );
     let e = err(r#"summary_header = "X-Bad: 1""#);
     assert!(e.starts_with("transfer.summary_header: "), "{e}");
+}
+
+#[test]
+fn pstn_gateway_may_be_reached_over_tls_but_sips_never_over_udp() {
+    assert!(settings("pstn_gateway = 'sip:gw.example;transport=tls'")
+        .validate()
+        .is_ok());
+    assert!(settings("pstn_gateway = 'sips:gw.example'")
+        .validate()
+        .is_ok());
+    let e = err("pstn_gateway = 'sips:gw.example;transport=udp'");
+    assert!(e.starts_with("transfer.pstn_gateway: "), "{e}");
+    let e = err("pstn_gateway = 'sip:gw.example;transport=sctp'");
+    assert!(e.starts_with("transfer.pstn_gateway: "), "{e}");
 }

@@ -5,12 +5,13 @@
 //! does one lookup.
 //!
 //! Not done: NAPTR (RFC 3263 4.1 lets a client without it go straight to the SRV
-//! records of the transports it supports), `maddr`, and TLS (`sips:` is refused).
+//! records of the transports it supports) and `maddr`. `sips:` and `;transport=tls`
+//! look up `_sips._tcp` (RFC 3263 4.1), else the host at 5061.
 
 mod cache;
 mod select;
 
-pub use select::{ResolveError, Target, DEFAULT_PORT};
+pub use select::{default_port, ResolveError, Target, DEFAULT_PORT, DEFAULT_TLS_PORT};
 
 use super::Transport;
 use crate::sip::message::SipUri;
@@ -122,6 +123,7 @@ impl Resolver {
                 transports: match transport {
                     Transport::Udp => &[Transport::Udp],
                     Transport::Tcp => &[Transport::Tcp],
+                    Transport::Tls => &[Transport::Tls],
                 },
             },
             Plan::Srv { host, transports } => Key {
@@ -186,6 +188,7 @@ impl Resolver {
             let service = match transport {
                 Transport::Udp => "_sip._udp",
                 Transport::Tcp => "_sip._tcp",
+                Transport::Tls => "_sips._tcp",
             };
             let Some(dns) = &self.dns else {
                 return (Err(no_resolver(host)), None);
@@ -225,7 +228,10 @@ impl Resolver {
             }
         }
         // RFC 3263 4.2: no SRV records: the host's own addresses at the default port.
-        let (answer, expiry) = self.host_only(host, DEFAULT_PORT, key.transports).await;
+        let first = key.transports.first().copied().unwrap_or(Transport::Udp);
+        let (answer, expiry) = self
+            .host_only(host, default_port(first), key.transports)
+            .await;
         if let Some(v) = expiry {
             note(v);
         }

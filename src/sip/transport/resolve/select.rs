@@ -7,6 +7,16 @@ use std::net::{IpAddr, SocketAddr};
 
 /// RFC 3261 19.1.2: the port when a `sip:` URI names none.
 pub const DEFAULT_PORT: u16 = 5060;
+/// RFC 3261 19.1.2: the port when a `sips:` URI (or a target over TLS) names none.
+pub const DEFAULT_TLS_PORT: u16 = 5061;
+
+/// The default port of a transport (RFC 3261 19.1.2, RFC 3263 4.2).
+pub fn default_port(transport: Transport) -> u16 {
+    match transport {
+        Transport::Tls => DEFAULT_TLS_PORT,
+        Transport::Udp | Transport::Tcp => DEFAULT_PORT,
+    }
+}
 
 /// One place to send a request: a transport and an address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -18,9 +28,9 @@ pub struct Target {
 /// Why a URI cannot be turned into targets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResolveError {
-    #[error("sips: needs TLS, which handoff does not support yet")]
+    #[error("sips: and transport=tls need TLS, which is not configured")]
     TlsUnsupported,
-    #[error("transport {0:?} is not supported (udp or tcp)")]
+    #[error("transport {0:?} is not supported (udp, tcp or tls)")]
     UnsupportedTransport(String),
     #[error("{0:?} URIs name no host to resolve")]
     NotSip(String),
@@ -56,10 +66,8 @@ pub enum Plan<'a> {
 /// skipped: without it, a client may try the SRV records of the transports it
 /// supports, UDP first.
 pub fn plan(uri: &SipUri, forced: Option<Transport>) -> Result<Plan<'_>, ResolveError> {
-    if uri.scheme.eq_ignore_ascii_case("sips") {
-        return Err(ResolveError::TlsUnsupported);
-    }
-    if !uri.scheme.eq_ignore_ascii_case("sip") {
+    let sips = uri.scheme.eq_ignore_ascii_case("sips");
+    if !sips && !uri.scheme.eq_ignore_ascii_case("sip") {
         return Err(ResolveError::NotSip(uri.scheme.clone()));
     }
     let transport = match forced {
@@ -71,12 +79,24 @@ pub fn plan(uri: &SipUri, forced: Option<Transport>) -> Result<Plan<'_>, Resolve
             None => None,
         },
     };
+    // RFC 3261 19.1 and RFC 5630 3.1: a sips: URI is reached over TLS whatever else is
+    // said (`;transport=tcp` on it means TLS over TCP); never over UDP, never plain.
+    let transport = match (sips, transport) {
+        (true, Some(Transport::Udp)) => {
+            return Err(ResolveError::UnsupportedTransport(
+                "udp (a sips: URI needs TLS)".into(),
+            ))
+        }
+        (true, _) => Some(Transport::Tls),
+        (false, t) => t,
+    };
     let host = uri.host.trim_matches(['[', ']']);
     if let Ok(ip) = host.parse::<IpAddr>() {
         // RFC 3263 4.1: a numeric address with no transport given means UDP.
+        let transport = transport.unwrap_or(Transport::Udp);
         return Ok(Plan::Literal(Target {
-            transport: transport.unwrap_or(Transport::Udp),
-            addr: SocketAddr::new(ip, uri.port.unwrap_or(DEFAULT_PORT)),
+            transport,
+            addr: SocketAddr::new(ip, uri.port.unwrap_or(default_port(transport))),
         }));
     }
     if let Some(port) = uri.port {
@@ -90,6 +110,7 @@ pub fn plan(uri: &SipUri, forced: Option<Transport>) -> Result<Plan<'_>, Resolve
     let transports: &'static [Transport] = match transport {
         Some(Transport::Udp) => &[Transport::Udp],
         Some(Transport::Tcp) => &[Transport::Tcp],
+        Some(Transport::Tls) => &[Transport::Tls],
         None => &[Transport::Udp, Transport::Tcp],
     };
     Ok(Plan::Srv { host, transports })
@@ -246,11 +267,52 @@ mod tests {
     }
 
     #[test]
-    fn sips_is_refused_as_tls_unsupported() {
+    fn sips_goes_over_tls_srv_and_never_udp() {
         assert_eq!(
             plan(&uri("sips:a@ai.test"), None),
-            Err(ResolveError::TlsUnsupported)
+            Ok(Plan::Srv {
+                host: "ai.test",
+                transports: &[Transport::Tls]
+            })
         );
+        // TLS over TCP, RFC 5630 3.1.
+        assert!(matches!(
+            plan(&uri("sips:a@ai.test:5071;transport=tcp"), None),
+            Ok(Plan::Address {
+                transport: Transport::Tls,
+                port: 5071,
+                ..
+            })
+        ));
+        assert!(matches!(
+            plan(&uri("sips:a@ai.test"), Some(Transport::Udp)),
+            Err(ResolveError::UnsupportedTransport(_))
+        ));
+    }
+
+    #[test]
+    fn tls_targets_default_to_5061() {
+        let u = uri("sips:a@192.0.2.1");
+        let p = plan(&u, None).expect("plan");
+        assert_eq!(
+            p,
+            Plan::Literal(Target {
+                transport: Transport::Tls,
+                addr: addr("192.0.2.1:5061")
+            })
+        );
+        let u = uri("sip:a@192.0.2.1;transport=TLS");
+        let p = plan(&u, None).expect("plan");
+        assert!(
+            matches!(p, Plan::Literal(t) if t.addr.port() == 5061 && t.transport == Transport::Tls)
+        );
+        assert!(matches!(
+            plan(&uri("sip:a@ai.test;transport=tls"), None),
+            Ok(Plan::Srv {
+                transports: &[Transport::Tls],
+                ..
+            })
+        ));
     }
 
     #[test]
