@@ -237,6 +237,21 @@ pub struct ZendeskClient {
 #[error("cannot build the Zendesk HTTP client: {0}")]
 pub struct ClientBuildError(String);
 
+/// What one attempt means for the request loop ([`ZendeskClient::judge`]).
+pub(super) enum Judged {
+    /// A 2xx, with its body.
+    Ok(Vec<u8>),
+    /// Final: no retry.
+    Fail(FetchError),
+    /// Failed; the retry rules decide (`status` when the server answered).
+    Again {
+        verdict: Verdict,
+        retry_after: Option<Duration>,
+        failure: FetchError,
+        status: Option<u16>,
+    },
+}
+
 /// One attempt's outcome, before the retry decision.
 pub(super) enum Attempt {
     Answer {
@@ -310,35 +325,86 @@ impl ZendeskClient {
             let outcome = self
                 .attempt(reqwest::Method::GET, &url, &header, None)
                 .await;
-            let m = &self.metrics;
-            let (verdict, retry_after, failure) = match outcome {
-                Attempt::Answer {
-                    status,
+            if matches!(outcome, Attempt::TooLarge) {
+                Metrics::inc(&self.metrics.zendesk_request_failures_total);
+                tracing::warn!(path, "Zendesk answer too large");
+                return Err(FetchError::BadBody(format!("answer over {MAX_BODY} bytes")));
+            }
+            match self
+                .judge(path, "contact enrichment fails", outcome, attempts, &header)
+                .await
+            {
+                Judged::Ok(body) => {
+                    return serde_json::from_slice(&body)
+                        .map_err(|e| FetchError::BadBody(e.to_string()))
+                }
+                Judged::Fail(e) => return Err(e),
+                Judged::Again {
+                    verdict,
                     retry_after,
-                    detail,
-                    body,
-                } => match classify(status) {
+                    failure,
+                    ..
+                } => {
+                    self.pause_or_fail(
+                        path,
+                        "Zendesk request",
+                        verdict,
+                        attempts,
+                        retry_after,
+                        failure,
+                    )
+                    .await?
+                }
+            }
+        }
+    }
+
+    /// One attempt's outcome judged, counted and logged: a 2xx's body, a final
+    /// failure, or a failure that the retry rules may try again. `failing` says
+    /// what stops working while the credentials are refused.
+    pub(super) async fn judge(
+        &self,
+        path: &str,
+        failing: &str,
+        outcome: Attempt,
+        attempts: u32,
+        header: &crate::config::Secret,
+    ) -> Judged {
+        let m = &self.metrics;
+        let again = |verdict, retry_after, failure, status| Judged::Again {
+            verdict,
+            retry_after,
+            failure,
+            status,
+        };
+        match outcome {
+            Attempt::Answer {
+                status,
+                retry_after,
+                detail,
+                body,
+            } => {
+                match classify(status) {
                     Verdict::Ok => {
                         Metrics::inc(&m.zendesk_requests_ok_total);
-                        return serde_json::from_slice(&body)
-                            .map_err(|e| FetchError::BadBody(e.to_string()));
+                        Judged::Ok(body)
                     }
                     Verdict::NotFound => {
                         Metrics::inc(&m.zendesk_not_found_total);
-                        return Err(FetchError::NotFound);
+                        Judged::Fail(FetchError::NotFound)
                     }
                     Verdict::AuthFailed => {
                         Metrics::inc(&m.zendesk_auth_failures_total);
-                        tracing::error!(path, status, detail, "Zendesk refused handoff's API credentials: contact enrichment fails until they are fixed");
+                        tracing::error!(path, status, detail, "Zendesk refused handoff's API credentials: {failing} until they are fixed");
                         if status == 401 {
-                            self.auth.refused(&header).await;
+                            self.auth.refused(header).await;
                         }
-                        return Err(FetchError::Unauthorized { status, detail });
+                        Judged::Fail(FetchError::Unauthorized { status, detail })
                     }
                     Verdict::RateLimited => {
                         Metrics::inc(&m.zendesk_rate_limited_total);
                         let failure = FetchError::RateLimited { attempts };
-                        (Verdict::RateLimited, retry_after, failure)
+                        again(Verdict::RateLimited, retry_after, failure, Some(status))
                     }
                     Verdict::Transient => {
                         let failure = FetchError::Server {
@@ -346,51 +412,71 @@ impl ZendeskClient {
                             attempts,
                             detail,
                         };
-                        (Verdict::Transient, None, failure)
+                        again(Verdict::Transient, None, failure, Some(status))
                     }
                     Verdict::Redirect => {
                         Metrics::inc(&m.outbound_redirects_refused_total);
                         Metrics::inc(&m.zendesk_request_failures_total);
                         tracing::error!(path, status, "Zendesk API answered a redirect; not followed (check zendesk.subdomain / zendesk.base_url)");
-                        return Err(FetchError::Redirect { status });
+                        Judged::Fail(FetchError::Redirect { status })
                     }
                     Verdict::Failed => {
+                        // 422 (a closed ticket, the 5,000-comment cap) and the like.
                         Metrics::inc(&m.zendesk_request_failures_total);
                         tracing::warn!(path, status, detail, "Zendesk request failed");
-                        return Err(FetchError::Status { status, detail });
+                        Judged::Fail(FetchError::Status { status, detail })
                     }
+                }
+            }
+            // Says nothing sure about a write: treated as a lost answer.
+            Attempt::TooLarge => again(
+                Verdict::Transient,
+                None,
+                FetchError::BadBody(format!("answer over {MAX_BODY} bytes")),
+                None,
+            ),
+            Attempt::Timeout => again(
+                Verdict::Transient,
+                None,
+                FetchError::Timeout {
+                    timeout: self.settings.request_timeout,
+                    attempts,
                 },
-                Attempt::TooLarge => {
-                    Metrics::inc(&m.zendesk_request_failures_total);
-                    tracing::warn!(path, "Zendesk answer too large");
-                    return Err(FetchError::BadBody(format!("answer over {MAX_BODY} bytes")));
-                }
-                Attempt::Timeout => (
-                    Verdict::Transient,
-                    None,
-                    FetchError::Timeout {
-                        timeout: self.settings.request_timeout,
-                        attempts,
-                    },
-                ),
-                Attempt::Connect(error) => (
-                    Verdict::Transient,
-                    None,
-                    FetchError::Connect { error, attempts },
-                ),
-            };
-            let jitter = rand::thread_rng().gen::<f64>();
-            match retry_delay(verdict, attempts, retry_after, &self.settings, jitter) {
-                Some(pause) => {
-                    Metrics::inc(&m.zendesk_retries_total);
-                    tracing::info!(path, attempts, pause_ms = pause.as_millis() as u64, error = %failure, "Zendesk request will be retried");
-                    tokio::time::sleep(pause).await;
-                }
-                None => {
-                    Metrics::inc(&m.zendesk_request_failures_total);
-                    tracing::warn!(path, error = %failure, "Zendesk request given up");
-                    return Err(failure);
-                }
+                None,
+            ),
+            Attempt::Connect(error) => again(
+                Verdict::Transient,
+                None,
+                FetchError::Connect { error, attempts },
+                None,
+            ),
+        }
+    }
+
+    /// The retry rules after a failed attempt: sleep until the next one, or
+    /// the failure when there is none. `what` names the request in the logs.
+    pub(super) async fn pause_or_fail(
+        &self,
+        path: &str,
+        what: &str,
+        verdict: Verdict,
+        attempts: u32,
+        retry_after: Option<Duration>,
+        failure: FetchError,
+    ) -> Result<(), FetchError> {
+        let m = &self.metrics;
+        let jitter = rand::thread_rng().gen::<f64>();
+        match retry_delay(verdict, attempts, retry_after, &self.settings, jitter) {
+            Some(pause) => {
+                Metrics::inc(&m.zendesk_retries_total);
+                tracing::info!(path, attempts, pause_ms = pause.as_millis() as u64, error = %failure, "{what} will be retried");
+                tokio::time::sleep(pause).await;
+                Ok(())
+            }
+            None => {
+                Metrics::inc(&m.zendesk_request_failures_total);
+                tracing::warn!(path, error = %failure, "{what} given up");
+                Err(failure)
             }
         }
     }

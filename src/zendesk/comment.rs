@@ -6,10 +6,8 @@
 //! connection, a `5xx`: Zendesk may have added the comment) is followed by a look
 //! at the ticket's newest comments for the note's marker line before the next one.
 
-use super::client::{classify, retry_delay, Attempt, FetchError, Verdict, ZendeskClient, MAX_BODY};
+use super::client::{FetchError, Judged, ZendeskClient};
 use super::note::has_marker;
-use crate::metrics::Metrics;
-use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -80,94 +78,29 @@ impl ZendeskClient {
             let outcome = self
                 .attempt(reqwest::Method::PUT, &url, &header, Some(&payload))
                 .await;
-            let m = &self.metrics;
-            let (verdict, retry_after, failure, status) = match outcome {
-                Attempt::Answer {
-                    status,
+            let (verdict, retry_after, failure, status) = match self
+                .judge(&path, "ticket notes fail", outcome, attempts, &header)
+                .await
+            {
+                Judged::Ok(_) => return Ok(CommentOutcome::Added),
+                Judged::Fail(e) => return Err(e),
+                Judged::Again {
+                    verdict,
                     retry_after,
-                    detail,
-                    body: _,
-                } => match classify(status) {
-                    Verdict::Ok => {
-                        Metrics::inc(&m.zendesk_requests_ok_total);
-                        return Ok(CommentOutcome::Added);
-                    }
-                    Verdict::NotFound => {
-                        Metrics::inc(&m.zendesk_not_found_total);
-                        return Err(FetchError::NotFound);
-                    }
-                    Verdict::AuthFailed => {
-                        Metrics::inc(&m.zendesk_auth_failures_total);
-                        tracing::error!(path, status, detail, "Zendesk refused handoff's API credentials: ticket notes fail until they are fixed");
-                        if status == 401 {
-                            self.auth.refused(&header).await;
-                        }
-                        return Err(FetchError::Unauthorized { status, detail });
-                    }
-                    Verdict::RateLimited => {
-                        Metrics::inc(&m.zendesk_rate_limited_total);
-                        let f = FetchError::RateLimited { attempts };
-                        (Verdict::RateLimited, retry_after, f, Some(status))
-                    }
-                    Verdict::Transient => {
-                        let f = FetchError::Server {
-                            status,
-                            attempts,
-                            detail,
-                        };
-                        (Verdict::Transient, None, f, Some(status))
-                    }
-                    Verdict::Redirect => {
-                        Metrics::inc(&m.outbound_redirects_refused_total);
-                        Metrics::inc(&m.zendesk_request_failures_total);
-                        tracing::error!(path, status, "Zendesk API answered a redirect; not followed (check zendesk.subdomain / zendesk.base_url)");
-                        return Err(FetchError::Redirect { status });
-                    }
-                    Verdict::Failed => {
-                        // 422 (a closed ticket, the 5,000-comment cap) and the like.
-                        Metrics::inc(&m.zendesk_request_failures_total);
-                        tracing::warn!(path, status, detail, "Zendesk refused the ticket note");
-                        return Err(FetchError::Status { status, detail });
-                    }
-                },
-                // An answer too big to read says nothing sure: as a lost one, the
-                // next attempt looks for the note first.
-                Attempt::TooLarge => (
-                    Verdict::Transient,
-                    None,
-                    FetchError::BadBody(format!("answer over {MAX_BODY} bytes")),
-                    None,
-                ),
-                Attempt::Timeout => (
-                    Verdict::Transient,
-                    None,
-                    FetchError::Timeout {
-                        timeout: self.settings.request_timeout,
-                        attempts,
-                    },
-                    None,
-                ),
-                Attempt::Connect(error) => (
-                    Verdict::Transient,
-                    None,
-                    FetchError::Connect { error, attempts },
-                    None,
-                ),
+                    failure,
+                    status,
+                } => (verdict, retry_after, failure, status),
             };
             landed = landed || may_have_landed(status);
-            let jitter = rand::thread_rng().gen::<f64>();
-            match retry_delay(verdict, attempts, retry_after, &self.settings, jitter) {
-                Some(pause) => {
-                    Metrics::inc(&m.zendesk_retries_total);
-                    tracing::info!(path, attempts, pause_ms = pause.as_millis() as u64, error = %failure, "ticket note will be retried");
-                    tokio::time::sleep(pause).await;
-                }
-                None => {
-                    Metrics::inc(&m.zendesk_request_failures_total);
-                    tracing::warn!(path, error = %failure, "ticket note given up");
-                    return Err(failure);
-                }
-            }
+            self.pause_or_fail(
+                &path,
+                "ticket note",
+                verdict,
+                attempts,
+                retry_after,
+                failure,
+            )
+            .await?;
         }
     }
 }
