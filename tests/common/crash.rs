@@ -108,22 +108,7 @@ pub async fn ringing_call(caller: &mut TestUa, agent: &mut TestUa) -> String {
 
 /// A call answered and hung up by the caller: it ends normally.
 pub async fn whole_call(caller: &mut TestUa, agent: &mut TestUa) -> String {
-    let invite = caller.invite(&InviteOpts::default());
-    caller.send(&invite).await;
-    let ai_invite = agent.expect_request(Method::Invite, WAIT).await;
-    let sid = ai_invite
-        .msg
-        .header("X-OPENCX-SESSION-ID")
-        .unwrap()
-        .to_owned();
-    agent.respond(&ai_invite, 200, &[], Some(AI_SDP)).await;
-    let ok = caller
-        .expect_response_to(Method::Invite, 200, WAIT)
-        .await
-        .msg;
-    let mut dlg = Dialog::as_uac(&invite, &ok);
-    caller.send(&caller.ack(&dlg, None)).await;
-    agent.expect_request(Method::Ack, WAIT).await;
+    let (sid, mut dlg) = answered_call(caller, agent).await;
     caller.send(&caller.bye(&mut dlg)).await;
     caller.expect_response_to(Method::Bye, 200, WAIT).await;
     let bye = agent.expect_request(Method::Bye, WAIT).await;

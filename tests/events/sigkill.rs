@@ -3,41 +3,12 @@
 //! they were queued (same ids, same bodies). Runs the real binary.
 
 use super::{assert_signed, keys, of_session, types, LIMIT, SECRET};
-use crate::common::build::{Dialog, AI_SDP};
 use crate::common::capture::{Capture, Reply};
 use crate::common::cli::{spawn_run as spawn_handoff, wait_metric};
-use crate::common::{bounded, config_text, InviteOpts, TestUa, Transport, WAIT};
-use handoff::sip::message::Method;
+use crate::common::crash::whole_call;
+use crate::common::{bounded, config_text, TestUa, Transport};
 use std::path::Path;
 use std::time::Duration;
-
-/// A call answered by the AI agent and hung up by the caller; returns its session id.
-async fn call_through(caller: &mut TestUa, agent: &mut TestUa) -> String {
-    let invite = caller.invite(&InviteOpts::default());
-    caller.send(&invite).await;
-    let ai_invite = agent.expect_request(Method::Invite, WAIT).await;
-    let sid = ai_invite
-        .msg
-        .header("X-OPENCX-SESSION-ID")
-        .unwrap()
-        .to_owned();
-    let ai_ok = agent.respond(&ai_invite, 200, &[], Some(AI_SDP)).await;
-    let ok = caller
-        .expect_response_to(Method::Invite, 200, WAIT)
-        .await
-        .msg;
-    let mut dlg = Dialog::as_uac(&invite, &ok);
-    caller.send(&caller.ack(&dlg, None)).await;
-    agent.expect_request(Method::Ack, WAIT).await;
-    let _agent_dlg = Dialog::as_uas(&ai_invite.msg, &ai_ok);
-    caller.send(&caller.bye(&mut dlg)).await;
-    caller.expect_response_to(Method::Bye, 200, WAIT).await;
-    let bye = agent.expect_request(Method::Bye, WAIT).await;
-    agent.respond(&bye, 200, &[], None).await;
-    agent.clear_backlog();
-    caller.clear_backlog();
-    sid
-}
 
 fn queued(db: &Path) -> Vec<(String, String, Vec<u8>)> {
     let conn = rusqlite::Connection::open(db).expect("open the outbox");
@@ -76,7 +47,7 @@ async fn sigkill_with_events_queued_loses_none_and_resends_them_as_queued() {
         let mut caller = TestUa::carrier(Transport::Udp, udp).await;
         let mut sids = Vec::new();
         for _ in 0..3 {
-            sids.push(call_through(&mut caller, &mut agent).await);
+            sids.push(whole_call(&mut caller, &mut agent).await);
         }
         wait_metric(http, "handoff_events_outbox_depth", 12).await;
         capture
