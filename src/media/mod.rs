@@ -3,3 +3,4 @@
 
 pub mod relay;
 pub mod sdp;
+pub mod srtp;

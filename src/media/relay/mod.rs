@@ -31,6 +31,8 @@ pub use stats::{ReceiveStats, RelayStats, SendStats, SideStats};
 
 use task::{Command, LegSockets, RelayTask};
 
+use super::srtp::LegSrtp;
+
 /// Which of the call's two media sides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Side {
@@ -141,6 +143,7 @@ pub struct RelayLeg {
     ports: PortPair,
     remote: Remote,
     allowed: Arc<[IpNet]>,
+    srtp: Option<LegSrtp>,
 }
 
 impl RelayLeg {
@@ -149,6 +152,15 @@ impl RelayLeg {
             ports,
             remote,
             allowed: Arc::from(Vec::new()),
+            srtp: None,
+        }
+    }
+
+    /// This leg speaks SRTP with these keys (SDES); plain RTP without.
+    pub fn srtp(self, srtp: LegSrtp) -> Self {
+        RelayLeg {
+            srtp: Some(srtp),
+            ..self
         }
     }
 
@@ -168,6 +180,7 @@ impl RelayLeg {
             rtcp: register(rtcp)?,
             remote: self.remote,
             allowed: self.allowed,
+            srtp: self.srtp,
             lease,
         })
     }
@@ -251,6 +264,15 @@ impl MediaRelay {
     pub fn set_remote(&self, side: Side, remote: Remote) -> Result<(), RelayStopped> {
         self.commands
             .send(Command::SetRemote { side, remote })
+            .map_err(|_| RelayStopped)
+    }
+
+    /// New SRTP keys for one side, or plain RTP (`None`): a re-INVITE or
+    /// an answer that changed the leg's `a=crypto`. Applied before any
+    /// further packet, like every command.
+    pub fn set_srtp(&self, side: Side, srtp: Option<LegSrtp>) -> Result<(), RelayStopped> {
+        self.commands
+            .send(Command::SetSrtp { side, srtp })
             .map_err(|_| RelayStopped)
     }
 

@@ -25,6 +25,7 @@ use super::latch::{Latch, Verdict};
 use super::pool::PortLease;
 use super::stats::{RelayStats, RtpFields, SendStats, SideStats, StreamState};
 use super::{MediaEvent, RelayConfig, Remote, Side};
+use crate::media::srtp::LegSrtp;
 
 // RFC 3550 6.4: the smallest RTCP packet (an empty receiver report).
 const RTCP_MIN_LEN: usize = 8;
@@ -42,6 +43,10 @@ pub(crate) struct LegSockets {
     pub(crate) remote: Remote,
     /// Networks besides the SDP address the peer's media may come from.
     pub(crate) allowed: Arc<[IpNet]>,
+    /// SRTP keys of the leg; none: plain RTP.
+    // TODO(issue 14, SRTP relay): applied by the relay; carried only so far.
+    #[allow(dead_code)]
+    pub(crate) srtp: Option<LegSrtp>,
     pub(crate) lease: PortLease,
 }
 
@@ -54,6 +59,12 @@ pub(crate) enum Command {
     SetRemote {
         side: Side,
         remote: Remote,
+    },
+    // TODO(issue 14, SRTP relay): read by the relay once it applies keys.
+    #[allow(dead_code)]
+    SetSrtp {
+        side: Side,
+        srtp: Option<LegSrtp>,
     },
     Hold {
         on_hold: bool,
@@ -319,6 +330,8 @@ impl RelayTask {
                 leg.rtcp_peer.set_expected(remote.rtcp);
                 false
             }
+            // TODO(issue 14, SRTP relay): the relay does not apply keys yet.
+            Command::SetSrtp { .. } => false,
             Command::Hold { on_hold } => {
                 let changed = on_hold != self.on_hold || self.ringing;
                 if changed {
