@@ -6,9 +6,16 @@
 //! decrypts what a leg sends and encrypts what it sends to that leg. Keys
 //! are never printed: `Debug` shows the suite only.
 
+mod context;
+mod index;
+mod kdf;
+
 use std::fmt;
 
 use rand::RngCore;
+
+pub use context::{SrtpContext, SrtpError, MAX_OVERHEAD, MAX_SSRCS};
+pub use index::REPLAY_WINDOW;
 
 /// Master key length of the AES_CM_128 suites (RFC 4568 6.2.1).
 pub const MASTER_KEY_LEN: usize = 16;
