@@ -91,6 +91,16 @@ metrics! {
     /// RTP/RTCP packets refused because their source was neither the leg's SDP
     /// address nor in its allowed media networks (or not where the leg latched).
     counter media_packets_refused_total,
+    // ---- media: SRTP on a leg (issue 14) ----
+    /// SRTP/SRTCP packets dropped because their authentication tag did not
+    /// verify (forged, corrupted, under another key, or too short for a tag).
+    counter srtp_auth_failures_total,
+    /// SRTP/SRTCP packets dropped as replays (seen already, or behind the replay window).
+    counter srtp_replays_total,
+    /// SRTP/SRTCP packets dropped because their SSRC was beyond the bound of 8 per leg and direction.
+    counter srtp_ssrc_overflows_total,
+    /// Packets not sent to an SRTP leg because they could not be protected (no room for the tag).
+    counter srtp_protect_failures_total,
     /// Offers and answers refused (488, 415) or not rewritable.
     counter sdp_rejected_total,
     /// RTP packets relayed (both directions, counted at call end).

@@ -487,6 +487,7 @@ fn media_shared(
             timeout: m.timeout,
             hold_timeout: m.hold_timeout,
             on_refused: Some(refused_counter(metrics)),
+            on_srtp_dropped: Some(srtp_counter(metrics)),
             ..Default::default()
         },
     })
@@ -498,6 +499,17 @@ fn refused_counter(metrics: &Arc<Metrics>) -> crate::media::relay::OnRefused {
     let metrics = Arc::clone(metrics);
     crate::media::relay::OnRefused(Arc::new(move |n| {
         Metrics::add(&metrics.media_packets_refused_total, n)
+    }))
+}
+
+/// SRTP packets the relays dropped, by cause, counted live like refusals.
+fn srtp_counter(metrics: &Arc<Metrics>) -> crate::media::relay::OnSrtpDropped {
+    let metrics = Arc::clone(metrics);
+    crate::media::relay::OnSrtpDropped(Arc::new(move |d| {
+        Metrics::add(&metrics.srtp_auth_failures_total, d.auth_failures);
+        Metrics::add(&metrics.srtp_replays_total, d.replays);
+        Metrics::add(&metrics.srtp_ssrc_overflows_total, d.ssrc_overflows);
+        Metrics::add(&metrics.srtp_protect_failures_total, d.protect_failures);
     }))
 }
 

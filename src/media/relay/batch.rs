@@ -26,11 +26,12 @@ pub(crate) struct RecvBatch {
     count: usize,
 }
 
-/// One datagram of the last `recv`.
-pub(crate) struct Datagram<'a> {
-    pub(crate) data: &'a [u8],
+/// One datagram of the last `recv`, in its whole writable buffer.
+pub(crate) struct DatagramMut<'a> {
+    /// The buffer; the datagram is its first `len` bytes.
+    pub(crate) buf: &'a mut [u8; BUF_LEN],
+    pub(crate) len: usize,
     pub(crate) source: Option<SocketAddr>,
-    /// Cut by the kernel (or filling the buffer): never forwarded.
     pub(crate) truncated: bool,
 }
 
@@ -99,11 +100,14 @@ impl RecvBatch {
         Ok(n)
     }
 
-    pub(crate) fn get(&self, i: usize) -> Datagram<'_> {
+    /// Datagram `i` with its whole buffer, writable: SRTP decrypts in
+    /// place and grows a packet by its tag into the room after it.
+    pub(crate) fn get_mut(&mut self, i: usize) -> DatagramMut<'_> {
         // SAFETY: the kernel filled names[i] with an address of name_lens[i] bytes.
         let source = unsafe { SockAddr::new(self.names[i], self.name_lens[i]) }.as_socket();
-        Datagram {
-            data: &self.bufs[i][..self.lens[i]],
+        DatagramMut {
+            buf: &mut self.bufs[i],
+            len: self.lens[i],
             source,
             truncated: self.truncated[i],
         }

@@ -55,6 +55,14 @@ impl Latch {
     /// address; afterwards only that address is accepted. Without, only the
     /// SDP address is.
     pub(crate) fn accept(&mut self, src: SocketAddr) -> Verdict {
+        let verdict = self.check(src);
+        self.commit(src, verdict);
+        verdict
+    }
+
+    /// What `accept` would say of a packet from `src`, moving nothing: an
+    /// SRTP leg asks this, authenticates the packet, and only then commits.
+    pub(crate) fn check(&self, src: SocketAddr) -> Verdict {
         if !self.enabled {
             return if self.expected == Some(src) {
                 Verdict::Accept
@@ -66,11 +74,15 @@ impl Latch {
             // The hot path: one compare.
             Some(addr) if addr == src => Verdict::Accept,
             Some(_) => Verdict::Refused,
-            None if self.may_latch(src.ip()) => {
-                self.latched = Some(src);
-                Verdict::Latched
-            }
+            None if self.may_latch(src.ip()) => Verdict::Latched,
             None => Verdict::Refused,
+        }
+    }
+
+    /// Fix the latch at `src` if `check` said `Latched` for it.
+    pub(crate) fn commit(&mut self, src: SocketAddr, verdict: Verdict) {
+        if verdict == Verdict::Latched && self.enabled && self.latched.is_none() {
+            self.latched = Some(src);
         }
     }
 
@@ -159,6 +171,23 @@ mod tests {
         assert_eq!(l.latched(), None, "the stranger took nothing");
         assert_eq!(l.destination(), Some(at([192, 0, 2, 10], 4000)));
         assert_eq!(l.accept(at([192, 0, 2, 10], 5000)), Verdict::Latched);
+    }
+
+    #[test]
+    fn check_moves_nothing_until_committed() {
+        let mut l = Latch::new(true, Some(addr(1000)), none());
+        assert_eq!(l.check(addr(2000)), Verdict::Latched);
+        assert_eq!(
+            l.latched(),
+            None,
+            "a packet that fails later latches nothing"
+        );
+        assert_eq!(l.check(addr(3000)), Verdict::Latched);
+        l.commit(addr(3000), Verdict::Latched);
+        assert_eq!(l.latched(), Some(addr(3000)));
+        assert_eq!(l.check(addr(2000)), Verdict::Refused);
+        l.commit(addr(2000), Verdict::Latched);
+        assert_eq!(l.latched(), Some(addr(3000)), "the first commit holds");
     }
 
     #[test]

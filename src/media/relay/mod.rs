@@ -7,6 +7,7 @@
 mod batch;
 mod latch;
 mod pool;
+mod srtp;
 mod stats;
 mod task;
 
@@ -27,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use pool::{PoolError, PortPair, PortPool};
-pub use stats::{ReceiveStats, RelayStats, SendStats, SideStats};
+pub use stats::{ReceiveStats, RelayStats, SendStats, SideStats, SrtpStats};
 
 use task::{Command, LegSockets, RelayTask};
 
@@ -65,6 +66,18 @@ impl fmt::Debug for OnRefused {
     }
 }
 
+/// Told of SRTP packets a relay dropped (failed authentication, replays,
+/// SSRCs over the bound, packets it could not protect), as the growth of
+/// one side's `SrtpStats`; called once per received batch that had any.
+#[derive(Clone)]
+pub struct OnSrtpDropped(pub Arc<dyn Fn(&SrtpStats) + Send + Sync>);
+
+impl fmt::Debug for OnSrtpDropped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OnSrtpDropped(..)")
+    }
+}
+
 /// Relay behaviour for one call (from `[media]` in config.toml).
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -86,6 +99,8 @@ pub struct RelayConfig {
     pub telephone_event_pt: Option<u8>,
     /// Where refused packets are counted (a metric); none by default.
     pub on_refused: Option<OnRefused>,
+    /// Where dropped SRTP packets are counted (metrics); none by default.
+    pub on_srtp_dropped: Option<OnSrtpDropped>,
 }
 
 impl Default for RelayConfig {
@@ -97,6 +112,7 @@ impl Default for RelayConfig {
             clock_rate: 8000,
             telephone_event_pt: Some(101),
             on_refused: None,
+            on_srtp_dropped: None,
         }
     }
 }

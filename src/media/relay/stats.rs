@@ -46,6 +46,38 @@ pub struct SendStats {
     pub unsent: u64,
 }
 
+/// SRTP on one side: what failed, by cause. Each refused packet is also in
+/// `ReceiveStats::dropped` (received) or `SendStats::unsent` (sent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SrtpStats {
+    /// Received SRTP/SRTCP packets whose tag did not verify (forged,
+    /// corrupted, or under another key), or too short to carry one.
+    pub auth_failures: u64,
+    /// Received packets already seen, or older than the replay window.
+    pub replays: u64,
+    /// Packets of an SSRC beyond the per-context bound, received or sent.
+    pub ssrc_overflows: u64,
+    /// Packets that could not be protected for this side (no room for the
+    /// tag, SRTCP index exhausted).
+    pub protect_failures: u64,
+}
+
+impl SrtpStats {
+    /// What grew from `before` to `self`.
+    pub fn since(&self, before: &SrtpStats) -> SrtpStats {
+        SrtpStats {
+            auth_failures: self.auth_failures - before.auth_failures,
+            replays: self.replays - before.replays,
+            ssrc_overflows: self.ssrc_overflows - before.ssrc_overflows,
+            protect_failures: self.protect_failures - before.protect_failures,
+        }
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == SrtpStats::default()
+    }
+}
+
 /// Both directions of one side (caller or far).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct SideStats {
@@ -53,6 +85,8 @@ pub struct SideStats {
     pub received: ReceiveStats,
     /// From handoff out to this side's peer.
     pub sent: SendStats,
+    /// SRTP failures on this side (zero on a plain leg).
+    pub srtp: SrtpStats,
 }
 
 /// A snapshot of a whole relay.

@@ -23,6 +23,7 @@ use tokio::time::{Instant, Sleep};
 use super::batch::{self, BATCH};
 use super::latch::{Latch, Verdict};
 use super::pool::PortLease;
+use super::srtp::{LegCrypto, Protocol};
 use super::stats::{RelayStats, RtpFields, SendStats, SideStats, StreamState};
 use super::{MediaEvent, RelayConfig, Remote, Side};
 use crate::media::srtp::LegSrtp;
@@ -44,8 +45,6 @@ pub(crate) struct LegSockets {
     /// Networks besides the SDP address the peer's media may come from.
     pub(crate) allowed: Arc<[IpNet]>,
     /// SRTP keys of the leg; none: plain RTP.
-    // TODO(issue 14, SRTP relay): applied by the relay; carried only so far.
-    #[allow(dead_code)]
     pub(crate) srtp: Option<LegSrtp>,
     pub(crate) lease: PortLease,
 }
@@ -60,8 +59,6 @@ pub(crate) enum Command {
         side: Side,
         remote: Remote,
     },
-    // TODO(issue 14, SRTP relay): read by the relay once it applies keys.
-    #[allow(dead_code)]
     SetSrtp {
         side: Side,
         srtp: Option<LegSrtp>,
@@ -90,6 +87,8 @@ struct Leg {
     rtp_peer: Latch,
     rtcp_peer: Latch,
     stream: StreamState,
+    // SRTP contexts of the leg; none: plain RTP, untouched.
+    srtp: Option<LegCrypto>,
     stats: SideStats,
     last_rtp: Instant,
     // Whether this peer's RTP has come at all: until it has, the normal
@@ -106,6 +105,7 @@ impl Leg {
             rtp_peer: Latch::new(config.latching, s.remote.rtp, s.allowed.clone()),
             rtcp_peer: Latch::new(config.latching, s.remote.rtcp, s.allowed),
             stream: StreamState::new(config.clock_rate, config.telephone_event_pt),
+            srtp: s.srtp.as_ref().map(LegCrypto::new),
             stats: SideStats::default(),
             last_rtp: now,
             flowed: false,
@@ -284,18 +284,19 @@ impl RelayTask {
             };
             drop(guard);
             let refused_before = src.stats.received.refused;
+            let srtp_before = (src.stats.srtp, dst.stats.srtp);
             let now = Instant::now();
             let arrival = now - self.epoch;
             batch::with_batch(|b| {
                 for i in 0..b.len() {
-                    let d = b.get(i);
+                    let d = b.get_mut(i);
                     let Some(source) = d.source.filter(|_| !d.truncated) else {
                         src.stats.received.dropped += 1;
                         continue;
                     };
                     match kind {
-                        Kind::Rtp => forward_rtp(src, dst, d.data, source, now, arrival),
-                        Kind::Rtcp => forward_rtcp(src, dst, d.data, source),
+                        Kind::Rtp => forward_rtp(src, dst, d.buf, d.len, source, now, arrival),
+                        Kind::Rtcp => forward_rtcp(src, dst, d.buf, d.len, source),
                     }
                 }
             });
@@ -303,6 +304,17 @@ impl RelayTask {
             if refused > 0 {
                 if let Some(hook) = &self.config.on_refused {
                     (hook.0)(refused);
+                }
+            }
+            if let Some(hook) = &self.config.on_srtp_dropped {
+                for (after, before) in [
+                    (src.stats.srtp, srtp_before.0),
+                    (dst.stats.srtp, srtp_before.1),
+                ] {
+                    let grown = after.since(&before);
+                    if !grown.is_zero() {
+                        (hook.0)(&grown);
+                    }
                 }
             }
             taken += n;
@@ -330,8 +342,13 @@ impl RelayTask {
                 leg.rtcp_peer.set_expected(remote.rtcp);
                 false
             }
-            // TODO(issue 14, SRTP relay): the relay does not apply keys yet.
-            Command::SetSrtp { .. } => false,
+            // New contexts for this side only: the other side's keep their
+            // replay windows and rollover counters.
+            Command::SetSrtp { side, srtp } => {
+                self.leg_mut(side).srtp = srtp.as_ref().map(LegCrypto::new);
+                tracing::debug!(?side, srtp = srtp.is_some(), "media keys changed");
+                false
+            }
             Command::Hold { on_hold } => {
                 let changed = on_hold != self.on_hold || self.ringing;
                 if changed {
@@ -423,67 +440,133 @@ fn silence_limit(config: &RelayConfig, ringing: bool, on_hold: bool, flowed: boo
 fn forward_rtp(
     src: &mut Leg,
     dst: &mut Leg,
-    packet: &[u8],
+    buf: &mut [u8],
+    len: usize,
     source: SocketAddr,
     now: Instant,
     arrival: Duration,
 ) {
+    let muxed = is_muxed_rtcp(&buf[..len]);
+    let protocol = if muxed { Protocol::Rtcp } else { Protocol::Rtp };
+    let Some(len) = open(src, Kind::Rtp, protocol, buf, len, source) else {
+        return;
+    };
+    let packet = &buf[..len];
     let Ok(rtp) = RtpReader::new(packet) else {
         src.stats.received.dropped += 1;
         tracing::trace!(%source, "non-RTP datagram on an RTP port dropped");
         return;
     };
-    if !accept(&mut src.rtp_peer, source, "RTP") {
-        src.stats.received.dropped += 1;
-        src.stats.received.refused += 1;
+    let fields = RtpFields {
+        ssrc: rtp.ssrc(),
+        seq: rtp.sequence_number().into(),
+        timestamp: rtp.timestamp(),
+        payload_type: rtp.payload_type(),
+    };
+    if !latch(src, Kind::Rtp, source) {
         return;
     }
     let received = &mut src.stats.received;
-    if is_muxed_rtcp(packet) {
+    if muxed {
         received.rtcp_packets += 1;
-        received.rtcp_bytes += packet.len() as u64;
+        received.rtcp_bytes += len as u64;
     } else {
         received.packets += 1;
-        received.bytes += packet.len() as u64;
-        let fields = RtpFields {
-            ssrc: rtp.ssrc(),
-            seq: rtp.sequence_number().into(),
-            timestamp: rtp.timestamp(),
-            payload_type: rtp.payload_type(),
-        };
+        received.bytes += len as u64;
         src.stream.update(fields, arrival);
         src.last_rtp = now;
         src.flowed = true;
     }
-    send(
-        &dst.rtp,
-        dst.rtp_peer.destination(),
-        packet,
-        &mut dst.stats.sent,
-        Kind::Rtp,
-    );
+    seal_and_send(dst, Kind::Rtp, protocol, buf, len);
 }
 
-fn forward_rtcp(src: &mut Leg, dst: &mut Leg, packet: &[u8], source: SocketAddr) {
+fn forward_rtcp(src: &mut Leg, dst: &mut Leg, buf: &mut [u8], len: usize, source: SocketAddr) {
+    let Some(len) = open(src, Kind::Rtcp, Protocol::Rtcp, buf, len, source) else {
+        return;
+    };
     // RFC 3550 6.4.1: version 2 and at least a header; forwarded as is.
-    let valid = packet.len() >= RTCP_MIN_LEN && packet[0] >> 6 == 2;
+    let valid = len >= RTCP_MIN_LEN && buf[0] >> 6 == 2;
     if !valid {
         src.stats.received.dropped += 1;
         return;
     }
-    if !accept(&mut src.rtcp_peer, source, "RTCP") {
-        src.stats.received.dropped += 1;
-        src.stats.received.refused += 1;
+    if !latch(src, Kind::Rtcp, source) {
         return;
     }
     src.stats.received.rtcp_packets += 1;
-    src.stats.received.rtcp_bytes += packet.len() as u64;
+    src.stats.received.rtcp_bytes += len as u64;
+    seal_and_send(dst, Kind::Rtcp, Protocol::Rtcp, buf, len);
+}
+
+// The first steps of a packet from `src`: on an SRTP leg, the latch is
+// asked (moving nothing) and the packet authenticated and decrypted in
+// place before anything else reads it; a plain leg's packet is left as it
+// came. The plain length, or None: dropped and counted.
+fn open(
+    src: &mut Leg,
+    kind: Kind,
+    protocol: Protocol,
+    buf: &mut [u8],
+    len: usize,
+    source: SocketAddr,
+) -> Option<usize> {
+    let Some(crypto) = src.srtp.as_mut() else {
+        return Some(len);
+    };
+    let peer = match kind {
+        Kind::Rtp => &src.rtp_peer,
+        Kind::Rtcp => &src.rtcp_peer,
+    };
+    if !peer.check(source).accepted() {
+        src.stats.received.dropped += 1;
+        src.stats.received.refused += 1;
+        return None;
+    }
+    let opened = crypto.open(protocol, &mut buf[..len], &mut src.stats.srtp);
+    if opened.is_none() {
+        src.stats.received.dropped += 1;
+    }
+    opened
+}
+
+// Strict latching for a valid (on an SRTP leg: authenticated) packet: the
+// latch moves here and nowhere else.
+fn latch(src: &mut Leg, kind: Kind, source: SocketAddr) -> bool {
+    let (peer, what) = match kind {
+        Kind::Rtp => (&mut src.rtp_peer, "RTP"),
+        Kind::Rtcp => (&mut src.rtcp_peer, "RTCP"),
+    };
+    if accept(peer, source, what) {
+        return true;
+    }
+    src.stats.received.dropped += 1;
+    src.stats.received.refused += 1;
+    false
+}
+
+// Encrypt for an SRTP leg (in place, the tag into the buffer's spare room),
+// then send; a packet that cannot be sealed is not sent plain.
+fn seal_and_send(dst: &mut Leg, kind: Kind, protocol: Protocol, buf: &mut [u8], len: usize) {
+    let len = match dst.srtp.as_mut() {
+        None => len,
+        Some(crypto) => match crypto.seal(protocol, buf, len, &mut dst.stats.srtp) {
+            Some(sealed) => sealed,
+            None => {
+                dst.stats.sent.unsent += 1;
+                return;
+            }
+        },
+    };
+    let (socket, peer) = match kind {
+        Kind::Rtp => (&dst.rtp, &dst.rtp_peer),
+        Kind::Rtcp => (&dst.rtcp, &dst.rtcp_peer),
+    };
     send(
-        &dst.rtcp,
-        dst.rtcp_peer.destination(),
-        packet,
+        socket,
+        peer.destination(),
+        &buf[..len],
         &mut dst.stats.sent,
-        Kind::Rtcp,
+        kind,
     );
 }
 

@@ -4,6 +4,7 @@
 
 mod forwarding;
 mod lifecycle;
+mod srtp;
 mod strict;
 
 pub(super) use super::*;
