@@ -15,6 +15,14 @@
 # machine from deciding the figures; default 0), RELAY_RT and GEN_RT (real-time
 # priorities, below), HANDOFF_BIN, RTP_LOAD_BIN
 # (skip the build).
+#
+# SRTP=1 (issue 14): SRTP on one leg, CPU per packet. Each load call is a
+# chain of two relays, plain -> SRTP -> plain, so both generator ends stay
+# plain and every packet is checked: handoff's MediaRelays hosted by a child
+# of rtp_load (no SIP: the relay alone; it inherits the generator's
+# priority, so leave RELAY_RT/GEN_RT at 0) and rtpengine as two ng calls per
+# load call; each also as a plain chain for reference. TARGETS defaults to
+# "handoff-chain handoff-srtp-chain rtpengine-chain rtpengine-srtp-chain".
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,7 +30,12 @@ ROOT=$(dirname "$HERE")
 
 CALLS=${CALLS:-"250 500 1000 1500 2000"}
 SECS=${SECS:-20}
-TARGETS=${TARGETS:-"handoff rtpengine"}
+SRTP=${SRTP:-0}
+if ((SRTP)); then
+	TARGETS=${TARGETS:-"handoff-chain handoff-srtp-chain rtpengine-chain rtpengine-srtp-chain"}
+else
+	TARGETS=${TARGETS:-"handoff rtpengine"}
+fi
 # Below the ephemeral range (32768+), so the OS's free ports stay out of
 # it; both relays skip ports some other process holds.
 MEDIA_PORT_MIN=${MEDIA_PORT_MIN:-10000}
@@ -57,7 +70,7 @@ for tool in python3 ss; do
 		exit 1
 	}
 done
-if [[ " $TARGETS " == *" rtpengine "* ]] && ! command -v rtpengine >/dev/null; then
+if [[ " $TARGETS " == *" rtpengine"* ]] && ! command -v rtpengine >/dev/null; then
 	echo "rtpengine not found: apt-get install rtpengine (Debian 12: 10.5)" >&2
 	exit 1
 fi
@@ -205,11 +218,19 @@ for n in $CALLS; do
 	run_loader direct "$n"
 	for t in $TARGETS; do
 		log "== $n calls: $t"
-		"start_$t"
+		case $t in
+		handoff-chain | handoff-srtp-chain)
+			# The relays run in rtp_load's own child, measured by its PID.
+			run_loader "$t" "$n" --port-min "$MEDIA_PORT_MIN" --port-max "$MEDIA_PORT_MAX"
+			continue
+			;;
+		rtpengine-chain | rtpengine-srtp-chain) start_rtpengine ;;
+		*) "start_$t" ;;
+		esac
 		if [[ $t == handoff ]]; then
 			run_loader handoff "$n" --sip "$SIP_ADDR" --uas-port "$UAS_PORT" --pid "$TARGET_PID"
 		else
-			run_loader rtpengine "$n" --ng "$NG_ADDR" --pid "$TARGET_PID"
+			run_loader "$t" "$n" --ng "$NG_ADDR" --pid "$TARGET_PID"
 		fi
 		if ! kill -0 "$TARGET_PID" 2>/dev/null; then
 			log "$t exited during the step"
@@ -222,7 +243,7 @@ done
 	echo
 	echo "## Media relay load, $STAMP"
 	echo
-	echo "- command: \`bench/rtp_load.sh\` (CALLS=\"$CALLS\" SECS=$SECS SOCKETS=$SOCKETS NICE=$NICE RELAY_RT=$RELAY_RT GEN_RT=$GEN_RT TARGETS=\"$TARGETS\")"
+	echo "- command: \`bench/rtp_load.sh\` (SRTP=$SRTP CALLS=\"$CALLS\" SECS=$SECS SOCKETS=$SOCKETS NICE=$NICE RELAY_RT=$RELAY_RT GEN_RT=$GEN_RT TARGETS=\"$TARGETS\")"
 	echo "- handoff: $HANDOFF_VERSION; rtpengine: $RTPENGINE_VERSION, userspace (--table=-1), threads: ${RTPENGINE_THREADS:-default}"
 	echo "- host: $(nproc) cores, $(uname -sr); the generator and the relay share them;"
 	echo "  load average before the run: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)"

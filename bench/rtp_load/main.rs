@@ -7,15 +7,23 @@
 //! cargo run --release --example rtp_load -- --mode rtpengine --ng 127.0.0.1:2223 \
 //!     --pid $(pidof rtpengine) --calls 1000 --secs 20
 //! cargo run --release --example rtp_load -- --mode direct --calls 1000 --secs 20
+//! cargo run --release --example rtp_load -- --mode handoff-srtp-chain --calls 500 \
+//!     --port-min 20000 --port-max 29999 --secs 20
+//! cargo run --release --example rtp_load -- --mode rtpengine-srtp-chain --ng 127.0.0.1:2223 \
+//!     --pid $(pidof rtpengine) --calls 500 --secs 20
 //! ```
 //!
 //! `handoff`: the calls are set up with SIP (this process is the carrier and
 //! the AI agent; handoff's route must point at `--uas-port`), the relay
 //! ports read from the rewritten SDPs. `rtpengine`: offer/answer over the ng
 //! protocol. `direct`: no relay, each end sends straight to the other, the
-//! baseline for "added" latency. One JSON line of figures goes to stdout,
+//! baseline for "added" latency. The `*-chain` modes (issue 14, SRTP) relay
+//! each call twice, plain -> SRTP -> plain with `-srtp-`, plain twice
+//! without: handoff's relays hosted in a child process of this one
+//! (`host.rs`, no SIP), rtpengine's as two ng calls. One JSON line of figures goes to stdout,
 //! progress to stderr. Everything is bounded in time; see bench/rtp_load.sh.
 
+mod host;
 mod ng;
 mod procfs;
 mod rtp;
@@ -33,6 +41,31 @@ enum Mode {
     Handoff,
     Rtpengine,
     Direct,
+    /// Two hosted handoff relays per call, plain.
+    HandoffChain,
+    /// Two hosted handoff relays per call, SRTP between them.
+    HandoffSrtpChain,
+    /// Two rtpengine calls per call, plain.
+    RtpengineChain,
+    /// Two rtpengine calls per call, SRTP between them.
+    RtpengineSrtpChain,
+    /// Internal: the child hosting handoff's relays (`host.rs`).
+    Serve,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Handoff => "handoff",
+            Mode::Rtpengine => "rtpengine",
+            Mode::Direct => "direct",
+            Mode::HandoffChain => "handoff-chain",
+            Mode::HandoffSrtpChain => "handoff-srtp-chain",
+            Mode::RtpengineChain => "rtpengine-chain",
+            Mode::RtpengineSrtpChain => "rtpengine-srtp-chain",
+            Mode::Serve => "serve",
+        }
+    }
 }
 
 #[derive(Debug, Parser)]
@@ -67,6 +100,14 @@ struct Args {
     /// Send/receive loop period, microseconds.
     #[arg(long, default_value_t = 500)]
     tick_us: u64,
+    /// Media ports of the hosted handoff relays (handoff-*-chain modes).
+    #[arg(long, default_value_t = 20000)]
+    port_min: u16,
+    #[arg(long, default_value_t = 29999)]
+    port_max: u16,
+    /// Internal (mode serve): SRTP between the two relays.
+    #[arg(long)]
+    srtp: bool,
 }
 
 fn log(msg: impl AsRef<str>) {
@@ -85,8 +126,23 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), String> {
+    if args.mode == Mode::Serve {
+        return host::serve(args.calls, args.srtp, args.port_min, args.port_max);
+    }
     let ep = rtp::Endpoints::bind(args.sockets.max(1)).map_err(|e| format!("bind: {e}"))?;
-    let pid = args.pid;
+    let mut hosted = None;
+    let mut hosted_paths = Vec::new();
+    if matches!(args.mode, Mode::HandoffChain | Mode::HandoffSrtpChain) {
+        let (h, paths) = host::Host::start(
+            args.calls,
+            args.mode == Mode::HandoffSrtpChain,
+            (args.port_min, args.port_max),
+            &ep,
+        )?;
+        hosted_paths = paths;
+        hosted = Some(h);
+    }
+    let pid = args.pid.or(hosted.as_ref().map(host::Host::pid));
     let rss = || pid.and_then(procfs::rss_kb);
     let cpu = || pid.and_then(procfs::cpu_secs);
     let rss_before = rss();
@@ -128,6 +184,21 @@ fn run(args: &Args) -> Result<(), String> {
             let idx = (0..args.calls).collect();
             (paths, idx)
         }
+        Mode::HandoffChain | Mode::HandoffSrtpChain => {
+            let paths = std::mem::take(&mut hosted_paths);
+            let idx = (0..paths.len()).collect();
+            (paths, idx)
+        }
+        Mode::RtpengineChain | Mode::RtpengineSrtpChain => {
+            let target = args.ng.ok_or("--ng is required in the rtpengine modes")?;
+            let mut client = ng::Ng::new(target).map_err(|e| e.to_string())?;
+            let srtp = args.mode == Mode::RtpengineSrtpChain;
+            let (paths, idx, errors) = ng::setup_all_chains(&mut client, args.calls, &ep, srtp);
+            setup_errors = errors;
+            ng = Some(client);
+            (paths, idx)
+        }
+        Mode::Serve => return Err("mode serve is the relay host's own".into()),
     };
     let setup_secs = setup_start.elapsed().as_secs_f64();
     log(format!(
@@ -186,9 +257,15 @@ fn run(args: &Args) -> Result<(), String> {
         });
     }
     if let Some(client) = ng.as_mut() {
+        let chain = args.mode == Mode::RtpengineChain || args.mode == Mode::RtpengineSrtpChain;
         let mut failed = 0;
         for &c in &idx {
-            if client.delete(c).is_err() {
+            let deleted = if chain {
+                client.delete_chain(c)
+            } else {
+                client.delete(c)
+            };
+            if deleted.is_err() {
                 failed += 1;
             }
         }
@@ -221,7 +298,7 @@ fn run(args: &Args) -> Result<(), String> {
         _ => None,
     };
     let report = json!({
-        "mode": format!("{:?}", args.mode).to_lowercase(),
+        "mode": args.mode.name(),
         "calls_wanted": args.calls,
         "calls_up": n,
         "setup_secs": setup_secs,
@@ -272,5 +349,8 @@ fn run(args: &Args) -> Result<(), String> {
         (gen1 - gen0) * 100.0 / window
     ));
     println!("{report}");
+    if let Some(h) = hosted {
+        h.stop();
+    }
     Ok(())
 }

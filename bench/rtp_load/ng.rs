@@ -263,6 +263,120 @@ impl Ng {
         self.request("delete", vec![("call-id", call_id), ("from-tag", from_tag)])
             .map(drop)
     }
+
+    /// The SRTP load (issue 14): one load call as a chain of two rtpengine
+    /// calls, plain -> SRTP in the first, SRTP -> plain in the second (with
+    /// `srtp`; both plain without), the SDP each returns handed verbatim to
+    /// the other, `a=crypto` lines and all, as a proxy between two
+    /// rtpengine-anchored legs would. Every packet is relayed twice and,
+    /// with `srtp`, encrypted once and decrypted once: the same work as
+    /// handoff's chain (bench/rtp_load/host.rs).
+    pub fn setup_chain(
+        &mut self,
+        call: usize,
+        caller: SocketAddr,
+        far: SocketAddr,
+        srtp: bool,
+    ) -> Result<CallPath, NgError> {
+        let (call_id, from_tag, to_tag) = self.ids(call);
+        let id = |leg: &str| match &call_id {
+            Value::Bytes(b) => Value::Bytes([b.as_slice(), leg.as_bytes()].concat()),
+            other => other.clone(),
+        };
+        let protocol = |p: &str| -> Vec<(&'static str, Value)> {
+            if srtp {
+                vec![("transport-protocol", Value::str(p))]
+            } else {
+                Vec::new()
+            }
+        };
+        let sdp_of = |v: &Value, what: &'static str| -> Result<Value, NgError> {
+            v.get("sdp").cloned().ok_or(NgError::NoSdp(what))
+        };
+        let mut pairs = vec![
+            ("call-id", id("-a")),
+            ("from-tag", from_tag.clone()),
+            ("sdp", Value::str(&sdp(&format!("load{call}"), caller))),
+        ];
+        pairs.extend(protocol("RTP/SAVP"));
+        let offer_a = self.request("offer", pairs)?;
+        let mut pairs = vec![
+            ("call-id", id("-b")),
+            ("from-tag", from_tag.clone()),
+            ("sdp", sdp_of(&offer_a, "offer")?),
+        ];
+        pairs.extend(protocol("RTP/AVP"));
+        let offer_b = self.request("offer", pairs)?;
+        let far_dst = offer_b
+            .get("sdp")
+            .and_then(Value::bytes)
+            .and_then(sdp_addr)
+            .ok_or(NgError::NoSdp("offer"))?;
+        let answer_b = self.request(
+            "answer",
+            vec![
+                ("call-id", id("-b")),
+                ("from-tag", from_tag.clone()),
+                ("to-tag", to_tag.clone()),
+                ("sdp", Value::str(&sdp(&format!("agent{call}"), far))),
+            ],
+        )?;
+        let answer_a = self.request(
+            "answer",
+            vec![
+                ("call-id", id("-a")),
+                ("from-tag", from_tag),
+                ("to-tag", to_tag),
+                ("sdp", sdp_of(&answer_b, "answer")?),
+            ],
+        )?;
+        let caller_dst = answer_a
+            .get("sdp")
+            .and_then(Value::bytes)
+            .and_then(sdp_addr)
+            .ok_or(NgError::NoSdp("answer"))?;
+        Ok(CallPath {
+            caller_dst,
+            far_dst,
+        })
+    }
+
+    pub fn delete_chain(&mut self, call: usize) -> Result<(), NgError> {
+        let (call_id, from_tag, _) = self.ids(call);
+        for leg in ["-a", "-b"] {
+            let id = match &call_id {
+                Value::Bytes(b) => Value::Bytes([b.as_slice(), leg.as_bytes()].concat()),
+                other => other.clone(),
+            };
+            self.request(
+                "delete",
+                vec![("call-id", id), ("from-tag", from_tag.clone())],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `setup_all` for the two-call chains of the SRTP load.
+pub fn setup_all_chains(
+    ng: &mut Ng,
+    calls: usize,
+    ep: &Endpoints,
+    srtp: bool,
+) -> (Vec<CallPath>, Vec<usize>, Vec<String>) {
+    let mut paths = Vec::new();
+    let mut idx = Vec::new();
+    let mut errors = Vec::new();
+    for c in 0..calls {
+        match ng.setup_chain(c, ep.caller_addr(c), ep.far_addr(c), srtp) {
+            Ok(p) => {
+                paths.push(p);
+                idx.push(c);
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    (paths, idx, errors)
 }
 
 /// Set up `calls` calls; the ones that failed are reported, not retried.
