@@ -109,12 +109,21 @@ mod tests {
         let mut full = [0u8; 30];
         full[0] = 0x80;
         assert_eq!(leg.seal(Protocol::Rtp, &mut full, 30, &mut stats), None);
+        // SSRCs 5 and 100..: the ninth authentic SSRC is one too many.
+        for ssrc in 100..100 + crate::media::srtp::MAX_SSRCS as u8 {
+            let mut p = [0u8; 64];
+            p[..12].copy_from_slice(&[0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, ssrc]);
+            let mut peer = SrtpContext::new(&keys.receive);
+            let n = peer.protect_rtp(&mut p, 30).expect("protect");
+            let opened = leg.open(Protocol::Rtp, &mut p[..n], &mut stats);
+            assert_eq!(opened.is_some(), ssrc < 107, "SSRC {ssrc}");
+        }
         assert_eq!(
             stats,
             SrtpStats {
                 auth_failures: 2,
                 replays: 1,
-                ssrc_overflows: 0,
+                ssrc_overflows: 1,
                 protect_failures: 1,
             }
         );

@@ -66,10 +66,12 @@ impl SrtpStats {
     /// What grew from `before` to `self`.
     pub fn since(&self, before: &SrtpStats) -> SrtpStats {
         SrtpStats {
-            auth_failures: self.auth_failures - before.auth_failures,
-            replays: self.replays - before.replays,
-            ssrc_overflows: self.ssrc_overflows - before.ssrc_overflows,
-            protect_failures: self.protect_failures - before.protect_failures,
+            auth_failures: self.auth_failures.saturating_sub(before.auth_failures),
+            replays: self.replays.saturating_sub(before.replays),
+            ssrc_overflows: self.ssrc_overflows.saturating_sub(before.ssrc_overflows),
+            protect_failures: self
+                .protect_failures
+                .saturating_sub(before.protect_failures),
         }
     }
 
