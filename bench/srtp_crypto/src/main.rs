@@ -50,7 +50,9 @@ fn main() {
         let mut buf = p.clone();
         buf.resize(p.len() + MAX_OVERHEAD, 0);
         let n = ours.protect_rtp(&mut buf, p.len()).expect("protect");
-        let back = theirs.decrypt_rtp(&buf[..n]).expect("webrtc-srtp decrypts ours");
+        let back = theirs
+            .decrypt_rtp(&buf[..n])
+            .expect("webrtc-srtp decrypts ours");
         assert_eq!(&back[..], &p[..]);
     }
 
@@ -79,7 +81,11 @@ fn main() {
         }
         per_packet(t)
     });
-    rows.push(("webrtc-srtp 0.15 `Context` (allocates a `Bytes` per packet)", protect_webrtc, unprotect_webrtc));
+    rows.push((
+        "webrtc-srtp 0.15 `Context` (allocates a `Bytes` per packet)",
+        protect_webrtc,
+        unprotect_webrtc,
+    ));
 
     // Ours, in place on a reused buffer as the relay does (the copy in is
     // the relay's recvmmsg; counted here so both sides read the packet).
@@ -102,7 +108,11 @@ fn main() {
         }
         per_packet(t)
     });
-    rows.push(("handoff `SrtpContext` over RustCrypto aes 0.8 + ctr 0.9 + hmac 0.12 + sha1 0.10, in place", protect_ours, unprotect_ours));
+    rows.push((
+        "handoff `SrtpContext` over RustCrypto aes 0.8 + ctr 0.9 + hmac 0.12 + sha1 0.10, in place",
+        protect_ours,
+        unprotect_ours,
+    ));
 
     // The primitives alone, for where the time goes.
     use aes::cipher::{KeyIvInit, StreamCipher};
@@ -149,6 +159,8 @@ fn main() {
     println!("| primitive, 172-byte packet | ns/packet |");
     println!("| --- | ---: |");
     println!("| AES-128-CTR over 160 bytes (RustCrypto, key schedule included) | {aes_ctr:.0} |");
-    println!("| HMAC-SHA1 over 176 bytes, RustCrypto (keyed state cloned) | {hmac_rustcrypto:.0} |");
+    println!(
+        "| HMAC-SHA1 over 176 bytes, RustCrypto (keyed state cloned) | {hmac_rustcrypto:.0} |"
+    );
     println!("| HMAC-SHA1 over 176 bytes, ring 0.17 | {hmac_ring:.0} |");
 }
