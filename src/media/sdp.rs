@@ -3,6 +3,7 @@
 //! not), rewrite it to point at the relay, and restrict its codecs.
 //! Pure functions only: no sockets, no clocks, no panics on input.
 
+pub mod crypto;
 mod parse;
 mod relay;
 #[cfg(test)]
