@@ -8,6 +8,7 @@ mod inbox;
 pub mod peers;
 pub mod policy;
 mod registry;
+pub mod srtp_policy;
 pub mod transfer;
 pub mod trunk;
 

@@ -154,6 +154,7 @@ mod tests {
             max_calls,
             max_calls_per_second: cps,
             tls_client_ca: None,
+            srtp: None,
         }])
         .unwrap();
         let metrics = Arc::new(Metrics::default());

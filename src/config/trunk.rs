@@ -209,6 +209,7 @@ mod tests {
             max_calls: None,
             max_calls_per_second: None,
             tls_client_ca: None,
+            srtp: None,
         }
     }
 
