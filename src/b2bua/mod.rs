@@ -349,6 +349,7 @@ impl B2bua {
         if let Some(slot) = &trunk_slot {
             slot.started();
         }
+        let caller_srtp = trunk_slot.as_ref().map_or(route.caller_srtp, |s| s.srtp());
         let start = call::CallStart {
             sh: self.shared.clone(),
             transport: t.clone(),
@@ -364,6 +365,7 @@ impl B2bua {
             media_cidrs: trunk_slot
                 .as_ref()
                 .map_or_else(|| Arc::from(Vec::new()), |s| s.media()),
+            caller_srtp,
         };
         call::spawn(Box::new(start), rx, trunk_slot);
     }

@@ -18,6 +18,8 @@ struct TrunkState {
     cps: Option<Mutex<TokenBucket>>,
     /// The trunk's media CIDRs, for the media relay's latching.
     media: Arc<[IpNet]>,
+    /// The trunk's `srtp`, for its calls' caller leg.
+    srtp: crate::config::srtp::SrtpPolicy,
 }
 
 /// Every trunk's limits, in configuration order (indexed like `Settings::trunks`).
@@ -54,6 +56,7 @@ impl TrunkLimits {
                         .max_calls_per_second
                         .map(|r| Mutex::new(TokenBucket::new(f64::from(r)))),
                     media: t.media.clone(),
+                    srtp: t.srtp,
                 })
                 .collect(),
             metrics,
@@ -119,6 +122,11 @@ impl TrunkSlot {
     /// The trunk's media CIDRs (empty when none are configured).
     pub fn media(&self) -> Arc<[IpNet]> {
         self.limits.trunks[self.index].media.clone()
+    }
+
+    /// The trunk's `srtp`: the policy of its calls' caller leg.
+    pub fn srtp(&self) -> crate::config::srtp::SrtpPolicy {
+        self.limits.trunks[self.index].srtp
     }
 
     /// Count the call as started from its trunk.
