@@ -448,6 +448,21 @@ mod tests {
     }
 
     #[test]
+    fn an_sdp_printed_with_debug_shows_no_key() {
+        let text = format!(
+            "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+             m=audio 4000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_B64}\r\n"
+        );
+        let sdp = SessionDescription::parse(text.as_bytes()).expect("parses");
+        let shown = format!("{sdp:?}");
+        assert!(!shown.contains(KEY_B64), "{shown}");
+        assert!(
+            shown.contains("AES_CM_128_HMAC_SHA1_80 inline:<redacted>"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn redaction_hides_every_inline_key() {
         let text = format!(
             "m=audio 1 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_B64}|2^31\r\n\
