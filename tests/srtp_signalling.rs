@@ -147,6 +147,7 @@ async fn required_trunk_refuses_a_plain_offer_with_488() {
             )
             .await;
         assert_eq!(count(&rig.server, |x| &x.sdp_rejected_total), 1);
+        assert_eq!(count(&rig.server, |x| &x.srtp_refused_total), 1);
     })
     .await;
 }

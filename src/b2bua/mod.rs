@@ -483,6 +483,7 @@ fn media_shared(
         tracing::warn!(error = %e, "no spare media ports: bound per call");
     }
     Ok(call::MediaShared {
+        metrics: metrics.clone(),
         pool,
         sdp_ip: m.sdp_ip,
         relay: crate::media::relay::RelayConfig {

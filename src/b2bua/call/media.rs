@@ -26,6 +26,8 @@ pub(in crate::b2bua) struct MediaShared {
     /// The address SDP advertises (`[media] public_ip`, else `ip`).
     pub sdp_ip: IpAddr,
     pub relay: RelayConfig,
+    /// For the SRTP counters.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Why a call's media could not be set up; each maps to the caller's answer.
@@ -128,6 +130,7 @@ pub(super) struct CallMedia {
     caller_networks: Arc<[IpNet]>,
     /// Each leg's SDES state (`srtp_policy`): its policy, keys and pending offers.
     crypto: [LegCrypto; LEGS],
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Whether an SDP's anchored stream points inside `networks`: an empty list
@@ -187,6 +190,7 @@ impl CallMedia {
                 LegCrypto::new(ai_srtp),
                 LegCrypto::new(SrtpPolicy::Off),
             ],
+            metrics: shared.metrics.clone(),
         })
     }
 

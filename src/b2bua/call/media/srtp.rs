@@ -8,6 +8,7 @@ use crate::b2bua::srtp_policy::{KeyChange, LegCrypto};
 use crate::media::relay::Side as MediaSide;
 use crate::media::sdp::crypto::{crypto_lines, with_crypto};
 use crate::media::sdp::SessionDescription;
+use crate::metrics::Metrics;
 use crate::sip::message::{Message, Method};
 
 /// Whether an SDP is an offer or an answer (RFC 3264).
@@ -15,12 +16,6 @@ use crate::sip::message::{Message, Method};
 enum Role {
     Offer,
     Answer,
-}
-
-impl From<crate::media::sdp::crypto::CryptoError> for MediaError {
-    fn from(e: crate::media::sdp::crypto::CryptoError) -> MediaError {
-        MediaError::Srtp(e.into())
-    }
 }
 
 impl CallMedia {
@@ -49,16 +44,25 @@ impl CallMedia {
         let Some(m) = sdp.media().get(stream) else {
             return Err(MediaError::NoAudio);
         };
-        let lines = crypto_lines(m)?;
+        let role = self.role(from, msg);
+        let refused = |e| {
+            Metrics::inc(&self.metrics.srtp_refused_total);
+            MediaError::Srtp(e)
+        };
+        let lines = crypto_lines(m).map_err(|e| refused(e.into()))?;
         let proto = m.proto();
-        let out = match self.role(from, msg) {
+        let out = match role {
             Role::Offer => {
-                self.crypto[from as usize].receive_offer(proto, &lines)?;
+                self.crypto[from as usize]
+                    .receive_offer(proto, &lines)
+                    .map_err(refused)?;
                 let offer = self.crypto[to as usize].make_offer(proto);
                 with_crypto(sdp, stream, &offer.proto, &offer.lines)
             }
             Role::Answer => {
-                let change = self.crypto[from as usize].receive_answer(proto, &lines)?;
+                let change = self.crypto[from as usize]
+                    .receive_answer(proto, &lines)
+                    .map_err(refused)?;
                 self.give_keys(from, change);
                 let (answer, change) = self.crypto[to as usize].make_answer();
                 self.give_keys(to, change);
@@ -92,8 +96,14 @@ impl CallMedia {
         let Some(m) = answer.media().get(stream) else {
             return Err(MediaError::NoAudio);
         };
-        let lines = crypto_lines(m).map_err(MediaError::from)?;
-        let change = self.crypto[from as usize].receive_answer(m.proto(), &lines)?;
+        let refused = |e| {
+            Metrics::inc(&self.metrics.srtp_refused_total);
+            MediaError::Srtp(e)
+        };
+        let lines = crypto_lines(m).map_err(|e| refused(e.into()))?;
+        let change = self.crypto[from as usize]
+            .receive_answer(m.proto(), &lines)
+            .map_err(refused)?;
         self.give_keys(from, change);
         Ok(())
     }
@@ -107,6 +117,10 @@ impl CallMedia {
     /// pending leg gets them when it is switched in, `keys_of`).
     fn give_keys(&mut self, leg: Side, change: KeyChange) {
         let Some(keys) = change else { return };
+        if keys.is_some() && leg != Side::Caller && leg != self.far {
+            // A pending leg (transfer target): counted when its keys are agreed.
+            Metrics::inc(&self.metrics.srtp_keys_agreed_total);
+        }
         let side = if leg == Side::Caller {
             MediaSide::Caller
         } else if leg == self.far {
@@ -115,6 +129,7 @@ impl CallMedia {
             return;
         };
         if let Some(k) = &keys {
+            Metrics::inc(&self.metrics.srtp_keys_agreed_total);
             tracing::debug!(leg = ?leg, suite = k.send.suite().sdes_name(), "SRTP keys agreed");
         }
         let _ = self.relay.set_srtp(side, keys);
