@@ -327,3 +327,105 @@ async fn re_invite_with_a_new_key_is_answered_with_savp() {
     })
     .await;
 }
+
+/// Every key of a call with SRTP on both legs (the caller's, the AI agent's and
+/// handoff's own two) stays out of handoff's log, at debug level. The binary
+/// runs as an operator runs it; its stderr is the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srtp_keys_never_reach_the_log() {
+    use common::cli::{Running, BIN};
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+
+    bounded(Duration::from_secs(30), async {
+        let mut agent = TestUa::agent(Transport::Udp).await;
+        let extra = format!(
+            "sip.listen_tcp = []\nlog.level = \"debug\"\n{}",
+            route("caller_srtp = \"optional\"\nsrtp = \"required\"")
+        );
+        let text = common::config_text(Transport::Udp, agent.local_addr().port(), &extra);
+        let path = common::cli::temp_config("srtp-log", &text);
+        let child = Command::new(BIN)
+            .args(["run", "--config", path.to_str().expect("utf-8 path")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start handoff");
+        let mut running = Running(child);
+        let mut stderr = running.0.stderr.take().expect("stderr");
+        let log = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        let stdout = running.0.stdout.take().expect("stdout");
+        let first = tokio::task::spawn_blocking(move || {
+            BufReader::new(stdout)
+                .lines()
+                .next()
+                .expect("a line")
+                .expect("utf-8")
+        })
+        .await
+        .expect("stdout read");
+        let udp: std::net::SocketAddr = first
+            .strip_prefix("listening udp ")
+            .expect("the UDP address first")
+            .parse()
+            .expect("address");
+
+        let mut caller = TestUa::carrier(Transport::Udp, udp).await;
+        let opts = InviteOpts {
+            sdp: Some(savp(KEY, 1)),
+            ..InviteOpts::default()
+        };
+        let invite = caller.invite(&opts);
+        caller.send(&invite).await;
+        let ai_invite = agent.expect_request(Method::Invite, WAIT).await;
+        let (_, offered) = audio(ai_invite.msg.body());
+        let answer = AI_SDP.replace("RTP/AVP", "RTP/SAVP").replace(
+            "a=sendrecv\r\n",
+            &format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY2}\r\na=sendrecv\r\n"),
+        );
+        agent.respond(&ai_invite, 200, &[], Some(&answer)).await;
+        let ok = caller
+            .expect_response_to(Method::Invite, 200, WAIT)
+            .await
+            .msg;
+        let ours = only_usable(&audio(ok.body()).1);
+        let dlg = Dialog::as_uac(&invite, &ok);
+        caller.send(&caller.ack(&dlg, None)).await;
+        agent.expect_request(Method::Ack, WAIT).await;
+
+        let pid = running.0.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success());
+        let log = tokio::task::spawn_blocking(move || log.join().expect("log reader"))
+            .await
+            .expect("join");
+        let _ = running.0.wait();
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        assert!(log.contains("SRTP keys agreed"), "a debug log was kept:\n{log}");
+        let mut secrets: Vec<String> = vec![KEY.into(), KEY2.into()];
+        for c in offered.iter().chain(std::iter::once(&CryptoLine::Usable(ours))) {
+            if let CryptoLine::Usable(c) = c {
+                let value = c.to_value();
+                let b64 = value.rsplit("inline:").next().expect("inline").to_owned();
+                secrets.push(b64);
+            }
+        }
+        for s in &secrets {
+            assert!(!log.contains(s.as_str()), "a key in the log:\n{log}");
+            // Nor its first bytes as a Debug list of numbers.
+            let bytes = key_bytes(s);
+            let debug = format!("{:?}", &bytes[..4]).trim_end_matches(']').to_owned();
+            assert!(!log.contains(&debug), "key bytes in the log:\n{log}");
+        }
+    })
+    .await;
+}
