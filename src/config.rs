@@ -615,6 +615,8 @@ impl Config {
         }
         let http = self.validate_http(&bad)?;
         let media = self.validate_media(&bad)?;
+        srtp::check_relay(media.is_some(), &srtp::keys(&self))
+            .map_err(|(key, problem)| bad(&key, problem))?;
         let conns = conns::validate(&self.http.conns, &self.sip.conns, &bad)?;
         let transfer = self
             .transfer

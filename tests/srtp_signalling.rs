@@ -410,9 +410,15 @@ async fn srtp_keys_never_reach_the_log() {
         if let Some(dir) = path.parent() {
             let _ = std::fs::remove_dir_all(dir);
         }
-        assert!(log.contains("SRTP keys agreed"), "a debug log was kept:\n{log}");
+        assert!(
+            log.contains("SRTP keys agreed"),
+            "a debug log was kept:\n{log}"
+        );
         let mut secrets: Vec<String> = vec![KEY.into(), KEY2.into()];
-        for c in offered.iter().chain(std::iter::once(&CryptoLine::Usable(ours))) {
+        for c in offered
+            .iter()
+            .chain(std::iter::once(&CryptoLine::Usable(ours)))
+        {
             if let CryptoLine::Usable(c) = c {
                 let value = c.to_value();
                 let b64 = value.rsplit("inline:").next().expect("inline").to_owned();
@@ -423,7 +429,9 @@ async fn srtp_keys_never_reach_the_log() {
             assert!(!log.contains(s.as_str()), "a key in the log:\n{log}");
             // Nor its first bytes as a Debug list of numbers.
             let bytes = key_bytes(s);
-            let debug = format!("{:?}", &bytes[..4]).trim_end_matches(']').to_owned();
+            let debug = format!("{:?}", &bytes[..4])
+                .trim_end_matches(']')
+                .to_owned();
             assert!(!log.contains(&debug), "key bytes in the log:\n{log}");
         }
     })

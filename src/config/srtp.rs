@@ -43,9 +43,56 @@ pub fn parse(value: Option<&str>) -> Result<SrtpPolicy, String> {
     }
 }
 
+/// Every `srtp` key of a configuration and its value as written.
+pub fn keys(cfg: &super::Config) -> Vec<(String, Option<&str>)> {
+    let mut out = Vec::new();
+    for (i, r) in cfg.routes.iter().enumerate() {
+        out.push((format!("route[{i}].srtp"), r.srtp.as_deref()));
+        out.push((format!("route[{i}].caller_srtp"), r.caller_srtp.as_deref()));
+    }
+    for (i, t) in cfg.trunks.iter().enumerate() {
+        out.push((format!("trunk[{i}].srtp"), t.srtp.as_deref()));
+    }
+    for (i, d) in cfg.transfer.destination.iter().enumerate() {
+        out.push((format!("transfer.destination[{i}].srtp"), d.srtp.as_deref()));
+    }
+    out
+}
+
+/// SRTP is terminated by the media relay: with `media.mode = "passthrough"`
+/// (no relay) a policy other than `off` cannot be kept. The error names the key.
+pub fn check_relay(relay: bool, keys: &[(String, Option<&str>)]) -> Result<(), (String, String)> {
+    if relay {
+        return Ok(());
+    }
+    match keys
+        .iter()
+        .find(|(_, v)| !matches!(parse(*v), Ok(SrtpPolicy::Off)))
+    {
+        Some((key, _)) => Err((
+            key.clone(),
+            "needs media.mode = \"relay\": handoff's relay encrypts and decrypts SRTP".into(),
+        )),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn srtp_without_the_relay_is_refused_naming_the_key() {
+        let keys = vec![
+            ("route[0].srtp".to_owned(), Some("off")),
+            ("trunk[1].srtp".to_owned(), Some("required")),
+        ];
+        assert_eq!(check_relay(true, &keys), Ok(()));
+        let (key, problem) = check_relay(false, &keys).expect_err("passthrough");
+        assert_eq!(key, "trunk[1].srtp");
+        assert!(problem.contains("media.mode"), "{problem}");
+        assert_eq!(check_relay(false, &keys[..1]), Ok(()));
+    }
 
     #[test]
     fn the_three_values_parse_and_absent_is_off() {
