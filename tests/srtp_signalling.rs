@@ -258,12 +258,10 @@ async fn transfer_to_a_required_destination_fails_on_a_plain_answer() {
         let bye = tr.zendesk.expect_request(Method::Bye, WAIT).await;
         tr.zendesk.respond(&bye, 200, &[], None).await;
         let (frag, state) = expect_notify(&mut tr, &m, &refer_msg).await;
-        assert!(
-            frag.starts_with("SIP/2.0 4") || frag.starts_with("SIP/2.0 5"),
-            "final NOTIFY {frag:?}"
-        );
+        assert_eq!(frag, "SIP/2.0 488 Not Acceptable Here\r\n");
         assert!(state.starts_with("terminated"), "{state}");
         assert_eq!(count(&tr.rig.server, |x| &x.transfers_failed_total), 1);
+        assert_eq!(count(&tr.rig.server, |x| &x.srtp_refused_total), 1);
         // The caller is still with the AI agent.
         m.caller
             .rtp
@@ -281,7 +279,7 @@ async fn transfer_to_a_required_destination_fails_on_a_plain_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn re_invite_with_a_new_key_is_answered_with_savp() {
     bounded(Duration::from_secs(20), async {
-        let mut rig = Rig::new(Transport::Udp, &route("caller_srtp = \"required\"")).await;
+        let mut rig = Rig::new(Transport::Udp, &route("caller_srtp = \"optional\"")).await;
         let opts = InviteOpts {
             sdp: Some(savp(KEY, 1)),
             ..InviteOpts::default()
@@ -298,7 +296,7 @@ async fn re_invite_with_a_new_key_is_answered_with_savp() {
         rig.caller.send(&rig.caller.ack(&dlg, None)).await;
         rig.caller.barrier().await;
         rig.agent.expect_request(Method::Ack, WAIT).await;
-        let _agent_dlg = Dialog::as_uas(&ai_invite.msg, &ai_ok);
+        let mut agent_dlg = Dialog::as_uas(&ai_invite.msg, &ai_ok);
 
         let offer = savp(KEY2, 2);
         let reinvite =
@@ -324,6 +322,32 @@ async fn re_invite_with_a_new_key_is_answered_with_savp() {
         assert_eq!(proto, "RTP/SAVP");
         let again = only_usable(&lines);
         assert_eq!(again, first, "handoff's key for the leg is kept");
+        rig.caller.send(&rig.caller.ack(&dlg, None)).await;
+        rig.caller.barrier().await;
+
+        // The AI agent re-offers (plain): the caller leg gets RTP/SAVP again,
+        // with handoff's same key, and its answer's new key is taken.
+        let body = AI_SDP.replace("o=ai 7 7", "o=ai 7 9");
+        let re = rig.agent.in_dialog(
+            &mut agent_dlg,
+            Method::Invite,
+            Some(("application/sdp", &body)),
+        );
+        rig.agent.send(&re).await;
+        let to_caller = rig.caller.expect_request(Method::Invite, WAIT).await;
+        let (proto, lines) = audio(to_caller.msg.body());
+        assert_eq!(proto, "RTP/SAVP", "the caller's profile is kept");
+        assert_eq!(only_usable(&lines), first);
+        rig.caller
+            .respond(&to_caller, 200, &[], Some(&savp(KEY, 3)))
+            .await;
+        let ok3 = rig
+            .agent
+            .expect_response_to(Method::Invite, 200, WAIT)
+            .await
+            .msg;
+        let (proto, lines) = audio(ok3.body());
+        assert_eq!((proto.as_str(), lines.len()), ("RTP/AVP", 0));
     })
     .await;
 }

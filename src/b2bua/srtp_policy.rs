@@ -115,6 +115,9 @@ pub struct LegCrypto {
     our_offer: Option<Vec<Crypto>>,
     /// The keys the relay has for this leg.
     active: Option<LegSrtp>,
+    /// The leg's agreed profile is `RTP/SAVP`: an `optional` re-offer keeps it
+    /// (a peer that offered SAVP may take nothing else).
+    savp: bool,
 }
 
 /// What the relay must be told after an answer: the leg's keys changed to this.
@@ -128,6 +131,7 @@ impl LegCrypto {
             their_offer: None,
             our_offer: None,
             active: None,
+            savp: false,
         }
     }
 
@@ -178,6 +182,7 @@ impl LegCrypto {
         };
         let ours = Crypto { tag: peer.tag, key };
         self.ours = Some(ours.clone());
+        self.savp = profile(&proto) == Ok(Profile::Savp);
         let keys = LegSrtp {
             receive: peer.key,
             send: ours.key.clone(),
@@ -211,6 +216,7 @@ impl LegCrypto {
         self.our_offer = Some(lines.clone());
         let proto = match self.policy {
             SrtpPolicy::Required => "RTP/SAVP".to_owned(),
+            SrtpPolicy::Optional if self.savp && self.ours.is_some() => "RTP/SAVP".to_owned(),
             _ => plain,
         };
         Media { proto, lines }
@@ -260,6 +266,7 @@ impl LegCrypto {
             send: ours.key.clone(),
         };
         self.ours = Some(ours);
+        self.savp = profile == Profile::Savp;
         Ok(self.change(Some(keys)))
     }
 
@@ -451,6 +458,21 @@ mod tests {
             off.receive_answer("RTP/SAVP", &[line(1, S80)]),
             Err(SrtpRefusal::SrtpOff)
         );
+    }
+
+    #[test]
+    fn an_optional_re_offer_keeps_the_savp_profile_the_peer_chose() {
+        let mut l = leg(SrtpPolicy::Optional);
+        l.receive_offer("RTP/SAVP", &[line(1, S80)]).expect("ok");
+        let (answer, _) = l.make_answer();
+        let again = l.make_offer("RTP/AVP");
+        assert_eq!(again.proto, "RTP/SAVP");
+        assert_eq!(again.lines, answer.lines);
+        // Best-effort SRTP on AVP stays AVP.
+        let mut l = leg(SrtpPolicy::Optional);
+        l.receive_offer("RTP/AVP", &[line(1, S80)]).expect("ok");
+        l.make_answer();
+        assert_eq!(l.make_offer("RTP/AVP").proto, "RTP/AVP");
     }
 
     #[test]
