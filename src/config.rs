@@ -19,6 +19,7 @@ mod conns;
 mod http;
 pub mod session;
 pub mod shipped;
+pub mod srtp;
 pub mod tls;
 mod webhook;
 pub use conns::{ConnSettings, HttpConnsConfig, HttpLimits, SipConnsConfig, SipTcpLimits};
@@ -227,6 +228,9 @@ pub struct RouteConfig {
     pub agent_version: Option<String>,
     /// The `[[trunk]]` names this route takes calls from; none: every source.
     pub trunks: Option<Vec<String>>,
+    /// SRTP on the AI agent leg, and on the caller leg of a call from no trunk.
+    pub srtp: Option<String>,
+    pub caller_srtp: Option<String>,
 }
 
 /// The validated, ready-to-use form of the configuration.
@@ -322,6 +326,9 @@ pub struct Route {
     pub agent: crate::events::payload::AgentInfo,
     /// Indices into `Settings::trunks` of the trunks it takes calls from; empty: any.
     pub trunks: Vec<usize>,
+    /// `srtp` (the AI agent leg) and `caller_srtp` (the caller leg of a call from no trunk).
+    pub srtp: srtp::SrtpPolicy,
+    pub caller_srtp: srtp::SrtpPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -586,7 +593,12 @@ impl Config {
                 .map_err(|e| bad(&e.key, e.problem))?;
             let route_trunks = trunk::route_trunks(r.trunks.as_deref(), &trunks, i)
                 .map_err(|e| bad(&e.key, e.problem))?;
+            let policy = |k: &str, v: &Option<String>| {
+                srtp::parse(v.as_deref()).map_err(|e| bad(&key(k), e))
+            };
             routes.push(Route {
+                srtp: policy("srtp", &r.srtp)?,
+                caller_srtp: policy("caller_srtp", &r.caller_srtp)?,
                 trunks: route_trunks,
                 matcher,
                 org_id: r.org_id.clone(),
@@ -603,6 +615,8 @@ impl Config {
         }
         let http = self.validate_http(&bad)?;
         let media = self.validate_media(&bad)?;
+        srtp::check_relay(media.is_some(), &srtp::keys(&self))
+            .map_err(|(key, problem)| bad(&key, problem))?;
         let conns = conns::validate(&self.http.conns, &self.sip.conns, &bad)?;
         let transfer = self
             .transfer

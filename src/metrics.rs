@@ -247,6 +247,14 @@ metrics! {
     /// Retries after a lost answer that found their note already on the ticket and
     /// posted nothing more.
     counter ticket_notes_deduplicated_total,
+    // SRTP signalling (issue 14, item 2): SDES (a=crypto) per leg.
+    /// SRTP keys agreed on a leg and handed to the relay (a call's first answer,
+    /// a re-INVITE that changed them, a transfer target's answer).
+    counter srtp_keys_agreed_total,
+    /// Offers and answers refused for SRTP (488): a plain one where SRTP is
+    /// required, RTP/SAVP where it is off, no usable or a malformed a=crypto,
+    /// RTP/SAVPF or DTLS-SRTP.
+    counter srtp_refused_total,
 }
 
 mod trunk;

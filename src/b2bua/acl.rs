@@ -152,6 +152,7 @@ mod tests {
             max_calls: None,
             max_calls_per_second: None,
             tls_client_ca: None,
+            srtp: None,
         };
         compile(&[
             t("a", &["198.51.100.0/24", "2001:db8::/32"]),

@@ -8,6 +8,7 @@ mod inbox;
 pub mod peers;
 pub mod policy;
 mod registry;
+pub mod srtp_policy;
 pub mod transfer;
 pub mod trunk;
 
@@ -348,6 +349,7 @@ impl B2bua {
         if let Some(slot) = &trunk_slot {
             slot.started();
         }
+        let caller_srtp = trunk_slot.as_ref().map_or(route.caller_srtp, |s| s.srtp());
         let start = call::CallStart {
             sh: self.shared.clone(),
             transport: t.clone(),
@@ -363,6 +365,7 @@ impl B2bua {
             media_cidrs: trunk_slot
                 .as_ref()
                 .map_or_else(|| Arc::from(Vec::new()), |s| s.media()),
+            caller_srtp,
         };
         call::spawn(Box::new(start), rx, trunk_slot);
     }
@@ -480,6 +483,7 @@ fn media_shared(
         tracing::warn!(error = %e, "no spare media ports: bound per call");
     }
     Ok(call::MediaShared {
+        metrics: metrics.clone(),
         pool,
         sdp_ip: m.sdp_ip,
         relay: crate::media::relay::RelayConfig {

@@ -18,6 +18,8 @@ struct TrunkState {
     cps: Option<Mutex<TokenBucket>>,
     /// The trunk's media CIDRs, for the media relay's latching.
     media: Arc<[IpNet]>,
+    /// The trunk's `srtp`, for its calls' caller leg.
+    srtp: crate::config::srtp::SrtpPolicy,
 }
 
 /// Every trunk's limits, in configuration order (indexed like `Settings::trunks`).
@@ -54,6 +56,7 @@ impl TrunkLimits {
                         .max_calls_per_second
                         .map(|r| Mutex::new(TokenBucket::new(f64::from(r)))),
                     media: t.media.clone(),
+                    srtp: t.srtp,
                 })
                 .collect(),
             metrics,
@@ -121,6 +124,11 @@ impl TrunkSlot {
         self.limits.trunks[self.index].media.clone()
     }
 
+    /// The trunk's `srtp`: the policy of its calls' caller leg.
+    pub fn srtp(&self) -> crate::config::srtp::SrtpPolicy {
+        self.limits.trunks[self.index].srtp
+    }
+
     /// Count the call as started from its trunk.
     pub fn started(&self) {
         if let Some(c) = self.limits.metrics.trunks.get(self.index) {
@@ -154,6 +162,7 @@ mod tests {
             max_calls,
             max_calls_per_second: cps,
             tls_client_ca: None,
+            srtp: None,
         }])
         .unwrap();
         let metrics = Arc::new(Metrics::default());

@@ -254,3 +254,32 @@ fn trunk_client_ca_needs_a_tls_listener_and_a_readable_file() {
         "{e}"
     );
 }
+
+#[test]
+fn srtp_policies_are_read_and_a_bad_one_is_named() {
+    let text = format!(
+        "{MINIMAL}srtp = \"required\"\ncaller_srtp = \"optional\"\n\
+         [[trunk]]\nname = \"c\"\nsources = [\"127.0.0.1\"]\nsrtp = \"optional\"\n\
+         [transfer]\ndestination = [{{ name = \"z\", uri = \"sip:z@127.0.0.1\", srtp = \"required\" }}]\n"
+    );
+    let s = Config::parse(&text, "config.toml").unwrap();
+    assert_eq!(s.routes[0].srtp, srtp::SrtpPolicy::Required);
+    assert_eq!(s.routes[0].caller_srtp, srtp::SrtpPolicy::Optional);
+    assert_eq!(s.trunks[0].srtp, srtp::SrtpPolicy::Optional);
+    assert_eq!(
+        Config::parse(MINIMAL, "config.toml").unwrap().routes[0].srtp,
+        srtp::SrtpPolicy::Off
+    );
+    let e = err(&format!("{MINIMAL}srtp = \"on\"\n"));
+    assert!(
+        e.contains("route[0].srtp") && e.contains("\"required\""),
+        "{e}"
+    );
+    let e = err(&text.replace("srtp = \"required\" }", "srtp = \"yes\" }"));
+    assert!(e.contains("transfer.destination[0].srtp"), "{e}");
+    let e = err(&format!("[media]\nmode = \"passthrough\"\n{text}"));
+    assert!(
+        e.contains("route[0].srtp") && e.contains("media.mode"),
+        "{e}"
+    );
+}

@@ -33,6 +33,9 @@ pub struct TrunkConfig {
     /// Set: a TLS connection from the trunk's sources must present one.
     #[serde(default)]
     pub tls_client_ca: Option<String>,
+    /// SRTP on the carrier leg: "off" (default), "optional", "required".
+    #[serde(default)]
+    pub srtp: Option<String>,
 }
 
 /// One validated trunk.
@@ -47,6 +50,8 @@ pub struct Trunk {
     pub max_calls_per_second: Option<u32>,
     /// `tls_client_ca`: read and checked with the TLS settings (`config::tls`).
     pub tls_client_ca: Option<std::path::PathBuf>,
+    /// `srtp`: the caller leg of this trunk's calls.
+    pub srtp: super::srtp::SrtpPolicy,
 }
 
 /// A trunk value that cannot be used; `key` is the full key (`trunk[0].sources[1]`).
@@ -135,6 +140,7 @@ pub fn compile(list: &[TrunkConfig]) -> Result<Vec<Trunk>, TrunkConfigError> {
             max_calls: t.max_calls,
             max_calls_per_second: t.max_calls_per_second,
             tls_client_ca: t.tls_client_ca.as_ref().map(std::path::PathBuf::from),
+            srtp: super::srtp::parse(t.srtp.as_deref()).map_err(|e| bad(key("srtp"), e))?,
         });
     }
     Ok(trunks)
@@ -203,6 +209,7 @@ mod tests {
             max_calls: None,
             max_calls_per_second: None,
             tls_client_ca: None,
+            srtp: None,
         }
     }
 

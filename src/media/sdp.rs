@@ -3,6 +3,7 @@
 //! not), rewrite it to point at the relay, and restrict its codecs.
 //! Pure functions only: no sockets, no clocks, no panics on input.
 
+pub mod crypto;
 mod parse;
 mod relay;
 #[cfg(test)]
@@ -92,8 +93,8 @@ struct Timing {
     repeats: Vec<String>,
 }
 
-/// An `a=` line: `a=name` or `a=name:value`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An `a=` line: `a=name` or `a=name:value`. `Debug` hides `a=crypto` keys.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Attribute {
     name: String,
     value: Option<String>,
@@ -221,6 +222,19 @@ impl Connection {
 
     pub fn address(&self) -> IpAddr {
         self.address
+    }
+}
+
+impl std::fmt::Debug for Attribute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = match &self.value {
+            Some(v) if self.name.eq_ignore_ascii_case("crypto") => Some(crypto::redact_keys(v)),
+            other => other.clone(),
+        };
+        f.debug_struct("Attribute")
+            .field("name", &self.name)
+            .field("value", &value)
+            .finish()
     }
 }
 

@@ -3,7 +3,11 @@
 //! itself (`media::relay`) knows nothing of SIP; this is where SDP from one
 //! leg becomes SDP for another and the relay learns where each peer is.
 
+mod srtp;
+
 use super::Side;
+use crate::b2bua::srtp_policy::{LegCrypto, SrtpRefusal};
+use crate::config::srtp::SrtpPolicy;
 use crate::media::relay::{
     MediaEvent, MediaRelay, PoolError, PortPair, PortPool, RelayConfig, RelayLeg, RelayStats,
     Remote, Side as MediaSide, SideStats,
@@ -22,6 +26,8 @@ pub(in crate::b2bua) struct MediaShared {
     /// The address SDP advertises (`[media] public_ip`, else `ip`).
     pub sdp_ip: IpAddr,
     pub relay: RelayConfig,
+    /// For the SRTP counters.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Why a call's media could not be set up; each maps to the caller's answer.
@@ -39,6 +45,8 @@ pub(super) enum MediaError {
     Start(String),
     #[error("the offer's media address {0} is outside the trunk's media networks")]
     OutsideMediaNetworks(IpAddr),
+    #[error(transparent)]
+    Srtp(#[from] SrtpRefusal),
 }
 
 impl MediaError {
@@ -46,7 +54,7 @@ impl MediaError {
     pub fn status(&self) -> u16 {
         match self {
             MediaError::Sdp(e) => e.status(),
-            MediaError::NoAudio | MediaError::OutsideMediaNetworks(_) => {
+            MediaError::NoAudio | MediaError::OutsideMediaNetworks(_) | MediaError::Srtp(_) => {
                 sdp::STATUS_NOT_ACCEPTABLE_HERE
             }
             MediaError::NotSdp(_) => 415,
@@ -60,7 +68,16 @@ impl MediaError {
             MediaError::Sdp(e) => Some(e.reason()),
             MediaError::NoAudio => Some("No RTP audio stream offered"),
             MediaError::OutsideMediaNetworks(_) => Some("Media address not allowed"),
+            MediaError::Srtp(e) => Some(e.reason()),
             _ => None,
+        }
+    }
+
+    /// The Warning's code (RFC 3261 20.43): 399 but for SRTP refusals.
+    pub fn warning_code(&self) -> u16 {
+        match self {
+            MediaError::Srtp(e) => e.warning_code(),
+            _ => 399,
         }
     }
 }
@@ -111,6 +128,9 @@ pub(super) struct CallMedia {
     /// Where the caller's (trunk's) media may come from besides its SDP
     /// address; when not empty its offers must lie inside (else 488).
     caller_networks: Arc<[IpNet]>,
+    /// Each leg's SDES state (`srtp_policy`): its policy, keys and pending offers.
+    crypto: [LegCrypto; LEGS],
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Whether an SDP's anchored stream points inside `networks`: an empty list
@@ -137,6 +157,8 @@ impl CallMedia {
     pub fn start(
         shared: &MediaShared,
         caller_networks: Arc<[IpNet]>,
+        caller_srtp: SrtpPolicy,
+        ai_srtp: SrtpPolicy,
     ) -> Result<CallMedia, MediaError> {
         let caller = shared.pool.allocate()?;
         let ai = shared.pool.allocate()?;
@@ -163,6 +185,12 @@ impl CallMedia {
             on_hold: false,
             ringing: true,
             caller_networks,
+            crypto: [
+                LegCrypto::new(caller_srtp),
+                LegCrypto::new(ai_srtp),
+                LegCrypto::new(SrtpPolicy::Off),
+            ],
+            metrics: shared.metrics.clone(),
         })
     }
 
@@ -194,8 +222,9 @@ impl CallMedia {
                 ip.unwrap_or(IpAddr::from([0, 0, 0, 0])),
             ));
         }
+        let secured = self.crypto_for(from, to, msg, &sdp, stream)?;
         self.stream = Some(stream);
-        let out = self.for_leg(to, &sdp, stream)?;
+        let out = self.for_leg(to, &secured, stream)?;
         self.learn(from, &sdp, stream);
         Ok(Some(Bytes::from(out.to_bytes())))
     }
@@ -251,6 +280,7 @@ impl CallMedia {
         if answer.streams().nth(stream).is_none_or(|s| s.is_rejected()) {
             return Err(MediaError::NoAudio);
         }
+        self.answer_crypto(from, &answer, stream)?;
         self.learn(from, &answer, stream);
         Ok(())
     }
@@ -286,6 +316,7 @@ impl CallMedia {
         pool: &PortPool,
         leg: Side,
         codecs: &[String],
+        srtp: SrtpPolicy,
     ) -> Result<Bytes, MediaError> {
         let stream = self.stream.ok_or(MediaError::NoAudio)?;
         let caller = self.received[Side::Caller as usize]
@@ -301,6 +332,7 @@ impl CallMedia {
             .filter(|n| codecs.is_empty() || codecs.iter().any(|c| c.eq_ignore_ascii_case(n)))
             .collect();
         let offer = sdp::filter_codecs(&caller, &allowed).map_err(SdpError::from)?;
+        let offer = self.offer_crypto(leg, srtp, &offer, stream);
         // A fresh leg: a fresh o= of its own, not a version of another leg's.
         self.sent[leg as usize] = None;
         self.received[leg as usize] = None;
@@ -316,6 +348,7 @@ impl CallMedia {
         if self.pending.as_ref().is_some_and(|(s, _, _)| *s == leg) {
             self.pending = None;
             self.facing[leg as usize] = None;
+            self.crypto[leg as usize] = LegCrypto::new(SrtpPolicy::Off);
         }
     }
 
@@ -323,7 +356,11 @@ impl CallMedia {
     /// old far leg's statistics come back on the receiver.
     pub fn switch_to(&mut self, leg: Side) -> Option<oneshot::Receiver<SideStats>> {
         let (side, ports, remote) = self.pending.take().filter(|(s, _, _)| *s == leg)?;
-        match self.relay.switch_far(RelayLeg::new(ports, remote)) {
+        let mut far = RelayLeg::new(ports, remote);
+        if let Some(keys) = self.keys_of(side) {
+            far = far.srtp(keys);
+        }
+        match self.relay.switch_far(far) {
             Ok(rx) => {
                 self.facing[self.far as usize] = None;
                 self.far = side;
@@ -417,7 +454,8 @@ pub(super) fn describe_error(e: &MediaError, resp: &mut Message, agent: &str) {
                 } else {
                     agent
                 };
-                resp.push("Warning", format!("399 {agent} \"{w}\""));
+                let code = e.warning_code();
+                resp.push("Warning", format!("{code} {agent} \"{w}\""));
             }
         }
     }

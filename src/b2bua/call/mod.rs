@@ -152,6 +152,8 @@ pub(super) struct CallStart {
     /// address; when not empty, an offer outside them gets 488. Empty: the
     /// SDP address only.
     pub media_cidrs: Arc<[ipnet::IpNet]>,
+    /// SRTP on the caller leg: its trunk's `srtp`, else the route's `caller_srtp`.
+    pub caller_srtp: crate::config::srtp::SrtpPolicy,
 }
 
 /// `trunk_slot`: the call's place in its trunk's `max_calls`, held by the task and

@@ -31,6 +31,7 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         called,
         custom_data,
         media_cidrs,
+        caller_srtp,
     } = *start;
     let now = Instant::now();
     let mut txs = TransactionSet::new(sh.timers);
@@ -94,7 +95,7 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
     let mut call_media = None;
     let mut ai_body = None;
     if let Some(shared) = sh.media.as_ref() {
-        match CallMedia::start(shared, media_cidrs).and_then(|mut m| {
+        match CallMedia::start(shared, media_cidrs, caller_srtp, route.srtp).and_then(|mut m| {
             let body = m.rewrite(Side::Caller, Side::Ai, &invite)?;
             Ok((m, body))
         }) {

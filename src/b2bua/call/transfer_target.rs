@@ -171,7 +171,7 @@ impl Call {
         let (uri, _) = request_target(policy, dest).ok_or(NO_GATEWAY)?;
         let sdp = match self.media.as_mut().map(|m| {
             let pool = &sh.media.as_ref().expect("media mode has a pool").pool;
-            m.offer_for_new_leg(pool, Side::Target, &dest.codecs)
+            m.offer_for_new_leg(pool, Side::Target, &dest.codecs, dest.srtp)
         }) {
             Some(Ok(sdp)) => sdp,
             Some(Err(e)) => {

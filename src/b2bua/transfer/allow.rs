@@ -56,6 +56,8 @@ pub struct Destination {
     /// A completed transfer here leaves a private note on the session's ticket
     /// (`ticket_note`; default: for Zendesk SIP-IN hosts only).
     pub ticket_note: bool,
+    /// `srtp` of a named destination; `off` for a target an allow pattern let in.
+    pub srtp: crate::config::srtp::SrtpPolicy,
 }
 
 impl Destination {
@@ -393,6 +395,7 @@ pub(super) struct NamedDestination {
     pub(super) transport: Option<Transport>,
     pub(super) contract: std::sync::Arc<super::contract::Contract>,
     pub(super) ticket_note: bool,
+    pub(super) srtp: crate::config::srtp::SrtpPolicy,
 }
 
 /// The compiled allow-list: patterns plus named destinations. Build it with
@@ -433,6 +436,7 @@ impl AllowList {
                 transport: n.transport.or(uri_transport),
                 contract: n.contract.clone(),
                 ticket_note: n.ticket_note,
+                srtp: n.srtp,
             });
         }
         if self.patterns.iter().any(|p| p.matches(uri)) {
@@ -445,6 +449,7 @@ impl AllowList {
                 transport: uri_transport,
                 contract: std::sync::Arc::new(super::contract::Contract::for_host(&uri.host)),
                 ticket_note: default_ticket_note(uri),
+                srtp: Default::default(),
             });
         }
         Err(Refused::NotAllowed)

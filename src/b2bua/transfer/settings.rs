@@ -110,6 +110,9 @@ pub struct DestinationConfig {
     /// ticket; default true for Zendesk SIP-IN hosts, false elsewhere.
     #[serde(default)]
     pub ticket_note: Option<bool>,
+    /// SRTP on the target leg: "off" (default), "optional", "required".
+    #[serde(default)]
+    pub srtp: Option<String>,
 }
 
 impl std::fmt::Debug for DestinationConfig {
@@ -127,6 +130,7 @@ impl std::fmt::Debug for DestinationConfig {
             .field("header_placement", &self.header_placement)
             .field("ticket_placement", &self.ticket_placement)
             .field("ticket_note", &self.ticket_note)
+            .field("srtp", &self.srtp)
             .finish()
     }
 }
@@ -358,7 +362,10 @@ impl DestinationConfig {
         let ticket_note = self
             .ticket_note
             .unwrap_or_else(|| default_ticket_note(&uri));
+        let srtp =
+            crate::config::srtp::parse(self.srtp.as_deref()).map_err(|e| bad(key("srtp"), e))?;
         Ok(NamedDestination {
+            srtp,
             ticket_note,
             name: self.name.clone(),
             uri,

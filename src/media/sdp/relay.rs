@@ -54,9 +54,9 @@ pub enum HoldChange {
 /// `rtcp-mux` (RFC 5761) goes too: the relay listens for RTCP on port + 1
 /// and advertises that in `a=rtcp`, so the peer must not mux RTCP onto RTP.
 ///
-/// `crypto` (RFC 4568 SDES) stays: the relay forwards SRTP packets without
-/// touching SSRC, sequence or payload, so the keys agreed end to end remain
-/// valid across it.
+/// `crypto` (RFC 4568 SDES) is left to the caller: handoff terminates SRTP per
+/// leg, and the call replaces every leg's `a=crypto` with its own
+/// (`crypto::with_crypto`, decided in `b2bua::srtp_policy`).
 const DROPPED_ATTRIBUTES: &[&str] = &[
     "ice-ufrag",
     "ice-pwd",

@@ -21,6 +21,7 @@ fn dest(uri: &str) -> Destination {
         transport: None,
         contract: Default::default(),
         ticket_note: false,
+        srtp: Default::default(),
     }
 }
 
