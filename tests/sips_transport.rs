@@ -22,9 +22,7 @@ fn sips_invite(rig: &Rig) -> handoff::sip::message::Message {
 async fn sips_over_plain_is_refused(transport: Transport) {
     let mut rig = Rig::new(transport, "").await;
     let invite = sips_invite(&rig);
-    assert!(invite
-        .request_uri()
-        .is_some_and(|u| u.starts_with("sips:")));
+    assert!(invite.request_uri().is_some_and(|u| u.starts_with("sips:")));
     rig.caller.send(&invite).await;
     rig.caller
         .expect_response_to(Method::Invite, 416, WAIT)
