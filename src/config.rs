@@ -20,6 +20,7 @@ mod http;
 pub mod session;
 pub mod shipped;
 pub mod tls;
+pub mod tls_client;
 mod webhook;
 pub use conns::{ConnSettings, HttpConnsConfig, HttpLimits, SipConnsConfig, SipTcpLimits};
 pub use http::{HttpConfig, HttpSettings, SigningKey, SigningKeyConfig};
@@ -227,6 +228,9 @@ pub struct RouteConfig {
     pub agent_version: Option<String>,
     /// The `[[trunk]]` names this route takes calls from; none: every source.
     pub trunks: Option<Vec<String>>,
+    /// Mutual TLS to the AI agent: our client certificate chain and key (PEM).
+    pub tls_client_cert: Option<String>,
+    pub tls_client_key: Option<String>,
 }
 
 /// The validated, ready-to-use form of the configuration.
@@ -322,6 +326,8 @@ pub struct Route {
     pub agent: crate::events::payload::AgentInfo,
     /// Indices into `Settings::trunks` of the trunks it takes calls from; empty: any.
     pub trunks: Vec<usize>,
+    /// The client certificate presented to the AI agent (`tls_client_cert`).
+    pub tls_client: Option<tls_client::ClientId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -586,7 +592,19 @@ impl Config {
                 .map_err(|e| bad(&e.key, e.problem))?;
             let route_trunks = trunk::route_trunks(r.trunks.as_deref(), &trunks, i)
                 .map_err(|e| bad(&e.key, e.problem))?;
+            let tls_client = tls_client::register(
+                &mut tls.identities,
+                &tls_client::route_identity(i),
+                &tls_client::ClientPairKeys {
+                    prefix: &format!("route[{i}]"),
+                    cert: r.tls_client_cert.as_deref(),
+                    key: r.tls_client_key.as_deref(),
+                    tls: tls_client::is_tls_uri(&uri),
+                },
+            )
+            .map_err(|(k, p)| bad(&k, p))?;
             routes.push(Route {
+                tls_client,
                 trunks: route_trunks,
                 matcher,
                 org_id: r.org_id.clone(),
@@ -608,6 +626,8 @@ impl Config {
             .transfer
             .compile()
             .map_err(|e| bad(&e.key, e.problem))?;
+        tls_client::register_destinations(&mut tls.identities, &self.transfer.destination)
+            .map_err(|(k, p)| bad(&k, p))?;
         let store_path = self
             .store
             .compile()

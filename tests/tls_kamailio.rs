@@ -36,6 +36,7 @@ fn kamailio_in_front(handoff_tls: std::net::SocketAddr, ca: &TestCa) -> KamTls {
         server: &leaf,
         ca_pem: &ca.pem(),
         verify_client: false,
+        client_ca_pem: None,
         client_cert: None,
     })
 }
@@ -48,6 +49,7 @@ fn kamailio_behind(far: std::net::SocketAddr, leaf: &Leaf) -> KamTls {
         server: leaf,
         ca_pem: &test_ca().pem(),
         verify_client: false,
+        client_ca_pem: None,
         client_cert: None,
     })
 }

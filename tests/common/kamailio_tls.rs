@@ -31,6 +31,8 @@ pub struct KamTlsOpts<'a> {
     pub ca_pem: &'a str,
     /// Kamailio's TLS server asks for and verifies a client certificate.
     pub verify_client: bool,
+    /// The CAs a client certificate must chain to (default `ca_pem`).
+    pub client_ca_pem: Option<&'a str>,
     /// Kamailio, as TLS client to handoff, presents this certificate.
     pub client_cert: Option<&'a Leaf>,
 }
@@ -63,6 +65,10 @@ impl KamTls {
         let cert = write("server-cert.pem", &o.server.cert_pem);
         let key = write("server-key.pem", &o.server.key_pem);
         let ca = write("ca.pem", o.ca_pem);
+        let client_ca = match o.client_ca_pem {
+            Some(pem) => write("client-ca.pem", pem),
+            None => ca.clone(),
+        };
         let client_pair = o.client_cert.map(|l| {
             (
                 write("client-cert.pem", &l.cert_pem),
@@ -76,7 +82,7 @@ impl KamTls {
             format!("certificate = {c}\nprivate_key = {k}\n")
         });
         let tls_cfg = format!(
-            "[server:default]\nmethod = TLSv1.2+\nverify_certificate = {verify}\nrequire_certificate = {verify}\ncertificate = {cert}\nprivate_key = {key}\nca_list = {ca}\n\n\
+            "[server:default]\nmethod = TLSv1.2+\nverify_certificate = {verify}\nrequire_certificate = {verify}\ncertificate = {cert}\nprivate_key = {key}\nca_list = {client_ca}\n\n\
              [client:default]\nmethod = TLSv1.2+\nverify_certificate = yes\nrequire_certificate = yes\nca_list = {ca}\n{client_keys}"
         );
         let tls_cfg_path = write("tls.cfg", &tls_cfg);

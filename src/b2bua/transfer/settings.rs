@@ -110,6 +110,12 @@ pub struct DestinationConfig {
     /// ticket; default true for Zendesk SIP-IN hosts, false elsewhere.
     #[serde(default)]
     pub ticket_note: Option<bool>,
+    /// Mutual TLS: our client certificate chain and key (PEM) for this destination
+    /// (`config::tls_client`); default the listener's pair when the peer asks.
+    #[serde(default)]
+    pub tls_client_cert: Option<String>,
+    #[serde(default)]
+    pub tls_client_key: Option<String>,
 }
 
 impl std::fmt::Debug for DestinationConfig {
@@ -127,6 +133,8 @@ impl std::fmt::Debug for DestinationConfig {
             .field("header_placement", &self.header_placement)
             .field("ticket_placement", &self.ticket_placement)
             .field("ticket_note", &self.ticket_note)
+            .field("tls_client_cert", &self.tls_client_cert)
+            .field("tls_client_key", &self.tls_client_key)
             .finish()
     }
 }
