@@ -204,3 +204,77 @@ async fn a_routes_client_certificate_satisfies_a_trunk_with_tls_client_ca() {
     })
     .await;
 }
+
+/// `SIGHUP` (`Server::reload_tls`) reads a route's client certificate again: after
+/// the files are replaced by a pair the far side does not accept, and the old
+/// connection has gone idle and closed, the next AI leg presents the new pair and
+/// is refused; the reload is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routes_client_certificate_is_reloaded() {
+    let partner = TestCa::new("partner CA for reload");
+    let (ca_file, _) = common::tls::Leaf {
+        cert_pem: partner.pem(),
+        key_pem: String::new(),
+    }
+    .write("partner-ca-reload");
+    let (client_cert, client_key) = partner.leaf(&["handoff.route.test"]).write("reload-client");
+    let mut far_agent = TestUa::agent(Transport::Udp).await;
+    let far = start_handoff(
+        Transport::Udp,
+        far_agent.local_addr().port(),
+        &format!(
+            "{}trunk = [{{ name = \"edge\", sources = [\"127.0.0.0/8\"], tls_client_ca = {:?} }}]",
+            handoff_keys(),
+            ca_file.display().to_string()
+        ),
+    )
+    .await;
+    let extra = format!(
+        "{}sip.tcp_idle_timeout_secs = 1\n\n[[route]]\ndefault = true\norg_id = \"org-test\"\nagent_id = \"agent-test\"\nai_agent_uri = \"sips:ai@{}\"\ntls_client_cert = {:?}\ntls_client_key = {:?}\n",
+        handoff_keys(),
+        far.tls_addrs()[0],
+        client_cert.display().to_string(),
+        client_key.display().to_string()
+    );
+    bounded(Duration::from_secs(40), async {
+        let mut rig = Rig::new(Transport::Udp, &extra).await;
+        let call = |rig: &mut Rig| rig.caller.invite(&InviteOpts::default());
+        let invite = call(&mut rig);
+        rig.caller.send(&invite).await;
+        let ai = far_agent.expect_request(Method::Invite, EDGE_WAIT).await;
+        far_agent.respond(&ai, 486, &[], None).await;
+        rig.caller
+            .expect_response_to(Method::Invite, 486, EDGE_WAIT)
+            .await;
+
+        // The files now hold a pair from a CA the far side does not trust.
+        let stranger = TestCa::new("stranger").leaf(&["handoff.route.test"]);
+        std::fs::write(&client_cert, &stranger.cert_pem).expect("write");
+        std::fs::write(&client_key, &stranger.key_pem).expect("write");
+        let before = count(&rig.server, |m| &m.sip_tls_cert_reloads_total);
+        rig.server.reload_tls().expect("reload");
+        // The listener's pair and the route's.
+        assert_eq!(
+            count(&rig.server, |m| &m.sip_tls_cert_reloads_total),
+            before + 2
+        );
+        // The old connection closes when idle (1 s here); the next one presents the
+        // new pair, which the far side refuses.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let invite = call(&mut rig);
+        rig.caller.send(&invite).await;
+        far_agent
+            .expect_silence(
+                "an AI leg presenting the reloaded, untrusted certificate",
+                Duration::from_secs(2),
+                |m| m.method() == Some(&Method::Invite),
+            )
+            .await;
+        assert!(
+            common::eventually(WAIT, || count(&far, |m| &m.sip_tls_handshakes_failed_total)
+                >= 1)
+            .await
+        );
+    })
+    .await;
+}

@@ -225,7 +225,14 @@ pub fn client(
         })?
         .with_root_certificates(roots);
     Ok(match own {
-        Some(cert) => config.with_client_cert_resolver(cert),
+        Some(cert) => {
+            let mut c = config.with_client_cert_resolver(cert);
+            // A resumed TLS 1.3 session carries the identity of its first handshake,
+            // not the certificate read again on SIGHUP: every connection presenting
+            // a certificate does a full handshake (connections are long-lived).
+            c.resumption = rustls::client::Resumption::disabled();
+            c
+        }
         None => config.with_no_client_auth(),
     })
 }
