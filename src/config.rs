@@ -21,6 +21,7 @@ pub mod session;
 pub mod shipped;
 pub mod srtp;
 pub mod tls;
+pub mod tls_client;
 mod webhook;
 pub use conns::{ConnSettings, HttpConnsConfig, HttpLimits, SipConnsConfig, SipTcpLimits};
 pub use http::{HttpConfig, HttpSettings, SigningKey, SigningKeyConfig};
@@ -231,6 +232,9 @@ pub struct RouteConfig {
     /// SRTP on the AI agent leg, and on the caller leg of a call from no trunk.
     pub srtp: Option<String>,
     pub caller_srtp: Option<String>,
+    /// Mutual TLS to the AI agent: our client certificate chain and key (PEM).
+    pub tls_client_cert: Option<String>,
+    pub tls_client_key: Option<String>,
 }
 
 /// The validated, ready-to-use form of the configuration.
@@ -329,6 +333,8 @@ pub struct Route {
     /// `srtp` (the AI agent leg) and `caller_srtp` (the caller leg of a call from no trunk).
     pub srtp: srtp::SrtpPolicy,
     pub caller_srtp: srtp::SrtpPolicy,
+    /// The client certificate presented to the AI agent (`tls_client_cert`).
+    pub tls_client: Option<tls_client::ClientId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -596,9 +602,21 @@ impl Config {
             let policy = |k: &str, v: &Option<String>| {
                 srtp::parse(v.as_deref()).map_err(|e| bad(&key(k), e))
             };
+            let tls_client = tls_client::register(
+                &mut tls.identities,
+                &tls_client::route_identity(i),
+                &tls_client::ClientPairKeys {
+                    prefix: &format!("route[{i}]"),
+                    cert: r.tls_client_cert.as_deref(),
+                    key: r.tls_client_key.as_deref(),
+                    tls: tls_client::is_tls_uri(&uri),
+                },
+            )
+            .map_err(|(k, p)| bad(&k, p))?;
             routes.push(Route {
                 srtp: policy("srtp", &r.srtp)?,
                 caller_srtp: policy("caller_srtp", &r.caller_srtp)?,
+                tls_client,
                 trunks: route_trunks,
                 matcher,
                 org_id: r.org_id.clone(),
@@ -622,6 +640,8 @@ impl Config {
             .transfer
             .compile()
             .map_err(|e| bad(&e.key, e.problem))?;
+        tls_client::register_destinations(&mut tls.identities, &self.transfer.destination)
+            .map_err(|(k, p)| bad(&k, p))?;
         let store_path = self
             .store
             .compile()

@@ -205,6 +205,8 @@ metrics! {
     counter sip_tls_cert_reloads_total,
     /// Reloads refused (missing, unreadable, not PEM, key not the certificate's): the old pair stays.
     counter sip_tls_cert_reload_failures_total,
+    /// Requests with a sips: Request-URI that arrived over UDP or TCP: 416 (RFC 5630), never taken.
+    counter sip_sips_over_plain_refused_total,
     // Strict parsing (issue 12).
     /// Malformed requests answered 400 (or 416, 505) with the problem in the reason.
     counter sip_malformed_answered_total,

@@ -210,6 +210,12 @@ impl Server {
                         .map(|s| s.client_auth.clone())
                         .unwrap_or_default(),
                     client: settings.tls.client.clone(),
+                    identities: settings
+                        .tls
+                        .identities
+                        .iter()
+                        .map(|i| (i.name.clone(), i.config.clone()))
+                        .collect(),
                     handshake_timeout: settings.tls.handshake_timeout,
                 }),
             },
@@ -295,8 +301,18 @@ impl Server {
     /// pair that cannot be used is refused and the one in use stays. `Ok(false)`: no
     /// TLS listener, nothing to reload.
     pub fn reload_tls(&self) -> Result<bool, crate::config::tls::TlsFileError> {
+        // The client certificates per destination and route, each on its own.
+        let (reloaded, failed) = self.settings.tls.identities.reload();
+        Metrics::add(&self.metrics.sip_tls_cert_reloads_total, reloaded as u64);
+        for (name, e) in &failed {
+            Metrics::inc(&self.metrics.sip_tls_cert_reload_failures_total);
+            tracing::warn!(identity = %name, error = %e, "TLS client certificate not reloaded; the one in use stays");
+        }
         let Some(server) = &self.settings.tls.server else {
-            return Ok(false);
+            return match failed.into_iter().next() {
+                Some((_, e)) => Err(e),
+                None => Ok(reloaded > 0),
+            };
         };
         match server.cert.reload() {
             Ok(()) => {

@@ -193,6 +193,19 @@ impl B2bua {
         let _ = t.send(&response_peer(req, from), resp.to_bytes());
     }
 
+    /// A `sips:` request that came over UDP or TCP (`policy::sips_over_plain_transport`):
+    /// 416 to a known source, whether or not it names a call of ours; an ACK and an
+    /// unknown source get nothing. Counted either way.
+    fn refuse_sips_over_plain(&self, t: &TransportLayer, req: &Message, from: Peer) {
+        Metrics::inc(&self.shared.metrics.sip_sips_over_plain_refused_total);
+        let Some(method) = req.method() else { return };
+        if *method == Method::Ack || self.admit_source(&from, method.as_str()).is_none() {
+            return;
+        }
+        tracing::info!(peer = %from.addr, transport = %from.transport, method = method.as_str(), "sips: request over a plain transport refused");
+        self.reply(t, req, from, policy::SIPS_OVER_PLAIN_STATUS, &[]);
+    }
+
     fn reply_503(&self, t: &TransportLayer, req: &Message, from: Peer) {
         Metrics::inc(&self.shared.metrics.calls_rejected_overload_total);
         let ra = self.shared.settings.retry_after_secs.to_string();
@@ -388,6 +401,12 @@ impl Shared {
 impl Sink for B2bua {
     fn on_message(&self, msg: Message, from: Peer, t: &Arc<TransportLayer>) {
         let Some(call_id) = msg.call_id() else { return };
+        if msg
+            .request_uri()
+            .is_some_and(|u| policy::sips_over_plain_transport(u, from.transport))
+        {
+            return self.refuse_sips_over_plain(t, &msg, from);
+        }
         if msg.is_request() {
             match self.shared.absorber.check(&msg, Instant::now()) {
                 Some(Absorb::Silent) => return,

@@ -3,6 +3,7 @@
 //! what identity the AI leg presents.
 
 use crate::sip::message::{Message, Method, NameAddr};
+use crate::sip::transport::Transport;
 
 /// RFC 3261 20.5: what we do, advertised on OPTIONS answers, 405s and dialogs.
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REFER";
@@ -12,6 +13,22 @@ pub const SUPPORTED: &str = "";
 
 /// The prefix of headers only handoff may write: never trusted from a trunk.
 pub const OPENCX_PREFIX: &str = "X-OPENCX-";
+
+/// RFC 5630 3.1 and RFC 3261 26.2.2: a `sips:` Request-URI asks for TLS on
+/// every hop, so one that arrived over UDP or TCP was not protected on the last
+/// hop and is refused. The code is RFC 3261 8.2.2.1's for a Request-URI the UAS
+/// does not take: 416 (Unsupported URI Scheme), as `sips:` is not served on a
+/// plain transport. TLS is where `sips:` is taken; `sip:` is taken over anything.
+pub fn sips_over_plain_transport(request_uri: &str, transport: Transport) -> bool {
+    let sips = request_uri
+        .get(..5)
+        .is_some_and(|s| s.eq_ignore_ascii_case("sips:"));
+    sips && transport != Transport::Tls
+}
+
+/// The status a `sips:` request over a plain transport gets (see
+/// [`sips_over_plain_transport`]).
+pub const SIPS_OVER_PLAIN_STATUS: u16 = 416;
 
 /// How handoff treats a request method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +127,20 @@ mod tests {
     use super::*;
     use crate::sip::message::parse;
     use bytes::Bytes;
+
+    #[test]
+    fn sips_is_refused_over_udp_and_tcp_and_taken_over_tls() {
+        for t in [Transport::Udp, Transport::Tcp] {
+            assert!(sips_over_plain_transport("sips:ai@handoff.example", t));
+            assert!(sips_over_plain_transport("SIPS:ai@handoff.example", t));
+            assert!(!sips_over_plain_transport("sip:ai@handoff.example", t));
+        }
+        assert!(!sips_over_plain_transport(
+            "sips:ai@handoff.example",
+            Transport::Tls
+        ));
+        assert!(!sips_over_plain_transport("sip", Transport::Udp));
+    }
 
     #[test]
     fn ai_failures_map_to_fitting_caller_statuses() {

@@ -61,6 +61,8 @@ pub struct TlsSettings {
     pub client: Arc<rustls::ClientConfig>,
     /// `sip.tls_handshake_timeout_ms`.
     pub handshake_timeout: Duration,
+    /// Our client certificates per destination (`tls_client_cert`, `tls_client_key`).
+    pub identities: super::tls_client::ClientIdentities,
 }
 
 /// What the TLS listeners present, and where it was read from (for a reload).
@@ -128,6 +130,17 @@ pub struct ServerCert {
 }
 
 impl ServerCert {
+    /// The pair in these PEM files, checked, ready to present (as a server or as a
+    /// client: a per-destination client identity is one of these).
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<ServerCert>, TlsFileError> {
+        let key = load_certified_key(cert_path, key_path)?;
+        Ok(Arc::new(ServerCert {
+            cert_path: cert_path.to_owned(),
+            key_path: key_path.to_owned(),
+            current: RwLock::new(Arc::new(key)),
+        }))
+    }
+
     /// Read the files again; on success the next handshakes use them. On failure the
     /// certificate in use stays.
     pub fn reload(&self) -> Result<(), TlsFileError> {
@@ -170,12 +183,7 @@ impl ResolvesServerCert for ServerCert {
 
 /// The server configuration for the certificate chain and key in these PEM files.
 pub fn server(cert_path: &Path, key_path: &Path) -> Result<TlsServer, TlsFileError> {
-    let key = load_certified_key(cert_path, key_path)?;
-    let cert = Arc::new(ServerCert {
-        cert_path: cert_path.to_owned(),
-        key_path: key_path.to_owned(),
-        current: RwLock::new(Arc::new(key)),
-    });
+    let cert = ServerCert::load(cert_path, key_path)?;
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
         .map_err(|e| TlsFileError::BadKey {
@@ -217,7 +225,14 @@ pub fn client(
         })?
         .with_root_certificates(roots);
     Ok(match own {
-        Some(cert) => config.with_client_cert_resolver(cert),
+        Some(cert) => {
+            let mut c = config.with_client_cert_resolver(cert);
+            // A resumed TLS 1.3 session carries the identity of its first handshake,
+            // not the certificate read again on SIGHUP: every connection presenting
+            // a certificate does a full handshake (connections are long-lived).
+            c.resumption = rustls::client::Resumption::disabled();
+            c
+        }
         None => config.with_no_client_auth(),
     })
 }
@@ -367,6 +382,7 @@ pub fn validate(k: &TlsKeys<'_>) -> Result<TlsSettings, (&'static str, String)> 
         server,
         client: Arc::new(client),
         handshake_timeout: Duration::from_millis(k.tls_handshake_timeout_ms),
+        identities: super::tls_client::ClientIdentities::new(k.tls_ca_file.map(Path::new)),
     })
 }
 

@@ -113,3 +113,25 @@ pub async fn wait_metric(http: std::net::SocketAddr, name: &str, want: i64) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// `handoff check-config` and `handoff run` both refuse `text` with exit 2 and a
+/// single stderr line containing `needle`.
+pub fn assert_refused(tag: &str, text: &str, needle: &str) {
+    let path = temp_config(tag, text);
+    for args in [
+        vec!["check-config", path.to_str().expect("utf-8 path")],
+        vec!["run", "--config", path.to_str().expect("utf-8 path")],
+    ] {
+        let out = Command::new(BIN).args(&args).output().expect("run handoff");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: {stderr:?} should name {needle:?}"
+        );
+    }
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

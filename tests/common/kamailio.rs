@@ -74,6 +74,27 @@ impl Kamailio {
         Kamailio { child, addr, dir }
     }
 
+    /// Kamailio with a configuration of the test's own (`cfg`, in `dir`, which is
+    /// removed with it), listening at `addr` (what [`wait_up`] probes over UDP).
+    pub fn spawn(cfg: &std::path::Path, dir: PathBuf, addr: SocketAddr) -> Kamailio {
+        let bin = which("kamailio").unwrap_or_else(|| {
+            panic!("kamailio not found: run scripts/install-test-deps.sh (Debian package kamailio)")
+        });
+        let log = std::fs::File::create(dir.join("kamailio.log")).expect("log file");
+        let child = Command::new(bin)
+            .arg("-f")
+            .arg(cfg)
+            .args(["-DD", "-E", "-m", "64", "-M", "8"])
+            .arg("-Y")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start kamailio");
+        Kamailio { child, addr, dir }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("kamailio.log")).unwrap_or_default()
     }

@@ -18,6 +18,7 @@ pub mod expect;
 pub mod full_cluster;
 pub mod http_security;
 pub mod kamailio;
+pub mod kamailio_tls;
 pub mod media;
 pub mod node_proc;
 pub mod redis;

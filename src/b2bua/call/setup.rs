@@ -80,7 +80,7 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
 
     // The AI leg: where it goes and over what.
     let ai_uri = route.ai_agent_uri.clone();
-    let ai_targets = match transport.peer_for(&ai_uri).await {
+    let ai_targets = match transport.peer_for_as(&ai_uri, None, route.tls_client).await {
         Ok(targets) => Some(targets),
         Err(e) => {
             tracing::warn!(uri = %ai_uri, error = %e, "cannot reach the AI agent");

@@ -72,9 +72,14 @@ impl Call {
             });
             return None;
         }
+        // Mutual TLS: a named destination's own client certificate, if it has one.
+        let identity = t.machine.destination().name.as_deref().and_then(|n| {
+            self.transport
+                .client_identity(&crate::config::tls_client::destination_identity(n))
+        });
         let (layer, inbox) = (self.transport.clone(), self.inbox.clone());
         tokio::spawn(async move {
-            let targets = match layer.peer_for_transport(&uri, transport).await {
+            let targets = match layer.peer_for_as(&uri, transport, identity).await {
                 Ok(targets) => Some(Box::new(targets)),
                 Err(e) => {
                     tracing::debug!(uri = %uri, error = %e, "transfer target not reached");

@@ -113,6 +113,12 @@ pub struct DestinationConfig {
     /// SRTP on the target leg: "off" (default), "optional", "required".
     #[serde(default)]
     pub srtp: Option<String>,
+    /// Mutual TLS: our client certificate chain and key (PEM) for this destination
+    /// (`config::tls_client`); default the listener's pair when the peer asks.
+    #[serde(default)]
+    pub tls_client_cert: Option<String>,
+    #[serde(default)]
+    pub tls_client_key: Option<String>,
 }
 
 impl std::fmt::Debug for DestinationConfig {
@@ -131,6 +137,8 @@ impl std::fmt::Debug for DestinationConfig {
             .field("ticket_placement", &self.ticket_placement)
             .field("ticket_note", &self.ticket_note)
             .field("srtp", &self.srtp)
+            .field("tls_client_cert", &self.tls_client_cert)
+            .field("tls_client_key", &self.tls_client_key)
             .finish()
     }
 }

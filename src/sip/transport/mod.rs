@@ -10,6 +10,7 @@ mod tcp;
 pub mod tls;
 mod udp;
 
+pub use crate::config::tls_client::ClientId;
 pub use conn_limit::{choose_victim, Candidate, Over, EVICT_MIN_IDLE};
 pub use framing::{Frame, Framer, FramingError};
 pub use resolve::{ResolveError, Target};
@@ -91,6 +92,9 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// The connection a stream message came on, or is to go out on.
     pub conn: Option<ConnId>,
+    /// TLS we open: the client certificate we present (`tls_client_cert`); None:
+    /// the default. A reconnect presents the same; a connection is reused only by it.
+    pub identity: Option<ClientId>,
 }
 
 impl Peer {
@@ -99,6 +103,7 @@ impl Peer {
             transport: Transport::Udp,
             addr,
             conn: None,
+            identity: None,
         }
     }
 }
@@ -139,6 +144,9 @@ pub struct TlsTransportConfig {
     pub client_auth: Vec<(Vec<ipnet::IpNet>, Arc<rustls::ServerConfig>)>,
     /// Roots and options of outbound TLS.
     pub client: Arc<rustls::ClientConfig>,
+    /// Client identities by name, in `ClientId` order: a configuration each, with
+    /// the same roots, presenting its own certificate.
+    pub identities: Vec<(String, Arc<rustls::ClientConfig>)>,
     pub handshake_timeout: Duration,
 }
 
@@ -345,19 +353,32 @@ impl TransportLayer {
     /// A TCP connection to `addr`: an open one if there is one (RFC 3261 18.1.1: reuse),
     /// else a new one. Returns the peer to send on.
     pub async fn connect_tcp(&self, addr: SocketAddr) -> Result<Peer, SendError> {
-        self.tcp.connect(addr, None).await
+        self.tcp.connect(addr, None, None).await
+    }
+
+    /// The client identity registered under `name` (`config::tls_client`:
+    /// `transfer.destination:<name>`, `route:<i>`); None: no such identity (or no TLS).
+    pub fn client_identity(&self, name: &str) -> Option<ClientId> {
+        self.tls.as_ref()?.client_identity(name)
     }
 
     /// A TLS connection to `addr` whose certificate proves `host` (a DNS name, also
     /// sent as SNI, or an IP literal): an open one we verified for that name, else a
     /// new one. Never falls back to plain TCP.
-    pub async fn connect_tls(&self, addr: SocketAddr, host: &str) -> Result<Peer, SendError> {
+    /// `identity`: the client certificate to present (None: the default); only a
+    /// connection opened with the same one is reused.
+    pub async fn connect_tls(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        identity: Option<ClientId>,
+    ) -> Result<Peer, SendError> {
         let hub = self.tls.as_ref().ok_or(SendError::NoTls(addr))?;
         let name = tls::server_name(host).ok_or_else(|| SendError::Connect {
             addr,
             reason: format!("{host:?} is not a name a certificate can prove"),
         })?;
-        hub.connect(addr, Some(name)).await
+        hub.connect(addr, Some(name), identity).await
     }
 
     /// Keep the stream connection of `peer` open while the returned hold lives, however

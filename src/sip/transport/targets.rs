@@ -72,7 +72,8 @@ impl Targets {
     /// 503 from the current one); `None` when none is left.
     pub async fn next(&mut self, layer: &TransportLayer) -> Option<Peer> {
         let peer = layer
-            .open_first(&mut self.rest, self.host.as_deref())
+            // TLS: every target gets the client certificate the first one got.
+            .open_first(&mut self.rest, self.host.as_deref(), self.peer.identity)
             .await
             .ok()?;
         self.peer = peer;
@@ -95,6 +96,17 @@ impl TransportLayer {
         uri: &SipUri,
         transport: Option<Transport>,
     ) -> Result<Targets, PeerError> {
+        self.peer_for_as(uri, transport, None).await
+    }
+
+    /// [`Self::peer_for_transport`] presenting `identity` on TLS (mutual TLS: a
+    /// destination's own client certificate, [`TransportLayer::client_identity`]).
+    pub async fn peer_for_as(
+        &self,
+        uri: &SipUri,
+        transport: Option<Transport>,
+        identity: Option<super::ClientId>,
+    ) -> Result<Targets, PeerError> {
         let mut rest = self.resolver.resolve(uri, transport).await?;
         if rest.is_empty() {
             return Err(ResolveError::NotFound(uri.host.clone()).into());
@@ -108,7 +120,10 @@ impl TransportLayer {
         // INVITE try (and connect to) each of them.
         rest.truncate(MAX_TARGETS);
         rest.reverse();
-        let peer = self.open_first(&mut rest, host.as_deref()).await?;
+        let identity = identity.filter(|_| tls);
+        let peer = self
+            .open_first(&mut rest, host.as_deref(), identity)
+            .await?;
         Ok(Targets { peer, rest, host })
     }
 
@@ -133,6 +148,7 @@ impl TransportLayer {
         &self,
         rest: &mut Vec<Target>,
         host: Option<&str>,
+        identity: Option<super::ClientId>,
     ) -> Result<Peer, PeerError> {
         let mut tried = 0;
         let mut last = None;
@@ -151,7 +167,8 @@ impl TransportLayer {
                 Transport::Tcp => self.connect_tcp(t.addr).await,
                 Transport::Tls => {
                     let ip = t.addr.ip().to_string();
-                    self.connect_tls(t.addr, host.unwrap_or(&ip)).await
+                    self.connect_tls(t.addr, host.unwrap_or(&ip), identity)
+                        .await
                 }
             };
             match opened {

@@ -9,7 +9,7 @@
 use super::conn_limit::{choose_victim, Candidate, Over};
 use super::tls::{may_reuse, name_of_addr, TlsSide};
 use super::{
-    deliver, BindError, ConnId, Frame, Framer, Peer, SendError, Transport, TransportLayer,
+    deliver, BindError, ClientId, ConnId, Frame, Framer, Peer, SendError, Transport, TransportLayer,
 };
 use crate::metrics::Metrics;
 use crate::net::{source_key, Admission, ConnCaps, ConnCounter, ConnPermit};
@@ -38,6 +38,8 @@ struct Conn {
     inbound: bool,
     /// TLS we opened: the name the peer's certificate was verified for.
     verified: Option<ServerName<'static>>,
+    /// TLS we opened: the client identity we presented (None: the default).
+    identity: Option<ClientId>,
     activity: Arc<Activity>,
     /// Tells the reader to close (eviction).
     close: Arc<Notify>,
@@ -70,7 +72,9 @@ pub(super) struct TcpHub {
     names: DashMap<SocketAddr, ServerName<'static>>,
     listen: Vec<SocketAddr>,
     conns: DashMap<ConnId, Conn>,
-    by_peer: DashMap<SocketAddr, ConnId>,
+    /// The open connection to an address, per client identity we present on it
+    /// (always None on TCP and for connections a peer opened).
+    by_peer: DashMap<(SocketAddr, Option<ClientId>), ConnId>,
     next_id: AtomicU64,
     /// The layer that owns this hub: what the readers deliver through.
     layer: Weak<TransportLayer>,
@@ -159,6 +163,11 @@ impl TcpHub {
         })
     }
 
+    /// TLS: the client identity registered under `name`.
+    pub(super) fn client_identity(&self, name: &str) -> Option<ClientId> {
+        self.tls.as_ref()?.client_identity(name)
+    }
+
     pub(super) fn listen_addrs(&self) -> &[SocketAddr] {
         &self.listen
     }
@@ -192,19 +201,24 @@ impl TcpHub {
         let open = to
             .conn
             .filter(|id| self.conns.contains_key(id))
-            .or_else(|| self.by_peer.get(&to.addr).map(|e| *e.value()));
+            .or_else(|| {
+                self.by_peer
+                    .get(&(to.addr, to.identity))
+                    .map(|e| *e.value())
+            });
         let Some(id) = open else {
             // RFC 3261 18.1.1: no connection to the target any more: open a new one.
             // The send completes in the background; a failure shows as a timeout.
             let hub = self.clone();
             let addr = to.addr;
+            let identity = to.identity;
             let name = self.tls.as_ref().map(|_| {
                 self.names
                     .get(&addr)
                     .map_or_else(|| name_of_addr(addr), |n| n.value().clone())
             });
             tokio::spawn(async move {
-                match hub.connect(addr, name).await {
+                match hub.connect(addr, name, identity).await {
                     Ok(p) => {
                         let _ = hub.send(&p, bytes);
                     }
@@ -223,14 +237,20 @@ impl TcpHub {
     /// An open connection to `addr` or a new one. TLS: `name` is what the peer's
     /// certificate must prove (and the SNI), and only a connection verified for it is
     /// reused.
+    /// `identity`: TLS, the client certificate to present; a connection is reused
+    /// only by the identity it was opened with.
     pub(super) async fn connect(
         self: &Arc<Self>,
         addr: SocketAddr,
         name: Option<ServerName<'static>>,
+        identity: Option<ClientId>,
     ) -> Result<Peer, SendError> {
-        if let Some(id) = self.by_peer.get(&addr).map(|e| *e.value()) {
+        let identity = identity.filter(|_| self.tls.is_some());
+        if let Some(id) = self.by_peer.get(&(addr, identity)).map(|e| *e.value()) {
             let reusable = self.conns.get(&id).is_some_and(|c| match &name {
-                Some(want) if self.tls.is_some() => may_reuse(c.verified.as_ref(), want),
+                Some(want) if self.tls.is_some() => {
+                    may_reuse(c.verified.as_ref(), want, c.identity, identity)
+                }
                 _ => true,
             });
             if reusable {
@@ -238,6 +258,7 @@ impl TcpHub {
                     transport: self.transport,
                     addr,
                     conn: Some(id),
+                    identity,
                 });
             }
         }
@@ -254,10 +275,10 @@ impl TcpHub {
         let permit = self.counter.acquire_own(addr.ip());
         let _ = stream.set_nodelay(true);
         let id = match &self.tls {
-            None => self.register(stream, addr, permit, false, None),
+            None => self.register(stream, addr, permit, false, None, None),
             Some(tls) => {
                 let name = name.unwrap_or_else(|| name_of_addr(addr));
-                let tls_stream = tls.connect(stream, name.clone()).await.map_err(|e| {
+                let tls_stream = tls.connect(stream, name.clone(), identity).await.map_err(|e| {
                     Metrics::inc(&self.metrics.sip_tls_connect_failures_total);
                     static LOG: crate::log_limit::LogLimit = crate::log_limit::per_call();
                     if let Some(left_out) = LOG.admit() {
@@ -274,13 +295,14 @@ impl TcpHub {
                     self.names.clear();
                 }
                 self.names.insert(addr, name.clone());
-                self.register(tls_stream, addr, permit, false, Some(name))
+                self.register(tls_stream, addr, permit, false, Some(name), identity)
             }
         };
         Ok(Peer {
             transport: self.transport,
             addr,
             conn: Some(id),
+            identity,
         })
     }
 
@@ -323,7 +345,7 @@ impl TcpHub {
                     let Some(tls) = &hub.tls else { return };
                     match tls.accept(stream, peer.ip()).await {
                         Ok(s) => {
-                            hub.register(s, peer, p, true, None);
+                            hub.register(s, peer, p, true, None, None);
                         }
                         Err(e) => {
                             Metrics::inc(&hub.metrics.sip_tls_handshakes_failed_total);
@@ -338,7 +360,7 @@ impl TcpHub {
             }
             Some(p) => {
                 let _ = stream.set_nodelay(true);
-                self.register(stream, peer, p, true, None);
+                self.register(stream, peer, p, true, None, None);
             }
             None => {
                 Metrics::inc(&self.metrics.sip_tcp_connections_refused_total);
@@ -387,6 +409,7 @@ impl TcpHub {
         permit: ConnPermit,
         inbound: bool,
         verified: Option<ServerName<'static>>,
+        identity: Option<ClientId>,
     ) -> ConnId
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -405,12 +428,13 @@ impl TcpHub {
                 holders: AtomicU64::new(0),
                 inbound,
                 verified,
+                identity,
                 activity: activity.clone(),
                 close: close.clone(),
                 _permit: permit,
             },
         );
-        self.by_peer.insert(peer, id);
+        self.by_peer.insert((peer, identity), id);
         self.gauge().fetch_add(1, Ordering::Relaxed);
         let (rd, wr) = tokio::io::split(stream);
         tokio::spawn(writer(wr, rx, activity.clone(), self.epoch));
@@ -420,7 +444,8 @@ impl TcpHub {
 
     fn unregister(&self, id: ConnId) {
         if let Some((_, conn)) = self.conns.remove(&id) {
-            self.by_peer.remove_if(&conn.peer, |_, v| *v == id);
+            self.by_peer
+                .remove_if(&(conn.peer, conn.identity), |_, v| *v == id);
             self.gauge().fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -493,10 +518,13 @@ async fn reader<R: AsyncRead + Unpin>(
     activity: Arc<Activity>,
     close: Arc<Notify>,
 ) {
+    // What comes in on a connection we opened with an identity goes back on it.
+    let identity = hub.conns.get(&id).and_then(|c| c.identity);
     let from = Peer {
         transport: hub.transport,
         addr: peer,
         conn: Some(id),
+        identity,
     };
     // The layer is gone only when the process is shutting down.
     let Some(layer) = hub.layer.upgrade() else {

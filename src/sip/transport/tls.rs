@@ -5,6 +5,7 @@
 //! connection is verified for.
 
 use crate::config::tls::config_for;
+use crate::config::tls_client::ClientId;
 use ipnet::IpNet;
 use rustls::pki_types::ServerName;
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +21,8 @@ pub(super) struct TlsSide {
     /// Sources that must present a client certificate, and the acceptor that asks.
     client_auth: Vec<(Vec<IpNet>, TlsAcceptor)>,
     connector: TlsConnector,
+    /// One connector per client identity, in `ClientId` order, and their names.
+    identities: Vec<(String, TlsConnector)>,
     handshake_timeout: Duration,
 }
 
@@ -44,6 +47,11 @@ impl TlsSide {
                 .map(|(nets, c)| (nets.clone(), TlsAcceptor::from(c.clone())))
                 .collect(),
             connector: TlsConnector::from(cfg.client.clone()),
+            identities: cfg
+                .identities
+                .iter()
+                .map(|(n, c)| (n.clone(), TlsConnector::from(c.clone())))
+                .collect(),
             handshake_timeout: cfg.handshake_timeout,
         }
     }
@@ -63,14 +71,36 @@ impl TlsSide {
             .map_err(|e| HandshakeError::Failed(e.to_string()))
     }
 
+    /// The identity registered under `name`.
+    pub(super) fn client_identity(&self, name: &str) -> Option<ClientId> {
+        self.identities
+            .iter()
+            .position(|(n, _)| n == name)
+            .and_then(|p| u16::try_from(p).ok())
+            .map(ClientId)
+    }
+
     /// The client handshake towards `name` (SNI and the name the certificate must
-    /// hold), bounded in time.
+    /// hold), presenting `identity` (None: the default configuration), bounded in time.
     pub(super) async fn connect(
         &self,
         tcp: TcpStream,
         name: ServerName<'static>,
+        identity: Option<ClientId>,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, HandshakeError> {
-        tokio::time::timeout(self.handshake_timeout, self.connector.connect(name, tcp))
+        let connector = match identity {
+            None => &self.connector,
+            Some(ClientId(i)) => {
+                &self
+                    .identities
+                    .get(usize::from(i))
+                    .ok_or_else(|| {
+                        HandshakeError::Failed(format!("no client identity {i} configured"))
+                    })?
+                    .1
+            }
+        };
+        tokio::time::timeout(self.handshake_timeout, connector.connect(name, tcp))
             .await
             .map_err(|_| HandshakeError::TimedOut(self.handshake_timeout))?
             .map_err(|e| HandshakeError::Failed(e.to_string()))
@@ -96,9 +126,16 @@ pub fn name_of_addr(addr: SocketAddr) -> ServerName<'static> {
 /// May an open connection be reused for a request to `want`? RFC 5922: only one we
 /// opened and verified for that same name; a connection a peer opened proved nothing
 /// about the peer (no client certificate), so it carries only what is addressed to it
-/// (responses, and requests of the dialog it carries).
-pub fn may_reuse(verified: Option<&ServerName<'static>>, want: &ServerName<'static>) -> bool {
-    verified.is_some_and(|v| v == want)
+/// (responses, and requests of the dialog it carries). And only one on which we
+/// presented the same client identity: a peer that tells parties apart by their
+/// certificate must never get one party's request on another's connection.
+pub fn may_reuse(
+    verified: Option<&ServerName<'static>>,
+    want: &ServerName<'static>,
+    presented: Option<ClientId>,
+    want_identity: Option<ClientId>,
+) -> bool {
+    verified.is_some_and(|v| v == want) && presented == want_identity
 }
 
 #[cfg(test)]
@@ -138,9 +175,19 @@ mod tests {
     fn reuse_needs_the_same_verified_name() {
         let a = server_name("a.example.com").expect("a");
         let b = server_name("b.example.com").expect("b");
-        assert!(may_reuse(Some(&a), &a));
-        assert!(!may_reuse(Some(&a), &b));
+        assert!(may_reuse(Some(&a), &a, None, None));
+        assert!(!may_reuse(Some(&a), &b, None, None));
         // Accepted from a peer: verified for nothing.
-        assert!(!may_reuse(None, &a));
+        assert!(!may_reuse(None, &a, None, None));
+    }
+
+    #[test]
+    fn reuse_needs_the_same_client_identity() {
+        let a = server_name("sbc.example.com").expect("a");
+        let (one, two) = (Some(ClientId(0)), Some(ClientId(1)));
+        assert!(may_reuse(Some(&a), &a, one, one));
+        assert!(!may_reuse(Some(&a), &a, one, two));
+        assert!(!may_reuse(Some(&a), &a, one, None));
+        assert!(!may_reuse(Some(&a), &a, None, one));
     }
 }

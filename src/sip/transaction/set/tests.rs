@@ -223,6 +223,7 @@ fn tcp_client_never_retransmits() {
         transport: crate::sip::transport::Transport::Tcp,
         addr: "127.0.0.1:5080".parse().unwrap(),
         conn: Some(1),
+        identity: None,
     };
     set.start_client(invite(), p, t0, &mut out);
     out.clear();
