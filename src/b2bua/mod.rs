@@ -10,6 +10,7 @@ pub mod policy;
 mod registry;
 pub mod transfer;
 pub mod trunk;
+mod trunk_auth;
 
 pub use call::CallEvent;
 
@@ -58,6 +59,8 @@ pub struct Shared {
     acl: Arc<acl::Acl>,
     /// The trunks' own `max_calls` and `max_calls_per_second`.
     trunks: Arc<trunk::TrunkLimits>,
+    /// `[trunk.auth]`: the trunks whose INVITEs must carry digest credentials.
+    trunk_auth: trunk_auth::TrunkAuth,
 }
 
 /// The dispatcher: what the transport hands every message to (with itself, to answer
@@ -112,6 +115,7 @@ impl B2bua {
         let trunks = trunk::TrunkLimits::new(&settings.trunks, metrics.clone());
         Ok(B2bua {
             shared: Arc::new(Shared {
+                trunk_auth: trunk_auth::TrunkAuth::new(&settings.trunks),
                 acl,
                 trunks,
                 events,
@@ -267,6 +271,14 @@ impl B2bua {
         // RFC 3261 16.3 step 3 applies to what we forward: at zero, 483.
         if let Some(Ok(0)) = invite.max_forwards() {
             return self.reply(t, &invite, from, 483, &[]);
+        }
+        // `[trunk.auth]`: before any limit or route is spent on an unauthenticated INVITE.
+        if let acl::Source::Trunk(i) = source {
+            let name = sh.settings.trunks.get(i).map_or("", |t| t.name.as_str());
+            let now = crate::sip::auth::server::unix_now();
+            if let Some(r) = sh.trunk_auth.check(i, name, &invite, now, &sh.metrics) {
+                return self.reply(t, &invite, from, r.status, &r.headers);
+            }
         }
         if sh.active.load(Ordering::Relaxed) >= sh.settings.max_calls {
             tracing::warn!(

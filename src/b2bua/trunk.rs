@@ -154,6 +154,8 @@ mod tests {
             max_calls,
             max_calls_per_second: cps,
             tls_client_ca: None,
+            auth: None,
+            register: None,
         }])
         .unwrap();
         let metrics = Arc::new(Metrics::default());

@@ -33,6 +33,12 @@ pub struct TrunkConfig {
     /// Set: a TLS connection from the trunk's sources must present one.
     #[serde(default)]
     pub tls_client_ca: Option<String>,
+    /// `[trunk.auth]`: handoff digest-authenticates this trunk's INVITEs (407).
+    #[serde(default)]
+    pub auth: Option<super::registration::TrunkAuthConfig>,
+    /// `[trunk.register]`: handoff registers with this trunk's registrar.
+    #[serde(default)]
+    pub register: Option<super::registration::RegistrationConfig>,
 }
 
 /// One validated trunk.
@@ -47,6 +53,10 @@ pub struct Trunk {
     pub max_calls_per_second: Option<u32>,
     /// `tls_client_ca`: read and checked with the TLS settings (`config::tls`).
     pub tls_client_ca: Option<std::path::PathBuf>,
+    /// `[trunk.auth]`, validated: the credentials its INVITEs must carry.
+    pub auth: Option<crate::sip::auth::server::VerifierConfig>,
+    /// `[trunk.register]`, validated.
+    pub register: Option<super::registration::Registration>,
 }
 
 /// A trunk value that cannot be used; `key` is the full key (`trunk[0].sources[1]`).
@@ -128,6 +138,16 @@ pub fn compile(list: &[TrunkConfig]) -> Result<Vec<Trunk>, TrunkConfigError> {
                 "must be at least 1 (or left out)",
             ));
         }
+        let auth = t
+            .auth
+            .as_ref()
+            .map(|a| super::registration::compile_auth(&key("auth"), a))
+            .transpose()?;
+        let register = t
+            .register
+            .as_ref()
+            .map(|r| super::registration::compile_registration(&key("register"), r))
+            .transpose()?;
         trunks.push(Trunk {
             name: t.name.clone(),
             sources,
@@ -135,6 +155,8 @@ pub fn compile(list: &[TrunkConfig]) -> Result<Vec<Trunk>, TrunkConfigError> {
             max_calls: t.max_calls,
             max_calls_per_second: t.max_calls_per_second,
             tls_client_ca: t.tls_client_ca.as_ref().map(std::path::PathBuf::from),
+            auth,
+            register,
         });
     }
     Ok(trunks)
@@ -203,6 +225,8 @@ mod tests {
             max_calls: None,
             max_calls_per_second: None,
             tls_client_ca: None,
+            auth: None,
+            register: None,
         }
     }
 
