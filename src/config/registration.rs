@@ -3,7 +3,7 @@
 //! Both optional; validated here, errors naming the full key.
 
 use super::trunk::TrunkConfigError;
-use crate::sip::auth::server::VerifierConfig;
+use crate::sip::auth::server::{Offer, VerifierConfig};
 use crate::sip::message::{check_value, is_token_char, SipUri};
 use serde::Deserialize;
 
@@ -77,8 +77,9 @@ pub struct TrunkAuthConfig {
     pub realm: Option<String>,
     pub username: String,
     pub password: String,
-    /// `sha-256` (default): SHA-256 only. `md5`: SHA-256 offered first, MD5 also
-    /// taken (RFC 8760 2.4), for peers without SHA-256.
+    /// `sha-256` (default): SHA-256 only. `md5`: MD5 only (clients that answer only
+    /// the first challenge, such as SIPp 3.6). `sha-256,md5`: both, SHA-256 first
+    /// (RFC 8760 2.4).
     #[serde(default)]
     pub algorithm: Option<String>,
 }
@@ -128,18 +129,19 @@ pub fn compile_auth(key: &str, a: &TrunkAuthConfig) -> Result<VerifierConfig, Tr
             "must be at least 12 characters (it guards who may place calls)",
         ));
     }
-    let allow_md5 = match a
+    let offer = match a
         .algorithm
         .as_deref()
         .map(str::to_ascii_lowercase)
         .as_deref()
     {
-        None | Some("sha-256") => false,
-        Some("md5") => true,
+        None | Some("sha-256") => Offer::Sha256,
+        Some("md5") => Offer::Md5,
+        Some("sha-256,md5") => Offer::Both,
         Some(other) => {
             return Err(bad(
                 &k("algorithm"),
-                format!("{other:?} is not \"sha-256\" or \"md5\""),
+                format!("{other:?} is not \"sha-256\", \"md5\" or \"sha-256,md5\""),
             ))
         }
     };
@@ -147,7 +149,7 @@ pub fn compile_auth(key: &str, a: &TrunkAuthConfig) -> Result<VerifierConfig, Tr
         realm,
         username: a.username.clone(),
         password: a.password.clone(),
-        allow_md5,
+        offer,
     })
 }
 
@@ -241,10 +243,12 @@ mod tests {
     fn auth_defaults_and_algorithms() {
         let v = compile_auth("trunk[0].auth", &auth()).unwrap();
         assert_eq!(v.realm, "handoff");
-        assert!(!v.allow_md5);
+        assert_eq!(v.offer, Offer::Sha256);
         let mut a = auth();
         a.algorithm = Some("MD5".into());
-        assert!(compile_auth("k", &a).unwrap().allow_md5);
+        assert_eq!(compile_auth("k", &a).unwrap().offer, Offer::Md5);
+        a.algorithm = Some("SHA-256,MD5".into());
+        assert_eq!(compile_auth("k", &a).unwrap().offer, Offer::Both);
         a.algorithm = Some("sha-512".into());
         let e = compile_auth("trunk[0].auth", &a).unwrap_err();
         assert_eq!(e.key, "trunk[0].auth.algorithm");

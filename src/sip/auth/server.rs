@@ -3,8 +3,8 @@
 //! handoff made. Pure apart from a bounded replay table behind a mutex; the clock is
 //! a parameter (unix seconds), so every decision is unit-tested.
 //!
-//! Nonces are stateless: `<unix seconds, hex>-<HMAC-SHA256(secret, seconds:realm),
-//! first 16 bytes, hex>`, the secret random per process. A nonce older than
+//! Nonces are stateless: `<unix seconds, hex>-<8 random bytes, hex>-<HMAC-SHA256(secret,
+//! seconds:salt:realm), first 16 bytes, hex>`, the secret random per process. A nonce older than
 //! [`NONCE_TTL_SECS`] is stale (`stale=true`: the client retries without asking its
 //! user). Every nonce-count seen is remembered until the nonce expires, in a table of
 //! at most [`MAX_TRACKED_NONCES`] nonces; an evicted nonce counts as stale from then
@@ -36,8 +36,30 @@ pub struct VerifierConfig {
     pub realm: String,
     pub username: String,
     pub password: String,
-    /// Also accept (and offer, after SHA-256) MD5, for peers without SHA-256.
-    pub allow_md5: bool,
+    /// The algorithms offered and accepted.
+    pub offer: Offer,
+}
+
+/// Which digest algorithms a trunk is challenged with, in the order offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// SHA-256 only (the default).
+    Sha256,
+    /// MD5 only: for clients that answer only the first `Proxy-Authenticate` whatever
+    /// its algorithm (SIPp 3.6.1 fails on a SHA-256 one even with an MD5 one after it).
+    Md5,
+    /// SHA-256 first, then MD5 (RFC 8760 2.4): the client answers the first it supports.
+    Both,
+}
+
+impl Offer {
+    fn algorithms(self) -> &'static [DigestAlgorithm] {
+        match self {
+            Offer::Sha256 => &[DigestAlgorithm::Sha256],
+            Offer::Md5 => &[DigestAlgorithm::Md5],
+            Offer::Both => &[DigestAlgorithm::Sha256, DigestAlgorithm::Md5],
+        }
+    }
 }
 
 impl std::fmt::Debug for VerifierConfig {
@@ -45,7 +67,7 @@ impl std::fmt::Debug for VerifierConfig {
         f.debug_struct("VerifierConfig")
             .field("realm", &self.realm)
             .field("username", &self.username)
-            .field("allow_md5", &self.allow_md5)
+            .field("offer", &self.offer)
             .finish_non_exhaustive()
     }
 }
@@ -123,14 +145,15 @@ impl DigestVerifier {
 
     pub fn with_secret(cfg: &VerifierConfig, secret: [u8; 32]) -> DigestVerifier {
         let a1 = format!("{}:{}:{}", cfg.username, cfg.realm, cfg.password);
-        let mut algs = vec![DigestAlgorithm::Sha256];
-        if cfg.allow_md5 {
-            algs.push(DigestAlgorithm::Md5);
-        }
         DigestVerifier {
             realm: cfg.realm.clone(),
             username: cfg.username.clone(),
-            ha1: algs.into_iter().map(|a| (a, a.hash(&a1))).collect(),
+            ha1: cfg
+                .offer
+                .algorithms()
+                .iter()
+                .map(|a| (*a, a.hash(&a1)))
+                .collect(),
             secret,
             txn_keys: RandomState::new(),
             seen: Mutex::new(NonceTable::new(MAX_TRACKED_NONCES)),
@@ -156,28 +179,35 @@ impl DigestVerifier {
             .collect()
     }
 
-    fn mac(&self, ts: u64) -> [u8; 32] {
+    fn mac(&self, ts: u64, salt: &str) -> [u8; 32] {
         // HMAC takes a key of any length: new_from_slice cannot fail.
         let mut mac = match Hmac::<sha2::Sha256>::new_from_slice(&self.secret) {
             Ok(m) => m,
             Err(_) => return [0; 32],
         };
-        mac.update(format!("{ts}:{}", self.realm).as_bytes());
+        mac.update(format!("{ts}:{salt}:{}", self.realm).as_bytes());
         mac.finalize().into_bytes().into()
     }
 
+    /// A fresh nonce: two 407s in one second must not share one (their nonce-counts
+    /// would collide), hence the random salt.
     fn nonce(&self, ts: u64) -> String {
-        format!("{ts:x}-{}", hex(&self.mac(ts)[..16]))
+        let salt = hex(&rand::random::<[u8; 8]>());
+        format!("{ts:x}-{salt}-{}", hex(&self.mac(ts, &salt)[..16]))
     }
 
     /// The nonce's time when this process made it.
     fn nonce_time(&self, nonce: &str) -> Option<u64> {
-        let (ts, mac) = nonce.split_once('-')?;
-        if ts.is_empty() || ts.len() > 16 || mac.len() != 32 {
+        let mut parts = nonce.split('-');
+        let (ts, salt, mac) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || ts.is_empty() || ts.len() > 16 || salt.len() != 16 {
+            return None;
+        }
+        if mac.len() != 32 {
             return None;
         }
         let ts = u64::from_str_radix(ts, 16).ok()?;
-        let expected = hex(&self.mac(ts)[..16]);
+        let expected = hex(&self.mac(ts, salt)[..16]);
         bool::from(expected.as_bytes().ct_eq(mac.as_bytes())).then_some(ts)
     }
 

@@ -6,17 +6,18 @@ use crate::sip::auth::{DigestChallenge, DigestCredentials};
 const T0: u64 = 1_800_000_000;
 const URI: &str = "sip:+14155550100@handoff.example";
 
-fn cfg(allow_md5: bool) -> VerifierConfig {
+fn cfg(both: bool) -> VerifierConfig {
     VerifierConfig {
         realm: "handoff".into(),
         username: "agent".into(),
         password: "s3cret".into(),
-        allow_md5,
+        offer: if both { Offer::Both } else { Offer::Sha256 },
     }
 }
 
-fn verifier(allow_md5: bool) -> DigestVerifier {
-    DigestVerifier::with_secret(&cfg(allow_md5), [7; 32])
+/// SHA-256 only, or (`true`) SHA-256 then MD5.
+fn verifier(both: bool) -> DigestVerifier {
+    DigestVerifier::with_secret(&cfg(both), [7; 32])
 }
 
 fn req<'a>(call_id: &'a str, cseq: u32) -> AuthRequest<'a> {
@@ -30,8 +31,12 @@ fn req<'a>(call_id: &'a str, cseq: u32) -> AuthRequest<'a> {
 
 /// The client's answer to challenge `i` of a 407 made at `at`.
 fn answer(v: &DigestVerifier, at: u64, i: usize, password: &str, uri: &str, nc: u32) -> String {
-    let ch = v.challenges(at, false);
-    DigestChallenge::parse(&ch[i])
+    answer_to(&v.challenges(at, false)[i], password, uri, nc)
+}
+
+/// The client's answer to one challenge value.
+fn answer_to(challenge: &str, password: &str, uri: &str, nc: u32) -> String {
+    DigestChallenge::parse(challenge)
         .unwrap()
         .answer(
             "INVITE",
@@ -66,6 +71,26 @@ fn no_credentials_get_a_sha256_challenge_then_md5_when_allowed() {
 }
 
 #[test]
+fn md5_only_offers_and_takes_md5_alone() {
+    let mut c = cfg(false);
+    c.offer = Offer::Md5;
+    let v = DigestVerifier::with_secret(&c, [7; 32]);
+    let ch = v.challenges(T0, false);
+    assert_eq!(ch.len(), 1);
+    assert!(ch[0].contains("algorithm=MD5"));
+    let md5 = answer(&v, T0, 0, "s3cret", URI, 1);
+    assert_eq!(
+        v.verify(&req("a", 1), [md5.as_str()], T0 + 1),
+        Verdict::Authorized
+    );
+    let sha = answer(&verifier(false), T0, 0, "s3cret", URI, 1);
+    assert_eq!(
+        v.verify(&req("b", 1), [sha.as_str()], T0 + 1),
+        Verdict::Refused(Refusal::Unsupported)
+    );
+}
+
+#[test]
 fn the_right_answer_is_authorized_with_either_offered_algorithm() {
     let v = verifier(true);
     let sha = answer(&v, T0, 0, "s3cret", URI, 1);
@@ -73,10 +98,27 @@ fn the_right_answer_is_authorized_with_either_offered_algorithm() {
         v.verify(&req("a", 1), [sha.as_str()], T0 + 1),
         Verdict::Authorized
     );
-    // Another 407's nonce: one nonce's counts are shared by its two challenges.
-    let md5 = answer(&v, T0 + 1, 1, "s3cret", URI, 1);
+    // Another 407 (in the same second): its own nonce.
+    let md5 = answer(&v, T0, 1, "s3cret", URI, 1);
     assert_eq!(
         v.verify(&req("b", 1), [md5.as_str()], T0 + 2),
+        Verdict::Authorized
+    );
+}
+
+#[test]
+fn two_challenges_in_one_second_have_different_nonces() {
+    let v = verifier(false);
+    assert_ne!(v.challenges(T0, false), v.challenges(T0, false));
+    // So two callers' first answers (nc=1 each) are both taken.
+    let a = answer(&v, T0, 0, "s3cret", URI, 1);
+    let b = answer(&v, T0, 0, "s3cret", URI, 1);
+    assert_eq!(
+        v.verify(&req("a", 1), [a.as_str()], T0),
+        Verdict::Authorized
+    );
+    assert_eq!(
+        v.verify(&req("b", 1), [b.as_str()], T0),
         Verdict::Authorized
     );
 }
@@ -135,7 +177,8 @@ fn an_answer_for_another_uri_is_refused() {
 #[test]
 fn a_replayed_nonce_count_is_refused_but_a_retransmission_is_taken() {
     let v = verifier(false);
-    let a = answer(&v, T0, 0, "s3cret", URI, 1);
+    let challenge = v.challenges(T0, false).remove(0);
+    let a = answer_to(&challenge, "s3cret", URI, 1);
     assert_eq!(
         v.verify(&req("a", 1), [a.as_str()], T0 + 1),
         Verdict::Authorized
@@ -156,12 +199,12 @@ fn a_replayed_nonce_count_is_refused_but_a_retransmission_is_taken() {
         Verdict::Refused(Refusal::Replay)
     );
     // A higher count with the same nonce is a new request.
-    let a2 = answer(&v, T0, 0, "s3cret", URI, 2);
+    let a2 = answer_to(&challenge, "s3cret", URI, 2);
     assert_eq!(
         v.verify(&req("c", 1), [a2.as_str()], T0 + 3),
         Verdict::Authorized
     );
-    let a1 = answer(&v, T0, 0, "s3cret", URI, 1);
+    let a1 = answer_to(&challenge, "s3cret", URI, 1);
     assert_eq!(
         v.verify(&req("d", 1), [a1.as_str()], T0 + 3),
         Verdict::Refused(Refusal::Replay)
