@@ -61,6 +61,8 @@ pub struct Shared {
     trunks: Arc<trunk::TrunkLimits>,
     /// `[trunk.auth]`: the trunks whose INVITEs must carry digest credentials.
     trunk_auth: trunk_auth::TrunkAuth,
+    /// `[trunk.register]`: the registration tasks' Call-IDs, for their responses.
+    registrations: Arc<crate::sip::register::task::Routes>,
 }
 
 /// The dispatcher: what the transport hands every message to (with itself, to answer
@@ -116,6 +118,7 @@ impl B2bua {
         Ok(B2bua {
             shared: Arc::new(Shared {
                 trunk_auth: trunk_auth::TrunkAuth::new(&settings.trunks),
+                registrations: Arc::default(),
                 acl,
                 trunks,
                 events,
@@ -143,6 +146,11 @@ impl B2bua {
 
     pub fn active_calls(&self) -> usize {
         self.shared.active.load(Ordering::Relaxed)
+    }
+
+    /// Where responses to the registration tasks' REGISTERs go.
+    pub fn registrations(&self) -> &Arc<crate::sip::register::task::Routes> {
+        &self.shared.registrations
     }
 
     /// The source ACL, for the task that keeps its peers' addresses current.
@@ -433,8 +441,8 @@ impl Sink for B2bua {
         }
         if msg.is_request() {
             self.on_request_without_call(t, msg, from);
-        } else {
-            // A response for no call of ours (late retransmission): drop it.
+        } else if self.shared.registrations.deliver(msg).is_err() {
+            // A response for no call or registration of ours (late retransmission): drop it.
             Metrics::inc(&self.shared.metrics.sip_messages_dropped_total);
         }
     }

@@ -2,3 +2,4 @@
 //! (`machine`) and the task that moves its bytes (`task`).
 
 pub mod machine;
+pub mod task;
