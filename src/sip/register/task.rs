@@ -401,7 +401,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Message {
-        crate::sip::message::parse(text.replace('\n', "\r\n").as_bytes()).expect("parses")
+        crate::sip::message::parse(bytes::Bytes::from(text.replace('\n', "\r\n"))).expect("parses")
     }
 
     const HEAD: &str = "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx\nFrom: <sip:a@b>;tag=1\nTo: <sip:a@b>;tag=2\nCall-ID: c1\n";
