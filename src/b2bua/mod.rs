@@ -441,7 +441,7 @@ impl Sink for B2bua {
         }
         if msg.is_request() {
             self.on_request_without_call(t, msg, from);
-        } else if self.shared.registrations.deliver(msg).is_err() {
+        } else if !self.shared.registrations.deliver(msg) {
             // A response for no call or registration of ours (late retransmission): drop it.
             Metrics::inc(&self.shared.metrics.sip_messages_dropped_total);
         }

@@ -299,7 +299,8 @@ mod tests {
 
     #[test]
     fn registration_refuses_bad_uris_and_half_credentials() {
-        let cases: [(&str, fn(&mut RegistrationConfig)); 6] = [
+        type Edit = fn(&mut RegistrationConfig);
+        let cases: [(&str, Edit); 6] = [
             ("registrar", |c| c.registrar = "http://x".into()),
             ("registrar", |c| c.registrar = "sip:x;transport=sctp".into()),
             ("registrar", |c| c.registrar = "sips:x;transport=udp".into()),

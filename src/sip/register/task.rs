@@ -27,18 +27,19 @@ const MAX_CHALLENGES: usize = 8;
 pub struct Routes(Mutex<HashMap<String, mpsc::Sender<Message>>>);
 
 impl Routes {
-    /// Hand `msg` to the task of its Call-ID; gives it back when none owns it.
-    pub fn deliver(&self, msg: Message) -> Result<(), Message> {
+    /// Hand `msg` to the task of its Call-ID; false (and `msg` dropped) when none
+    /// owns it.
+    pub fn deliver(&self, msg: Message) -> bool {
         let tx = {
             let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
             match msg.call_id().and_then(|c| map.get(c)) {
                 Some(tx) => tx.clone(),
-                None => return Err(msg),
+                None => return false,
             }
         };
         // A full queue drops the response: the transaction retransmits or times out.
         let _ = tx.try_send(msg);
-        Ok(())
+        true
     }
 
     fn add(&self, call_id: String, tx: mpsc::Sender<Message>) {
