@@ -13,6 +13,7 @@ mod media;
 pub mod outbound;
 pub use cluster::ClusterConfig;
 pub use http_access::{ApiKeyConfig, HttpAccess, OrgApiKey};
+pub mod registration;
 pub mod trunk;
 pub use trunk::Trunk;
 mod conns;

@@ -41,7 +41,12 @@ pub struct Server {
     http_state: HttpState,
     /// Liveness and claims among the nodes on one Redis (Redis store only).
     cluster: tokio::sync::Mutex<Option<crate::cluster::Cluster>>,
+    /// `[trunk.register]`: one registration task per trunk that registers.
+    registrations: std::sync::Mutex<Vec<crate::sip::register::task::RegisterHandle>>,
 }
+
+/// How long the unregistering REGISTERs of a drain may take.
+const UNREGISTER_LIMIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -267,7 +272,9 @@ impl Server {
                 }
             };
         http_state.set_ready(true);
+        let registrations = start_registrations(&settings, &b2bua, &transport, &metrics);
         Ok(Server {
+            registrations: std::sync::Mutex::new(registrations),
             b2bua,
             transport,
             metrics,
@@ -373,6 +380,8 @@ impl Server {
     /// configured drain time, then end the rest with BYE and wait briefly for them.
     pub async fn drain(&self) {
         self.start_draining();
+        // The registrars learn at once that calls should go elsewhere (RFC 3261 10.2.2).
+        self.unregister().await;
         let active = self.active_calls();
         tracing::info!(
             node_id = %self.settings.node_id,
@@ -410,8 +419,59 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Every registration ends with `Expires: 0`, all at once, within `UNREGISTER_LIMIT`.
+    async fn unregister(&self) {
+        let handles: Vec<_> = match self.registrations.lock() {
+            Ok(mut h) => h.drain(..).collect(),
+            Err(_) => return,
+        };
+        let mut stopping = tokio::task::JoinSet::new();
+        for h in handles {
+            stopping.spawn(h.stop(UNREGISTER_LIMIT));
+        }
+        while stopping.join_next().await.is_some() {}
+    }
+}
+
+/// One registration task per trunk with `[trunk.register]`.
+fn start_registrations(
+    settings: &Arc<Settings>,
+    b2bua: &B2bua,
+    transport: &Arc<TransportLayer>,
+    metrics: &Arc<Metrics>,
+) -> Vec<crate::sip::register::task::RegisterHandle> {
+    use crate::sip::register::task::{spawn, RegisterContext};
+    settings
+        .trunks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            let reg = t.register.clone()?;
+            let ctx = RegisterContext {
+                transport: transport.clone(),
+                routes: b2bua.registrations().clone(),
+                metrics: metrics.clone(),
+                timers: crate::sip::transaction::TimerConfig {
+                    t1: settings.t1,
+                    t2: settings.t2,
+                    t4: settings.t4,
+                },
+                user_agent: settings.user_agent.clone(),
+                advertised_host: settings.advertised_host.clone(),
+            };
+            Some(spawn(i, t.name.clone(), reg, ctx, UNREGISTER_LIMIT))
+        })
+        .collect()
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
+        if let Ok(h) = self.registrations.get_mut() {
+            for r in h.drain(..) {
+                r.abort();
+            }
+        }
         self.sweeper.abort();
         if let Some(p) = &self.peer_refresh {
             p.abort();

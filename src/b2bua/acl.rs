@@ -153,6 +153,8 @@ mod tests {
             max_calls_per_second: None,
             tls_client_ca: None,
             srtp: None,
+            auth: None,
+            register: None,
         };
         compile(&[
             t("a", &["198.51.100.0/24", "2001:db8::/32"]),

@@ -11,6 +11,7 @@ mod registry;
 pub mod srtp_policy;
 pub mod transfer;
 pub mod trunk;
+mod trunk_auth;
 
 pub use call::CallEvent;
 
@@ -59,6 +60,10 @@ pub struct Shared {
     acl: Arc<acl::Acl>,
     /// The trunks' own `max_calls` and `max_calls_per_second`.
     trunks: Arc<trunk::TrunkLimits>,
+    /// `[trunk.auth]`: the trunks whose INVITEs must carry digest credentials.
+    trunk_auth: trunk_auth::TrunkAuth,
+    /// `[trunk.register]`: the registration tasks' Call-IDs, for their responses.
+    registrations: Arc<crate::sip::register::task::Routes>,
 }
 
 /// The dispatcher: what the transport hands every message to (with itself, to answer
@@ -113,6 +118,8 @@ impl B2bua {
         let trunks = trunk::TrunkLimits::new(&settings.trunks, metrics.clone());
         Ok(B2bua {
             shared: Arc::new(Shared {
+                trunk_auth: trunk_auth::TrunkAuth::new(&settings.trunks),
+                registrations: Arc::default(),
                 acl,
                 trunks,
                 events,
@@ -140,6 +147,11 @@ impl B2bua {
 
     pub fn active_calls(&self) -> usize {
         self.shared.active.load(Ordering::Relaxed)
+    }
+
+    /// Where responses to the registration tasks' REGISTERs go.
+    pub fn registrations(&self) -> &Arc<crate::sip::register::task::Routes> {
+        &self.shared.registrations
     }
 
     /// The source ACL, for the task that keeps its peers' addresses current.
@@ -281,6 +293,14 @@ impl B2bua {
         // RFC 3261 16.3 step 3 applies to what we forward: at zero, 483.
         if let Some(Ok(0)) = invite.max_forwards() {
             return self.reply(t, &invite, from, 483, &[]);
+        }
+        // `[trunk.auth]`: before any limit or route is spent on an unauthenticated INVITE.
+        if let acl::Source::Trunk(i) = source {
+            let name = sh.settings.trunks.get(i).map_or("", |t| t.name.as_str());
+            let now = crate::sip::auth::server::unix_now();
+            if let Some(r) = sh.trunk_auth.check(i, name, &invite, now, &sh.metrics) {
+                return self.reply(t, &invite, from, r.status, &r.headers);
+            }
         }
         if sh.active.load(Ordering::Relaxed) >= sh.settings.max_calls {
             tracing::warn!(
@@ -443,8 +463,8 @@ impl Sink for B2bua {
         }
         if msg.is_request() {
             self.on_request_without_call(t, msg, from);
-        } else {
-            // A response for no call of ours (late retransmission): drop it.
+        } else if !self.shared.registrations.deliver(msg) {
+            // A response for no call or registration of ours (late retransmission): drop it.
             Metrics::inc(&self.shared.metrics.sip_messages_dropped_total);
         }
     }

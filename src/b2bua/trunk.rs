@@ -163,6 +163,8 @@ mod tests {
             max_calls_per_second: cps,
             tls_client_ca: None,
             srtp: None,
+            auth: None,
+            register: None,
         }])
         .unwrap();
         let metrics = Arc::new(Metrics::default());

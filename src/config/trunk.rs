@@ -36,6 +36,12 @@ pub struct TrunkConfig {
     /// SRTP on the carrier leg: "off" (default), "optional", "required".
     #[serde(default)]
     pub srtp: Option<String>,
+    /// `[trunk.auth]`: handoff digest-authenticates this trunk's INVITEs (407).
+    #[serde(default)]
+    pub auth: Option<super::registration::TrunkAuthConfig>,
+    /// `[trunk.register]`: handoff registers with this trunk's registrar.
+    #[serde(default)]
+    pub register: Option<super::registration::RegistrationConfig>,
 }
 
 /// One validated trunk.
@@ -52,6 +58,10 @@ pub struct Trunk {
     pub tls_client_ca: Option<std::path::PathBuf>,
     /// `srtp`: the caller leg of this trunk's calls.
     pub srtp: super::srtp::SrtpPolicy,
+    /// `[trunk.auth]`, validated: the credentials its INVITEs must carry.
+    pub auth: Option<crate::sip::auth::server::VerifierConfig>,
+    /// `[trunk.register]`, validated.
+    pub register: Option<super::registration::Registration>,
 }
 
 /// A trunk value that cannot be used; `key` is the full key (`trunk[0].sources[1]`).
@@ -133,6 +143,16 @@ pub fn compile(list: &[TrunkConfig]) -> Result<Vec<Trunk>, TrunkConfigError> {
                 "must be at least 1 (or left out)",
             ));
         }
+        let auth = t
+            .auth
+            .as_ref()
+            .map(|a| super::registration::compile_auth(&key("auth"), a))
+            .transpose()?;
+        let register = t
+            .register
+            .as_ref()
+            .map(|r| super::registration::compile_registration(&key("register"), r))
+            .transpose()?;
         trunks.push(Trunk {
             name: t.name.clone(),
             sources,
@@ -141,6 +161,8 @@ pub fn compile(list: &[TrunkConfig]) -> Result<Vec<Trunk>, TrunkConfigError> {
             max_calls_per_second: t.max_calls_per_second,
             tls_client_ca: t.tls_client_ca.as_ref().map(std::path::PathBuf::from),
             srtp: super::srtp::parse(t.srtp.as_deref()).map_err(|e| bad(key("srtp"), e))?,
+            auth,
+            register,
         });
     }
     Ok(trunks)
@@ -210,6 +232,8 @@ mod tests {
             max_calls_per_second: None,
             tls_client_ca: None,
             srtp: None,
+            auth: None,
+            register: None,
         }
     }
 

@@ -15,6 +15,19 @@ pub struct TrunkCounters {
     pub calls_rejected_limit_total: AtomicU64,
     /// Calls from this trunk in progress.
     pub calls_active: AtomicI64,
+    // Digest authentication by handoff and registration (issue 15).
+    /// INVITEs answered 407 (no credentials for our realm, or a stale nonce).
+    pub auth_challenges_total: AtomicU64,
+    /// INVITEs refused 403 for wrong, replayed or malformed credentials.
+    pub auth_failures_total: AtomicU64,
+    /// 1 while handoff holds a registration with the trunk's registrar.
+    pub registered: AtomicI64,
+    /// REGISTER outcomes: 2xx, final failures (and transport errors), 401/407.
+    pub registrations_ok_total: AtomicU64,
+    pub registrations_failed_total: AtomicU64,
+    pub registrations_challenged_total: AtomicU64,
+    /// The expiry the registrar granted (0 when not registered).
+    pub registration_expires_seconds: AtomicI64,
 }
 
 /// Every trunk's counters, in configuration order.
@@ -51,7 +64,7 @@ impl TrunkMetrics {
             return;
         };
         type Get = fn(&TrunkCounters) -> i64;
-        let families: [(&str, &str, &str, Get); 3] = [
+        let families: [(&str, &str, &str, Get); 7] = [
             (
                 "handoff_trunk_calls_started_total",
                 "counter",
@@ -70,12 +83,56 @@ impl TrunkMetrics {
                 "Calls in progress from each trunk.",
                 |c| c.calls_active.load(Ordering::Relaxed),
             ),
+            (
+                "handoff_trunk_auth_challenges_total",
+                "counter",
+                "INVITEs from each trunk answered 407 by handoff's digest authentication.",
+                |c| c.auth_challenges_total.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "handoff_trunk_auth_failures_total",
+                "counter",
+                "INVITEs from each trunk refused 403 for wrong, replayed or malformed credentials.",
+                |c| c.auth_failures_total.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "handoff_trunk_registered",
+                "gauge",
+                "1 while handoff holds a registration with the trunk's registrar.",
+                |c| c.registered.load(Ordering::Relaxed),
+            ),
+            (
+                "handoff_trunk_registration_expires_seconds",
+                "gauge",
+                "The registration expiry the trunk's registrar granted (0: not registered).",
+                |c| c.registration_expires_seconds.load(Ordering::Relaxed),
+            ),
         ];
         for (name, kind, help, get) in families {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} {kind}");
             for c in list.iter() {
                 let _ = writeln!(out, "{name}{{trunk=\"{}\"}} {}", c.name, get(c));
+            }
+        }
+        let name = "handoff_trunk_registrations_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} REGISTER transactions with each trunk's registrar, by result."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for c in list.iter() {
+            for (result, n) in [
+                ("ok", &c.registrations_ok_total),
+                ("failed", &c.registrations_failed_total),
+                ("challenged", &c.registrations_challenged_total),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "{name}{{trunk=\"{}\",result=\"{result}\"}} {}",
+                    c.name,
+                    n.load(Ordering::Relaxed)
+                );
             }
         }
     }
@@ -105,5 +162,9 @@ mod tests {
         assert!(out.contains("handoff_trunk_calls_active{trunk=\"carrier-a\"} 1\n"));
         assert!(out.contains("# TYPE handoff_trunk_calls_active gauge\n"));
         assert!(out.contains("handoff_trunk_calls_rejected_limit_total{trunk=\"carrier-a\"} 0\n"));
+        assert!(out.contains("handoff_trunk_auth_failures_total{trunk=\"carrier-a\"} 0\n"));
+        assert!(out.contains("handoff_trunk_registered{trunk=\"carrier-b\"} 0\n"));
+        assert!(out
+            .contains("handoff_trunk_registrations_total{trunk=\"carrier-b\",result=\"ok\"} 0\n"));
     }
 }

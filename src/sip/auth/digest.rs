@@ -119,7 +119,7 @@ impl DigestAlgorithm {
     }
 
     /// Lowercase hex of the hash of `data`.
-    fn hash(self, data: &str) -> String {
+    pub(crate) fn hash(self, data: &str) -> String {
         let bytes: Vec<u8> = match self {
             DigestAlgorithm::Md5 | DigestAlgorithm::Md5Sess => {
                 md5::Md5::digest(data.as_bytes()).to_vec()
@@ -350,7 +350,7 @@ fn quote(s: &str) -> String {
 
 /// `auth-param *(COMMA auth-param)`, `auth-param = token EQUAL (token / quoted-string)`
 /// (RFC 3261 25.1). Names are kept as sent; a repeated name is malformed.
-fn parse_auth_params(s: &str) -> Result<Vec<(String, String)>, DigestError> {
+pub(super) fn parse_auth_params(s: &str) -> Result<Vec<(String, String)>, DigestError> {
     let b = s.as_bytes();
     let mut i = 0;
     let mut out: Vec<(String, String)> = Vec::new();

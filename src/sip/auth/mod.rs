@@ -1,7 +1,10 @@
 //! SIP client authentication: answering a 401/407 challenge with digest credentials
 //! (RFC 2617, RFC 7616, RFC 8760). Knows nothing of who asked for the request.
+//! And the server side (`server`): checking the digest a trunk answers handoff's
+//! own 407 with.
 
 pub mod digest;
+pub mod server;
 
 pub use digest::{digest_authorization, ChallengeKind, DigestChallenge, DigestError};
 
