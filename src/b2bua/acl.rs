@@ -151,7 +151,7 @@ mod tests {
             media: Vec::new(),
             max_calls: None,
             max_calls_per_second: None,
-            tls_client_ca: None,
+            ..Default::default()
         };
         compile(&[
             t("a", &["198.51.100.0/24", "2001:db8::/32"]),

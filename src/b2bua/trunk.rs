@@ -153,7 +153,7 @@ mod tests {
             media: vec!["192.0.2.0/24".into()],
             max_calls,
             max_calls_per_second: cps,
-            tls_client_ca: None,
+            ..Default::default()
         }])
         .unwrap();
         let metrics = Arc::new(Metrics::default());

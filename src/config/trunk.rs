@@ -13,7 +13,7 @@ const MAX_TRUNKS: usize = 256;
 const MAX_CIDRS: usize = 1024;
 
 /// One `[[trunk]]` as written in `config.toml`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrunkConfig {
     /// A token (letters, digits, `-._!%*+`'~`), unique; used in routes and metric labels.
@@ -33,6 +33,18 @@ pub struct TrunkConfig {
     /// Set: a TLS connection from the trunk's sources must present one.
     #[serde(default)]
     pub tls_client_ca: Option<String>,
+    /// `carrier` (default) or `ai_agent` (its INVITEs to numbers are outbound calls).
+    #[serde(default)]
+    pub kind: super::trunk_outbound::TrunkKind,
+    /// `ai_agent`: the org whose calls it places.
+    #[serde(default)]
+    pub org_id: Option<String>,
+    /// `ai_agent`: the agent ids that may call; none: the org's agents of `[[route]]`.
+    #[serde(default)]
+    pub agent_ids: Vec<String>,
+    /// `carrier`: where outbound calls go (`[trunk.outbound]`).
+    #[serde(default)]
+    pub outbound: Option<super::trunk_outbound::TrunkOutboundConfig>,
 }
 
 /// One validated trunk.
@@ -47,6 +59,8 @@ pub struct Trunk {
     pub max_calls_per_second: Option<u32>,
     /// `tls_client_ca`: read and checked with the TLS settings (`config::tls`).
     pub tls_client_ca: Option<std::path::PathBuf>,
+    /// A carrier (with or without an outbound side) or an AI agent placing calls.
+    pub role: super::trunk_outbound::TrunkRole,
 }
 
 /// A trunk value that cannot be used; `key` is the full key (`trunk[0].sources[1]`).
@@ -128,7 +142,15 @@ pub fn compile(list: &[TrunkConfig]) -> Result<Vec<Trunk>, TrunkConfigError> {
                 "must be at least 1 (or left out)",
             ));
         }
+        let role = super::trunk_outbound::compile_role(
+            i,
+            t.kind,
+            t.org_id.as_deref(),
+            &t.agent_ids,
+            t.outbound.as_ref(),
+        )?;
         trunks.push(Trunk {
+            role,
             name: t.name.clone(),
             sources,
             media: media.into(),
@@ -201,8 +223,7 @@ mod tests {
             sources: sources.iter().map(|s| (*s).to_owned()).collect(),
             media: Vec::new(),
             max_calls: None,
-            max_calls_per_second: None,
-            tls_client_ca: None,
+            ..Default::default()
         }
     }
 
