@@ -5,6 +5,7 @@
 pub mod acl;
 mod call;
 mod inbox;
+pub mod outbound;
 pub mod peers;
 pub mod policy;
 mod registry;

@@ -101,7 +101,7 @@ impl TrunkLimits {
 }
 
 /// Take one of `max` places (any number when `None`); false when all are taken.
-fn take_slot(active: &AtomicUsize, max: Option<usize>) -> bool {
+pub(super) fn take_slot(active: &AtomicUsize, max: Option<usize>) -> bool {
     active
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| match max {
             Some(m) if n >= m => None,
