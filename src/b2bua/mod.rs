@@ -4,6 +4,7 @@
 
 pub mod acl;
 mod call;
+mod dial_out;
 mod inbox;
 pub mod outbound;
 pub mod peers;
@@ -59,6 +60,8 @@ pub struct Shared {
     acl: Arc<acl::Acl>,
     /// The trunks' own `max_calls` and `max_calls_per_second`.
     trunks: Arc<trunk::TrunkLimits>,
+    /// `[[outbound]]`: each org's outbound `max_calls` and `max_calls_per_second`.
+    org_limits: Arc<outbound::OrgLimits>,
 }
 
 /// The dispatcher: what the transport hands every message to (with itself, to answer
@@ -113,6 +116,7 @@ impl B2bua {
         let trunks = trunk::TrunkLimits::new(&settings.trunks, metrics.clone());
         Ok(B2bua {
             shared: Arc::new(Shared {
+                org_limits: outbound::OrgLimits::new(&settings.outbound),
                 acl,
                 trunks,
                 events,
@@ -285,6 +289,9 @@ impl B2bua {
             tracing::debug!("calls-per-second limit reached, refusing INVITE with 503");
             return self.reply_503(t, &invite, from);
         }
+        if let Some(agent_trunk) = self.outbound_source(source) {
+            return self.new_outbound_call(t, invite, from, agent_trunk);
+        }
         let called = invite
             .request_uri()
             .and_then(crate::sip::message::SipUri::parse)
@@ -364,6 +371,7 @@ impl B2bua {
             media_cidrs: trunk_slot
                 .as_ref()
                 .map_or_else(|| Arc::from(Vec::new()), |s| s.media()),
+            outbound: None,
         };
         call::spawn(Box::new(start), rx, trunk_slot);
     }
