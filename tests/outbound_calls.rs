@@ -40,12 +40,16 @@ struct Rig {
 /// 127.0.0.3; `carrier_uri` overrides where outbound calls go; `org_extra` adds keys
 /// to the org's `[[outbound]]`.
 async fn rig(carrier_uri: Option<String>, org_extra: &str) -> Rig {
+    rig_with(carrier_uri, org_extra, "").await
+}
+
+async fn rig_with(carrier_uri: Option<String>, org_extra: &str, keys: &str) -> Rig {
     let capture = Capture::start().await;
     let carrier = TestUa::udp_bound(SocketAddr::from(([127, 0, 0, 3], 0))).await;
     let uri = carrier_uri.unwrap_or_else(|| format!("sip:{}", carrier.local_addr()));
     let extra = format!(
         "webhooks = [{{ url = \"{}\", secret = \"{SECRET}\" }}]\n\
-         events.retry_base_ms = 50\nevents.retry_max_ms = 200\n\
+         events.retry_base_ms = 50\nevents.retry_max_ms = 200\n{keys}\n\
          \n[[trunk]]\nname = \"carrier\"\nsources = [\"127.0.0.3\"]\n\
          [trunk.outbound]\nuri = \"{uri}\"\nusername = \"handoff\"\npassword = \"s3cret\"\n\
          \n[[trunk]]\nname = \"agents\"\nkind = \"ai_agent\"\nsources = [\"127.0.0.2\"]\norg_id = \"org-test\"\n\
@@ -407,6 +411,53 @@ async fn the_org_limit_is_503_with_retry_after() {
         let resp = r.agent.expect_response_to(Method::Invite, 503, WAIT).await;
         assert!(resp.msg.header("Retry-After").is_some());
         let _ = SDP;
+    })
+    .await;
+}
+
+/// An answered outbound call: the agent's dialog and the callee's.
+async fn answered(r: &mut Rig) -> (Dialog, Dialog) {
+    let (invite, carrier_invite) = place(r, &dial(CALLEE)).await;
+    let ok = r
+        .carrier
+        .respond(&carrier_invite, 200, &[], Some(CARRIER_SDP))
+        .await;
+    let agent_ok = r.agent.expect_response_to(Method::Invite, 200, WAIT).await;
+    let agent_dlg = Dialog::as_uac(&invite, &agent_ok.msg);
+    r.agent.send(&r.agent.ack(&agent_dlg, None)).await;
+    r.carrier.expect_request(Method::Ack, WAIT).await;
+    (agent_dlg, Dialog::as_uas(&carrier_invite.msg, &ok))
+}
+
+/// The callee (the carrier side) may not move the AI agent anywhere with a REFER,
+/// even to a target the allow-list takes: 403, nothing dialled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refer_from_the_callee_is_403_and_nothing_is_dialled() {
+    bounded(LIMIT, async {
+        let target = TestUa::udp_bound(SocketAddr::from(([127, 0, 0, 5], 0))).await;
+        let keys = format!(
+            "transfer.allow = [\"sip:support@{0}\"]\ntransfer.destination = [{{ name = \"zendesk\", uri = \"sip:support@{0}\" }}]",
+            target.local_addr()
+        );
+        let mut r = rig_with(None, "", &keys).await;
+        let (mut agent_dlg, mut callee_dlg) = answered(&mut r).await;
+        let mut refer = r.carrier.in_dialog(&mut callee_dlg, Method::Refer, None);
+        refer
+            .push_checked("Refer-To", &format!("<sip:support@{}>", target.local_addr()))
+            .unwrap();
+        r.carrier.send(&refer).await;
+        r.carrier.expect_response_to(Method::Refer, 403, WAIT).await;
+        // The agent's own REFER is answered, not silently dropped.
+        let mut refer = r.agent.in_dialog(&mut agent_dlg, Method::Refer, None);
+        refer
+            .push_checked("Refer-To", &format!("<sip:support@{}>", target.local_addr()))
+            .unwrap();
+        r.agent.send(&refer).await;
+        r.agent.expect_response_to(Method::Refer, 501, WAIT).await;
+        let mut target = target;
+        target
+            .expect_silence("any request", Duration::from_millis(500), |_| true)
+            .await;
     })
     .await;
 }

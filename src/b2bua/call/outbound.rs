@@ -86,6 +86,16 @@ pub(super) fn build_carrier_invite(
     (m, contact)
 }
 
+/// The answer to a REFER on an outbound call: from the callee (the far leg) a
+/// 403, as on any leg that is not the AI agent's; from the AI agent a 501 until
+/// the transfer of the callee is built.
+pub(super) fn refer_refusal(side: Side) -> (u16, &'static str) {
+    match side {
+        Side::Caller => (501, "Transfer of outbound calls not implemented"),
+        _ => (403, "REFER not allowed on this leg"),
+    }
+}
+
 impl Call {
     /// Keep the carrier INVITE's bytes for a retry with credentials.
     pub(super) fn keep_outbound_wire(&mut self, wire: Option<Bytes>) {
@@ -174,6 +184,13 @@ impl Call {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_agent_hears_that_outbound_transfers_are_missing() {
+        assert_eq!(refer_refusal(Side::Caller).0, 501);
+        assert_eq!(refer_refusal(Side::Ai).0, 403);
+        assert_eq!(refer_refusal(Side::Target).0, 403);
+    }
 
     #[test]
     fn the_callee_becomes_the_carrier_uris_user_part() {
