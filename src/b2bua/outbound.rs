@@ -362,6 +362,31 @@ mod tests {
         );
     }
 
+    fn invite(ruri: &str, extra: &str) -> Message {
+        let text = format!(
+            "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bK1\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:agent@ai.example>;tag=1\r\nTo: <{ruri}>\r\n\
+             Call-ID: c1\r\nCSeq: 1 INVITE\r\n{extra}Content-Length: 0\r\n\r\n"
+        );
+        crate::sip::message::parse(bytes::Bytes::from(text)).unwrap()
+    }
+
+    #[test]
+    fn the_ask_is_read_from_a_sip_or_tel_request_uri_and_the_headers() {
+        let a = OutboundAsk::of(&invite(
+            "sip:+14155551234@handoff.example",
+            "X-OPENCX-AGENT-ID: a2\r\nX-OPENCX-CALLER-ID: +14155550101\r\n",
+        ));
+        assert_eq!(a.number.as_deref(), Some("+14155551234"));
+        assert_eq!(a.agent_id.as_deref(), Some("a2"));
+        assert_eq!(a.caller_id.as_deref(), Some("+14155550101"));
+        let a = OutboundAsk::of(&invite("tel:+1-415-555-1234", ""));
+        let orgs = [org(&["+1415"], &["+14155550100"])];
+        let ok = admit("acme", &agents(), &orgs, &a).unwrap();
+        assert_eq!(ok.callee, "+14155551234");
+        assert_eq!(a.agent_id, None);
+    }
+
     #[test]
     fn org_limits_hold_max_calls_and_the_rate() {
         let mut o = org(&["+1"], &["+14155550100"]);
