@@ -15,6 +15,7 @@ pub use cluster::ClusterConfig;
 pub use http_access::{ApiKeyConfig, HttpAccess, OrgApiKey};
 pub mod registration;
 pub mod trunk;
+pub mod trunk_outbound;
 pub use trunk::Trunk;
 mod conns;
 mod http;
@@ -78,6 +79,9 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     #[serde(default, rename = "trunk")]
     pub trunks: Vec<trunk::TrunkConfig>,
+    /// `[[outbound]]`: each org's outbound calls (`config/trunk_outbound.rs`).
+    #[serde(default)]
+    pub outbound: Vec<trunk_outbound::OutboundConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -281,6 +285,8 @@ pub struct Settings {
     pub trunks: Vec<Trunk>,
     /// `[sip] allow_any_source`: with no trunk, every source is taken.
     pub allow_any_source: bool,
+    /// `[[outbound]]`: per org, the carrier and anti-fraud knobs of outbound calls.
+    pub outbound: Vec<trunk_outbound::OrgOutbound>,
     pub http: HttpSettings,
     /// `None`: `[media] mode = "passthrough"`.
     pub media: Option<MediaSettings>,
@@ -632,6 +638,9 @@ impl Config {
                 "more than one route has default = true".into(),
             ));
         }
+        let mut trunks = trunks;
+        let outbound = trunk_outbound::compile_orgs(&self.outbound, &mut trunks, &routes)
+            .map_err(|e| bad(&e.key, e.problem))?;
         let http = self.validate_http(&bad)?;
         let media = self.validate_media(&bad)?;
         srtp::check_relay(media.is_some(), &srtp::keys(&self))
@@ -708,6 +717,7 @@ impl Config {
             redact_phone_numbers: self.log.redact_phone_numbers,
             routes,
             trunks,
+            outbound,
             allow_any_source: sip.allow_any_source,
         })
     }

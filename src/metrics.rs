@@ -257,6 +257,17 @@ metrics! {
     /// required, RTP/SAVP where it is off, no usable or a malformed a=crypto,
     /// RTP/SAVPF or DTLS-SRTP.
     counter srtp_refused_total,
+    // Outbound calls (issue 15): the AI agent calls a number through a carrier trunk.
+    /// Outbound calls admitted (the carrier leg is placed).
+    counter outbound_calls_started_total,
+    /// Outbound INVITEs refused with 403 because the number is not E.164 or is
+    /// outside the org's `allowed_prefixes` (toll-fraud guard): nothing dialled.
+    counter outbound_refused_destination_total,
+    /// Outbound INVITEs refused with 403: the agent is not one of the trunk's org, or
+    /// asked for a caller ID the org may not present.
+    counter outbound_refused_identity_total,
+    /// Outbound INVITEs refused with 503 by the org's or the carrier trunk's limits.
+    counter outbound_refused_limit_total,
 }
 
 mod trunk;

@@ -150,11 +150,7 @@ mod tests {
             sources: sources.iter().map(|s| (*s).to_owned()).collect(),
             media: Vec::new(),
             max_calls: None,
-            max_calls_per_second: None,
-            tls_client_ca: None,
-            srtp: None,
-            auth: None,
-            register: None,
+            ..Default::default()
         };
         compile(&[
             t("a", &["198.51.100.0/24", "2001:db8::/32"]),

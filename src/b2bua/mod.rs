@@ -4,7 +4,9 @@
 
 pub mod acl;
 mod call;
+mod dial_out;
 mod inbox;
+pub mod outbound;
 pub mod peers;
 pub mod policy;
 mod registry;
@@ -64,6 +66,8 @@ pub struct Shared {
     trunk_auth: trunk_auth::TrunkAuth,
     /// `[trunk.register]`: the registration tasks' Call-IDs, for their responses.
     registrations: Arc<crate::sip::register::task::Routes>,
+    /// `[[outbound]]`: each org's outbound `max_calls` and `max_calls_per_second`.
+    org_limits: Arc<outbound::OrgLimits>,
 }
 
 /// The dispatcher: what the transport hands every message to (with itself, to answer
@@ -120,6 +124,7 @@ impl B2bua {
             shared: Arc::new(Shared {
                 trunk_auth: trunk_auth::TrunkAuth::new(&settings.trunks),
                 registrations: Arc::default(),
+                org_limits: outbound::OrgLimits::new(&settings.outbound),
                 acl,
                 trunks,
                 events,
@@ -318,6 +323,9 @@ impl B2bua {
             tracing::debug!("calls-per-second limit reached, refusing INVITE with 503");
             return self.reply_503(t, &invite, from);
         }
+        if let Some(agent_trunk) = self.outbound_source(source) {
+            return self.new_outbound_call(t, invite, from, agent_trunk);
+        }
         let called = invite
             .request_uri()
             .and_then(crate::sip::message::SipUri::parse)
@@ -399,6 +407,7 @@ impl B2bua {
                 .as_ref()
                 .map_or_else(|| Arc::from(Vec::new()), |s| s.media()),
             caller_srtp,
+            outbound: None,
         };
         call::spawn(Box::new(start), rx, trunk_slot);
     }

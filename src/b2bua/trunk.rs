@@ -104,7 +104,7 @@ impl TrunkLimits {
 }
 
 /// Take one of `max` places (any number when `None`); false when all are taken.
-fn take_slot(active: &AtomicUsize, max: Option<usize>) -> bool {
+pub(super) fn take_slot(active: &AtomicUsize, max: Option<usize>) -> bool {
     active
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| match max {
             Some(m) if n >= m => None,
@@ -161,10 +161,7 @@ mod tests {
             media: vec!["192.0.2.0/24".into()],
             max_calls,
             max_calls_per_second: cps,
-            tls_client_ca: None,
-            srtp: None,
-            auth: None,
-            register: None,
+            ..Default::default()
         }])
         .unwrap();
         let metrics = Arc::new(Metrics::default());

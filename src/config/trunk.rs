@@ -13,7 +13,7 @@ const MAX_TRUNKS: usize = 256;
 const MAX_CIDRS: usize = 1024;
 
 /// One `[[trunk]]` as written in `config.toml`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrunkConfig {
     /// A token (letters, digits, `-._!%*+`'~`), unique; used in routes and metric labels.
@@ -42,6 +42,18 @@ pub struct TrunkConfig {
     /// `[trunk.register]`: handoff registers with this trunk's registrar.
     #[serde(default)]
     pub register: Option<super::registration::RegistrationConfig>,
+    /// `carrier` (default) or `ai_agent` (its INVITEs to numbers are outbound calls).
+    #[serde(default)]
+    pub kind: super::trunk_outbound::TrunkKind,
+    /// `ai_agent`: the org whose calls it places.
+    #[serde(default)]
+    pub org_id: Option<String>,
+    /// `ai_agent`: the agent ids that may call; none: the org's agents of `[[route]]`.
+    #[serde(default)]
+    pub agent_ids: Vec<String>,
+    /// `carrier`: where outbound calls go (`[trunk.outbound]`).
+    #[serde(default)]
+    pub outbound: Option<super::trunk_outbound::TrunkOutboundConfig>,
 }
 
 /// One validated trunk.
@@ -62,6 +74,8 @@ pub struct Trunk {
     pub auth: Option<crate::sip::auth::server::VerifierConfig>,
     /// `[trunk.register]`, validated.
     pub register: Option<super::registration::Registration>,
+    /// A carrier (with or without an outbound side) or an AI agent placing calls.
+    pub role: super::trunk_outbound::TrunkRole,
 }
 
 /// A trunk value that cannot be used; `key` is the full key (`trunk[0].sources[1]`).
@@ -153,7 +167,15 @@ pub fn compile(list: &[TrunkConfig]) -> Result<Vec<Trunk>, TrunkConfigError> {
             .as_ref()
             .map(|r| super::registration::compile_registration(&key("register"), r))
             .transpose()?;
+        let role = super::trunk_outbound::compile_role(
+            i,
+            t.kind,
+            t.org_id.as_deref(),
+            &t.agent_ids,
+            t.outbound.as_ref(),
+        )?;
         trunks.push(Trunk {
+            role,
             name: t.name.clone(),
             sources,
             media: media.into(),
@@ -229,11 +251,7 @@ mod tests {
             sources: sources.iter().map(|s| (*s).to_owned()).collect(),
             media: Vec::new(),
             max_calls: None,
-            max_calls_per_second: None,
-            tls_client_ca: None,
-            srtp: None,
-            auth: None,
-            register: None,
+            ..Default::default()
         }
     }
 

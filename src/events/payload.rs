@@ -125,9 +125,9 @@ pub enum EventData {
 /// Who the call is between; in every `phone_call.*` event but `transferred`'s target.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct CallParties {
-    /// Always `inbound`: handoff only receives calls.
+    /// `inbound`, or `outbound` for a call the AI agent placed.
     pub direction: &'static str,
-    /// The caller's number in E.164, null when withheld.
+    /// The caller's number in E.164, null when withheld (outbound: the caller ID).
     pub from: Option<String>,
     pub caller_name: Option<String>,
     /// The called number as dialled.
@@ -247,6 +247,17 @@ pub const METADATA_KEYS: [&str; 6] = [
 ];
 
 pub fn parties(s: &CallRecord) -> CallParties {
+    if s.outbound {
+        // The record keeps the customer as its caller_phone (the transfer's From
+        // and the webhook's match); on the wire the AI agent's side called them.
+        return CallParties {
+            direction: "outbound",
+            from: Some(s.called.clone()),
+            caller_name: None,
+            to: s.caller_phone.clone().unwrap_or_default(),
+            agent_id: s.agent_id.clone(),
+        };
+    }
     CallParties {
         direction: "inbound",
         from: s.caller_phone.clone(),
@@ -402,7 +413,7 @@ pub fn custom_data(
     let participants = if s.answered_at.is_some() { 2 } else { 1 } + s.completed_transfers();
     m.insert("duration_seconds".into(), duration.into());
     m.insert("participant_count".into(), participants.into());
-    m.insert("is_outbound".into(), false.into());
+    m.insert("is_outbound".into(), s.outbound.into());
     m.insert("recording_available".into(), false.into());
     m.insert(
         "agent_version".into(),

@@ -22,6 +22,9 @@ pub struct CallRecord {
     pub answered_at: Option<SystemTime>,
     /// Each transfer the AI agent asked for, in order (it may retry after a failure).
     pub transfers: Vec<TransferRecord>,
+    /// The AI agent placed the call: `caller_phone` is then the customer (the callee)
+    /// and `called` the caller ID handoff presented.
+    pub outbound: bool,
 }
 
 impl CallRecord {
@@ -37,6 +40,7 @@ impl CallRecord {
             started_at: s.started_at,
             answered_at: s.answered_at,
             transfers: Vec::new(),
+            outbound: false,
         }
     }
 

@@ -119,8 +119,15 @@ impl Call {
 
     /// A BYE from `side` ends the call: the caller is the `user`, anyone else the
     /// `agent` (the AI agent, or the human a transfer reached).
+    /// On an outbound call the customer is the far side (the callee) and the
+    /// caller side is the AI agent.
     pub(super) fn note_bye_from(&mut self, side: Side) {
-        self.note_ended_by(if side == Side::Caller {
+        let customer = if self.is_outbound() {
+            Side::Ai
+        } else {
+            Side::Caller
+        };
+        self.note_ended_by(if side == customer {
             EndedBy::User
         } else {
             EndedBy::Agent
@@ -128,8 +135,11 @@ impl Call {
     }
 
     /// The caller gave up before the answer (CANCEL, or BYE in the early dialog).
+    /// On an outbound call the AI agent gave up before the callee answered:
+    /// nobody the seed names hung up (null).
     pub(super) fn emit_cancelled(&mut self) {
-        self.emit_failed(SipOutcome::Cancelled, Some(EndedBy::User));
+        let by = (!self.is_outbound()).then_some(EndedBy::User);
+        self.emit_failed(SipOutcome::Cancelled, by);
     }
 
     /// handoff is shutting down: the call ends by the `system`; one not yet

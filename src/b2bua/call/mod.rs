@@ -8,6 +8,7 @@ mod invite;
 mod leg;
 mod lifecycle;
 mod media;
+mod outbound;
 mod pending;
 mod relay;
 mod requests;
@@ -135,6 +136,8 @@ pub(super) struct Call {
     record: crate::events::CallRecord,
     /// Session-store work the handlers asked for, done by `run` before the next message.
     store_io: store_io::StoreIo,
+    /// An outbound call (the AI agent on the caller side, the callee on the far side).
+    outbound: Option<Box<outbound::OutboundLeg>>,
 }
 
 /// What a call needs to start: boxed, so the spawned task's future stays small.
@@ -154,6 +157,8 @@ pub(super) struct CallStart {
     pub media_cidrs: Arc<[ipnet::IpNet]>,
     /// SRTP on the caller leg: its trunk's `srtp`, else the route's `caller_srtp`.
     pub caller_srtp: crate::config::srtp::SrtpPolicy,
+    /// An AI agent's outbound call: the far leg goes to the callee via the carrier.
+    pub outbound: Option<Box<crate::b2bua::outbound::OutboundCall>>,
 }
 
 /// `trunk_slot`: the call's place in its trunk's `max_calls`, held by the task and

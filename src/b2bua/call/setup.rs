@@ -32,6 +32,7 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         custom_data,
         media_cidrs,
         caller_srtp,
+        outbound,
     } = *start;
     let now = Instant::now();
     let mut txs = TransactionSet::new(sh.timers);
@@ -53,17 +54,33 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
     });
 
     let caller = invite.from_header();
-    let caller_display = caller.as_ref().and_then(|f| f.display_name.clone());
-    let caller_phone = caller
-        .as_ref()
-        .and_then(|f| f.uri.user.clone())
-        .and_then(|u| normalize_e164(&u, sh.settings.default_country.as_deref()));
-    tracing::info!(
-        caller = %crate::redact::Phone(caller_phone.as_deref().unwrap_or_default()),
-        called = %crate::redact::Phone(&called),
-        org_id = %route.org_id,
-        "call received"
-    );
+    let (caller_display, caller_phone) = match &outbound {
+        // Outbound: the session's caller is the customer, the callee (the
+        // transfer's From, the webhook's match); the agent's From says nothing.
+        Some(o) => {
+            tracing::info!(
+                callee = %crate::redact::Phone(&o.admitted.callee),
+                org_id = %route.org_id,
+                agent_id = %o.admitted.agent_id,
+                "outbound call placed"
+            );
+            (None, Some(o.admitted.callee.clone()))
+        }
+        None => {
+            let caller_display = caller.as_ref().and_then(|f| f.display_name.clone());
+            let caller_phone = caller
+                .as_ref()
+                .and_then(|f| f.uri.user.clone())
+                .and_then(|u| normalize_e164(&u, sh.settings.default_country.as_deref()));
+            tracing::info!(
+                caller = %crate::redact::Phone(caller_phone.as_deref().unwrap_or_default()),
+                called = %crate::redact::Phone(&called),
+                org_id = %route.org_id,
+                "call received"
+            );
+            (caller_display, caller_phone)
+        }
+    };
 
     let (c_host, c_port) = local_host_port(&sh, &transport, from);
     let caller_dialog = Dialog::uas(
@@ -78,9 +95,21 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         from,
     )?;
 
-    // The AI leg: where it goes and over what.
-    let ai_uri = route.ai_agent_uri.clone();
-    let ai_targets = match transport.peer_for_as(&ai_uri, None, route.tls_client).await {
+    // The AI leg: where it goes and over what (outbound: the callee via the carrier).
+    let ai_uri = match &outbound {
+        Some(o) => crate::sip::message::SipUri::parse(&super::outbound::carrier_request_uri(
+            &o.carrier.uri,
+            &o.admitted.callee,
+        ))?,
+        None => route.ai_agent_uri.clone(),
+    };
+    // The carrier presents no route's client certificate.
+    let identity = if outbound.is_some() {
+        None
+    } else {
+        route.tls_client
+    };
+    let ai_targets = match transport.peer_for_as(&ai_uri, None, identity).await {
         Ok(targets) => Some(targets),
         Err(e) => {
             tracing::warn!(uri = %ai_uri, error = %e, "cannot reach the AI agent");
@@ -106,24 +135,28 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
             Err(e) => media_error = Some(e),
         }
     }
-    let (ai_invite, ai_contact) = build_ai_invite(
-        &invite,
-        &route,
-        &session_id,
-        caller_display.as_deref(),
-        caller_phone.as_deref(),
-        NewInvite {
-            request_uri: route.ai_agent_uri.as_str(),
-            from: String::new(),
-            to: format!("<{}>", route.ai_agent_uri.as_str()),
-            transport: placeholder.transport,
-            host: &a_host,
-            port: a_port,
-            max_forwards: 70,
-            user_agent: &sh.settings.user_agent,
-        },
-        ai_body,
-    );
+    let new_invite = NewInvite {
+        request_uri: ai_uri.as_str(),
+        from: String::new(),
+        to: format!("<{}>", ai_uri.as_str()),
+        transport: placeholder.transport,
+        host: &a_host,
+        port: a_port,
+        max_forwards: 70,
+        user_agent: &sh.settings.user_agent,
+    };
+    let (ai_invite, ai_contact) = match &outbound {
+        Some(o) => super::outbound::build_carrier_invite(&invite, o, new_invite, ai_body),
+        None => build_ai_invite(
+            &invite,
+            &route,
+            &session_id,
+            caller_display.as_deref(),
+            caller_phone.as_deref(),
+            new_invite,
+            ai_body,
+        ),
+    };
     let ai_dialog = Dialog::uac(&ai_invite, placeholder, ai_contact)?;
 
     let holds = [Some(from), ai_peer]
@@ -140,8 +173,14 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         called,
     );
     session.custom_data = custom_data;
+    let mut record = CallRecord::of(&session);
+    record.outbound = outbound.is_some();
+    let answer_timeout = outbound
+        .as_ref()
+        .map_or(sh.settings.ai_answer_timeout, |o| o.ring_timeout);
     let mut call = Box::new(Call {
-        record: CallRecord::of(&session),
+        outbound: outbound.map(|o| Box::new(super::outbound::OutboundLeg::new(*o))),
+        record,
         store_io: Default::default(),
         _holds: holds,
         sh: sh.clone(),
@@ -205,7 +244,9 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
     // caller's INVITE: finding the AI agent (DNS, TCP connect) may have taken a while.
     let sent = Instant::now();
     let id = call.send_request(Side::Ai, ai_invite, sent);
-    let mut pending = PendingInvite::new(id, Some(sent + sh.settings.ai_answer_timeout));
+    let wire = call.outbound.as_ref().and(call.txs.wire(id));
+    call.keep_outbound_wire(wire);
+    let mut pending = PendingInvite::new(id, Some(sent + answer_timeout));
     if let Some(targets) = ai_targets.filter(|t| t.remaining() > 0) {
         pending = pending.with_failover(targets, call.txs.wire(id));
     }
@@ -342,6 +383,12 @@ impl Call {
                 self.on_ai_answered(tx, resp, now)
             }
             _ => {
+                if matches!(status, 401 | 407)
+                    && self.is_outbound()
+                    && self.retry_carrier_with_credentials(&resp, status, now)
+                {
+                    return; // The INVITE went again with credentials.
+                }
                 if self.try_fail_over(Side::Ai, status, false) {
                     return; // The next target gets the INVITE.
                 }
@@ -437,7 +484,9 @@ impl Call {
                 AiOutcome::Timeout => (SipOutcome::Timeout, EndedBy::System),
                 AiOutcome::Unreachable => (SipOutcome::TransportFailure, EndedBy::System),
             };
-            self.emit_failed(sip, Some(by));
+            // An outbound call the callee never answered: nobody hung up (null).
+            let by = (!self.is_outbound()).then_some(by);
+            self.emit_failed(sip, by);
             self.refuse(status, now);
         }
     }

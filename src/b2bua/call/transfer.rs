@@ -51,6 +51,13 @@ impl Call {
     /// A REFER on one of the call's legs.
     pub(super) fn on_refer(&mut self, side: Side, tx: TxId, req: &Message, now: Instant) {
         Metrics::inc(&self.sh.metrics.refers_received_total);
+        if self.is_outbound() {
+            // The callee (the far leg of an outbound call) may never move the AI
+            // agent; the agent's own transfer of the callee is not built yet.
+            let (status, reason) = super::outbound::refer_refusal(side);
+            tracing::info!(from = ?side, status, "REFER on an outbound call refused");
+            return self.refuse_refer(tx, req, status, reason, now);
+        }
         if let Err(refusal) = admit_refer(
             side == Side::Ai,
             self.far == Side::Ai,
