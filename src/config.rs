@@ -524,8 +524,10 @@ impl Config {
                 "no [[route]] configured: at least one route with an ai_agent_uri is needed".into(),
             ));
         }
-        let trunks = trunk::compile(&self.trunks).map_err(|e| bad(&e.key, e.problem))?;
+        let mut trunks = trunk::compile(&self.trunks).map_err(|e| bad(&e.key, e.problem))?;
         let mut tls = tls;
+        tls_client::register_trunks(&mut tls.identities, &self.trunks, &mut trunks)
+            .map_err(|(k, p)| bad(&k, p))?;
         for (i, t) in trunks.iter().enumerate() {
             let Some(ca) = &t.tls_client_ca else { continue };
             let key = format!("trunk[{i}].tls_client_ca");
@@ -638,7 +640,6 @@ impl Config {
                 "more than one route has default = true".into(),
             ));
         }
-        let mut trunks = trunks;
         let outbound = trunk_outbound::compile_orgs(&self.outbound, &mut trunks, &routes)
             .map_err(|e| bad(&e.key, e.problem))?;
         let http = self.validate_http(&bad)?;

@@ -154,3 +154,41 @@ fn route_client_certificate_needs_its_key_and_a_tls_target() {
         "key `route[0].tls_client_cert`: /nonexistent/c.pem: no such file",
     );
 }
+
+/// A carrier trunk's outbound side (issue 15) presents its own client certificate
+/// over TLS only, as a whole pair: `trunk[i].outbound.tls_client_*` is checked as a
+/// destination's is.
+#[test]
+fn trunk_outbound_client_certificate_needs_its_key_a_tls_uri_and_a_file() {
+    let trunk = |uri: &str, keys: &str| {
+        format!("[[trunk]]\nname = \"carrier\"\nsources = [\"127.0.0.1\"]\n[trunk.outbound]\nuri = \"{uri}\"\n{keys}\n{ROUTE}")
+    };
+    assert_refused(
+        "tlscc-trunk-half",
+        &trunk(
+            "sips:sip.carrier.example",
+            &format!("tls_client_cert = {:?}\n", real_cert()),
+        ),
+        "key `trunk[0].outbound.tls_client_key`",
+    );
+    assert_refused(
+        "tlscc-trunk-plain",
+        &trunk(
+            "sip:sip.carrier.example",
+            &format!(
+                "tls_client_cert = {:?}\ntls_client_key = {:?}\n",
+                real_cert(),
+                real_key()
+            ),
+        ),
+        "key `trunk[0].outbound.tls_client_cert`",
+    );
+    assert_refused(
+        "tlscc-trunk-missing",
+        &trunk(
+            "sip:sip.carrier.example;transport=tls",
+            "tls_client_cert = \"/nonexistent/c.pem\"\ntls_client_key = \"/nonexistent/k.pem\"\n",
+        ),
+        "key `trunk[0].outbound.tls_client_cert`: /nonexistent/c.pem: no such file",
+    );
+}

@@ -110,6 +110,37 @@ impl ClientIdentities {
     }
 }
 
+/// The identity name of a carrier trunk's outbound side.
+pub fn trunk_identity(name: &str) -> String {
+    format!("trunk:{name}")
+}
+
+/// Register each carrier trunk's `[trunk.outbound]` client certificate, if any, and
+/// note it on the compiled trunk (`trunks` in the order of `written`).
+pub fn register_trunks(
+    ids: &mut ClientIdentities,
+    written: &[super::trunk::TrunkConfig],
+    trunks: &mut [super::trunk::Trunk],
+) -> Result<(), (String, String)> {
+    use super::trunk_outbound::TrunkRole;
+    for (i, (w, t)) in written.iter().zip(trunks.iter_mut()).enumerate() {
+        let (Some(o), TrunkRole::CarrierWithOutbound(c)) = (&w.outbound, &mut t.role) else {
+            continue;
+        };
+        c.tls_client = register(
+            ids,
+            &trunk_identity(&t.name),
+            &ClientPairKeys {
+                prefix: &format!("trunk[{i}].outbound"),
+                cert: o.tls_client_cert.as_deref(),
+                key: o.tls_client_key.as_deref(),
+                tls: is_tls_uri(&c.uri),
+            },
+        )?;
+    }
+    Ok(())
+}
+
 /// The `tls_client_cert` / `tls_client_key` pair of one table, as written.
 pub struct ClientPairKeys<'a> {
     /// The table's key prefix (`transfer.destination[0]`, `route[2]`).

@@ -48,6 +48,12 @@ pub struct TrunkOutboundConfig {
     /// The caller ID presented when the org's `[[outbound]]` names none (E.164).
     #[serde(default)]
     pub caller_id: Option<String>,
+    /// Mutual TLS to the carrier (a `sips:` or `;transport=tls` uri only): our client
+    /// certificate chain and key (PEM), registered as `trunk:<name>` (`config::tls_client`).
+    #[serde(default)]
+    pub tls_client_cert: Option<String>,
+    #[serde(default)]
+    pub tls_client_key: Option<String>,
 }
 
 /// `[[outbound]]` as written: one org's outbound calls.
@@ -81,6 +87,9 @@ pub struct CarrierOutbound {
     pub uri: SipUri,
     pub credentials: Option<(String, Secret)>,
     pub caller_id: Option<String>,
+    /// The client certificate presented to the carrier (`tls_client_cert`); set
+    /// after the trunks compile, with the other TLS identities.
+    pub tls_client: Option<super::tls_client::ClientId>,
 }
 
 /// What a trunk is, validated.
@@ -237,6 +246,7 @@ pub fn compile_role(
                 uri,
                 credentials,
                 caller_id,
+                tls_client: None,
             })))
         }
     }

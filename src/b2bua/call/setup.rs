@@ -103,11 +103,10 @@ pub(super) async fn start(start: Box<CallStart>, session_id: SessionId) -> Optio
         ))?,
         None => route.ai_agent_uri.clone(),
     };
-    // The carrier presents no route's client certificate.
-    let identity = if outbound.is_some() {
-        None
-    } else {
-        route.tls_client
+    // Outbound, the carrier trunk's client certificate, never the route's.
+    let identity = match &outbound {
+        Some(o) => o.carrier.tls_client,
+        None => route.tls_client,
     };
     let ai_targets = match transport.peer_for_as(&ai_uri, None, identity).await {
         Ok(targets) => Some(targets),
