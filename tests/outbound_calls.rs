@@ -7,8 +7,10 @@
 
 mod common;
 
-use common::build::ack_for_non_2xx;
+use common::build::{ack_for_non_2xx, AI_SDP};
 use common::capture::{Capture, Captured};
+use common::media::{rtp, Phone};
+use common::scenarios::transfer::{prefetch_url, SIGNING_SECRET};
 use common::{
     bounded, cancel_for, config_text, handoff_addr, start_with_config, Dialog, InviteOpts,
     Received, TestUa, Transport, SDP, WAIT,
@@ -440,23 +442,333 @@ async fn a_refer_from_the_callee_is_403_and_nothing_is_dialled() {
             target.local_addr()
         );
         let mut r = rig_with(None, "", &keys).await;
-        let (mut agent_dlg, mut callee_dlg) = answered(&mut r).await;
+        let (_agent_dlg, mut callee_dlg) = answered(&mut r).await;
         let mut refer = r.carrier.in_dialog(&mut callee_dlg, Method::Refer, None);
         refer
             .push_checked("Refer-To", &format!("<sip:support@{}>", target.local_addr()))
             .unwrap();
         r.carrier.send(&refer).await;
         r.carrier.expect_response_to(Method::Refer, 403, WAIT).await;
-        // The agent's own REFER is answered, not silently dropped.
-        let mut refer = r.agent.in_dialog(&mut agent_dlg, Method::Refer, None);
-        refer
-            .push_checked("Refer-To", &format!("<sip:support@{}>", target.local_addr()))
-            .unwrap();
-        r.agent.send(&refer).await;
-        r.agent.expect_response_to(Method::Refer, 501, WAIT).await;
         let mut target = target;
         target
             .expect_silence("any request", Duration::from_millis(500), |_| true)
+            .await;
+    })
+    .await;
+}
+
+/// An outbound call answered with real media: the agent's and the callee's
+/// phones, and the relay addresses each must send to.
+struct MediaUp {
+    agent_dlg: Dialog,
+    callee_dlg: Dialog,
+    agent: Phone,
+    callee: Phone,
+    relay_for_agent: SocketAddr,
+    relay_for_callee: SocketAddr,
+    session_id: String,
+}
+
+/// The relay address an SDP body points at.
+fn sdp_target(body: &[u8]) -> SocketAddr {
+    let text = String::from_utf8_lossy(body);
+    let port: u16 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("an audio port in {text}"));
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+async fn answered_with_media(r: &mut Rig) -> MediaUp {
+    let (agent, callee) = (Phone::new().await, Phone::new().await);
+    let mut opts = dial(CALLEE);
+    opts.sdp = Some(agent.sdp(SDP));
+    let (invite, carrier_invite) = place(r, &opts).await;
+    let relay_for_callee = sdp_target(carrier_invite.msg.body());
+    let ok = r
+        .carrier
+        .respond(
+            &carrier_invite,
+            200,
+            &[],
+            Some(&callee.sdp(&CARRIER_SDP.replace("127.0.0.3", "127.0.0.1"))),
+        )
+        .await;
+    let agent_ok = r.agent.expect_response_to(Method::Invite, 200, WAIT).await;
+    let relay_for_agent = sdp_target(agent_ok.msg.body());
+    let agent_dlg = Dialog::as_uac(&invite, &agent_ok.msg);
+    r.agent.send(&r.agent.ack(&agent_dlg, None)).await;
+    r.carrier.expect_request(Method::Ack, WAIT).await;
+    let started = events(&r.capture, 3).await;
+    let session_id = started[0]["data"]["session_id"]
+        .as_str()
+        .or(started[0]["session_id"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    MediaUp {
+        agent_dlg,
+        callee_dlg: Dialog::as_uas(&carrier_invite.msg, &ok),
+        agent,
+        callee,
+        relay_for_agent,
+        relay_for_callee,
+        session_id,
+    }
+}
+
+/// A rig whose transfers go to "Zendesk", a test UA on 127.0.0.5, for the
+/// prefetch webhook signed with the transfer rigs' key.
+async fn transfer_rig() -> (Rig, TestUa, String) {
+    let zendesk = TestUa::udp_bound(SocketAddr::from(([127, 0, 0, 5], 0))).await;
+    let target = format!("sip:support@{}", zendesk.local_addr());
+    let keys = format!(
+        "transfer.allow = [\"{target}\"]\n\
+         transfer.destination = [{{ name = \"zendesk\", uri = \"{target}\" }}]\n\
+         http.signing_keys = [{{ kid = \"k1\", secret = \"{SIGNING_SECRET}\", issuer = \"t\" }}]"
+    );
+    (rig_with(None, "", &keys).await, zendesk, target)
+}
+
+/// The agent's REFER to `target`, answered 202, and the first NOTIFY (100).
+async fn agent_refers(r: &mut Rig, m: &mut MediaUp, target: &str) -> u32 {
+    let mut refer = r.agent.in_dialog(&mut m.agent_dlg, Method::Refer, None);
+    refer
+        .push_checked("Refer-To", &format!("<{target}>"))
+        .expect("header");
+    r.agent.send(&refer).await;
+    r.agent.expect_response_to(Method::Refer, 202, WAIT).await;
+    let n = r.agent.expect_request(Method::Notify, WAIT).await;
+    assert_eq!(
+        String::from_utf8_lossy(n.msg.body()),
+        "SIP/2.0 100 Trying\r\n"
+    );
+    r.agent.respond(&n, 200, &[], None).await;
+    refer.cseq().expect("CSeq").seq
+}
+
+/// `packet` from `from` to `relay` arrives unchanged at `to` (RTP from other
+/// streams that arrives first is skipped).
+async fn crosses(from: &Phone, relay: SocketAddr, to: &Phone, packet: Vec<u8>, what: &str) {
+    from.rtp.send_to(&packet, relay).await.expect("send");
+    loop {
+        let (p, _) = Phone::recv(&to.rtp, WAIT, what).await;
+        if p == packet {
+            return;
+        }
+    }
+}
+
+/// Issue 15: the AI agent's REFER on an outbound call moves the callee to
+/// Zendesk exactly as a caller: the callee's number in From, the session's
+/// headers and the ticket the prefetch webhook stamped; the callee's media
+/// goes to Zendesk and nothing more to the agent, whose leg is released
+/// after the final NOTIFY; the callee hanging up ends it by the `user`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_refer_moves_the_callee_to_zendesk_with_the_session_headers() {
+    bounded(LIMIT, async {
+        let (mut r, mut zendesk, target) = transfer_rig().await;
+        let mut m = answered_with_media(&mut r).await;
+        crosses(
+            &m.callee,
+            m.relay_for_callee,
+            &m.agent,
+            rtp(1, 0x1111),
+            "callee to agent",
+        )
+        .await;
+        crosses(
+            &m.agent,
+            m.relay_for_agent,
+            &m.callee,
+            rtp(1, 0x2222),
+            "agent to callee",
+        )
+        .await;
+
+        // Zendesk's prefetch webhook finds the live session by the callee's number.
+        let body =
+            format!(r#"{{"ticket_id": 4711, "caller_phone": "{CALLEE}", "requester_phone": ""}}"#);
+        let resp: Value = reqwest::Client::new()
+            .post(prefetch_url(&r.server))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("webhook")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(
+            resp["success"], true,
+            "the outbound session is stamped: {resp}"
+        );
+
+        let refer_seq = agent_refers(&mut r, &mut m, &target).await;
+        let inv = zendesk.expect_request(Method::Invite, WAIT).await;
+        let from = inv.msg.from_header().expect("From");
+        assert_eq!(
+            from.uri.user.as_deref(),
+            Some(CALLEE),
+            "the callee for Zendesk"
+        );
+        let h = |n: &str| inv.msg.header(n).map(str::to_owned);
+        assert_eq!(
+            h("X-OPENCX-SESSION-ID").as_deref(),
+            Some(m.session_id.as_str())
+        );
+        assert_eq!(h("X-OPENCX-AGENT-ID").as_deref(), Some("agent-test"));
+        assert_eq!(h("X-OPENCX-TRANSFER").as_deref(), Some("true"));
+        assert_eq!(h("X-OPENCX-ZENDESK-TICKET-ID").as_deref(), Some("4711"));
+        let to_relay = sdp_target(inv.msg.body());
+        assert!(
+            ![m.relay_for_agent, m.relay_for_callee].contains(&to_relay),
+            "Zendesk gets ports of its own"
+        );
+        // The agent keeps the callee until Zendesk answers.
+        crosses(
+            &m.callee,
+            m.relay_for_callee,
+            &m.agent,
+            rtp(2, 0x1111),
+            "callee to agent while ringing",
+        )
+        .await;
+
+        let zphone = Phone::new().await;
+        zendesk.respond(&inv, 180, &[], None).await;
+        let z_ok = zendesk
+            .respond(&inv, 200, &[], Some(&zphone.sdp(AI_SDP)))
+            .await;
+        zendesk.expect_request(Method::Ack, WAIT).await;
+        let n = r.agent.expect_request(Method::Notify, WAIT).await;
+        assert_eq!(String::from_utf8_lossy(n.msg.body()), "SIP/2.0 200 OK\r\n");
+        assert_eq!(
+            n.msg.header("Event"),
+            Some(format!("refer;id={refer_seq}").as_str())
+        );
+        r.agent.respond(&n, 200, &[], None).await;
+        let bye = r.agent.expect_request(Method::Bye, WAIT).await;
+        r.agent.respond(&bye, 200, &[], None).await;
+
+        // The callee, on the ports it always had, now talks with Zendesk.
+        for seq in 3..8 {
+            crosses(
+                &m.callee,
+                m.relay_for_callee,
+                &zphone,
+                rtp(seq, 0x1111),
+                "callee to Zendesk",
+            )
+            .await;
+        }
+        crosses(
+            &zphone,
+            to_relay,
+            &m.callee,
+            rtp(1, 0x3333),
+            "Zendesk to callee",
+        )
+        .await;
+        Phone::assert_silent(
+            &m.agent.rtp,
+            Duration::from_millis(300),
+            "the released agent",
+        )
+        .await;
+
+        // The callee hangs up: Zendesk gets the BYE; the call ends by the `user`.
+        r.carrier.send(&r.carrier.bye(&mut m.callee_dlg)).await;
+        r.carrier.expect_response_to(Method::Bye, 200, WAIT).await;
+        let zbye = zendesk.expect_request(Method::Bye, WAIT).await;
+        assert_eq!(zbye.msg.call_id(), z_ok.call_id());
+        zendesk.respond(&zbye, 200, &[], None).await;
+
+        let got = events(&r.capture, 5).await;
+        assert_eq!(
+            types(&got),
+            [
+                "phone_call.started",
+                "conversation.started",
+                "phone_call.answered",
+                "phone_call.transferred",
+                "phone_call.ended",
+            ]
+        );
+        let transferred = &got[3]["data"];
+        assert_eq!(transferred["outcome"], "completed", "{transferred}");
+        assert_outbound_parties(transferred);
+        let ended = &got[4];
+        assert_eq!(ended["data"]["call_ended_by"], "user", "{ended}");
+        assert_eq!(ended["data"]["custom_data"]["is_outbound"], true);
+    })
+    .await;
+}
+
+/// A transfer Zendesk refuses leaves the callee with the agent (media both
+/// ways, a final NOTIFY 486); the agent hanging up then ends the call by the
+/// `agent`, and a second REFER from the callee is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_transfer_leaves_the_callee_with_the_agent() {
+    bounded(LIMIT, async {
+        let (mut r, mut zendesk, target) = transfer_rig().await;
+        let mut m = answered_with_media(&mut r).await;
+        agent_refers(&mut r, &mut m, &target).await;
+        let inv = zendesk.expect_request(Method::Invite, WAIT).await;
+        zendesk.respond(&inv, 486, &[], None).await;
+        zendesk.expect_request(Method::Ack, WAIT).await;
+        let n = r.agent.expect_request(Method::Notify, WAIT).await;
+        assert_eq!(
+            String::from_utf8_lossy(n.msg.body()),
+            "SIP/2.0 486 Busy Here\r\n"
+        );
+        r.agent.respond(&n, 200, &[], None).await;
+
+        crosses(
+            &m.callee,
+            m.relay_for_callee,
+            &m.agent,
+            rtp(1, 0x1111),
+            "callee to agent after the failure",
+        )
+        .await;
+        crosses(
+            &m.agent,
+            m.relay_for_agent,
+            &m.callee,
+            rtp(1, 0x2222),
+            "agent to callee after the failure",
+        )
+        .await;
+
+        // The callee still may not transfer anyone.
+        let mut refer = r.carrier.in_dialog(&mut m.callee_dlg, Method::Refer, None);
+        refer
+            .push_checked("Refer-To", &format!("<{target}>"))
+            .expect("header");
+        r.carrier.send(&refer).await;
+        r.carrier.expect_response_to(Method::Refer, 403, WAIT).await;
+
+        r.agent.send(&r.agent.bye(&mut m.agent_dlg)).await;
+        r.agent.expect_response_to(Method::Bye, 200, WAIT).await;
+        let bye = r.carrier.expect_request(Method::Bye, WAIT).await;
+        r.carrier.respond(&bye, 200, &[], None).await;
+        let ended = r
+            .capture
+            .wait_for("phone_call.ended", SOON, |s| {
+                s.iter()
+                    .any(|c| c.delivered() && c.json()["type"] == "phone_call.ended")
+            })
+            .await;
+        let ended = ended
+            .iter()
+            .map(Captured::json)
+            .find(|e| e["type"] == "phone_call.ended")
+            .expect("ended");
+        assert_eq!(ended["data"]["call_ended_by"], "agent", "{ended}");
+        zendesk
+            .expect_silence("a second INVITE", Duration::from_millis(300), |_| true)
             .await;
     })
     .await;

@@ -119,14 +119,9 @@ impl Call {
 
     /// A BYE from `side` ends the call: the caller is the `user`, anyone else the
     /// `agent` (the AI agent, or the human a transfer reached).
-    /// On an outbound call the customer is the far side (the callee) and the
-    /// caller side is the AI agent.
+    /// On an outbound call the customer is the callee (`Call::roles`).
     pub(super) fn note_bye_from(&mut self, side: Side) {
-        let customer = if self.is_outbound() {
-            Side::Ai
-        } else {
-            Side::Caller
-        };
+        let (customer, _) = self.roles();
         self.note_ended_by(if side == customer {
             EndedBy::User
         } else {

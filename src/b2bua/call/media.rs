@@ -125,9 +125,10 @@ pub(super) struct CallMedia {
     on_hold: bool,
     /// Not answered yet: the relay has the long timeout, hold changes wait.
     ringing: bool,
-    /// Where the caller's (trunk's) media may come from besides its SDP
-    /// address; when not empty its offers must lie inside (else 488).
-    caller_networks: Arc<[IpNet]>,
+    /// Where each leg's media may come from besides its SDP address (the
+    /// caller's trunk's media networks); when not empty its offers must lie
+    /// inside (else 488).
+    networks: [Arc<[IpNet]>; LEGS],
     /// Each leg's SDES state (`srtp_policy`): its policy, keys and pending offers.
     crypto: [LegCrypto; LEGS],
     metrics: Arc<crate::metrics::Metrics>,
@@ -184,7 +185,7 @@ impl CallMedia {
             stream: None,
             on_hold: false,
             ringing: true,
-            caller_networks,
+            networks: [caller_networks, Arc::from([]), Arc::from([])],
             crypto: [
                 LegCrypto::new(caller_srtp),
                 LegCrypto::new(ai_srtp),
@@ -213,7 +214,7 @@ impl CallMedia {
             Some(_) => return Err(MediaError::NoAudio),
             None => sdp::audio_stream(&sdp).ok_or(MediaError::NoAudio)?,
         };
-        if from == Side::Caller && !offer_within(&sdp, stream, &self.caller_networks) {
+        if !offer_within(&sdp, stream, &self.networks[from as usize]) {
             let ip = sdp
                 .streams()
                 .nth(stream)
@@ -371,6 +372,24 @@ impl CallMedia {
                 None
             }
         }
+    }
+
+    /// The caller leg and the AI leg change places, in the relay too: on an
+    /// outbound call the AI agent's REFER keeps the callee (the AI leg) and
+    /// moves it to the target as a caller is moved. Everything a leg owns
+    /// goes with it: its ports, SDP history, keys and media networks. False
+    /// (nothing changed) while a new leg is pending or the relay has stopped.
+    pub fn swap_caller_and_ai(&mut self) -> bool {
+        if self.pending.is_some() || self.far != Side::Ai || self.relay.swap_sides().is_err() {
+            return false;
+        }
+        let (c, a) = (Side::Caller as usize, Side::Ai as usize);
+        self.facing.swap(c, a);
+        self.sent.swap(c, a);
+        self.received.swap(c, a);
+        self.networks.swap(c, a);
+        self.crypto.swap(c, a);
+        true
     }
 
     /// The relay's next event; pending forever once it has stopped.

@@ -2,7 +2,9 @@
 //! (UAS) side, the callee on the far (UAC) side through the carrier trunk. What
 //! differs from an inbound call is here: the carrier INVITE (caller ID in From, the
 //! callee in To and the Request-URI, no session headers to the carrier), the one
-//! digest retry when the carrier challenges, and who the `user` is in the events.
+//! digest retry when the carrier challenges, who the `user` is in the events,
+//! and the swap of the two legs when the agent transfers the callee: from then
+//! on the call is laid out as an inbound one (customer on the caller side).
 
 use super::invite::NewInvite;
 use super::pending::PendingInvite;
@@ -23,6 +25,9 @@ pub(crate) struct OutboundLeg {
     wire: Option<Bytes>,
     /// A challenge was answered once already: a second one fails the call.
     challenged: bool,
+    /// The agent's REFER swapped the legs: the callee is on the caller side
+    /// and the agent on the AI side, as on an inbound call, from then on.
+    swapped: bool,
 }
 
 impl OutboundLeg {
@@ -31,6 +36,7 @@ impl OutboundLeg {
             call,
             wire: None,
             challenged: false,
+            swapped: false,
         }
     }
 }
@@ -86,13 +92,24 @@ pub(super) fn build_carrier_invite(
     (m, contact)
 }
 
-/// The answer to a REFER on an outbound call: from the callee (the far leg) a
-/// 403, as on any leg that is not the AI agent's; from the AI agent a 501 until
-/// the transfer of the callee is built.
-pub(super) fn refer_refusal(side: Side) -> (u16, &'static str) {
+/// Where the customer and the AI agent are, by the call's direction: on an
+/// outbound call not yet swapped for a transfer the agent is the caller side
+/// (it sent the INVITE) and the customer the AI side (the callee); otherwise
+/// the other way round. Returns `(customer, agent)`.
+pub(super) fn roles(outbound: bool, swapped: bool) -> (Side, Side) {
+    if outbound && !swapped {
+        (Side::Ai, Side::Caller)
+    } else {
+        (Side::Caller, Side::Ai)
+    }
+}
+
+/// A side's name once the caller and AI legs have swapped places.
+pub(super) fn swapped_side(side: Side) -> Side {
     match side {
-        Side::Caller => (501, "Transfer of outbound calls not implemented"),
-        _ => (403, "REFER not allowed on this leg"),
+        Side::Caller => Side::Ai,
+        Side::Ai => Side::Caller,
+        Side::Target => Side::Target,
     }
 }
 
@@ -179,6 +196,45 @@ impl Call {
     pub(super) fn is_outbound(&self) -> bool {
         self.outbound.is_some()
     }
+
+    /// The legs of the customer (the `user` of the events, the party a
+    /// transfer keeps) and of the AI agent: `(customer, agent)`.
+    pub(super) fn roles(&self) -> (Side, Side) {
+        let o = self.outbound.as_ref();
+        roles(o.is_some(), o.is_some_and(|o| o.swapped))
+    }
+
+    /// Before the AI agent's transfer on an outbound call: the callee's leg
+    /// and the agent's change places (in the relay too), so that the callee
+    /// is where the transfer machinery keeps a caller and the agent where it
+    /// releases one. Nothing to do on an inbound call or once swapped.
+    /// False when the legs cannot swap (a new leg's media pending, the relay
+    /// stopped, the agent's INVITE unfinished).
+    pub(super) fn swap_roles_for_transfer(&mut self) -> bool {
+        let Some(o) = self.outbound.as_ref() else {
+            return true;
+        };
+        if o.swapped {
+            return true;
+        }
+        if self.ai_invite.is_some()
+            || self.legs.len() != 2
+            || self.far != Side::Ai
+            || !self.media.as_mut().is_some_and(|m| m.swap_caller_and_ai())
+        {
+            return false;
+        }
+        self.legs.swap(Side::Caller as usize, Side::Ai as usize);
+        for r in &mut self.relays {
+            r.from = swapped_side(r.from);
+            r.to = swapped_side(r.to);
+        }
+        if let Some(o) = self.outbound.as_mut() {
+            o.swapped = true;
+        }
+        tracing::debug!("outbound call: callee and agent legs swapped for the transfer");
+        true
+    }
 }
 
 #[cfg(test)]
@@ -186,10 +242,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_agent_hears_that_outbound_transfers_are_missing() {
-        assert_eq!(refer_refusal(Side::Caller).0, 501);
-        assert_eq!(refer_refusal(Side::Ai).0, 403);
-        assert_eq!(refer_refusal(Side::Target).0, 403);
+    fn the_customer_is_the_callee_until_the_legs_swap() {
+        // Inbound: the caller is the customer, the AI leg the agent.
+        assert_eq!(roles(false, false), (Side::Caller, Side::Ai));
+        // Outbound: the agent called, the callee (AI side) is the customer...
+        assert_eq!(roles(true, false), (Side::Ai, Side::Caller));
+        // ...until a transfer swaps the legs into the inbound layout.
+        assert_eq!(roles(true, true), (Side::Caller, Side::Ai));
+    }
+
+    #[test]
+    fn swapping_exchanges_the_caller_and_ai_sides_only() {
+        assert_eq!(swapped_side(Side::Caller), Side::Ai);
+        assert_eq!(swapped_side(Side::Ai), Side::Caller);
+        assert_eq!(swapped_side(Side::Target), Side::Target);
+        for s in [Side::Caller, Side::Ai, Side::Target] {
+            assert_eq!(swapped_side(swapped_side(s)), s);
+        }
     }
 
     #[test]

@@ -51,16 +51,12 @@ impl Call {
     /// A REFER on one of the call's legs.
     pub(super) fn on_refer(&mut self, side: Side, tx: TxId, req: &Message, now: Instant) {
         Metrics::inc(&self.sh.metrics.refers_received_total);
-        if self.is_outbound() {
-            // The callee (the far leg of an outbound call) may never move the AI
-            // agent; the agent's own transfer of the callee is not built yet.
-            let (status, reason) = super::outbound::refer_refusal(side);
-            tracing::info!(from = ?side, status, "REFER on an outbound call refused");
-            return self.refuse_refer(tx, req, status, reason, now);
-        }
+        // Only the AI agent transfers, and only the customer it is bridged to
+        // (the caller, or on an outbound call the callee).
+        let (customer, agent) = self.roles();
         if let Err(refusal) = admit_refer(
-            side == Side::Ai,
-            self.far == Side::Ai,
+            side == agent,
+            self.peer_of(agent) == Some(customer),
             self.phase == Phase::Answered,
             self.transfer.as_ref().map(|t| &t.machine),
             self.media.is_some(),
@@ -87,6 +83,12 @@ impl Call {
                 return self.refuse_refer(tx, req, 403, "Transfer target not allowed", now);
             }
         };
+        // An outbound call is laid out as an inbound one from here on: the
+        // callee where the caller would be, the agent on the AI leg.
+        if !self.swap_roles_for_transfer() {
+            tracing::warn!("REFER refused: the outbound call's legs cannot be rearranged");
+            return self.refuse_refer(tx, req, 500, "Transfer not possible now", now);
+        }
         let subscribe = !notify::refer_sub_disabled(req.header("Refer-Sub"));
         let mut accepted = self.response_for(req, 202);
         if !subscribe {

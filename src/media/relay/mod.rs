@@ -275,6 +275,15 @@ impl MediaRelay {
         Ok(done)
     }
 
+    /// The two sides change places: what was the caller side is the far side
+    /// from now on, with its sockets, latch, keys and statistics. Nothing
+    /// moves on the wire; the call uses it when the party a transfer keeps is
+    /// on the far side (the callee of an outbound call), so that `switch_far`
+    /// replaces the other one.
+    pub fn swap_sides(&self) -> Result<(), RelayStopped> {
+        self.commands.send(Command::Swap).map_err(|_| RelayStopped)
+    }
+
     /// New SDP addresses for one side (re-INVITE). A changed address
     /// releases that side's latch.
     pub fn set_remote(&self, side: Side, remote: Remote) -> Result<(), RelayStopped> {

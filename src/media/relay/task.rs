@@ -55,6 +55,7 @@ pub(crate) enum Command {
         far: Box<LegSockets>,
         ack: oneshot::Sender<SideStats>,
     },
+    Swap,
     SetRemote {
         side: Side,
         remote: Remote,
@@ -335,6 +336,11 @@ impl RelayTask {
                 tracing::debug!("far leg switched");
                 let _ = ack.send(stats);
                 true
+            }
+            Command::Swap => {
+                std::mem::swap(&mut self.caller, &mut self.far);
+                tracing::debug!("relay sides swapped");
+                false
             }
             Command::SetRemote { side, remote } => {
                 let leg = self.leg_mut(side);

@@ -325,6 +325,12 @@ pub async fn post_webhook(rig: &Rig, body: String) -> reqwest::Response {
 
 /// The voice-prefetch webhook URL of the rig's handoff, with a valid token for the org.
 pub fn webhook_url(rig: &Rig) -> String {
+    prefetch_url(&rig.server)
+}
+
+/// The voice-prefetch webhook URL of `server`, with a valid token for `org-test`
+/// (the key the transfer rigs configure).
+pub fn prefetch_url(server: &handoff::server::Server) -> String {
     let key = SigningKey {
         kid: "k1".into(),
         secret: Secret::new(SIGNING_SECRET),
@@ -337,7 +343,7 @@ pub fn webhook_url(rig: &Rig) -> String {
     let token = mint_prefetch_token(&key, "org-test", now, None).expect("mint");
     format!(
         "http://{}/backend/zendesk-v2/voice-prefetch/{token}",
-        rig.server.http_addr()
+        server.http_addr()
     )
 }
 

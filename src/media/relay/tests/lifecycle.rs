@@ -183,3 +183,56 @@ async fn stop_and_drop_report_final_stats_and_free_ports() {
     assert!(matches!(event, Some(MediaEvent::Stopped { .. })));
     assert_eq!(pool.in_use(), 0);
 }
+
+/// An outbound call's transfer: the party that stays (the callee) is on the
+/// far side, so the sides swap first and `switch_far` then replaces the
+/// other one (the AI agent). The callee keeps its ports and its latch.
+#[tokio::test]
+async fn swapped_sides_let_switch_far_replace_the_caller_side() {
+    let pool = pool(46400);
+    let (agent, callee, target) = (Phone::new().await, Phone::new().await, Phone::new().await);
+    let call = start(
+        &pool,
+        RelayConfig::default(),
+        agent.remote(),
+        callee.remote(),
+    );
+    callee
+        .rtp
+        .send_to(&voice(0, 1), call.far_rtp)
+        .await
+        .expect("send");
+    assert_eq!(recv(&agent.rtp).await, voice(0, 1));
+
+    call.relay.swap_sides().expect("running");
+    let target_ports = pool.allocate().expect("target ports");
+    let target_rtp = target_ports.rtp_addr();
+    let agent_stats = call
+        .relay
+        .switch_far(RelayLeg::new(target_ports, target.remote()))
+        .expect("running")
+        .await
+        .expect("switched");
+    // The agent's side went: its statistics are what it received before.
+    assert_eq!(agent_stats.sent.packets, 1);
+
+    // The callee, on the same ports as before, now reaches the target...
+    callee
+        .rtp
+        .send_to(&voice(1, 1), call.far_rtp)
+        .await
+        .expect("send");
+    assert_eq!(recv(&target.rtp).await, voice(1, 1));
+    assert_silent(&agent.rtp).await;
+    // ...and the target reaches the callee.
+    target
+        .rtp
+        .send_to(&voice(2, 2), target_rtp)
+        .await
+        .expect("send");
+    assert_eq!(recv(&callee.rtp).await, voice(2, 2));
+    // The agent's old ports are back in the pool.
+    assert_eq!(pool.in_use(), 2);
+    let stats = call.relay.stats().await.expect("running");
+    assert_eq!(stats.caller.received.packets, 2, "the callee's, both");
+}
