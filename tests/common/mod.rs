@@ -21,6 +21,7 @@ pub mod kamailio;
 pub mod kamailio_tls;
 pub mod media;
 pub mod node_proc;
+pub mod outbound;
 pub mod redis;
 pub mod scenarios;
 pub mod store_conformance;
