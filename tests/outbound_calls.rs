@@ -85,12 +85,22 @@ async fn an_answered_outbound_call_reaches_the_callee_with_the_caller_id_and_cre
         assert!(!body.contains("m=audio 40000"), "SDP is relayed: {body}");
 
         r.carrier.respond(&carrier_invite, 180, &[], None).await;
-        r.agent.expect_response_to(Method::Invite, 180, WAIT).await;
+        let ringing = r.agent.expect_response_to(Method::Invite, 180, WAIT).await;
         let ok = r
             .carrier
             .respond(&carrier_invite, 200, &[], Some(CARRIER_SDP))
             .await;
         let agent_ok = r.agent.expect_response_to(Method::Invite, 200, WAIT).await;
+        // The agent placed the call: the responses tell it the session id.
+        let sid = agent_ok
+            .msg
+            .header("X-OPENCX-SESSION-ID")
+            .expect("the session id on the 200")
+            .to_owned();
+        assert_eq!(
+            ringing.msg.header("X-OPENCX-SESSION-ID"),
+            Some(sid.as_str())
+        );
         let agent_body = String::from_utf8_lossy(agent_ok.msg.body()).into_owned();
         assert!(
             !agent_body.contains("52000"),
@@ -116,6 +126,10 @@ async fn an_answered_outbound_call_reaches_the_callee_with_the_caller_id_and_cre
                 "phone_call.answered",
                 "phone_call.ended"
             ]
+        );
+        assert!(
+            got.iter().all(|e| e["session_id"] == sid.as_str()),
+            "{got:?}"
         );
         let started = &got[0]["data"];
         assert_eq!(started["direction"], "outbound");

@@ -9,6 +9,7 @@ use common::build::{AI_SDP, SDP_SENDONLY};
 use common::capture::Captured;
 use common::media::{assert_sdp_relayed, rtp, rtp_pt, Phone};
 use common::outbound::*;
+use common::scenarios::count;
 use common::scenarios::transfer::{prefetch_url, SIGNING_SECRET};
 use common::{bounded, Dialog, TestUa, SDP, WAIT};
 use handoff::sip::message::Method;
@@ -243,6 +244,16 @@ async fn the_agents_refer_moves_the_callee_to_zendesk_with_the_session_headers()
         let zbye = zendesk.expect_request(Method::Bye, WAIT).await;
         assert_eq!(zbye.msg.call_id(), z_ok.call_id());
         zendesk.respond(&zbye, 200, &[], None).await;
+        // Every packet relayed counts, the released agent's leg's too: 7 from
+        // the callee, 1 from the agent, 1 from Zendesk.
+        assert!(
+            common::eventually(Duration::from_secs(3), || {
+                count(&r.server, |x| &x.rtp_packets_relayed_total) == 9
+            })
+            .await,
+            "rtp_packets_relayed_total is {}",
+            count(&r.server, |x| &x.rtp_packets_relayed_total)
+        );
 
         let got = events(&r.capture, 5).await;
         assert_eq!(

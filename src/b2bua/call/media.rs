@@ -9,8 +9,8 @@ use super::Side;
 use crate::b2bua::srtp_policy::{LegCrypto, SrtpRefusal};
 use crate::config::srtp::SrtpPolicy;
 use crate::media::relay::{
-    MediaEvent, MediaRelay, PoolError, PortPair, PortPool, RelayConfig, RelayLeg, RelayStats,
-    Remote, Side as MediaSide, SideStats,
+    MediaEvent, MediaRelay, PoolError, PortPair, PortPool, ReceiveStats, RelayConfig, RelayLeg,
+    RelayStats, Remote, Side as MediaSide, SideStats,
 };
 use crate::media::sdp::{self, HoldChange, RelayAddrs, SdpError, SessionDescription};
 use crate::sip::message::Message;
@@ -131,6 +131,9 @@ pub(super) struct CallMedia {
     networks: [Arc<[IpNet]>; LEGS],
     /// Each leg's SDES state (`srtp_policy`): its policy, keys and pending offers.
     crypto: [LegCrypto; LEGS],
+    /// The statistics of far legs a transfer replaced, sent back by the relay
+    /// (one per completed transfer, so bounded by the call's transfers).
+    released: Vec<oneshot::Receiver<SideStats>>,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -191,6 +194,7 @@ impl CallMedia {
                 LegCrypto::new(ai_srtp),
                 LegCrypto::new(SrtpPolicy::Off),
             ],
+            released: Vec::new(),
             metrics: shared.metrics.clone(),
         })
     }
@@ -354,9 +358,12 @@ impl CallMedia {
     }
 
     /// The new leg answered: the caller's stream goes to it in one step. The
-    /// old far leg's statistics come back on the receiver.
-    pub fn switch_to(&mut self, leg: Side) -> Option<oneshot::Receiver<SideStats>> {
-        let (side, ports, remote) = self.pending.take().filter(|(s, _, _)| *s == leg)?;
+    /// old far leg's statistics come back later, and count at [`Self::finish`].
+    /// False when the switch could not be made.
+    pub fn switch_to(&mut self, leg: Side) -> bool {
+        let Some((side, ports, remote)) = self.pending.take().filter(|(s, _, _)| *s == leg) else {
+            return false;
+        };
         let mut far = RelayLeg::new(ports, remote);
         if let Some(keys) = self.keys_of(side) {
             far = far.srtp(keys);
@@ -365,11 +372,12 @@ impl CallMedia {
             Ok(rx) => {
                 self.facing[self.far as usize] = None;
                 self.far = side;
-                Some(rx)
+                self.released.push(rx);
+                true
             }
             Err(e) => {
                 tracing::warn!(error = %e, "media switch failed");
-                None
+                false
             }
         }
     }
@@ -408,9 +416,17 @@ impl CallMedia {
         self.relay.halt();
     }
 
-    /// Stop and collect the final statistics.
-    pub async fn finish(self) -> Option<RelayStats> {
-        self.relay.stop().await.ok()
+    /// Stop and collect the final statistics, and those of every far leg a
+    /// transfer released (the relay answered each before it stopped).
+    pub async fn finish(self) -> (Option<RelayStats>, Vec<SideStats>) {
+        let stats = self.relay.stop().await.ok();
+        let mut released = Vec::with_capacity(self.released.len());
+        for rx in self.released {
+            if let Ok(s) = rx.await {
+                released.push(s);
+            }
+        }
+        (stats, released)
     }
 }
 
@@ -431,17 +447,35 @@ fn remote_of(sdp: &SessionDescription, stream: usize) -> Option<Remote> {
     Some(remote)
 }
 
+/// Adds one leg's received media to the relay totals.
+fn add_received(metrics: &crate::metrics::Metrics, r: &ReceiveStats) {
+    use crate::metrics::Metrics;
+    Metrics::add(&metrics.rtp_packets_relayed_total, r.packets);
+    Metrics::add(&metrics.rtp_bytes_relayed_total, r.bytes);
+    Metrics::add(&metrics.rtp_packets_lost_total, r.lost);
+    Metrics::add(&metrics.rtcp_packets_relayed_total, r.rtcp_packets);
+}
+
+/// Adds the statistics of a far leg a transfer released (the AI agent's, for
+/// one) to the totals and logs them.
+pub(super) fn record_released(metrics: &crate::metrics::Metrics, stats: &SideStats) {
+    let r = &stats.received;
+    add_received(metrics, r);
+    tracing::info!(
+        packets = r.packets,
+        lost = r.lost,
+        jitter_ms = r.jitter_ms,
+        dropped = r.dropped,
+        refused = r.refused,
+        "media stats of a released leg"
+    );
+}
+
 /// Adds a finished call's relay statistics to the totals and logs them.
 pub(super) fn record_stats(metrics: &crate::metrics::Metrics, stats: &RelayStats) {
-    use crate::metrics::Metrics;
     let (c, f) = (&stats.caller.received, &stats.far.received);
-    Metrics::add(&metrics.rtp_packets_relayed_total, c.packets + f.packets);
-    Metrics::add(&metrics.rtp_bytes_relayed_total, c.bytes + f.bytes);
-    Metrics::add(&metrics.rtp_packets_lost_total, c.lost + f.lost);
-    Metrics::add(
-        &metrics.rtcp_packets_relayed_total,
-        c.rtcp_packets + f.rtcp_packets,
-    );
+    add_received(metrics, c);
+    add_received(metrics, f);
     tracing::info!(
         caller_packets = c.packets,
         caller_lost = c.lost,

@@ -22,6 +22,7 @@ pub(super) use media::MediaShared;
 
 use super::inbox::Inbox;
 use super::policy::{AiOutcome, ALLOW};
+use super::transfer::X_OPENCX_SESSION_ID;
 use super::Shared;
 use crate::metrics::Metrics;
 use crate::session::SessionId;
@@ -264,7 +265,11 @@ impl Call {
         if let Some(m) = self.media.take() {
             // Boxed: `finish` takes the relay's state by value (5.4 KB of future);
             // inline, every call task would carry it from its first poll.
-            if let Some(stats) = Box::pin(m.finish()).await {
+            let (stats, released) = Box::pin(m.finish()).await;
+            for leg in &released {
+                media::record_released(&self.sh.metrics, leg);
+            }
+            if let Some(stats) = stats {
                 media::record_stats(&self.sh.metrics, &stats);
             }
             Metrics::dec(&self.sh.metrics.media_relays_active);
@@ -464,6 +469,19 @@ impl Call {
         };
         let mut resp = Message::response_to(req, status, tag);
         resp.push("Server", self.sh.settings.user_agent.clone());
+        if status > 100
+            && self.is_outbound()
+            && side == self.roles().1
+            && req.method() == Some(&Method::Invite)
+        {
+            // The AI agent placed the call: this is how it learns the session id
+            // (for the session API and the events), as the INVITE tells it inbound.
+            // The id is ours (hex).
+            resp.push(
+                X_OPENCX_SESSION_ID,
+                self.record.session_id.as_str().to_owned(),
+            );
+        }
         resp
     }
 

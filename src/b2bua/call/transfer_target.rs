@@ -299,7 +299,7 @@ impl Call {
         let switched = match (self.media.as_mut(), resp) {
             (Some(m), Some(resp)) => Some(
                 m.learn_answer(Side::Target, resp)
-                    .map(|()| m.switch_to(Side::Target).is_some()),
+                    .map(|()| m.switch_to(Side::Target)),
             ),
             _ => None,
         };
