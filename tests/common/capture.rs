@@ -134,6 +134,29 @@ impl Capture {
         }
     }
 
+    /// The events delivered (2xx), once as many as `types` have come (or `within`
+    /// has passed) and `settle` more has passed; panics unless their `type`s are
+    /// exactly `types`, in order. `types` empty: nothing was delivered.
+    pub async fn exactly(
+        &self,
+        types: &[&str],
+        within: Duration,
+        settle: Duration,
+    ) -> Vec<serde_json::Value> {
+        let until = Instant::now() + within;
+        while self.delivered().len() < types.len() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(settle).await;
+        let got: Vec<serde_json::Value> = self.delivered().iter().map(Captured::json).collect();
+        let got_types: Vec<&str> = got
+            .iter()
+            .map(|v| v["type"].as_str().unwrap_or("<no type>"))
+            .collect();
+        assert_eq!(got_types, types, "exactly these events delivered: {got:?}");
+        got
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
