@@ -133,6 +133,7 @@ async fn an_answered_outbound_call_reaches_the_callee_with_the_caller_id_and_cre
         );
         let started = &got[0]["data"];
         assert_eq!(started["direction"], "outbound");
+        assert_eq!(started["custom_data"]["is_outbound"], true, "{started}");
         assert_eq!(started["from"], OTHER_CALLER_ID);
         assert_eq!(started["to"], CALLEE);
         let ended = &got[3]["data"];

@@ -140,6 +140,9 @@ pub struct CallStarted {
     #[serde(flatten)]
     pub call: CallParties,
     pub started_at: Time,
+    /// The call metadata known at the start: `is_outbound`. The call's own
+    /// custom data (its X- headers) comes with the final event.
+    pub custom_data: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -268,9 +271,12 @@ pub fn parties(s: &CallRecord) -> CallParties {
 }
 
 pub fn started(s: &CallRecord) -> EventData {
+    let mut custom_data = Map::new();
+    custom_data.insert("is_outbound".into(), s.outbound.into());
     EventData::Started(CallStarted {
         call: parties(s),
         started_at: Time(s.started_at),
+        custom_data,
     })
 }
 

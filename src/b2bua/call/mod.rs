@@ -668,7 +668,11 @@ impl Call {
     fn on_tick(&mut self, now: Instant) {
         self.txs.on_tick(now, &mut self.events);
         if self.ai_invite.as_mut().is_some_and(|p| p.take_expired(now)) {
-            tracing::info!("AI agent did not answer in time");
+            if self.is_outbound() {
+                tracing::info!("callee did not answer in time");
+            } else {
+                tracing::info!("AI agent did not answer in time");
+            }
             self.ai_leg_failed(AiOutcome::Timeout, now);
         }
         self.on_transfer_tick(now);

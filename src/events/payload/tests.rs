@@ -61,6 +61,18 @@ fn envelope_has_id_type_time_org_session_and_data() {
 }
 
 #[test]
+fn started_says_whether_the_call_is_outbound() {
+    let mut c = call(&session());
+    assert_eq!(json(&started(&c))["custom_data"]["is_outbound"], false);
+    c.outbound = true;
+    let v = json(&started(&c));
+    assert_eq!(v["direction"], "outbound");
+    assert_eq!(v["custom_data"]["is_outbound"], true);
+    // The agent's side placed it: the customer is `to`.
+    assert_eq!(v["to"], "+14155551212");
+}
+
+#[test]
 fn conversation_started_is_the_phone_channel() {
     let mut s = session();
     s.contact_id = Some("c-1".into());
