@@ -10,12 +10,15 @@
 
 #[path = "common/sipp.rs"]
 mod sipp;
+#[path = "common/tone.rs"]
+mod tone;
 
 use sipp::{
     base_config, path_str, require_sipp, scenarios_dir, spawn_bound, Handoff, Sipp, TestDir,
     Transport,
 };
 use std::time::Duration;
+use tone::write_tone;
 
 const TONE_PACKETS: u32 = 100;
 const CALL_MS: u32 = 3000;
@@ -166,35 +169,4 @@ ai_agent_uri = "sip:ai@127.0.0.1:9"
         status.is_some_and(|s| s.success()),
         "clean exit: {status:?}"
     );
-}
-
-/// 20 ms packets of a 440 Hz tone as raw 8 kHz G.711 mu-law (as `sipp_media.rs`).
-fn write_tone(path: &std::path::Path, packets: u32) {
-    let data: Vec<u8> = (0..packets * 160)
-        .map(|n| {
-            let t = f64::from(n) / 8000.0;
-            mulaw((8000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16)
-        })
-        .collect();
-    std::fs::write(path, data).expect("write the PCMU tone");
-}
-
-/// G.711 mu-law of one linear sample (Sun's g711.c).
-fn mulaw(sample: i16) -> u8 {
-    let mut value = i32::from(sample) >> 2;
-    let mask: i32 = if value < 0 {
-        value = -value;
-        0x7F
-    } else {
-        0xFF
-    };
-    value = value.min(8159) + 0x21;
-    let mut segment = 0;
-    while segment < 8 && value >= (0x40 << segment) {
-        segment += 1;
-    }
-    if segment == 8 {
-        return (0x7F ^ mask) as u8;
-    }
-    (((segment << 4) | ((value >> (segment + 1)) & 0x0F)) ^ mask) as u8
 }
