@@ -40,11 +40,10 @@ mod tone;
 use capture::Capture;
 use serde_json::Value;
 use sipp::{
-    base_config, path_str, require_sipp, scenarios_dir, spawn_bound, Handoff, Sipp, TestDir,
-    Transport,
+    base_config, path_str, require_sipp, scenarios_dir, session_ids, spawn_bound, Handoff, Sipp,
+    TestDir, Transport,
 };
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::time::{Duration, Instant};
 use tone::write_tone;
 
@@ -585,27 +584,4 @@ fn check_lifecycle(evs: &[Value]) -> Result<(), String> {
         return Err(format!("not ended by the callee (`user`): {ended}"));
     }
     Ok(())
-}
-
-/// The X-OPENCX-SESSION-ID values of the INVITEs in a SIPp message log
-/// (`-trace_msg`); retransmissions count once.
-fn session_ids(log: &Path) -> BTreeSet<String> {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let mut ids = BTreeSet::new();
-    let mut in_invite = false;
-    for line in text.lines() {
-        let line = line.trim_end_matches('\r');
-        if line.starts_with("INVITE ") {
-            in_invite = true;
-        } else if line.trim().is_empty() {
-            in_invite = false;
-        } else if in_invite {
-            if let Some((name, value)) = line.split_once(':') {
-                if name.trim().eq_ignore_ascii_case("X-OPENCX-SESSION-ID") {
-                    ids.insert(value.trim().to_string());
-                }
-            }
-        }
-    }
-    ids
 }

@@ -32,13 +32,10 @@ mod sipp;
 mod standin;
 
 use sipp::{
-    base_config, path_str, require_sipp, scenarios_dir, spawn_bound, Handoff, Sipp, TestDir,
-    Transport, CALLED,
+    base_config, path_str, require_sipp, scenarios_dir, session_ids, spawn_bound, Handoff, Sipp,
+    TestDir, Transport, CALLED,
 };
 use standin::{run_cases, Case};
-use std::collections::BTreeSet;
-use std::fs;
-use std::path::Path;
 use std::time::Duration;
 
 /// The route's AI agent id: on both legs' X-OPENCX-AGENT-ID.
@@ -386,29 +383,6 @@ fn stamp_ticket(handoff: &Handoff, dir: &TestDir) -> Result<(), String> {
         return Err(format!("webhook answered {status}: {resp}"));
     }
     Ok(())
-}
-
-/// The X-OPENCX-SESSION-ID values of the INVITEs in a SIPp message log
-/// (`-trace_msg`); retransmissions count once.
-fn session_ids(log: &Path) -> BTreeSet<String> {
-    let text = fs::read_to_string(log).unwrap_or_default();
-    let mut ids = BTreeSet::new();
-    let mut in_invite = false;
-    for line in text.lines() {
-        let line = line.trim_end_matches('\r');
-        if line.starts_with("INVITE ") {
-            in_invite = true;
-        } else if line.trim().is_empty() {
-            in_invite = false;
-        } else if in_invite {
-            if let Some((name, value)) = line.split_once(':') {
-                if name.trim().eq_ignore_ascii_case("X-OPENCX-SESSION-ID") {
-                    ids.insert(value.trim().to_string());
-                }
-            }
-        }
-    }
-    ids
 }
 
 // ---------------------------------------------------------------------------

@@ -773,3 +773,26 @@ pub fn tail(text: &str, max: usize) -> String {
     }
     format!("...{}", &text[start..])
 }
+
+/// The X-OPENCX-SESSION-ID values of the INVITEs in a SIPp message log
+/// (`-trace_msg`); retransmissions count once.
+pub fn session_ids(log: &Path) -> std::collections::BTreeSet<String> {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut in_invite = false;
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.starts_with("INVITE ") {
+            in_invite = true;
+        } else if line.trim().is_empty() {
+            in_invite = false;
+        } else if in_invite {
+            if let Some((name, value)) = line.split_once(':') {
+                if name.trim().eq_ignore_ascii_case("X-OPENCX-SESSION-ID") {
+                    ids.insert(value.trim().to_string());
+                }
+            }
+        }
+    }
+    ids
+}
