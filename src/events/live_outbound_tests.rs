@@ -158,9 +158,7 @@ fn the_flag_survives_the_sqlite_store_and_old_rows_beside_it_stay_inbound() {
         LiveChange::Started(Box::new(old_row("s-old"))),
     ];
     ob.commit_with(&[], 0, &[], &live).unwrap();
-    let mut settings_cfg = crate::events::settings::EventsConfig::default();
-    settings_cfg.retry_base_ms = 60_000;
-    let s = settings_cfg
+    let s = crate::events::settings::EventsConfig::default()
         .compile(&[crate::events::settings::WebhookConfig {
             url: "http://127.0.0.1:9/hook".into(),
             secret: "0123456789abcdef".into(),
