@@ -8,7 +8,9 @@
 //!   and B, past the timeout, sends nothing;
 //! - stopped (SIGSTOP) past the timeout while its calls are up, A is taken for
 //!   dead and B ends its calls; when A runs again it learns it, and when those
-//!   calls then hang up their second end is not sent.
+//!   calls then hang up their second end is not sent;
+//! - left dead with outbound calls up (placed by an AI agent through a carrier),
+//!   node B ends them as outbound.
 //!
 //! Needs `redis-server` (`scripts/install-test-deps.sh`).
 
@@ -18,7 +20,8 @@ use common::capture::{Capture, Reply};
 use common::cli::{metric, spawn_run, wait_metric, Running};
 use common::cluster::fresh_prefix;
 use common::crash::{
-    answered_call, assert_signed, delivered_of, ends, live_rows, ringing_call, temp_dir,
+    answered_call, assert_outbound_end, assert_signed, delivered_of, ends, live_rows,
+    outbound_call, outbound_tables, outbound_uas, ringing_call, temp_dir,
 };
 use common::redis::RedisServer;
 use common::{bounded, config_text, Dialog, TestUa, Transport, WAIT};
@@ -34,7 +37,8 @@ const SOON: Duration = Duration::from_secs(15);
 const NODE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One node's config file: the capture server as subscriber, its own store
-/// file, Redis sessions under `prefix`, fast heartbeats.
+/// file, Redis sessions under `prefix`, fast heartbeats; `tables` (none: the
+/// default route) after the keys.
 fn node_config(
     dir: &Path,
     name: &str,
@@ -42,6 +46,7 @@ fn node_config(
     capture: &Capture,
     redis: &RedisServer,
     prefix: &str,
+    tables: &str,
 ) -> PathBuf {
     let keys = format!(
         "store.path = \"{db}\"\n\
@@ -53,7 +58,7 @@ fn node_config(
          session.key_prefix = \"{prefix}\"\n\
          cluster.node_id = \"{name}\"\n\
          cluster.heartbeat_ms = 200\n\
-         cluster.node_timeout_secs = {timeout}\n",
+         cluster.node_timeout_secs = {timeout}\n{tables}",
         db = db(dir, name).display(),
         sub = capture.url(),
         url = redis.url(),
@@ -110,14 +115,19 @@ impl Rig {
     }
 
     async fn on(tag: &str, redis: RedisServer) -> Rig {
+        Rig::with_tables(tag, redis, "").await
+    }
+
+    /// Both nodes configured with `tables` (e.g. `outbound_tables`).
+    async fn with_tables(tag: &str, redis: RedisServer, tables: &str) -> Rig {
         let dir = temp_dir(tag);
         let capture = Capture::start().await;
         capture.set_default(Reply::Status(200));
         let prefix = fresh_prefix();
         let agent = TestUa::agent(Transport::Udp).await;
         let port = agent.local_addr().port();
-        let a_config = node_config(&dir, "node-a", port, &capture, &redis, &prefix);
-        let b_config = node_config(&dir, "node-b", port, &capture, &redis, &prefix);
+        let a_config = node_config(&dir, "node-a", port, &capture, &redis, &prefix, tables);
+        let b_config = node_config(&dir, "node-b", port, &capture, &redis, &prefix, tables);
         Rig {
             dir,
             capture,
@@ -373,6 +383,42 @@ async fn a_redis_outage_longer_than_the_node_timeout_takes_no_live_node_for_dead
             Some(0)
         );
         assert_eq!(mirrored(&rig.redis, &rig.prefix, "node-a").await, 3);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbound_calls_of_a_node_left_dead_are_ended_as_outbound_by_another_node() {
+    bounded(LIMIT, async {
+        let (mut agent, mut carrier) = outbound_uas().await;
+        let tables = outbound_tables(carrier.local_addr());
+        let rig = Rig::with_tables("claims-outbound", RedisServer::start(), &tables).await;
+        let (a, a_udp, _) = rig.start(&rig.a_config.clone(), "a1").await;
+        let (_b, _, b_http) = rig.start(&rig.b_config.clone(), "b1").await;
+        agent.set_peer(a_udp);
+        let answered = outbound_call(&mut agent, &mut carrier, &rig.capture, &[], true).await;
+        let known = [answered.clone()];
+        let ringing = outbound_call(&mut agent, &mut carrier, &rig.capture, &known, false).await;
+        rig.capture
+            .wait_for("the outbound answer", SOON, |s| {
+                s.iter()
+                    .any(|c| c.delivered() && c.json()["type"] == "phone_call.answered")
+            })
+            .await;
+        wait_mirrored(&rig.redis, &rig.prefix, "node-a", 2).await;
+        sigkill(a);
+
+        // B claims A's two calls from Redis and ends them, as outbound.
+        rig.wait_ends(2).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(ends(&rig.capture).len(), 2, "exactly two ends");
+        assert_outbound_end(&rig.capture, &answered, true, "node_lost");
+        assert_outbound_end(&rig.capture, &ringing, false, "node_lost");
+        for c in ends(&rig.capture) {
+            assert_signed(&c, SECRET);
+        }
+        wait_metric(b_http, "handoff_cluster_calls_claimed_total", 2).await;
+        assert_eq!(mirrored(&rig.redis, &rig.prefix, "node-a").await, 0);
     })
     .await;
 }

@@ -3,14 +3,16 @@
 //! store; the subscriber then gets exactly one `phone_call.ended` for each
 //! answered call and one `phone_call.failed` for the ringing one, by the
 //! `system`, signed. A clean stop and restart after that sends nothing more.
+//! Outbound calls (placed by an AI agent through a carrier) cut the same way
+//! get ends that still say outbound.
 
 mod common;
 
 use common::capture::{Capture, Reply};
 use common::cli::{metric, spawn_run, wait_metric};
 use common::crash::{
-    answered_call, assert_signed, delivered_of, ends, live_rows, ringing_call, stop_cleanly,
-    temp_dir, whole_call,
+    answered_call, assert_outbound_end, assert_signed, delivered_of, ends, live_rows,
+    outbound_call, outbound_tables, outbound_uas, ringing_call, stop_cleanly, temp_dir, whole_call,
 };
 use common::{bounded, config_text, TestUa, Transport};
 use serde_json::Value;
@@ -166,6 +168,74 @@ async fn calls_live_at_a_sigkill_each_get_one_end_by_the_system_after_the_restar
             "a clean restart sends nothing"
         );
         assert_eq!(metric(http, "handoff_calls_recovered_total").await, Some(0));
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_calls_live_at_a_sigkill_end_outbound_after_the_restart() {
+    bounded(LIMIT, async {
+        let dir = temp_dir("crash-outbound");
+        let db = dir.join("handoff.db");
+        let capture = Capture::start().await;
+        capture.set_default(Reply::Status(200));
+        let (mut agent, mut carrier) = outbound_uas().await;
+        let config = dir.join("config.toml");
+        let extra = format!(
+            "{}{}",
+            keys(&capture, &db),
+            outbound_tables(carrier.local_addr())
+        );
+        let port = agent.local_addr().port();
+        std::fs::write(&config, config_text(Transport::Udp, port, &extra)).unwrap();
+
+        // First run: the AI agent places two calls; the callee answers one and
+        // the other still rings at the kill.
+        let (mut first, udp, _http) = spawn_run(config.clone(), dir.join("first.err")).await;
+        agent.set_peer(udp);
+        let answered = outbound_call(&mut agent, &mut carrier, &capture, &[], true).await;
+        let known = [answered.clone()];
+        let ringing = outbound_call(&mut agent, &mut carrier, &capture, &known, false).await;
+        capture
+            .wait_for("the outbound answer", SOON, |s| {
+                s.iter()
+                    .any(|c| c.delivered() && c.json()["type"] == "phone_call.answered")
+            })
+            .await;
+        first.0.kill().expect("SIGKILL");
+        first.0.wait().expect("reaped");
+        assert!(ends(&capture).is_empty(), "no end before the restart");
+        let mut want = vec![answered.clone(), ringing.clone()];
+        want.sort();
+        let live: Vec<String> = live_rows(&db).into_iter().map(|(s, _)| s).collect();
+        assert_eq!(live, want, "both outbound calls are recorded live");
+
+        // Second run on the same store: each gets one end, outbound.
+        let (_second, _udp, http) = spawn_run(config, dir.join("second.err")).await;
+        capture
+            .wait_for("two end events", SOON, |s| {
+                s.iter()
+                    .filter(|c| {
+                        c.delivered()
+                            && matches!(
+                                c.json()["type"].as_str(),
+                                Some("phone_call.ended" | "phone_call.failed")
+                            )
+                    })
+                    .count()
+                    >= 2
+            })
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(ends(&capture).len(), 2, "exactly two ends, no duplicate");
+        assert_outbound_end(&capture, &answered, true, "node_restarted");
+        assert_outbound_end(&capture, &ringing, false, "node_restarted");
+        for c in ends(&capture) {
+            assert_signed(&c, SECRET);
+        }
+        wait_metric(http, "handoff_calls_recovered_total", 2).await;
+        assert!(live_rows(&db).is_empty(), "no live record left");
         let _ = std::fs::remove_dir_all(&dir);
     })
     .await;

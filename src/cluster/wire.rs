@@ -2,6 +2,15 @@
 //! session id) holding the row as JSON. Rows come back from Redis written by
 //! other nodes (or by anyone who can write to that Redis), so decoding checks
 //! every part and refuses what does not fit, rather than trusting it.
+//!
+//! The `record` is the events layer's JSON (`events::live::LiveRecord`), carried
+//! here as opaque text and checked where it is read (`live::orphan_end`). A field
+//! added to it, as `outbound` was, needs no new version of this row: a row
+//! without it reads as its default (an old node's call: inbound), and a node
+//! that predates it ignores it, so in a cluster of mixed versions an outbound
+//! call claimed by an older node ends as inbound (it is still ended, once). A
+//! new version number would instead make the older nodes refuse the row and
+//! leave the call without an end.
 
 use crate::session::SessionId;
 use crate::store::live_calls::LiveRow;
@@ -95,6 +104,68 @@ mod tests {
     fn a_row_survives_the_round_trip() {
         let r = row();
         assert_eq!(decode(&r.session_id, encode(&r).as_bytes()), Ok(r));
+    }
+
+    /// The record as an outbound call writes it (`events::live::started`).
+    const OUTBOUND_RECORD: &str = r#"{"agent_id":"a","caller_phone":"+14155551212","caller_name":null,"called":"+18005550100","languages":null,"agent_version":null,"custom_data":{},"outbound":true}"#;
+
+    fn end_of(r: &LiveRow) -> serde_json::Value {
+        use crate::events::live::{orphan_end, Orphaned};
+        let ev = orphan_end(r, Orphaned::NodeLost, std::time::SystemTime::now()).unwrap();
+        serde_json::from_slice(&ev.to_json()).unwrap()
+    }
+
+    #[test]
+    fn an_outbound_call_survives_the_round_trip_and_ends_outbound() {
+        let mut r = row();
+        r.record = OUTBOUND_RECORD.as_bytes().to_vec();
+        let back = decode(&r.session_id, encode(&r).as_bytes()).unwrap();
+        assert_eq!(back, r);
+        let v = end_of(&back);
+        assert_eq!(v["type"], "phone_call.ended");
+        assert_eq!(v["data"]["direction"], "outbound");
+        assert_eq!(v["data"]["custom_data"]["is_outbound"], true);
+        assert_eq!(v["data"]["to"], "+14155551212");
+    }
+
+    #[test]
+    fn a_row_an_older_node_wrote_reads_as_inbound() {
+        // Byte for byte what a node before `outbound` put in Redis.
+        let old = r#"{"v":1,"org_id":"o","node_id":"node-a","started_ms":1700000000000,"answered_ms":null,"record":"{\"agent_id\":\"a\",\"caller_phone\":\"+14155551212\",\"caller_name\":null,\"called\":\"+18005550100\",\"languages\":null,\"agent_version\":null,\"custom_data\":{}}"}"#;
+        let r = decode("0123abcd", old.as_bytes()).unwrap();
+        assert_eq!(r.node_id, "node-a");
+        let v = end_of(&r);
+        assert_eq!(v["type"], "phone_call.failed");
+        assert_eq!(v["data"]["direction"], "inbound");
+        assert_eq!(v["data"]["custom_data"]["is_outbound"], false);
+    }
+
+    #[test]
+    fn a_row_with_fields_this_version_does_not_know_still_reads() {
+        // A newer node's row: its extra fields are ignored, its call still ended.
+        let mut r = row();
+        r.record = OUTBOUND_RECORD.as_bytes().to_vec();
+        let newer = encode(&r).replacen('{', r#"{"direction":"sideways","#, 1);
+        assert_eq!(decode(&r.session_id, newer.as_bytes()), Ok(r));
+    }
+
+    #[test]
+    fn a_hostile_outbound_flag_passes_the_wire_and_is_refused_by_the_record() {
+        use crate::events::live::{orphan_end, OrphanError, Orphaned};
+        for bad in [r#""true""#, "1", "null", r#"{"x":1}"#] {
+            let mut r = row();
+            r.record = OUTBOUND_RECORD
+                .replace(r#""outbound":true"#, &format!(r#""outbound":{bad}"#))
+                .into_bytes();
+            let back = decode(&r.session_id, encode(&r).as_bytes()).unwrap();
+            assert!(
+                matches!(
+                    orphan_end(&back, Orphaned::NodeLost, std::time::SystemTime::now()),
+                    Err(OrphanError::Record { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -43,7 +43,10 @@ impl Orphaned {
 
 /// What a live call's row keeps beyond its columns: what its end event needs
 /// that only the call knew (the parties, the route's agent, the inbound custom
-/// data). Serialised as JSON in `live_calls.record`.
+/// data, the direction). Serialised as JSON in `live_calls.record`, which the
+/// Redis mirror carries as it is (`cluster::wire`); so a field added here needs
+/// neither a schema change nor a new wire version, only a default for the
+/// records written before it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LiveRecord {
     pub agent_id: String,
@@ -54,6 +57,13 @@ pub struct LiveRecord {
     pub agent_version: Option<String>,
     #[serde(default)]
     pub custom_data: BTreeMap<String, String>,
+    /// The AI agent placed the call (`CallRecord::outbound`): `caller_phone` is
+    /// then the callee and `called` the caller ID, and the end says `direction:
+    /// "outbound"`, `is_outbound: true`. Absent in a record written before it
+    /// existed (or by a node that predates it): inbound, as those nodes ended
+    /// every call. A value that is not a boolean makes the record unreadable.
+    #[serde(default)]
+    pub outbound: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +127,7 @@ pub fn started(
         languages: agent.languages.clone(),
         agent_version: agent.agent_version.clone(),
         custom_data,
+        outbound: call.outbound,
     };
     Change::Started {
         row: Box::new(LiveRow {
@@ -155,7 +166,10 @@ pub fn orphan_event_id(session_id: &str) -> String {
 
 /// The end of a call its node left live: `phone_call.ended` when it was answered,
 /// else `phone_call.failed`, both `call_ended_by: "system"`, ended `now` (when
-/// the loss was noticed; the moment of the crash is not known).
+/// the loss was noticed; the moment of the crash is not known). An outbound call
+/// gets its direction back from the record; one cut before the callee answered
+/// is `failed` with `call_ended_by: "system"` too, not the null of an outbound
+/// call the agent gave up on: here nobody gave up, the node died.
 pub fn orphan_end(row: &LiveRow, why: Orphaned, now: SystemTime) -> Result<Event, OrphanError> {
     let rec: LiveRecord =
         serde_json::from_slice(&row.record).map_err(|source| OrphanError::Record {
@@ -175,7 +189,8 @@ pub fn orphan_end(row: &LiveRow, why: Orphaned, now: SystemTime) -> Result<Event
     s.started_at = at_ms(row.started_ms);
     s.answered_at = row.answered_ms.map(at_ms);
     s.custom_data = rec.custom_data;
-    let call = CallRecord::of(&s);
+    let mut call = CallRecord::of(&s);
+    call.outbound = rec.outbound;
     let agent = AgentInfo {
         languages: rec.languages,
         agent_version: rec.agent_version,
@@ -301,3 +316,7 @@ pub fn hostname() -> String {
 #[cfg(test)]
 #[path = "live_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "live_outbound_tests.rs"]
+mod outbound_tests;

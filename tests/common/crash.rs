@@ -1,14 +1,18 @@
 //! What the crash and cluster tests share: calls left up (answered, ringing) or
-//! made whole through a running handoff, the ends a subscriber got, the live
-//! calls a store file records, and a stop by SIGTERM.
+//! made whole through a running handoff, outbound calls left up the same way
+//! (an AI agent on 127.0.0.2 through a carrier UA on 127.0.0.3, as
+//! `outbound.rs` lays them out), the ends a subscriber got, the live calls a
+//! store file records, and a stop by SIGTERM.
 
 use crate::common::build::{Dialog, AI_SDP};
 use crate::common::capture::{Capture, Captured};
 use crate::common::cli::Running;
+use crate::common::outbound::{dial, CALLEE, CALLER_ID, CARRIER_SDP};
 use crate::common::{InviteOpts, TestUa, WAIT};
 use handoff::sip::message::Method;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -116,6 +120,111 @@ pub async fn whole_call(caller: &mut TestUa, agent: &mut TestUa) -> String {
     agent.clear_backlog();
     caller.clear_backlog();
     sid
+}
+
+/// The config tables (after any dotted keys, for `config_text`) for outbound
+/// calls: AI agents on 127.0.0.2 place calls of `org-test` to `+1415…` through
+/// the carrier trunk at `carrier` (on 127.0.0.3, no credentials); the inbound
+/// default route to `{ai}` stays.
+pub fn outbound_tables(carrier: SocketAddr) -> String {
+    format!(
+        "\n[[trunk]]\nname = \"carrier\"\nsources = [\"127.0.0.3\"]\n\
+         [trunk.outbound]\nuri = \"sip:{carrier}\"\n\
+         \n[[trunk]]\nname = \"agents\"\nkind = \"ai_agent\"\nsources = [\"127.0.0.2\"]\n\
+         org_id = \"org-test\"\nagent_ids = [\"agent-test\"]\n\
+         \n[[outbound]]\norg_id = \"org-test\"\ntrunk = \"carrier\"\nallowed_prefixes = [\"+1415\"]\n\
+         caller_ids = [\"{CALLER_ID}\"]\n\
+         \n[[route]]\ndefault = true\norg_id = \"org-test\"\nagent_id = \"agent-test\"\n\
+         ai_agent_uri = \"{{ai}}\"\n"
+    )
+}
+
+/// The two UAs of outbound calls: the AI agent on 127.0.0.2 (its peer, handoff,
+/// set per run with `set_peer`) and the carrier on 127.0.0.3.
+pub async fn outbound_uas() -> (TestUa, TestUa) {
+    let agent = TestUa::udp_bound(SocketAddr::from(([127, 0, 0, 2], 0))).await;
+    let carrier = TestUa::udp_bound(SocketAddr::from(([127, 0, 0, 3], 0))).await;
+    (agent, carrier)
+}
+
+/// An outbound call the AI agent places to the callee through the carrier, left
+/// up: answered by the callee (and ACKed) when `answer`, else ringing (180).
+/// Returns its session id, read from its delivered `phone_call.started` (the
+/// agent placed the call and was told none); `known`: the sessions seen before.
+pub async fn outbound_call(
+    agent: &mut TestUa,
+    carrier: &mut TestUa,
+    capture: &Capture,
+    known: &[String],
+    answer: bool,
+) -> String {
+    let invite = agent.invite(&dial(CALLEE));
+    agent.send(&invite).await;
+    agent.expect_response_to(Method::Invite, 100, WAIT).await;
+    let carrier_invite = carrier.expect_request(Method::Invite, WAIT).await;
+    if answer {
+        carrier
+            .respond(&carrier_invite, 200, &[], Some(CARRIER_SDP))
+            .await;
+        let ok = agent.expect_response_to(Method::Invite, 200, WAIT).await;
+        let dlg = Dialog::as_uac(&invite, &ok.msg);
+        agent.send(&agent.ack(&dlg, None)).await;
+        carrier.expect_request(Method::Ack, WAIT).await;
+    } else {
+        carrier.respond(&carrier_invite, 180, &[], None).await;
+        agent.expect_response_to(Method::Invite, 180, WAIT).await;
+    }
+    agent.clear_backlog();
+    carrier.clear_backlog();
+    let new = |c: &Captured| {
+        let v = c.json();
+        c.delivered()
+            && v["type"] == "phone_call.started"
+            && v["session_id"]
+                .as_str()
+                .is_some_and(|s| !known.iter().any(|k| k == s))
+    };
+    let seen = capture
+        .wait_for("the outbound call's phone_call.started", WAIT, |s| {
+            s.iter().any(new)
+        })
+        .await;
+    let started = seen.iter().find(|c| new(c)).expect("a new start").json();
+    assert_eq!(started["data"]["direction"], "outbound", "{started}");
+    started["session_id"]
+        .as_str()
+        .expect("a session id")
+        .to_owned()
+}
+
+/// The one end each of `sid` got (`phone_call.ended` when `answered`, else
+/// `phone_call.failed`), checked outbound and by the system for `reason`.
+pub fn assert_outbound_end(capture: &Capture, sid: &str, answered: bool, reason: &str) {
+    let (kind, other) = if answered {
+        ("phone_call.ended", "phone_call.failed")
+    } else {
+        ("phone_call.failed", "phone_call.ended")
+    };
+    let got = delivered_of(capture, kind, sid);
+    assert_eq!(got.len(), 1, "{sid}: one {kind}");
+    assert!(
+        delivered_of(capture, other, sid).is_empty(),
+        "{sid}: no {other}"
+    );
+    let d = got[0].json()["data"].clone();
+    assert_eq!(d["direction"], "outbound", "{sid}: {d}");
+    assert_eq!(d["custom_data"]["is_outbound"], true, "{sid}: {d}");
+    assert_eq!(d["from"], CALLER_ID, "{d}");
+    assert_eq!(d["to"], CALLEE, "{d}");
+    assert_eq!(d["agent_id"], "agent-test", "{d}");
+    assert_eq!(d["call_ended_by"], "system", "{d}");
+    if answered {
+        assert_eq!(d["custom_data"]["call_status"], reason, "{d}");
+        assert!(d["answered_at"].is_string(), "{d}");
+    } else {
+        assert_eq!(d["failure_reason"], reason, "{d}");
+        assert_eq!(d["sip_status"], serde_json::Value::Null, "{d}");
+    }
 }
 
 /// Live calls recorded in the store file.
