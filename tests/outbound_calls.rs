@@ -24,10 +24,16 @@ async fn carrier_fails(status: u16, agent_status: u16, category: &str) {
     r.agent.expect_response_to(Method::Invite, 180, WAIT).await;
     r.carrier.respond(&carrier_invite, status, &[], None).await;
     r.carrier.expect_request(Method::Ack, WAIT).await;
-    r.agent
+    let failure = r
+        .agent
         .expect_response_to(Method::Invite, agent_status, WAIT)
         .await;
     let got = events(&r.capture, 3).await;
+    assert_eq!(
+        failure.msg.header("X-OPENCX-SESSION-ID"),
+        got[0]["session_id"].as_str(),
+        "the failure names the session"
+    );
     assert_eq!(
         types(&got),
         [
@@ -261,6 +267,30 @@ async fn refused(opts: InviteOpts, from_other_trunk: bool) -> Rig {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(r.capture.requests().is_empty(), "no session, no event");
     r
+}
+
+/// An offer handoff cannot relay is refused before any session exists: the
+/// refusal names no session (there is none to ask about), nothing is dialled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_without_audio_is_488_naming_no_session() {
+    bounded(LIMIT, async {
+        let mut r = rig(None, "").await;
+        let mut opts = dial(CALLEE);
+        opts.sdp = Some(
+            "v=0\r\no=agent 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\n\
+             t=0 0\r\nm=video 40000 RTP/AVP 31\r\n"
+                .into(),
+        );
+        let invite = r.agent.invite(&opts);
+        r.agent.send(&invite).await;
+        let resp = r.agent.expect_response_to(Method::Invite, 488, WAIT).await;
+        assert_eq!(resp.msg.header("X-OPENCX-SESSION-ID"), None);
+        r.agent.send(&ack_for_non_2xx(&invite, &resp.msg)).await;
+        r.carrier
+            .expect_silence("any request", Duration::from_millis(500), |_| true)
+            .await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

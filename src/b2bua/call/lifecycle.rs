@@ -25,6 +25,9 @@ pub(super) struct Lifecycle {
     /// The call is recorded live in the store (`events::live`) and its record
     /// not yet closed.
     pub live: bool,
+    /// The session was stored and the call started (`emit_started`): from then
+    /// on its id means something to whoever is told it.
+    pub started: bool,
 }
 
 impl Call {
@@ -51,6 +54,7 @@ impl Call {
             )
         });
         self.lifecycle.live = change.is_some();
+        self.lifecycle.started = true;
         if self.wants(EventType::PhoneCallStarted) {
             let data = payload::started(&self.record);
             self.sh.events.emit_with(

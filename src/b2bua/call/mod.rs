@@ -471,12 +471,14 @@ impl Call {
         resp.push("Server", self.sh.settings.user_agent.clone());
         if status > 100
             && self.is_outbound()
+            && self.lifecycle.started
             && side == self.roles().1
             && req.method() == Some(&Method::Invite)
         {
             // The AI agent placed the call: this is how it learns the session id
-            // (for the session API and the events), as the INVITE tells it inbound.
-            // The id is ours (hex).
+            // (for the session API and the events), as the INVITE tells it inbound;
+            // once the session exists (a refusal before that names none). The id
+            // is ours (hex).
             resp.push(
                 X_OPENCX_SESSION_ID,
                 self.record.session_id.as_str().to_owned(),
