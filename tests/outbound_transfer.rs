@@ -312,6 +312,55 @@ async fn a_refused_transfer_leaves_the_callee_with_the_agent() {
         )
         .await;
 
+        // The swapped legs still carry re-INVITEs both ways: the agent holds
+        // the callee, the callee re-offers to the agent.
+        let hold = m.agent.sdp(SDP_SENDONLY);
+        let reinvite = r.agent.in_dialog(
+            &mut m.agent_dlg,
+            Method::Invite,
+            Some(("application/sdp", &hold)),
+        );
+        r.agent.send(&reinvite).await;
+        let at_callee = r.carrier.expect_request(Method::Invite, WAIT).await;
+        assert_eq!(at_callee.msg.call_id(), Some(m.callee_dlg.call_id.as_str()));
+        assert_sdp_relayed(at_callee.msg.body(), &hold, "hold offer at the callee");
+        let callee_sdp = m.callee.sdp(&CARRIER_SDP.replace("127.0.0.3", "127.0.0.1"));
+        let recvonly = callee_sdp.replace("a=sendrecv", "a=recvonly");
+        r.carrier
+            .respond(&at_callee, 200, &[], Some(&recvonly))
+            .await;
+        let held = r.agent.expect_response_to(Method::Invite, 200, WAIT).await;
+        assert_sdp_relayed(held.msg.body(), &recvonly, "hold answer at the agent");
+        r.agent.send(&r.agent.ack(&m.agent_dlg, None)).await;
+        r.carrier.expect_request(Method::Ack, WAIT).await;
+        let reoffer = r.carrier.in_dialog(
+            &mut m.callee_dlg,
+            Method::Invite,
+            Some(("application/sdp", &callee_sdp)),
+        );
+        r.carrier.send(&reoffer).await;
+        let at_agent = r.agent.expect_request(Method::Invite, WAIT).await;
+        assert_eq!(at_agent.msg.call_id(), Some(m.agent_dlg.call_id.as_str()));
+        assert_sdp_relayed(
+            at_agent.msg.body(),
+            &callee_sdp,
+            "callee's offer at the agent",
+        );
+        let agent_sdp = m.agent.sdp(SDP);
+        r.agent.respond(&at_agent, 200, &[], Some(&agent_sdp)).await;
+        let answered = r
+            .carrier
+            .expect_response_to(Method::Invite, 200, WAIT)
+            .await;
+        assert_sdp_relayed(
+            answered.msg.body(),
+            &agent_sdp,
+            "agent's answer at the callee",
+        );
+        assert_eq!(answered.msg.header("X-OPENCX-SESSION-ID"), None);
+        r.carrier.send(&r.carrier.ack(&m.callee_dlg, None)).await;
+        r.agent.expect_request(Method::Ack, WAIT).await;
+
         // The callee still may not transfer anyone.
         let mut refer = r.carrier.in_dialog(&mut m.callee_dlg, Method::Refer, None);
         refer
@@ -428,6 +477,52 @@ async fn early_media_hold_and_dtmf_cross_an_outbound_call() {
         r.carrier.expect_response_to(Method::Bye, 200, WAIT).await;
         let bye = r.agent.expect_request(Method::Bye, WAIT).await;
         r.agent.respond(&bye, 200, &[], None).await;
+    })
+    .await;
+}
+
+/// The callee hanging up while Zendesk rings cancels the transfer: Zendesk
+/// gets a CANCEL, the agent a BYE, and the call ends by the `user`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callee_hanging_up_during_the_transfer_cancels_it() {
+    bounded(LIMIT, async {
+        let (mut r, mut zendesk, target) = transfer_rig().await;
+        let mut m = answered_with_media(&mut r).await;
+        agent_refers(&mut r, &mut m, &target).await;
+        let inv = zendesk.expect_request(Method::Invite, WAIT).await;
+        zendesk.respond(&inv, 180, &[], None).await;
+
+        r.carrier.send(&r.carrier.bye(&mut m.callee_dlg)).await;
+        r.carrier.expect_response_to(Method::Bye, 200, WAIT).await;
+        let cancel = zendesk.expect_request(Method::Cancel, WAIT).await;
+        zendesk.respond(&cancel, 200, &[], None).await;
+        zendesk.respond(&inv, 487, &[], None).await;
+        zendesk.expect_request(Method::Ack, WAIT).await;
+        // The agent hears of it: the last NOTIFY, if any, then the BYE.
+        loop {
+            let req = r.agent.recv(WAIT).await.expect("the agent's leg is ended");
+            let Some(method) = req.msg.method().cloned() else {
+                continue;
+            };
+            r.agent.respond(&req, 200, &[], None).await;
+            if method == Method::Bye {
+                break;
+            }
+        }
+
+        let got = events(&r.capture, 5).await;
+        assert_eq!(
+            types(&got),
+            [
+                "phone_call.started",
+                "conversation.started",
+                "phone_call.answered",
+                "phone_call.transferred",
+                "phone_call.ended",
+            ]
+        );
+        assert_eq!(got[3]["data"]["outcome"], "cancelled", "{}", got[3]);
+        assert_eq!(got[4]["data"]["call_ended_by"], "user", "{}", got[4]);
     })
     .await;
 }
