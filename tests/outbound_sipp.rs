@@ -10,6 +10,8 @@
 
 #[path = "common/sipp.rs"]
 mod sipp;
+#[path = "common/sipp_outbound.rs"]
+mod sipp_outbound;
 #[path = "common/tone.rs"]
 mod tone;
 
@@ -17,6 +19,7 @@ use sipp::{
     base_config, path_str, require_sipp, scenarios_dir, spawn_bound, Handoff, Sipp, TestDir,
     Transport,
 };
+use sipp_outbound::{outbound_trunks, PASSWORD, USERNAME};
 use std::time::Duration;
 use tone::write_tone;
 
@@ -52,10 +55,10 @@ fn outbound_calls_answer_the_carriers_challenge_and_carry_rtp_both_ways() {
             &calls,
             "-key",
             "username",
-            "handoff",
+            USERNAME,
             "-key",
             "password",
-            "s3cret-pass",
+            PASSWORD,
             "-timeout",
             "40s",
         ],
@@ -64,35 +67,9 @@ fn outbound_calls_answer_the_carriers_challenge_and_carry_rtp_both_ways() {
     );
 
     let config = format!(
-        r#"{}mode = "relay"
-
-[[trunk]]
-name = "carrier"
-sources = ["127.0.0.1"]
-[trunk.outbound]
-uri = "sip:127.0.0.1:{carrier_port}"
-username = "handoff"
-password = "s3cret-pass"
-
-[[trunk]]
-name = "agents"
-kind = "ai_agent"
-sources = ["127.0.0.2"]
-org_id = "org-test"
-
-[[outbound]]
-org_id = "org-test"
-trunk = "carrier"
-allowed_prefixes = ["+1415"]
-caller_ids = ["+18005550100"]
-
-[[route]]
-default = true
-org_id = "org-test"
-agent_id = "agent-test"
-ai_agent_uri = "sip:ai@127.0.0.1:9"
-"#,
+        "{}mode = \"relay\"\n{}",
         base_config("info"),
+        outbound_trunks(&format!("sip:127.0.0.1:{carrier_port}"), 60),
     );
     let mut handoff = Handoff::start(&config, &dir);
     let target = handoff.sip_addr(Transport::Udp);

@@ -20,6 +20,8 @@
 mod capture;
 #[path = "common/sipp.rs"]
 mod sipp;
+#[path = "common/sipp_outbound.rs"]
+mod sipp_outbound;
 
 use capture::Capture;
 use serde_json::Value;
@@ -27,14 +29,11 @@ use sipp::{
     base_config, path_str, require_sipp, scenarios_dir, spawn_bound, stat, Handoff, Metrics, Sipp,
     TestDir, Transport,
 };
+use sipp_outbound::{outbound_trunks, relay_with_events, AGENT, CALLEE, CALLER_ID, PASSWORD};
 use std::time::Duration;
 
-const CALLEE: &str = "+14155550123";
-const CALLER_ID: &str = "+18005550100";
-const AGENT: &str = "agent-test";
 /// org-other's agent (its route names it): not one of org-test's.
 const OTHER_ORG_AGENT: &str = "agent-other";
-const PASSWORD: &str = "s3cret-pass";
 const SECRET: &str = "outbound-sipp-test-secret-0123456789";
 
 /// The carrier side of a case.
@@ -62,42 +61,12 @@ struct Outcome {
 /// (`agent-other`); org-test may call `+1415...` and rings for `ring_secs`.
 fn config(carrier_uri: &str, hook: &str, ring_secs: u64) -> String {
     format!(
-        r#"{base}mode = "relay"
-
-[events]
-retry_base_ms = 50
-retry_max_ms = 200
-
-[[webhooks]]
-url = "{hook}"
-secret = "{SECRET}"
-
-[[trunk]]
-name = "carrier"
-sources = ["127.0.0.1"]
-[trunk.outbound]
-uri = "{carrier_uri}"
-username = "handoff"
-password = "{PASSWORD}"
-
-[[trunk]]
-name = "agents"
-kind = "ai_agent"
-sources = ["127.0.0.2"]
-org_id = "org-test"
-
+        r#"{base}{events}{trunks}
 [[trunk]]
 name = "others"
 kind = "ai_agent"
 sources = ["127.0.0.4"]
 org_id = "org-other"
-
-[[outbound]]
-org_id = "org-test"
-trunk = "carrier"
-allowed_prefixes = ["+1415"]
-caller_ids = ["{CALLER_ID}"]
-ring_timeout_secs = {ring_secs}
 
 [[outbound]]
 org_id = "org-other"
@@ -106,18 +75,14 @@ allowed_prefixes = ["+1"]
 caller_ids = ["+18005550199"]
 
 [[route]]
-default = true
-org_id = "org-test"
-agent_id = "{AGENT}"
-ai_agent_uri = "sip:ai@127.0.0.1:9"
-
-[[route]]
 number = "+18005550999"
 org_id = "org-other"
 agent_id = "{OTHER_ORG_AGENT}"
 ai_agent_uri = "sip:ai@127.0.0.1:9"
 "#,
         base = base_config("info"),
+        events = relay_with_events(hook, SECRET),
+        trunks = outbound_trunks(carrier_uri, ring_secs),
     )
 }
 

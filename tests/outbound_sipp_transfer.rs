@@ -34,6 +34,8 @@
 mod capture;
 #[path = "common/sipp.rs"]
 mod sipp;
+#[path = "common/sipp_outbound.rs"]
+mod sipp_outbound;
 #[path = "common/tone.rs"]
 mod tone;
 
@@ -43,15 +45,13 @@ use sipp::{
     base_config, path_str, require_sipp, scenarios_dir, session_ids, spawn_bound, Handoff, Sipp,
     TestDir, Transport,
 };
+use sipp_outbound::{
+    outbound_trunks, relay_with_events, AGENT, CALLEE, CALLER_ID, PASSWORD, USERNAME,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use tone::write_tone;
 
-/// The number the AI agent calls: the callee, in From towards Zendesk.
-const CALLEE: &str = "+14155550123";
-/// The org's caller id on the carrier leg.
-const CALLER_ID: &str = "+18005550100";
-const AGENT_ID: &str = "agent-test";
 const WEBHOOK_SECRET: &str = "outbound-sipp-transfer-secret-0123";
 /// The callee's tone: 2 s (the carrier scenario hangs up 2.5 s after it
 /// starts).
@@ -305,7 +305,7 @@ fn run_transfers(calls: u32, zendesk_callee: &str) -> Run {
             &n,
             "-set",
             "agent_id",
-            AGENT_ID,
+            AGENT,
             "-set",
             "callee",
             zendesk_callee,
@@ -337,10 +337,10 @@ fn run_transfers(calls: u32, zendesk_callee: &str) -> Run {
             &n,
             "-key",
             "username",
-            "handoff",
+            USERNAME,
             "-key",
             "password",
-            "s3cret-pass",
+            PASSWORD,
             "-d",
             &TONE_AFTER_MS.to_string(),
             "-timeout",
@@ -351,16 +351,7 @@ fn run_transfers(calls: u32, zendesk_callee: &str) -> Run {
     );
 
     let config = format!(
-        r#"{base}mode = "relay"
-
-[events]
-retry_base_ms = 50
-retry_max_ms = 200
-
-[[webhooks]]
-url = "{hook}"
-secret = "{WEBHOOK_SECRET}"
-
+        r#"{base}{events}
 [transfer]
 # The IP-literal target is allowed only as a named destination.
 allow = ["*.zendesk.sip.twilio.com"]
@@ -368,35 +359,10 @@ allow = ["*.zendesk.sip.twilio.com"]
 [[transfer.destination]]
 name = "zendesk"
 uri = "{zendesk_uri}"
-
-[[trunk]]
-name = "carrier"
-sources = ["127.0.0.1"]
-[trunk.outbound]
-uri = "sip:127.0.0.1:{carrier_port}"
-username = "handoff"
-password = "s3cret-pass"
-
-[[trunk]]
-name = "agents"
-kind = "ai_agent"
-sources = ["127.0.0.2"]
-org_id = "org-test"
-
-[[outbound]]
-org_id = "org-test"
-trunk = "carrier"
-allowed_prefixes = ["+1415"]
-caller_ids = ["{CALLER_ID}"]
-
-[[route]]
-default = true
-org_id = "org-test"
-agent_id = "{AGENT_ID}"
-ai_agent_uri = "sip:ai@127.0.0.1:9"
-"#,
+{trunks}"#,
         base = base_config("info"),
-        hook = capture.url(),
+        events = relay_with_events(&capture.url(), WEBHOOK_SECRET),
+        trunks = outbound_trunks(&format!("sip:127.0.0.1:{carrier_port}"), 60),
     );
     let mut handoff = Handoff::start(&config, &dir);
 
@@ -420,7 +386,7 @@ ai_agent_uri = "sip:ai@127.0.0.1:9"
             CALLEE,
             "-key",
             "agent_id",
-            AGENT_ID,
+            AGENT,
             "-key",
             "refer_to",
             &zendesk_uri,
@@ -568,7 +534,7 @@ fn check_lifecycle(evs: &[Value]) -> Result<(), String> {
         if d["direction"] != "outbound"
             || d["from"] != CALLER_ID
             || d["to"] != CALLEE
-            || d["agent_id"] != AGENT_ID
+            || d["agent_id"] != AGENT
         {
             return Err(format!(
                 "{t}: not outbound from {CALLER_ID} to {CALLEE}: {d}"
