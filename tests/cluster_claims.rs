@@ -21,7 +21,7 @@ use common::cli::{metric, spawn_run, wait_metric, Running};
 use common::cluster::fresh_prefix;
 use common::crash::{
     answered_call, assert_outbound_end, assert_signed, delivered_of, ends, live_rows,
-    outbound_call, outbound_tables, outbound_uas, ringing_call, temp_dir,
+    outbound_call, outbound_tables, outbound_uas, ringing_call, temp_dir, wait_ends,
 };
 use common::redis::RedisServer;
 use common::{bounded, config_text, Dialog, TestUa, Transport, WAIT};
@@ -169,20 +169,7 @@ impl Rig {
     }
 
     async fn wait_ends(&self, n: usize) {
-        self.capture
-            .wait_for("end events", SOON, |s| {
-                s.iter()
-                    .filter(|c| {
-                        c.delivered()
-                            && matches!(
-                                c.json()["type"].as_str(),
-                                Some("phone_call.ended" | "phone_call.failed")
-                            )
-                    })
-                    .count()
-                    >= n
-            })
-            .await;
+        wait_ends(&self.capture, n).await;
     }
 
     /// Exactly one end per call, by the system, for `reason`; nothing else ended.

@@ -12,7 +12,8 @@ use common::capture::{Capture, Reply};
 use common::cli::{metric, spawn_run, wait_metric};
 use common::crash::{
     answered_call, assert_outbound_end, assert_signed, delivered_of, ends, live_rows,
-    outbound_call, outbound_tables, outbound_uas, ringing_call, stop_cleanly, temp_dir, whole_call,
+    outbound_call, outbound_tables, outbound_uas, ringing_call, stop_cleanly, temp_dir, wait_ends,
+    whole_call,
 };
 use common::{bounded, config_text, TestUa, Transport};
 use serde_json::Value;
@@ -95,20 +96,7 @@ async fn calls_live_at_a_sigkill_each_get_one_end_by_the_system_after_the_restar
 
         // Second run on the same store: each call gets its end, once.
         let (second, udp, http) = spawn_run(config.clone(), dir.join("second.err")).await;
-        capture
-            .wait_for("three end events", SOON, |s| {
-                s.iter()
-                    .filter(|c| {
-                        c.delivered()
-                            && matches!(
-                                c.json()["type"].as_str(),
-                                Some("phone_call.ended" | "phone_call.failed")
-                            )
-                    })
-                    .count()
-                    >= 3
-            })
-            .await;
+        wait_ends(&capture, 3).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(ends(&capture).len(), 3, "exactly three ends, no duplicate");
         for sid in [&a1, &a2] {
@@ -213,20 +201,7 @@ async fn outbound_calls_live_at_a_sigkill_end_outbound_after_the_restart() {
 
         // Second run on the same store: each gets one end, outbound.
         let (_second, _udp, http) = spawn_run(config, dir.join("second.err")).await;
-        capture
-            .wait_for("two end events", SOON, |s| {
-                s.iter()
-                    .filter(|c| {
-                        c.delivered()
-                            && matches!(
-                                c.json()["type"].as_str(),
-                                Some("phone_call.ended" | "phone_call.failed")
-                            )
-                    })
-                    .count()
-                    >= 2
-            })
-            .await;
+        wait_ends(&capture, 2).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(ends(&capture).len(), 2, "exactly two ends, no duplicate");
         assert_outbound_end(&capture, &answered, true, "node_restarted");

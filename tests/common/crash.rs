@@ -56,17 +56,25 @@ pub fn delivered_of(capture: &Capture, kind: &str, sid: &str) -> Vec<Captured> {
         .collect()
 }
 
+/// A call's end event: `phone_call.ended` or `phone_call.failed`.
+fn is_end(c: &Captured) -> bool {
+    matches!(
+        c.json()["type"].as_str(),
+        Some("phone_call.ended" | "phone_call.failed")
+    )
+}
+
 pub fn ends(capture: &Capture) -> Vec<Captured> {
+    capture.delivered().into_iter().filter(is_end).collect()
+}
+
+/// Until at least `n` end events have been delivered (10 s at most).
+pub async fn wait_ends(capture: &Capture, n: usize) {
     capture
-        .delivered()
-        .into_iter()
-        .filter(|c| {
-            matches!(
-                c.json()["type"].as_str(),
-                Some("phone_call.ended" | "phone_call.failed")
-            )
+        .wait_for(&format!("{n} end events"), Duration::from_secs(10), |s| {
+            s.iter().filter(|c| c.delivered() && is_end(c)).count() >= n
         })
-        .collect()
+        .await;
 }
 
 /// A call the AI agent answers and nobody hangs up; returns its session id and
