@@ -2,6 +2,7 @@
 //! the Redis wire), records written before the field read as inbound, and a
 //! record whose flag is not a boolean is refused.
 
+use super::tests::{row_of, settings};
 use super::*;
 use crate::store::outbox::Outbox;
 use crate::store::Store;
@@ -28,13 +29,6 @@ fn agent() -> AgentInfo {
     AgentInfo {
         languages: None,
         agent_version: Some("v7".into()),
-    }
-}
-
-fn row_of(change: Change) -> LiveRow {
-    match change.into_store() {
-        LiveChange::Started(r) => *r,
-        other => panic!("not a start: {other:?}"),
     }
 }
 
@@ -158,13 +152,7 @@ fn the_flag_survives_the_sqlite_store_and_old_rows_beside_it_stay_inbound() {
         LiveChange::Started(Box::new(old_row("s-old"))),
     ];
     ob.commit_with(&[], 0, &[], &live).unwrap();
-    let s = crate::events::settings::EventsConfig::default()
-        .compile(&[crate::events::settings::WebhookConfig {
-            url: "http://127.0.0.1:9/hook".into(),
-            secret: "0123456789abcdef".into(),
-            events: None,
-        }])
-        .unwrap();
+    let s = settings(None);
     let got = recover(
         &mut ob,
         None,

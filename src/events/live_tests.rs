@@ -24,14 +24,14 @@ fn agent() -> AgentInfo {
     }
 }
 
-fn row_of(change: Change) -> LiveRow {
+pub(super) fn row_of(change: Change) -> LiveRow {
     match change.into_store() {
         LiveChange::Started(r) => *r,
         other => panic!("not a start: {other:?}"),
     }
 }
 
-fn settings(events: Option<Vec<String>>) -> EventSettings {
+pub(super) fn settings(events: Option<Vec<String>>) -> EventSettings {
     EventsConfig::default()
         .compile(&[WebhookConfig {
             url: "http://127.0.0.1:9/hook".into(),
